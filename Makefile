@@ -1,0 +1,41 @@
+# ragmesh: `make up` starts the mesh, `make test` runs the whole suite. Both install first.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# torch first and pinned: it resolves to the CPU wheel; unpinned it drags in a CUDA build.
+TORCH_PIN := torch==2.13.0
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+
+.PHONY: install up test lint generate check-generated bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet $(TORCH_PIN)
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+up: install
+	$(BIN)/ragmesh up
+
+test: install
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+lint: install
+	$(BIN)/ruff check services tests
+	$(BIN)/ruff format --check services tests
+	$(BIN)/mypy
+	$(BIN)/buf lint
+	$(BIN)/buf format --diff --exit-code
+
+generate: install
+	$(BIN)/buf generate
+
+bench: install
+	$(BIN)/ragmesh bench embed
+
+clean:
+	rm -rf $(VENV) .ragmesh

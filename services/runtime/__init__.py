@@ -1,0 +1,1 @@
+"""What every ragmesh gRPC server shares: logging, interceptors, serving lifecycle."""
