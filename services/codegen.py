@@ -28,8 +28,12 @@ def main() -> None:
         out = work / "out"
         out.mkdir()
         exit_code = protoc.main(
-            ["protoc", f"--descriptor_set_in={descriptor_set}", f"--grpc_python_out={out}",
-             *request.file_to_generate]
+            [
+                "protoc",
+                f"--descriptor_set_in={descriptor_set}",
+                f"--grpc_python_out={out}",
+                *request.file_to_generate,
+            ]
         )
         if exit_code != 0:
             response.error = f"grpc_tools.protoc exited with {exit_code}"

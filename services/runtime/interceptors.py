@@ -1,7 +1,8 @@
 """Server interceptors, applied in this order (outermost first):
 
 1. AccessLogInterceptor: one JSON log line per RPC with method, status code and duration.
-2. ErrorInterceptor: turns any unexpected exception into INTERNAL carrying only an error id.
+2. ErrorInterceptor: a request that does not parse becomes INVALID_ARGUMENT, and any
+   unexpected exception INTERNAL carrying only an error id.
 
 Later layers (authentication before the log, metrics between log and errors) slot into
 `server_interceptors()` in the same order.
@@ -10,56 +11,62 @@ Later layers (authentication before the log, metrics between log and errors) slo
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
 
+from services.runtime.errors import RpcFailure
+
 _log = logging.getLogger("ragmesh.rpc")
+_HEALTH_PREFIX = "/grpc.health.v1.Health/"
 
 # A behaviour wrapper gets the RPC's full method name and its original behaviour and returns
-# the replacement; `streaming_response` says whether the behaviour is an async generator.
+# the replacement; the flag says whether the behaviour is an async generator.
 Behaviour = Callable[..., Any]
 BehaviourWrapper = Callable[[str, Behaviour, bool], Behaviour]
 
 
 def wrap_handler(
-    handler: grpc.RpcMethodHandler, method: str, wrap: BehaviourWrapper
+    handler: grpc.RpcMethodHandler,
+    method: str,
+    wrap: BehaviourWrapper,
+    wrap_deserializer: Callable[[Any], Any] = lambda deserializer: deserializer,
 ) -> grpc.RpcMethodHandler:
     """Rebuild a method handler with its behaviour replaced by `wrap(...)`."""
-    if handler.unary_unary:
-        return grpc.unary_unary_rpc_method_handler(
-            wrap(method, handler.unary_unary, False),
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
-    if handler.unary_stream:
-        return grpc.unary_stream_rpc_method_handler(
-            wrap(method, handler.unary_stream, True),
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
-    if handler.stream_unary:
-        return grpc.stream_unary_rpc_method_handler(
-            wrap(method, handler.stream_unary, False),
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
-    return grpc.stream_stream_rpc_method_handler(
-        wrap(method, handler.stream_stream, True),
-        request_deserializer=handler.request_deserializer,
-        response_serializer=handler.response_serializer,
+    kinds = (
+        ("unary_unary", grpc.unary_unary_rpc_method_handler),
+        ("unary_stream", grpc.unary_stream_rpc_method_handler),
+        ("stream_unary", grpc.stream_unary_rpc_method_handler),
+        ("stream_stream", grpc.stream_stream_rpc_method_handler),
     )
+    for attribute, make_handler in kinds:
+        behaviour = getattr(handler, attribute)
+        if behaviour is not None:
+            # A streaming handler either yields (an async generator) or awaits
+            # `context.write` (a coroutine, like the health service's Watch); the wrapper
+            # must be of the same kind.
+            return make_handler(
+                wrap(method, behaviour, inspect.isasyncgenfunction(behaviour)),
+                request_deserializer=wrap_deserializer(handler.request_deserializer),
+                response_serializer=handler.response_serializer,
+            )
+    raise ValueError(f"handler for {method} has no behaviour")
 
 
 class _WrappingInterceptor(grpc.aio.ServerInterceptor):
     """Base for interceptors that wrap every method's behaviour."""
 
-    def wrap(self, method: str, behaviour: Behaviour, streaming_response: bool) -> Behaviour:
+    def wrap(self, method: str, behaviour: Behaviour, yields: bool) -> Behaviour:
         raise NotImplementedError
+
+    def wrap_deserializer(self, deserializer: Any) -> Any:
+        return deserializer
 
     async def intercept_service(
         self,
@@ -69,7 +76,7 @@ class _WrappingInterceptor(grpc.aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None:
             return None
-        return wrap_handler(handler, handler_call_details.method, self.wrap)
+        return wrap_handler(handler, handler_call_details.method, self.wrap, self.wrap_deserializer)
 
 
 def _status_name(context: grpc.aio.ServicerContext) -> str:
@@ -85,10 +92,14 @@ def _status_name(context: grpc.aio.ServicerContext) -> str:
 class AccessLogInterceptor(_WrappingInterceptor):
     """Logs one line per RPC: method, final status code, duration."""
 
-    def wrap(self, method: str, behaviour: Behaviour, streaming_response: bool) -> Behaviour:
+    def wrap(self, method: str, behaviour: Behaviour, yields: bool) -> Behaviour:
+        # Health probes arrive every second from Envoy and `up`; keep them out of INFO.
+        level = logging.DEBUG if method.startswith(_HEALTH_PREFIX) else logging.INFO
+
         def log(context: grpc.aio.ServicerContext, started: float, cancelled: bool) -> None:
             code = "CANCELLED" if cancelled else _status_name(context)
-            _log.info(
+            _log.log(
+                level,
                 "rpc finished",
                 extra={
                     "grpc_method": method,
@@ -98,7 +109,7 @@ class AccessLogInterceptor(_WrappingInterceptor):
                 },
             )
 
-        if streaming_response:
+        if yields:
 
             async def logged_stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
                 started, cancelled = time.perf_counter(), False
@@ -130,14 +141,39 @@ def _is_cancellation(exc: BaseException) -> bool:
     return isinstance(exc, asyncio.CancelledError)
 
 
+@dataclass(frozen=True)
+class UndecodableRequest:
+    """Stands in for a request message that failed to parse (e.g. invalid UTF-8)."""
+
+    problem: str
+
+
+def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    if deserializer is None:
+        return None
+
+    def parse(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except Exception as exc:
+            return UndecodableRequest(str(exc))
+
+    return parse
+
+
 class ErrorInterceptor(_WrappingInterceptor):
     """Never lets exception text reach a client.
 
-    An exception that is not a deliberate abort becomes INTERNAL with the message
-    ``internal error (error_id=<id>)``; the traceback is logged at ERROR under the same id.
+    A request that does not parse becomes INVALID_ARGUMENT; an RpcFailure becomes its own
+    code and message. Any other exception that is not a
+    deliberate abort becomes INTERNAL with the message ``internal error (error_id=<id>)``;
+    the traceback is logged at ERROR under the same id.
     """
 
-    def wrap(self, method: str, behaviour: Behaviour, streaming_response: bool) -> Behaviour:
+    def wrap_deserializer(self, deserializer: Any) -> Any:
+        return _tolerant(deserializer)
+
+    def wrap(self, method: str, behaviour: Behaviour, yields: bool) -> Behaviour:
         async def fail(context: grpc.aio.ServicerContext, exc: Exception) -> None:
             error_id = uuid.uuid4().hex[:16]
             _log.error(
@@ -147,14 +183,24 @@ class ErrorInterceptor(_WrappingInterceptor):
             )
             await context.abort(grpc.StatusCode.INTERNAL, f"internal error (error_id={error_id})")
 
-        if streaming_response:
+        async def checked(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            """The request, or its checked message stream; aborts on one that did not parse."""
+            if isinstance(request, UndecodableRequest):
+                await _reject_undecodable(request, context)
+            if hasattr(request, "__aiter__"):
+                return _checked_stream(request, context)
+            return request
+
+        if yields:
 
             async def guarded_stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
                 try:
-                    async for response in behaviour(request, context):
+                    async for response in behaviour(await checked(request, context), context):
                         yield response
                 except grpc.aio.AbortError:
                     raise
+                except RpcFailure as failure:
+                    await context.abort(failure.code, failure.details)
                 except Exception as exc:
                     await fail(context, exc)
 
@@ -162,13 +208,32 @@ class ErrorInterceptor(_WrappingInterceptor):
 
         async def guarded_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
             try:
-                return await behaviour(request, context)
+                return await behaviour(await checked(request, context), context)
             except grpc.aio.AbortError:
                 raise
+            except RpcFailure as failure:
+                await context.abort(failure.code, failure.details)
             except Exception as exc:
                 await fail(context, exc)
 
         return guarded_unary
+
+
+async def _reject_undecodable(
+    request: UndecodableRequest, context: grpc.aio.ServicerContext
+) -> None:
+    await context.abort(
+        grpc.StatusCode.INVALID_ARGUMENT, f"the request message does not parse: {request.problem}"
+    )
+
+
+async def _checked_stream(
+    messages: AsyncIterator[Any], context: grpc.aio.ServicerContext
+) -> AsyncIterator[Any]:
+    async for message in messages:
+        if isinstance(message, UndecodableRequest):
+            await _reject_undecodable(message, context)
+        yield message
 
 
 def server_interceptors() -> list[grpc.aio.ServerInterceptor]:

@@ -65,7 +65,7 @@ class InfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class InfoResponse(_message.Message):
-    __slots__ = ("model", "dimensions", "max_sequence_length", "max_client_batch", "max_input_chars", "max_batch_texts", "max_batch_delay_ms", "device", "ready")
+    __slots__ = ("model", "dimensions", "max_sequence_length", "max_client_batch", "max_input_chars", "max_batch_texts", "max_batch_delay_ms", "device", "ready", "batches_run", "texts_embedded")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     DIMENSIONS_FIELD_NUMBER: _ClassVar[int]
     MAX_SEQUENCE_LENGTH_FIELD_NUMBER: _ClassVar[int]
@@ -75,6 +75,8 @@ class InfoResponse(_message.Message):
     MAX_BATCH_DELAY_MS_FIELD_NUMBER: _ClassVar[int]
     DEVICE_FIELD_NUMBER: _ClassVar[int]
     READY_FIELD_NUMBER: _ClassVar[int]
+    BATCHES_RUN_FIELD_NUMBER: _ClassVar[int]
+    TEXTS_EMBEDDED_FIELD_NUMBER: _ClassVar[int]
     model: str
     dimensions: int
     max_sequence_length: int
@@ -84,4 +86,6 @@ class InfoResponse(_message.Message):
     max_batch_delay_ms: int
     device: str
     ready: bool
-    def __init__(self, model: _Optional[str] = ..., dimensions: _Optional[int] = ..., max_sequence_length: _Optional[int] = ..., max_client_batch: _Optional[int] = ..., max_input_chars: _Optional[int] = ..., max_batch_texts: _Optional[int] = ..., max_batch_delay_ms: _Optional[int] = ..., device: _Optional[str] = ..., ready: _Optional[bool] = ...) -> None: ...
+    batches_run: int
+    texts_embedded: int
+    def __init__(self, model: _Optional[str] = ..., dimensions: _Optional[int] = ..., max_sequence_length: _Optional[int] = ..., max_client_batch: _Optional[int] = ..., max_input_chars: _Optional[int] = ..., max_batch_texts: _Optional[int] = ..., max_batch_delay_ms: _Optional[int] = ..., device: _Optional[str] = ..., ready: _Optional[bool] = ..., batches_run: _Optional[int] = ..., texts_embedded: _Optional[int] = ...) -> None: ...

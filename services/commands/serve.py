@@ -1,0 +1,53 @@
+"""`ragmesh serve SERVICE`: run one server process in the foreground."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from typing import Any
+
+from services.config import load_settings
+from services.runtime.logs import configure_logging
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    serve = subparsers.add_parser("serve", help="run one ragmesh server in the foreground")
+    services = serve.add_subparsers(dest="service", required=True, metavar="SERVICE")
+
+    embeddings = services.add_parser(
+        "embeddings",
+        help="the embeddings server (sentence-transformers with dynamic batching)",
+        description="Serve ragmesh.embeddings.v1.EmbeddingsService. Unset flags fall back to"
+        " RAGMESH_EMBEDDINGS__* variables, the config file, then the defaults.",
+    )
+    embeddings.add_argument("--listen", help="host:port or unix:PATH (default 127.0.0.1:50051)")
+    embeddings.add_argument("--model-path", help="a local sentence-transformers model directory")
+    embeddings.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    embeddings.add_argument("--max-batch-texts", type=int, help="texts per model batch")
+    embeddings.add_argument("--max-batch-delay-ms", type=float, help="longest wait to fill a batch")
+    embeddings.add_argument("--max-queue-texts", type=int, help="queued texts before refusing")
+    embeddings.set_defaults(handler=_serve_embeddings)
+
+
+def _section_overrides(args: argparse.Namespace, names: list[str]) -> dict[str, Any]:
+    """The flags the user actually gave, keyed by setting name."""
+    return {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+
+
+def _serve_embeddings(args: argparse.Namespace) -> int:
+    from services.embeddings.server import serve_embeddings
+
+    overrides = _section_overrides(
+        args,
+        [
+            "listen",
+            "model_path",
+            "device",
+            "max_batch_texts",
+            "max_batch_delay_ms",
+            "max_queue_texts",
+        ],
+    )
+    settings = load_settings(embeddings=overrides)
+    configure_logging("embeddings", settings.log_level)
+    return asyncio.run(serve_embeddings(settings))

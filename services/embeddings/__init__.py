@@ -1,0 +1,1 @@
+"""The embeddings service: a sentence-transformers model behind a dynamic batcher."""

@@ -1,0 +1,186 @@
+"""Server-side dynamic batching.
+
+Concurrent calls put their texts on one bounded queue. A single loop takes up to
+`max_batch_texts` texts at a time, waiting at most `max_batch_delay_s` after the oldest
+arrived for a batch to fill, sorts the batch by length (similar lengths pad less), and runs
+it in one worker thread, so the event loop never blocks and the model is used by one batch at
+a time. Texts of a call that was cancelled or timed out are dropped from the queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+Result = TypeVar("Result")
+# Runs one batch in the worker thread: texts in, one result per text out, same order.
+BatchFunction = Callable[[list[str]], Sequence[Result]]
+
+
+class QueueFullError(Exception):
+    """The queue has no room for the call's texts."""
+
+
+class BatcherClosedError(Exception):
+    """The batcher is shutting down and takes no new work."""
+
+
+@dataclass
+class _Call(Generic[Result]):
+    """One submitted call: its texts and where their results go."""
+
+    texts: list[str]
+    done: asyncio.Future[list[Result]]
+    results: list[Result | None] = field(default_factory=list)
+    remaining: int = 0
+
+
+@dataclass
+class _Entry(Generic[Result]):
+    """One queued text: which call it belongs to and where in that call."""
+
+    call: _Call[Result]
+    index: int
+    enqueued_at: float
+
+
+@dataclass
+class BatcherStats:
+    """Counters since start, for Info and the benchmark."""
+
+    batches: int = 0
+    texts: int = 0
+
+
+class DynamicBatcher(Generic[Result]):
+    """Merges concurrent calls into batches for one model."""
+
+    def __init__(
+        self,
+        run_batch: BatchFunction[Result],
+        *,
+        max_batch_texts: int,
+        max_batch_delay_s: float,
+        max_queue_texts: int,
+    ) -> None:
+        self._run_batch = run_batch
+        self._max_batch_texts = max_batch_texts
+        self._max_batch_delay_s = max_batch_delay_s
+        self._max_queue_texts = max_queue_texts
+        self._queue: deque[_Entry[Result]] = deque()
+        self._wakeup = asyncio.Event()
+        self._closing = False
+        # One thread: the model is never used by two batches at once.
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
+        self._loop_task: asyncio.Task[None] | None = None
+        self.stats = BatcherStats()
+
+    @property
+    def queue_depth(self) -> int:
+        return len(self._queue)
+
+    def start(self) -> None:
+        self._loop_task = asyncio.create_task(self._batch_loop(), name="batcher")
+
+    async def close(self) -> None:
+        """Stop taking calls, finish everything queued, stop the worker."""
+        self._closing = True
+        self._wakeup.set()
+        if self._loop_task is not None:
+            await self._loop_task
+        self._executor.shutdown(wait=True)
+
+    async def submit(self, texts: list[str]) -> list[Result]:
+        """Queue `texts` and wait for their results, in order.
+
+        Raises QueueFullError when the queue cannot hold them. Cancelling the awaiting task
+        (a cancelled RPC or an expired deadline) drops the call's texts from the queue.
+        """
+        if self._closing:
+            raise BatcherClosedError("the server is shutting down")
+        if len(self._queue) + len(texts) > self._max_queue_texts:
+            raise QueueFullError(
+                f"the embedding queue is full ({len(self._queue)} of {self._max_queue_texts}"
+                " texts waiting); retry with backoff"
+            )
+        call: _Call[Result] = _Call(
+            texts=texts,
+            done=asyncio.get_running_loop().create_future(),
+            results=[None] * len(texts),
+            remaining=len(texts),
+        )
+        now = time.monotonic()
+        self._queue.extend(_Entry(call, index, now) for index in range(len(texts)))
+        self._wakeup.set()
+        try:
+            return await call.done
+        except asyncio.CancelledError:
+            self._drop(call)
+            raise
+
+    def _drop(self, call: _Call[Result]) -> None:
+        self._queue = deque(entry for entry in self._queue if entry.call is not call)
+
+    async def _batch_loop(self) -> None:
+        while True:
+            if not self._queue:
+                if self._closing:
+                    return
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            await self._wait_for_fill()
+            batch = self._take_batch()
+            if batch:
+                await self._run(batch)
+
+    async def _wait_for_fill(self) -> None:
+        """Wait until a full batch is queued or the oldest text has waited long enough."""
+        while len(self._queue) < self._max_batch_texts and not self._closing:
+            if not self._queue:
+                return
+            waited = time.monotonic() - self._queue[0].enqueued_at
+            left = self._max_batch_delay_s - waited
+            if left <= 0:
+                return
+            self._wakeup.clear()
+            try:
+                await asyncio.wait_for(self._wakeup.wait(), timeout=left)
+            except TimeoutError:
+                return
+
+    def _take_batch(self) -> list[_Entry[Result]]:
+        batch: list[_Entry[Result]] = []
+        while self._queue and len(batch) < self._max_batch_texts:
+            entry = self._queue.popleft()
+            if not entry.call.done.done():
+                batch.append(entry)
+        # Longest first, as sentence-transformers does: similar lengths share padding.
+        batch.sort(key=lambda entry: len(entry.call.texts[entry.index]), reverse=True)
+        return batch
+
+    async def _run(self, batch: list[_Entry[Result]]) -> None:
+        texts = [entry.call.texts[entry.index] for entry in batch]
+        loop = asyncio.get_running_loop()
+        try:
+            results = await loop.run_in_executor(self._executor, self._run_batch, texts)
+        except Exception as exc:
+            for entry in batch:
+                if not entry.call.done.done():
+                    entry.call.done.set_exception(exc)
+            return
+        self.stats.batches += 1
+        self.stats.texts += len(texts)
+        for entry, result in zip(batch, results, strict=True):
+            call = entry.call
+            if call.done.done():
+                continue
+            call.results[entry.index] = result
+            call.remaining -= 1
+            if call.remaining == 0:
+                call.done.set_result(list(call.results))  # type: ignore[arg-type]

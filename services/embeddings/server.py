@@ -1,0 +1,47 @@
+"""Wiring of the embeddings server process."""
+
+from __future__ import annotations
+
+from ragmesh.embeddings.v1 import embeddings_service_pb2 as pb
+from ragmesh.embeddings.v1 import embeddings_service_pb2_grpc as pb_grpc
+from services.config import Settings
+from services.embeddings.batcher import DynamicBatcher
+from services.embeddings.model import EncodedText, load_encoder
+from services.embeddings.servicer import EmbeddingsServicer
+from services.runtime.server import GrpcServer
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["EmbeddingsService"].full_name
+
+
+async def serve_embeddings(settings: Settings) -> int:
+    """Run the embeddings server until SIGTERM/SIGINT; returns the exit code."""
+    config = settings.embeddings
+    server = GrpcServer(
+        "embeddings",
+        config.listen,
+        settings.server,
+        health_names=[SERVICE_NAME],
+        reflection_names=[SERVICE_NAME],
+    )
+    servicer = EmbeddingsServicer(config, settings.server)
+    pb_grpc.add_EmbeddingsServiceServicer_to_server(servicer, server.grpc)
+    await server.start()
+
+    async def load_model() -> None:
+        encoder = await load_encoder(
+            config.model_path,
+            config.device,
+            attempts=config.model_load_attempts,
+            backoff_base_s=config.model_load_backoff_base_s,
+        )
+        batcher: DynamicBatcher[EncodedText] = DynamicBatcher(
+            encoder.encode,
+            max_batch_texts=config.max_batch_texts,
+            max_batch_delay_s=config.max_batch_delay_ms / 1000,
+            max_queue_texts=config.max_queue_texts,
+        )
+        batcher.start()
+        server.on_stopped(batcher.close)
+        servicer.attach(encoder, batcher)
+
+    return await server.run(load_model())

@@ -1,0 +1,160 @@
+"""The EmbeddingsService RPC handlers."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+
+import grpc
+import numpy as np
+
+from ragmesh.embeddings.v1 import embeddings_service_pb2 as pb
+from ragmesh.embeddings.v1 import embeddings_service_pb2_grpc as pb_grpc
+from services.config import EmbeddingsSettings, ServerSettings
+from services.embeddings.batcher import BatcherClosedError, DynamicBatcher, QueueFullError
+from services.embeddings.model import EncodedText, Encoder
+from services.embeddings.validation import InvalidRequestError, check_inputs, check_token_counts
+from services.runtime.errors import RpcFailure, invalid_argument, unavailable
+from services.runtime.server import call_timeout
+
+# How many messages of one EmbedStream may be in the batcher at once: enough to keep the
+# model busy, few enough that one bulk client cannot fill the whole queue.
+STREAM_MESSAGES_IN_FLIGHT = 4
+
+# One stream message on its way through the batcher: (sequence, task of (encoder, embeddings)).
+_PendingMessage = tuple[int, "asyncio.Task[tuple[Encoder, list[pb.Embedding]]]"]
+
+
+class EmbeddingsServicer(pb_grpc.EmbeddingsServiceServicer):
+    def __init__(self, settings: EmbeddingsSettings, server_settings: ServerSettings) -> None:
+        self._settings = settings
+        self._default_deadline_s = server_settings.default_deadline_s
+        # Set once the model has loaded; until then Embed answers UNAVAILABLE.
+        self.encoder: Encoder | None = None
+        self.batcher: DynamicBatcher[EncodedText] | None = None
+
+    def attach(self, encoder: Encoder, batcher: DynamicBatcher[EncodedText]) -> None:
+        self.encoder, self.batcher = encoder, batcher
+
+    async def Embed(
+        self, request: pb.EmbedRequest, context: grpc.aio.ServicerContext
+    ) -> pb.EmbedResponse:
+        encoder, embeddings = await self._embed(
+            request.inputs, request, call_timeout(context, self._default_deadline_s)
+        )
+        return pb.EmbedResponse(
+            embeddings=embeddings, model=encoder.name, dimensions=encoder.dimensions
+        )
+
+    async def EmbedStream(
+        self,
+        request_iterator: AsyncIterator[pb.EmbedStreamRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[pb.EmbedStreamResponse]:
+        # Messages are embedded concurrently (so the batcher can merge them) and answered
+        # in order; the bounded queue of pending results gives the client backpressure.
+        # None marks the end of the client's stream.
+        pending: asyncio.Queue[_PendingMessage | None]
+        pending = asyncio.Queue(maxsize=STREAM_MESSAGES_IN_FLIGHT)
+
+        async def read_requests() -> None:
+            async for message in request_iterator:
+                prefix = f"message sequence={message.sequence}: "
+                task = asyncio.ensure_future(
+                    self._embed(message.inputs, message, self._default_deadline_s, prefix)
+                )
+                await pending.put((message.sequence, task))
+            await pending.put(None)
+
+        reader = asyncio.ensure_future(read_requests())
+        try:
+            while (item := await pending.get()) is not None:
+                sequence, task = item
+                encoder, embeddings = await task
+                yield pb.EmbedStreamResponse(
+                    sequence=sequence,
+                    embeddings=embeddings,
+                    model=encoder.name,
+                    dimensions=encoder.dimensions,
+                )
+            await reader
+        finally:
+            # Nothing of this stream may outlive its handler.
+            leftovers: list[asyncio.Future[object]] = [reader]
+            while not pending.empty():
+                if (item := pending.get_nowait()) is not None:
+                    leftovers.append(item[1])
+            for leftover in leftovers:
+                leftover.cancel()
+            await asyncio.gather(*leftovers, return_exceptions=True)
+
+    async def Info(
+        self, request: pb.InfoRequest, context: grpc.aio.ServicerContext
+    ) -> pb.InfoResponse:
+        s = self._settings
+        response = pb.InfoResponse(
+            max_client_batch=s.max_client_batch,
+            max_input_chars=s.max_input_chars,
+            max_batch_texts=s.max_batch_texts,
+            max_batch_delay_ms=int(s.max_batch_delay_ms),
+            ready=self.encoder is not None,
+        )
+        if self.encoder is not None and self.batcher is not None:
+            response.model = self.encoder.name
+            response.dimensions = self.encoder.dimensions
+            response.max_sequence_length = self.encoder.max_sequence_length
+            response.device = self.encoder.device
+            response.batches_run = self.batcher.stats.batches
+            response.texts_embedded = self.batcher.stats.texts
+        return response
+
+    async def _embed(
+        self,
+        inputs: Sequence[str],
+        options: pb.EmbedRequest | pb.EmbedStreamRequest,
+        timeout_s: float,
+        prefix: str = "",
+    ) -> tuple[Encoder, list[pb.Embedding]]:
+        """Validate and embed one call's texts; failures raise RpcFailure."""
+        encoder, batcher = self.encoder, self.batcher
+        if encoder is None or batcher is None:
+            raise unavailable("the embedding model is still loading; retry shortly")
+        texts = list(inputs)
+        try:
+            check_inputs(
+                texts,
+                max_client_batch=self._settings.max_client_batch,
+                max_input_chars=self._settings.max_input_chars,
+            )
+            truncate = options.truncate if options.HasField("truncate") else True
+            if not truncate:
+                counts = await asyncio.to_thread(encoder.count_tokens, texts)
+                check_token_counts(counts, max_sequence_length=encoder.max_sequence_length)
+        except InvalidRequestError as exc:
+            raise invalid_argument(prefix + str(exc)) from None
+
+        try:
+            results = await asyncio.wait_for(batcher.submit(texts), timeout=timeout_s)
+        except QueueFullError as exc:
+            raise RpcFailure(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc)) from None
+        except BatcherClosedError as exc:
+            raise unavailable(str(exc)) from None
+        except TimeoutError:
+            raise RpcFailure(
+                grpc.StatusCode.DEADLINE_EXCEEDED,
+                f"{prefix}the call's deadline ({timeout_s:.3f} s) passed before its texts were"
+                " embedded",
+            ) from None
+        normalize = options.normalize if options.HasField("normalize") else True
+        return encoder, [_to_proto(result, normalize) for result in results]
+
+
+def _to_proto(result: EncodedText, normalize: bool) -> pb.Embedding:
+    vector = result.vector
+    if normalize:
+        norm = float(np.linalg.norm(vector))
+        if norm > 0:
+            vector = vector / norm
+    return pb.Embedding(
+        values=vector.tolist(), token_count=result.token_count, truncated=result.truncated
+    )

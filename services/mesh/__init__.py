@@ -1,0 +1,1 @@
+"""The mesh around the services: certificates, Envoy's configuration, and starting it all."""

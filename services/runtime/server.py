@@ -1,0 +1,138 @@
+"""The lifecycle every ragmesh gRPC server shares.
+
+    server = GrpcServer(name, listen, settings.server, health_names=[...])
+    add_FooServicer_to_server(servicer, server.grpc)
+    await server.start()                # accepts connections at once, NOT_SERVING
+    exit_code = await server.run(ready) # `ready` loads dependencies, then SERVING
+
+`run` returns when SIGTERM/SIGINT arrives (graceful: NOT_SERVING, drain, finish in-flight
+calls, stop) or when `ready` fails (the failure is logged and the exit code is 1).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Awaitable, Callable, Sequence
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from services.config import ServerSettings
+from services.runtime.interceptors import server_interceptors
+
+_log = logging.getLogger("ragmesh.server")
+
+_SERVING = health_pb2.HealthCheckResponse.SERVING
+_NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+class StartupError(Exception):
+    """A dependency could not be made ready; the message says which and why."""
+
+
+class GrpcServer:
+    """A grpc.aio server with health, reflection, interceptors and graceful shutdown."""
+
+    def __init__(
+        self,
+        name: str,
+        listen: str,
+        settings: ServerSettings,
+        *,
+        health_names: Sequence[str],
+        reflection_names: Sequence[str],
+        credentials: grpc.ServerCredentials | None = None,
+    ) -> None:
+        self.name = name
+        self._listen = listen
+        self._settings = settings
+        self._credentials = credentials
+        # "" is the whole server's health, as grpc.health.v1 defines it.
+        self._health_names = ["", *health_names]
+        self.health = health.aio.HealthServicer()
+        self.grpc = grpc.aio.server(
+            interceptors=server_interceptors(),
+            options=[
+                ("grpc.max_receive_message_length", settings.max_message_bytes),
+                ("grpc.max_send_message_length", settings.max_message_bytes),
+                ("grpc.so_reuseport", 0),
+            ],
+        )
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)
+        reflection.enable_server_reflection(
+            [*reflection_names, health.SERVICE_NAME, reflection.SERVICE_NAME], self.grpc
+        )
+        self._stopping: list[Callable[[], Awaitable[None]]] = []
+        self.port = 0
+
+    def on_stopped(self, hook: Callable[[], Awaitable[None]]) -> None:
+        """Run `hook` after the server has stopped taking calls (e.g. drain a batcher)."""
+        self._stopping.append(hook)
+
+    async def start(self) -> None:
+        """Bind and start serving; every service reports NOT_SERVING until `set_serving`."""
+        for service_name in self._health_names:
+            await self.health.set(service_name, _NOT_SERVING)
+        if self._credentials is None:
+            self.port = self.grpc.add_insecure_port(self._listen)
+        else:
+            self.port = self.grpc.add_secure_port(self._listen, self._credentials)
+        if self.port == 0 and not self._listen.startswith("unix:"):
+            raise StartupError(f"could not listen on {self._listen}")
+        await self.grpc.start()
+        _log.info(
+            "listening",
+            extra={"listen": self._listen, "port": self.port, "tls": self._credentials is not None},
+        )
+
+    async def set_serving(self, serving: bool) -> None:
+        status = _SERVING if serving else _NOT_SERVING
+        for service_name in self._health_names:
+            await self.health.set(service_name, status)
+        _log.info("health changed", extra={"serving": serving})
+
+    async def run(self, ready: Awaitable[None]) -> int:
+        """Serve until a stop signal; returns the process exit code."""
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+
+        readiness = asyncio.ensure_future(ready)
+        stop_wait = asyncio.ensure_future(stop.wait())
+        await asyncio.wait({readiness, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
+
+        exit_code = 0
+        if readiness.done() and readiness.exception() is not None:
+            error = readiness.exception()
+            _log.error("start-up failed: %s", error, exc_info=error)
+            exit_code = 1
+        elif readiness.done():
+            await self.set_serving(True)
+            await stop_wait
+        else:
+            readiness.cancel()
+        stop_wait.cancel()
+
+        await self.shutdown()
+        return exit_code
+
+    async def shutdown(self) -> None:
+        """NOT_SERVING, give the proxy time to notice, finish in-flight calls, stop."""
+        _log.info("shutting down", extra={"drain_s": self._settings.shutdown_drain_s})
+        await self.health.enter_graceful_shutdown()
+        if self._settings.shutdown_drain_s:
+            await asyncio.sleep(self._settings.shutdown_drain_s)
+        await self.grpc.stop(self._settings.shutdown_grace_s)
+        for hook in self._stopping:
+            await hook()
+        _log.info("stopped")
+
+
+def call_timeout(context: grpc.aio.ServicerContext, default_s: float) -> float:
+    """The time this call may still take: its deadline, or `default_s` when it has none."""
+    remaining = context.time_remaining()
+    return default_s if remaining is None else max(remaining, 0.0)

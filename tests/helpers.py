@@ -1,0 +1,98 @@
+"""Shared test plumbing: free ports and real server processes stopped by their own PIDs."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class ServerProcess:
+    popen: subprocess.Popen[bytes]
+    target: str
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, timeout_s: float = 30.0) -> int:
+        if self.popen.poll() is None:
+            self.popen.terminate()
+            try:
+                self.popen.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait()
+        return int(self.popen.returncode)
+
+
+def ragmesh_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "services.cli", *args]
+
+
+@contextmanager
+def running_process(
+    args: list[str], log_path: Path, env: dict[str, str] | None = None, target: str = ""
+) -> Iterator[ServerProcess]:
+    """Start `args` with output in `log_path`; always stopped (by PID) on exit."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("wb") as log_file:
+        popen = subprocess.Popen(
+            args,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=REPO_ROOT,
+            env={**os.environ, **(env or {})},
+        )
+    process = ServerProcess(popen, target, log_path)
+    try:
+        yield process
+    finally:
+        process.stop()
+
+
+def wait_serving(
+    target: str,
+    service: str,
+    process: ServerProcess | None = None,
+    timeout_s: float = 120.0,
+    credentials: grpc.ChannelCredentials | None = None,
+) -> None:
+    """Poll grpc.health.v1 until `service` is SERVING; fail with the server's log if not."""
+    deadline = time.monotonic() + timeout_s
+    channel = (
+        grpc.secure_channel(target, credentials) if credentials else grpc.insecure_channel(target)
+    )
+    with channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while time.monotonic() < deadline:
+            if process is not None and process.popen.poll() is not None:
+                raise AssertionError(f"server exited early:\n{process.log()}")
+            try:
+                status = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=1)
+                if status.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.RpcError:
+                pass
+            time.sleep(0.2)
+    log = process.log() if process else ""
+    raise AssertionError(f"{service} at {target} never became SERVING:\n{log}")
