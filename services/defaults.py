@@ -3,6 +3,8 @@
 Settings (services/config.py) read these; nothing else hard-codes a limit.
 """
 
+from typing import Literal
+
 # Where ragmesh keeps certificates, keys, the embedded database and logs.
 STATE_DIR = ".ragmesh"
 
@@ -19,7 +21,7 @@ MAX_QUEUE_TEXTS = 4096
 # Embeddings: model loading, retried with exponential backoff.
 MODEL_LOAD_ATTEMPTS = 3
 MODEL_LOAD_BACKOFF_BASE_S = 5.0
-DEVICE = "auto"
+DEVICE: Literal["auto", "cpu", "cuda"] = "auto"
 
 # gRPC serving.
 EMBEDDINGS_LISTEN = "127.0.0.1:50051"

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import signal
+from collections.abc import Awaitable, Callable
 
 from services.config import Settings, load_settings
 from services.embeddings.server import SERVICE_NAME as EMBEDDINGS_SERVICE
@@ -40,7 +41,7 @@ def _up(args: argparse.Namespace) -> int:
     return asyncio.run(run_mesh(settings, args.timeout))
 
 
-def _health_probe(target: str, service: str):  # type: ignore[no-untyped-def]
+def _health_probe(target: str, service: str) -> Callable[[], Awaitable[bool]]:
     async def is_serving() -> bool:
         return await check_health(target, service) == SERVING
 

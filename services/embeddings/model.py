@@ -57,7 +57,10 @@ class Encoder:
         if not dimensions:
             raise RuntimeError(f"model at {path} does not report its embedding dimension")
         self.dimensions = int(dimensions)
-        self.max_sequence_length = int(self._model.max_seq_length)
+        window = self._model.max_seq_length
+        if window is None:
+            raise RuntimeError(f"model at {path} does not report its token window")
+        self.max_sequence_length = int(window)
 
     def count_tokens(self, texts: list[str]) -> list[int]:
         """Tokens per text, special tokens included, before any truncation."""

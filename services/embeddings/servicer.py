@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Sequence
+from typing import Any
 
 import grpc
 import numpy as np
@@ -80,7 +81,7 @@ class EmbeddingsServicer(pb_grpc.EmbeddingsServiceServicer):
             await reader
         finally:
             # Nothing of this stream may outlive its handler.
-            leftovers: list[asyncio.Future[object]] = [reader]
+            leftovers: list[asyncio.Future[Any]] = [reader]
             while not pending.empty():
                 if (item := pending.get_nowait()) is not None:
                     leftovers.append(item[1])
