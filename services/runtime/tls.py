@@ -36,10 +36,6 @@ def peer_uris(context: grpc.aio.ServicerContext) -> list[str]:
     Empty for a connection without TLS. Lets a handler or interceptor tell Envoy's client
     certificate (certs.identity_uri("envoy", "envoy-upstream")) from any other CA-signed one.
     """
-    auth = context.auth_context()
-    sans = auth.get("x509_subject_alternative_name", [])
-    return [
-        name.decode() if isinstance(name, bytes) else str(name)
-        for name in sans
-        if (name.decode() if isinstance(name, bytes) else str(name)).startswith("spiffe://")
-    ]
+    sans = context.auth_context().get("x509_subject_alternative_name", [])
+    names = [name.decode() if isinstance(name, bytes) else str(name) for name in sans]
+    return [name for name in names if name.startswith("spiffe://")]
