@@ -82,19 +82,18 @@ class CertificatePaths:
     """Every file ensure_certificates guarantees, by role."""
 
     ca: Path
-    envoy: Identity
-    envoy_upstream: Identity
-    services: Mapping[str, Identity] = field(default_factory=dict)
-    service_clients: Mapping[str, Identity] = field(default_factory=dict)
-    client: Identity | None = None
+    envoy: Identity  # Envoy's server certificate, on both listeners
+    envoy_upstream: Identity  # the client certificate Envoy presents to services
+    client: Identity  # the user's client certificate, clients/client.pem
+    services: Mapping[str, Identity] = field(default_factory=dict)  # server certificates
+    service_clients: Mapping[str, Identity] = field(default_factory=dict)  # services as callers
 
     def all(self) -> Iterator[Identity]:
         yield self.envoy
         yield self.envoy_upstream
         yield from self.services.values()
         yield from self.service_clients.values()
-        if self.client is not None:
-            yield self.client
+        yield self.client
 
 
 def validate_name(name: str) -> str:
@@ -163,6 +162,7 @@ def issue_client_certificate(
                 " or choose another name"
             )
         ca = _load_ca(certs_dir / "ca.pem", certs_dir / "ca-key.pem", need_key=True)
+        check_expiry(certs_dir / "ca.pem")
         spec = _LeafSpec(identity, name, (), identity_uri("client", name), is_server=False)
         _issue(ca, spec, valid_days)
     return identity.cert, identity.key
@@ -344,7 +344,6 @@ def _leaf_specs(paths: CertificatePaths, services: Sequence[str]) -> list[_LeafS
         specs.append(
             _LeafSpec(paths.service_clients[service], f"{service}-client", (), uri, is_server=False)
         )
-    assert paths.client is not None
     specs.append(
         _LeafSpec(paths.client, DEFAULT_CLIENT, (), identity_uri("client", DEFAULT_CLIENT), False)
     )

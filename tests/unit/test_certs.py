@@ -52,7 +52,6 @@ def test_first_call_creates_every_certificate_with_private_modes(
     for identity in identities:
         assert identity.cert.is_file() and identity.key.is_file()
         assert _mode(identity.key) == 0o600, identity.key
-    assert paths.client is not None
     assert paths.client.cert == certs_dir / "clients" / "client.pem"
 
 
@@ -93,7 +92,6 @@ def test_chains_verify_against_the_ca_for_their_purpose(paths: CertificatePaths)
         builder.build_server_verifier(subject).verify(_cert(paths.envoy.cert), [])
 
     client_verifier = builder.build_client_verifier()
-    assert paths.client is not None
     for identity in [paths.envoy_upstream, paths.client, *paths.service_clients.values()]:
         client_verifier.verify(_cert(identity.cert), [])
 
@@ -105,7 +103,6 @@ def test_identities_name_their_holder(paths: CertificatePaths) -> None:
 
     assert uris(paths.envoy_upstream.cert) == [identity_uri("envoy", "envoy-upstream")]
     assert uris(paths.service_clients["search"].cert) == [identity_uri("service", "search")]
-    assert paths.client is not None
     assert uris(paths.client.cert) == [identity_uri("client", "client")]
 
 

@@ -1,0 +1,156 @@
+"""Rendering Envoy's configuration (services/mesh/envoy_config.py), without running Envoy."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from services.mesh.certs import CertificatePaths, ensure_certificates
+from services.mesh.envoy_config import (
+    RETRY_ON,
+    Topology,
+    UpstreamCluster,
+    render_config,
+)
+
+EMBEDDINGS = "ragmesh.embeddings.v1.EmbeddingsService"
+SEARCH = "ragmesh.search.v1.SearchService"
+EMBED = f"/{EMBEDDINGS}/Embed"
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory: pytest.TempPathFactory) -> CertificatePaths:
+    return ensure_certificates(tmp_path_factory.mktemp("unit") / "certs")
+
+
+def topology(certs: CertificatePaths, **changes: Any) -> Topology:
+    values: dict[str, Any] = {
+        "clusters": [
+            UpstreamCluster("embeddings", EMBEDDINGS, [("127.0.0.1", 50051)], [EMBED]),
+            UpstreamCluster("search", SEARCH, [("localhost", 50052), ("localhost", 50062)]),
+        ],
+        "certificates": certs,
+    }
+    values.update(changes)
+    return Topology(**values)
+
+
+def rendered(certs: CertificatePaths, **changes: Any) -> dict[str, Any]:
+    config = yaml.safe_load(render_config(topology(certs, **changes)))
+    assert isinstance(config, dict)
+    return config
+
+
+def routes(config: dict[str, Any], listener: str) -> list[dict[str, Any]]:
+    (found,) = [x for x in config["static_resources"]["listeners"] if x["name"] == listener]
+    manager = found["filter_chains"][0]["filters"][0]["typed_config"]
+    result: list[dict[str, Any]] = manager["route_config"]["virtual_hosts"][0]["routes"]
+    return result
+
+
+def test_routes_put_retried_methods_before_their_service(certs: CertificatePaths) -> None:
+    config = rendered(certs)
+    for listener in ("client", "internal"):
+        table = [
+            (r["match"].get("path") or r["match"]["prefix"], r["route"])
+            for r in routes(config, listener)
+        ]
+        assert [match for match, _ in table] == [
+            EMBED,
+            f"/{EMBEDDINGS}/",
+            f"/{SEARCH}/",
+            "/grpc.reflection.v1alpha.ServerReflection/",
+            "/grpc.reflection.v1.ServerReflection/",
+        ]
+        assert [route["cluster"] for _, route in table] == [
+            "embeddings", "embeddings", "search", "embeddings", "embeddings",
+        ]  # fmt: skip
+        retried = [match for match, route in table if "retry_policy" in route]
+        assert retried == [EMBED]
+        policy = table[0][1]["retry_policy"]
+        assert policy["retry_on"] == RETRY_ON
+        assert policy["num_retries"] == 2
+        assert policy["retry_host_predicate"][0]["name"] == (
+            "envoy.retry_host_predicates.previous_hosts"
+        )
+        for _, route in table:
+            assert route["timeout"] == "0s"
+            assert route["max_stream_duration"] == {"grpc_timeout_header_max": "0s"}
+        assert not any("grpc.health" in match for match, _ in table)
+
+
+def test_listeners_require_client_certificates(certs: CertificatePaths) -> None:
+    config = rendered(certs)
+    listeners = {x["name"]: x for x in config["static_resources"]["listeners"]}
+    assert listeners["client"]["address"]["socket_address"]["address"] == "0.0.0.0"
+    assert listeners["internal"]["address"]["socket_address"]["address"] == "127.0.0.1"
+    for listener in listeners.values():
+        tls = listener["filter_chains"][0]["transport_socket"]["typed_config"]
+        assert tls["require_client_certificate"] is True
+        validation = tls["common_tls_context"]["validation_context"]
+        assert validation["trusted_ca"]["filename"] == str(certs.ca)
+    internal_tls = listeners["internal"]["filter_chains"][0]["transport_socket"]["typed_config"]
+    matchers = internal_tls["common_tls_context"]["validation_context"][
+        "match_typed_subject_alt_names"
+    ]
+    assert matchers == [
+        {"san_type": "URI", "matcher": {"prefix": "spiffe://ragmesh.internal/service/"}}
+    ]
+
+
+def test_clusters_speak_mtls_http2_with_health_checks(certs: CertificatePaths) -> None:
+    clusters = {c["name"]: c for c in rendered(certs)["static_resources"]["clusters"]}
+    assert clusters["embeddings"]["type"] == "STATIC"
+    assert clusters["search"]["type"] == "STRICT_DNS"
+    search = clusters["search"]
+    options = search["typed_extension_protocol_options"][
+        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+    ]
+    assert "http2_protocol_options" in options["explicit_http_config"]
+    tls = search["transport_socket"]["typed_config"]
+    assert tls["sni"] == "search.ragmesh.internal"
+    assert tls["common_tls_context"]["tls_certificates"][0]["certificate_chain"]["filename"] == (
+        str(certs.envoy_upstream.cert)
+    )
+    assert search["health_checks"][0]["grpc_health_check"]["service_name"] == SEARCH
+    assert len(search["load_assignment"]["endpoints"][0]["lb_endpoints"]) == 2
+    outlier = search["outlier_detection"]
+    assert outlier["consecutive_gateway_failure"] == 2
+    assert outlier["enforcing_consecutive_gateway_failure"] == 100
+    assert outlier["base_ejection_time"] == "30s"
+    assert outlier["max_ejection_percent"] == 50
+
+
+def test_unix_socket_endpoints(certs: CertificatePaths, tmp_path: Path) -> None:
+    cluster = UpstreamCluster("embeddings", EMBEDDINGS, [(f"unix:{tmp_path}/e.sock", 0)])
+    config = rendered(certs, clusters=[cluster])
+    (rendered_cluster,) = config["static_resources"]["clusters"]
+    endpoint = rendered_cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]
+    assert endpoint["endpoint"]["address"] == {"pipe": {"path": f"{tmp_path}/e.sock"}}
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"admin": ("0.0.0.0", 9901)}, "admin address must be loopback"),
+        ({"internal_listener": ("10.0.0.1", 8444)}, "internal listener address must be loopback"),
+        ({"client_listener": ("localhost", 8443)}, "must be an IP address"),
+        ({"admin": ("127.0.0.1", 8443)}, "ports must differ"),
+        ({"clusters": []}, "at least one cluster"),
+        ({"clusters": [UpstreamCluster("Embeddings", EMBEDDINGS, [("::1", 1)])]}, "snake_case"),
+        ({"clusters": [UpstreamCluster("e", "NoPackage", [("::1", 1)])]}, "full gRPC service"),
+        ({"clusters": [UpstreamCluster("e", EMBEDDINGS, [])]}, "no endpoints"),
+        (
+            {"clusters": [UpstreamCluster("e", EMBEDDINGS, [("::1", 1)], ["/other.S/Embed"])]},
+            "must be /ragmesh",
+        ),
+    ],
+)
+def test_unsafe_or_malformed_topologies_are_refused(
+    certs: CertificatePaths, changes: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        render_config(topology(certs, **changes))
