@@ -13,7 +13,7 @@ from services import __version__
 COMMAND_MODULES = [
     "services.commands.serve",
     "services.commands.up",
-    # "services.commands.bench",
+    "services.commands.bench",
 ]
 
 
