@@ -26,6 +26,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     embeddings.add_argument("--max-batch-texts", type=int, help="texts per model batch")
     embeddings.add_argument("--max-batch-delay-ms", type=float, help="longest wait to fill a batch")
     embeddings.add_argument("--max-queue-texts", type=int, help="queued texts before refusing")
+    embeddings.add_argument(
+        "--micro-batch-texts", type=int, help="length-sorted slice size inside a batch"
+    )
     embeddings.set_defaults(handler=_serve_embeddings)
 
 
@@ -46,6 +49,7 @@ def _serve_embeddings(args: argparse.Namespace) -> int:
             "max_batch_texts",
             "max_batch_delay_ms",
             "max_queue_texts",
+            "micro_batch_texts",
         ],
     )
     settings = load_settings(embeddings=overrides)

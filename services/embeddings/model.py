@@ -43,13 +43,16 @@ def resolve_device(device: str) -> str:
 class Encoder:
     """A loaded model; `encode` is called from the batcher's single worker thread."""
 
-    def __init__(self, model_path: str, device: str) -> None:
+    def __init__(self, model_path: str, device: str, micro_batch_texts: int) -> None:
         from sentence_transformers import SentenceTransformer
 
         path = Path(model_path) if model_path else packaged_model_path()
         if not path.is_dir():
             raise FileNotFoundError(f"model directory {path} does not exist")
         self.device = resolve_device(device)
+        # The model runs a batch sorted by length in slices of this many texts, so short
+        # texts are not padded to the longest text of the whole batch.
+        self.micro_batch_texts = micro_batch_texts
         self._model = SentenceTransformer(str(path), device=self.device, local_files_only=True)
         self._tokenizer = self._model.tokenizer
         self.name = _model_name(path)
@@ -72,7 +75,7 @@ class Encoder:
         token_counts = self.count_tokens(texts)
         vectors = self._model.encode(
             texts,
-            batch_size=len(texts),
+            batch_size=self.micro_batch_texts,
             convert_to_numpy=True,
             normalize_embeddings=False,
             show_progress_bar=False,
@@ -97,13 +100,13 @@ def _model_name(path: Path) -> str:
 
 
 async def load_encoder(
-    model_path: str, device: str, *, attempts: int, backoff_base_s: float
+    model_path: str, device: str, micro_batch_texts: int, *, attempts: int, backoff_base_s: float
 ) -> Encoder:
     """Load the model off the event loop, retrying with exponential backoff."""
     for attempt in range(1, attempts + 1):
         started = time.perf_counter()
         try:
-            encoder = await asyncio.to_thread(Encoder, model_path, device)
+            encoder = await asyncio.to_thread(Encoder, model_path, device, micro_batch_texts)
             await asyncio.to_thread(encoder.self_test)
         except Exception as exc:
             if attempt == attempts:

@@ -31,6 +31,7 @@ async def serve_embeddings(settings: Settings) -> int:
         encoder = await load_encoder(
             config.model_path,
             config.device,
+            config.micro_batch_texts,
             attempts=config.model_load_attempts,
             backoff_base_s=config.model_load_backoff_base_s,
         )
