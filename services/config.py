@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -24,7 +24,13 @@ from pydantic_settings import (
 from services import defaults
 
 
-class EmbeddingsSettings(BaseModel):
+
+class _Section(BaseModel):
+    """A settings section: an unknown key is a typo, refused at start."""
+
+    model_config = ConfigDict(extra="forbid")
+
+class EmbeddingsSettings(_Section):
     """The embeddings server."""
 
     listen: str = defaults.EMBEDDINGS_LISTEN
@@ -41,26 +47,26 @@ class EmbeddingsSettings(BaseModel):
     model_load_backoff_base_s: float = Field(defaults.MODEL_LOAD_BACKOFF_BASE_S, ge=0)
 
 
-class SearchSettings(BaseModel):
+class SearchSettings(_Section):
     """The search server (issue: search service). Add search fields here."""
 
     listen: str = defaults.SEARCH_LISTEN
 
 
-class CoordinatorSettings(BaseModel):
+class CoordinatorSettings(_Section):
     """The coordinator server. Add coordinator fields here."""
 
     listen: str = defaults.COORDINATOR_LISTEN
 
 
-class MeshSettings(BaseModel):
+class MeshSettings(_Section):
     """Envoy, certificates and `ragmesh up`. Add mesh fields here."""
 
     # When true, every server requires Envoy's client certificate (mTLS) on its port.
     tls: bool = False
 
 
-class ServerSettings(BaseModel):
+class ServerSettings(_Section):
     """What every gRPC server process shares."""
 
     default_deadline_s: float = Field(defaults.DEFAULT_DEADLINE_S, gt=0)
