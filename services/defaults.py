@@ -37,3 +37,88 @@ SHUTDOWN_DRAIN_S = 0.0
 # How long in-flight calls may run after the server stops accepting new ones.
 SHUTDOWN_GRACE_S = 10.0
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+
+# Search: which store holds the documents.
+SEARCH_BACKEND: Literal["pgvector", "qdrant"] = "pgvector"
+
+# Search: request limits (documented in protos/ragmesh/search/v1/search_service.proto).
+MAX_DOCUMENTS_PER_UPSERT = 256
+MAX_IDS_PER_DELETE = 1000
+MAX_DOCUMENT_ID_CHARS = 256
+MAX_DOCUMENT_CHARS = 100_000
+MAX_METADATA_KEYS = 32
+MAX_METADATA_KEY_CHARS = 64
+MAX_METADATA_STRING_CHARS = 1024
+MAX_TOP_K = 100
+DEFAULT_TOP_K = 10
+MAX_QUERY_CHARS = 2000
+MAX_FILTER_CONDITIONS = 16
+MAX_FILTER_VALUES = 64
+MAX_VECTOR_DIMENSIONS = 2000
+
+# Search: splitting documents into passages. all-MiniLM-L6-v2's window is 256 tokens, two
+# of which are [CLS] and [SEP]; consecutive passages share PASSAGE_OVERLAP_TOKENS tokens.
+PASSAGE_MAX_TOKENS = 254
+PASSAGE_OVERLAP_TOKENS = 32
+# A passage is also cut at this many characters (the embeddings service's input limit is
+# MAX_INPUT_CHARS; a few very long "words" are one token each).
+PASSAGE_MAX_CHARS = 8000
+
+# Search: ranking. Each mode ranks CANDIDATE_MULTIPLIER * top_k passages (several passages
+# may belong to one document; hits are one per document).
+CANDIDATE_MULTIPLIER = 3
+# Reciprocal rank fusion: score = weight / (RRF_K + rank), summed over the modes.
+RRF_K = 60
+RRF_DENSE_WEIGHT = 1.0
+RRF_KEYWORD_WEIGHT = 1.0
+# BM25 parameters of keyword relevance (both backends).
+BM25_K1 = 1.2
+BM25_B = 0.75
+# Qdrant keeps no passage-length statistics; its term weights assume this mean length.
+BM25_QDRANT_AVG_PASSAGE_TERMS = 100.0
+
+# Search: calling the embeddings service.
+EMBED_BATCH_TEXTS = 32
+EMBED_CONCURRENCY = 4
+EMBED_TIMEOUT_S = 30.0
+EMBED_RETRY_ATTEMPTS = 4
+EMBED_RETRY_BACKOFF_BASE_S = 0.2
+EMBED_RETRY_BACKOFF_MAX_S = 2.0
+# The breaker opens after this many consecutive failed calls and probes again after
+# EMBED_BREAKER_RECOVERY_S.
+EMBED_BREAKER_FAILURES = 5
+EMBED_BREAKER_RECOVERY_S = 10.0
+
+# Search, pgvector backend: the connection pool and connecting.
+PG_POOL_MIN_SIZE = 2
+PG_POOL_MAX_SIZE = 10
+PG_STATEMENT_TIMEOUT_MS = 30_000
+PG_CONNECT_ATTEMPTS = 5
+PG_CONNECT_BACKOFF_BASE_S = 2.0
+# How often the server checks that the database answers (and flips its health).
+PG_HEALTH_INTERVAL_S = 1.0
+PG_HEALTH_TIMEOUT_S = 2.0
+# The embedded server: database, superuser and the port that names its unix socket.
+PG_EMBEDDED_DATABASE = "ragmesh"
+PG_EMBEDDED_USER = "postgres"
+PG_EMBEDDED_PORT = 5432
+# PostgreSQL's full-text configuration for keyword search (stemming, stop words).
+PG_TEXT_SEARCH_CONFIG = "english"
+# The embedded server's configuration (postgres -c NAME=VALUE); enough memory to build an
+# HNSW index of 100,000 384-d vectors in one pass.
+PG_EMBEDDED_SERVER_SETTINGS = {
+    "shared_buffers": "256MB",
+    "maintenance_work_mem": "512MB",
+    "max_parallel_maintenance_workers": "2",
+    "unix_socket_permissions": "0700",
+}
+
+# Search: the HNSW vector index. hnsw.ef_search must be at least the number of candidates
+# wanted; iterative scans go past it when a filter removes candidates.
+HNSW_M = 16
+HNSW_EF_CONSTRUCTION = 64
+HNSW_EF_SEARCH = 100
+
+# Search, Qdrant backend: ":memory:", a directory (local mode) or an http(s):// URL.
+QDRANT_LOCATION = ":memory:"
+QDRANT_PREFER_GRPC = True

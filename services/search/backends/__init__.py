@@ -1,0 +1,1 @@
+"""Document stores behind the search service; all implement backends.base.SearchBackend."""
