@@ -128,10 +128,22 @@ class CoordinatorSettings(_Section):
 
 
 class MeshSettings(_Section):
-    """Envoy, certificates and `ragmesh up`. Add mesh fields here."""
+    """Envoy, certificates and `ragmesh up`."""
 
-    # When true, every server requires Envoy's client certificate (mTLS) on its port.
+    # When true, every server requires a client certificate signed by the mesh CA on its port
+    # and calls other services with its own certificate; `ragmesh up` turns it on.
     tls: bool = False
+    # Envoy's listener for clients: the only address meant to be reachable from other hosts.
+    client_listen: str = defaults.ENVOY_CLIENT_LISTEN
+    # Envoy's listener for service-to-service calls, loopback only.
+    internal_listen: str = defaults.ENVOY_INTERNAL_LISTEN
+    # Envoy's admin interface (/stats, /stats/prometheus, /clusters), loopback only.
+    admin_listen: str = defaults.ENVOY_ADMIN_LISTEN
+    # Replica i of a service listens on its base port + i * replica_port_step.
+    replica_port_step: int = Field(defaults.REPLICA_PORT_STEP, ge=1)
+    # How long a stopping server under `up` stays NOT_SERVING before it stops taking calls,
+    # so Envoy's health checks (1 s interval, 2 failures) have taken it out of rotation.
+    drain_s: float = Field(defaults.MESH_DRAIN_S, ge=0)
 
 
 class ServerSettings(_Section):

@@ -122,3 +122,10 @@ HNSW_EF_SEARCH = 100
 # Search, Qdrant backend: ":memory:", a directory (local mode) or an http(s):// URL.
 QDRANT_LOCATION = ":memory:"
 QDRANT_PREFER_GRPC = True
+
+# Mesh: Envoy's addresses and how `ragmesh up` lays out replicas.
+ENVOY_CLIENT_LISTEN = "0.0.0.0:8443"
+ENVOY_INTERNAL_LISTEN = "127.0.0.1:8444"
+ENVOY_ADMIN_LISTEN = "127.0.0.1:9901"
+REPLICA_PORT_STEP = 100
+MESH_DRAIN_S = 3.0

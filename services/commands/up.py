@@ -6,13 +6,14 @@ import argparse
 import asyncio
 import logging
 import signal
-from collections.abc import Awaitable, Callable
+import sys
 
 from services.config import Settings, load_settings
-from services.embeddings.server import SERVICE_NAME as EMBEDDINGS_SERVICE
-from services.mesh.layout import MeshLayout, grpcurl_path, layout_for, ragmesh_argv
-from services.mesh.supervisor import ProcessSpec, StartupFailedError, Supervisor
-from services.runtime.health_client import SERVING, check_health
+from services.mesh.certs import CertificateError
+from services.mesh.launcher import MeshLauncher
+from services.mesh.layout import layout_for
+from services.mesh.plan import parse_replicas
+from services.mesh.supervisor import StartupFailedError
 from services.runtime.logs import configure_logging
 
 # The whole mesh gets this long to become healthy before `up` gives up.
@@ -24,13 +25,25 @@ _log = logging.getLogger("ragmesh.up")
 def register(subparsers: argparse._SubParsersAction) -> None:
     up = subparsers.add_parser(
         "up",
-        help="start the mesh in the foreground (Ctrl-C stops it)",
-        description="Start every ragmesh service in dependency order, waiting on each one's"
-        " gRPC health, then print the endpoint and a grpcurl command. Logs go to"
-        " STATE_DIR/logs/. Ctrl-C or SIGTERM stops everything gracefully.",
+        help="start the whole mesh in the foreground (Ctrl-C stops it)",
+        description="Create the CA and certificates on first start, then start every ragmesh"
+        " service in dependency order (PostgreSQL, embeddings, search, coordinator, Envoy),"
+        " waiting on each one's health, and print the endpoint and a grpcurl command that"
+        " works as printed. Logs go to STATE_DIR/logs/. Ctrl-C or SIGTERM stops everything"
+        " gracefully.",
     )
     up.add_argument(
-        "--timeout", type=float, default=STARTUP_TIMEOUT_S, help="seconds to wait for health"
+        "--replicas",
+        action="append",
+        default=[],
+        metavar="SERVICE=N",
+        help="run N processes of SERVICE behind one Envoy cluster (repeatable)",
+    )
+    up.add_argument(
+        "--timeout",
+        type=float,
+        default=STARTUP_TIMEOUT_S,
+        help=f"seconds the mesh may take to become healthy (default {STARTUP_TIMEOUT_S:.0f})",
     )
     up.set_defaults(handler=_up)
 
@@ -38,75 +51,40 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _up(args: argparse.Namespace) -> int:
     settings = load_settings()
     configure_logging("up", settings.log_level)
-    return asyncio.run(run_mesh(settings, args.timeout))
+    try:
+        counts = parse_replicas(args.replicas)
+    except ValueError as exc:
+        print(f"ragmesh up: {exc}", file=sys.stderr)
+        return 2
+    return asyncio.run(run_mesh(settings, counts, args.timeout))
 
 
-def _health_probe(target: str, service: str) -> Callable[[], Awaitable[bool]]:
-    async def is_serving() -> bool:
-        return await check_health(target, service) == SERVING
-
-    return is_serving
-
-
-def mesh_specs(settings: Settings, layout: MeshLayout) -> list[ProcessSpec]:
-    """The processes of the mesh, in start order."""
-    embeddings_target = settings.embeddings.listen
-    return [
-        ProcessSpec(
-            name="embeddings",
-            argv=ragmesh_argv("serve", "embeddings"),
-            log_path=layout.log_path("embeddings"),
-            is_ready=_health_probe(embeddings_target, EMBEDDINGS_SERVICE),
-        ),
-    ]
-
-
-def banner(settings: Settings, layout: MeshLayout) -> str:
-    target = settings.embeddings.listen
-    grpcurl = grpcurl_path()
-    return "\n".join(
-        [
-            "",
-            "ragmesh is up.",
-            f"  embeddings  {target}  ({EMBEDDINGS_SERVICE})",
-            f"  logs        {layout.logs_dir}/",
-            "",
-            "Try it:",
-            f"  {grpcurl} -plaintext {target} list",
-            f'  {grpcurl} -plaintext -d \'{{"inputs": ["hello mesh"]}}\' {target}'
-            f" {EMBEDDINGS_SERVICE}/Embed",
-            "",
-            "Ctrl-C stops everything.",
-            "",
-        ]
-    )
-
-
-async def run_mesh(settings: Settings, timeout_s: float) -> int:
-    layout = layout_for(settings)
-    supervisor = Supervisor()
+async def run_mesh(settings: Settings, counts: dict[str, int], timeout_s: float) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
 
-    starting = asyncio.ensure_future(
-        supervisor.start_in_order(mesh_specs(settings, layout), timeout_s)
-    )
+    try:
+        launcher = MeshLauncher(settings, layout_for(settings), counts)
+    except CertificateError as exc:
+        print(f"\nragmesh up: certificate problem: {exc}\n", file=sys.stderr, flush=True)
+        return 1
+    starting = asyncio.ensure_future(launcher.start(timeout_s))
     stop_wait = asyncio.ensure_future(stop.wait())
     try:
         await asyncio.wait({starting, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
-        if starting.done():
-            starting.result()
-            print(banner(settings, layout), flush=True)
-            await stop_wait
-        else:
+        if not starting.done():
             starting.cancel()
+            return 0
+        starting.result()
+        print(launcher.banner(), flush=True)
+        await stop_wait
         return 0
     except StartupFailedError as exc:
-        _log.error("start-up failed: %s", exc)
-        print(f"\nragmesh up failed: {exc}\n", flush=True)
+        _log.error("start-up failed", extra={"error": str(exc)})
+        print(f"\nragmesh up failed: {exc}\n", file=sys.stderr, flush=True)
         return 1
     finally:
         stop_wait.cancel()
-        await supervisor.stop_all()
+        await launcher.stop()

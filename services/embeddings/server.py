@@ -9,6 +9,7 @@ from services.embeddings.batcher import DynamicBatcher
 from services.embeddings.model import EncodedText, load_encoder
 from services.embeddings.servicer import EmbeddingsServicer
 from services.runtime.server import GrpcServer
+from services.runtime.tls import server_credentials_for
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["EmbeddingsService"].full_name
 
@@ -21,7 +22,7 @@ async def serve_embeddings(settings: Settings) -> int:
         config.listen,
         settings.server,
         health_names=[SERVICE_NAME],
-        reflection_names=[SERVICE_NAME],
+        credentials=server_credentials_for(settings, "embeddings"),
     )
     servicer = EmbeddingsServicer(config, settings.server)
     pb_grpc.add_EmbeddingsServiceServicer_to_server(servicer, server.grpc)

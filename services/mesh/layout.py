@@ -1,4 +1,4 @@
-"""Where `ragmesh up` puts each process and file of the mesh."""
+"""Where `ragmesh up` puts each file of the mesh under the state directory."""
 
 from __future__ import annotations
 
@@ -17,6 +17,19 @@ class MeshLayout:
     @property
     def logs_dir(self) -> Path:
         return self.state_dir / "logs"
+
+    @property
+    def certs_dir(self) -> Path:
+        return self.state_dir / "certs"
+
+    @property
+    def envoy_config(self) -> Path:
+        return self.state_dir / "envoy" / "envoy.yaml"
+
+    @property
+    def mesh_state(self) -> Path:
+        """Written by `up` while the mesh runs, read by `status`."""
+        return self.state_dir / "mesh.json"
 
     def log_path(self, name: str) -> Path:
         return self.logs_dir / f"{name}.log"

@@ -106,14 +106,21 @@ class Supervisor:
         for spec in specs:
             await self.wait_ready(self.start(spec), deadline)
 
-    async def stop_all(self) -> None:
-        """SIGTERM each child, last started first, and wait; SIGKILL any that hang."""
-        for process in reversed(self.processes):
-            await asyncio.to_thread(stop_process, process.popen, STOP_TIMEOUT_S)
+    async def stop(self, processes: Sequence[ManagedProcess]) -> None:
+        """SIGTERM these children together and wait for each; SIGKILL any that hang."""
+        await asyncio.gather(
+            *(asyncio.to_thread(stop_process, p.popen, STOP_TIMEOUT_S) for p in processes)
+        )
+        for process in processes:
             _log.info(
                 "stopped", extra={"child": process.spec.name, "exit_code": process.popen.poll()}
             )
-        self.processes.clear()
+            self.processes.remove(process)
+
+    async def stop_all(self) -> None:
+        """Stop every child, last started first."""
+        for process in reversed(list(self.processes)):
+            await self.stop([process])
 
 
 def stop_process(popen: subprocess.Popen[bytes], timeout_s: float) -> None:

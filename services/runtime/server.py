@@ -21,6 +21,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from services.config import ServerSettings
+from services.runtime.api import api_service_names
 from services.runtime.interceptors import server_interceptors
 
 _log = logging.getLogger("ragmesh.server")
@@ -43,7 +44,6 @@ class GrpcServer:
         settings: ServerSettings,
         *,
         health_names: Sequence[str],
-        reflection_names: Sequence[str],
         credentials: grpc.ServerCredentials | None = None,
     ) -> None:
         self.name = name
@@ -63,7 +63,7 @@ class GrpcServer:
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)
         reflection.enable_server_reflection(
-            [*reflection_names, health.SERVICE_NAME, reflection.SERVICE_NAME], self.grpc
+            [*api_service_names(), health.SERVICE_NAME, reflection.SERVICE_NAME], self.grpc
         )
         self._stopping: list[Callable[[], Awaitable[None]]] = []
         self.port = 0

@@ -11,6 +11,9 @@ from pathlib import Path
 
 import grpc
 
+from services.config import Settings
+from services.mesh.certs import CertificatePaths, ensure_certificates
+
 
 def server_credentials(cert: Path, key: Path, ca: Path) -> grpc.ServerCredentials:
     """A server's credentials: its certificate, and a client certificate required of peers."""
@@ -39,3 +42,28 @@ def peer_uris(context: grpc.aio.ServicerContext) -> list[str]:
     sans = context.auth_context().get("x509_subject_alternative_name", [])
     names = [name.decode() if isinstance(name, bytes) else str(name) for name in sans]
     return [name for name in names if name.startswith("spiffe://")]
+
+
+def mesh_certificates(settings: Settings) -> CertificatePaths:
+    """The mesh's certificates under the state directory (made on first use, then reused
+    and checked for expiry)."""
+    return ensure_certificates(settings.state_dir / "certs")
+
+
+def server_credentials_for(settings: Settings, service: str) -> grpc.ServerCredentials | None:
+    """`service`'s server credentials when the mesh runs with TLS, else None (plaintext)."""
+    if not settings.mesh.tls:
+        return None
+    certs = mesh_certificates(settings)
+    identity = certs.services[service]
+    return server_credentials(identity.cert, identity.key, certs.ca)
+
+
+def caller_credentials_for(settings: Settings, service: str) -> grpc.ChannelCredentials | None:
+    """The credentials `service` presents when it calls another service through Envoy's
+    internal listener, or None without TLS."""
+    if not settings.mesh.tls:
+        return None
+    certs = mesh_certificates(settings)
+    identity = certs.service_clients[service]
+    return channel_credentials(certs.ca, identity.cert, identity.key)

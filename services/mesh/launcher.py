@@ -1,0 +1,203 @@
+"""Bringing the whole mesh up and down: certificates, Envoy's config, processes in order."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+import asyncpg
+
+from services.config import Settings
+from services.mesh.certs import ensure_certificates
+from services.mesh.envoy_admin import clusters_healthy
+from services.mesh.envoy_config import (
+    Topology,
+    UpstreamCluster,
+    envoy_command,
+    validate_config,
+    write_config,
+)
+from services.mesh.layout import MeshLayout, grpcurl_path, ragmesh_argv
+from services.mesh.plan import RETRY_METHODS, MeshState, Replica, plan_replicas, split_address
+from services.mesh.supervisor import ManagedProcess, ProcessSpec, Supervisor
+from services.runtime.health_client import SERVING, check_health
+from services.runtime.tls import channel_credentials
+from services.search.database import EmbeddedPostgres
+
+
+# The setting that points each service at the service it calls.
+_DEPENDENCY_TARGET = {
+    "search": "RAGMESH_SEARCH__EMBEDDINGS_TARGET",
+    "coordinator": "RAGMESH_COORDINATOR__SEARCH_TARGET",
+}
+
+
+class MeshLauncher:
+    """Owns every process `ragmesh up` starts."""
+
+    def __init__(self, settings: Settings, layout: MeshLayout, counts: dict[str, int]) -> None:
+        self.settings = settings
+        self.layout = layout
+        self.certs = ensure_certificates(layout.certs_dir)
+        self.replicas = plan_replicas(settings, counts)
+        self.supervisor = Supervisor()
+        # Health probes go straight to each replica, as Envoy's own would.
+        self._probe_credentials = channel_credentials(
+            self.certs.ca, self.certs.envoy_upstream.cert, self.certs.envoy_upstream.key
+        )
+
+    @property
+    def services(self) -> list[str]:
+        return list(dict.fromkeys(replica.service for replica in self.replicas))
+
+    def topology(self) -> Topology:
+        clusters = []
+        for service in self.services:
+            replicas = [r for r in self.replicas if r.service == service]
+            grpc_service = replicas[0].grpc_service
+            clusters.append(
+                UpstreamCluster(
+                    name=service,
+                    grpc_service=grpc_service,
+                    endpoints=[(r.host, r.port) for r in replicas],
+                    retry_methods=[f"/{grpc_service}/{m}" for m in RETRY_METHODS[service]],
+                )
+            )
+        mesh = self.settings.mesh
+        return Topology(
+            clusters=clusters,
+            certificates=self.certs,
+            client_listener=split_address(mesh.client_listen),
+            internal_listener=split_address(mesh.internal_listen),
+            admin=split_address(mesh.admin_listen),
+        )
+
+    def child_env(self, replica: Replica) -> dict[str, str]:
+        """Settings a server process gets from `up`, as RAGMESH_* variables."""
+        env = {
+            "RAGMESH_STATE_DIR": str(self.settings.state_dir),
+            "RAGMESH_MESH__TLS": "true",
+            "RAGMESH_SERVER__SHUTDOWN_DRAIN_S": str(self.settings.mesh.drain_s),
+            f"RAGMESH_{replica.service.upper()}__LISTEN": replica.target,
+        }
+        # Service-to-service calls go through Envoy's internal listener.
+        dependency_target = _DEPENDENCY_TARGET.get(replica.service)
+        if dependency_target:
+            env[dependency_target] = self.settings.mesh.internal_listen
+        return env
+
+    def _health_probe(self, replica: Replica) -> Callable[[], Awaitable[bool]]:
+        async def is_serving() -> bool:
+            status = await check_health(
+                replica.target, replica.grpc_service, credentials=self._probe_credentials
+            )
+            return status == SERVING
+
+        return is_serving
+
+    def _postgres_spec(self) -> ProcessSpec | None:
+        """The embedded PostgreSQL, when a service needs it and no external DSN is set."""
+        search = self.settings.search
+        needs_database = {"search", "coordinator"} & set(self.services)
+        if not needs_database or search.pg_dsn or search.backend != "pgvector":
+            return None
+        dsn = EmbeddedPostgres(self.settings.state_dir).dsn()
+
+        async def accepts_connections() -> bool:
+            try:
+                connection = await asyncpg.connect(dsn, timeout=1)
+            except (OSError, asyncpg.PostgresError, TimeoutError):
+                return False
+            await connection.close()
+            return True
+
+        return ProcessSpec(
+            name="postgres",
+            argv=ragmesh_argv("serve", "postgres"),
+            log_path=self.layout.log_path("postgres"),
+            is_ready=accepts_connections,
+            env={"RAGMESH_STATE_DIR": str(self.settings.state_dir)},
+        )
+
+    def specs(self) -> list[ProcessSpec]:
+        """Every process, in start order: each waits for the previous to be healthy."""
+        postgres = self._postgres_spec()
+        specs = [] if postgres is None else [postgres]
+        specs += [
+            ProcessSpec(
+                name=replica.name,
+                argv=ragmesh_argv("serve", replica.service),
+                log_path=self.layout.log_path(replica.name),
+                is_ready=self._health_probe(replica),
+                env=self.child_env(replica),
+            )
+            for replica in self.replicas
+        ]
+        admin = self.settings.mesh.admin_listen
+        services = self.services
+
+        async def envoy_ready() -> bool:
+            return await clusters_healthy(admin, services)
+
+        specs.append(
+            ProcessSpec(
+                name="envoy",
+                argv=envoy_command(self.layout.envoy_config),
+                log_path=self.layout.log_path("envoy"),
+                is_ready=envoy_ready,
+            )
+        )
+        return specs
+
+    async def start(self, timeout_s: float) -> None:
+        config = write_config(self.topology(), self.layout.envoy_config)
+        await asyncio.to_thread(validate_config, config)
+        await self.supervisor.start_in_order(self.specs(), timeout_s)
+        MeshState(
+            replicas=self.replicas,
+            client_listen=self.settings.mesh.client_listen,
+            admin_listen=self.settings.mesh.admin_listen,
+            pids={process.spec.name: process.pid for process in self.supervisor.processes},
+        ).write(self.layout.mesh_state)
+
+    async def stop(self) -> None:
+        """Servers first, all at once (each drains: NOT_SERVING, Envoy stops routing to it,
+        in-flight calls finish); then Envoy; then the database."""
+        self.layout.mesh_state.unlink(missing_ok=True)
+        by_name = {process.spec.name: process for process in self.supervisor.processes}
+        servers = [by_name[r.name] for r in self.replicas if r.name in by_name]
+        rest: list[ManagedProcess] = [
+            p for p in reversed(self.supervisor.processes) if p not in servers
+        ]
+        await self.supervisor.stop(servers)
+        for process in rest:
+            await self.supervisor.stop([process])
+
+    def banner(self) -> str:
+        certs = self.certs
+        host, port = split_address(self.settings.mesh.client_listen)
+        endpoint = f"{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
+        tls_flags = f"-cacert {certs.ca} -cert {certs.client.cert} -key {certs.client.key}"
+        grpcurl = grpcurl_path()
+        lines = [
+            "",
+            "ragmesh is up.",
+            f"  endpoint     {endpoint}  (Envoy, mutual TLS; listening on {host}:{port})",
+            f"  CA           {certs.ca}",
+            f"  client cert  {certs.client.cert}",
+            f"  client key   {certs.client.key}",
+            f"  Envoy admin  http://{self.settings.mesh.admin_listen}/stats",
+            f"  logs         {self.layout.logs_dir}/",
+            "",
+            "  replicas:",
+            *(f"    {r.name:<16} {r.target}  {r.grpc_service}" for r in self.replicas),
+            "",
+            "Try it:",
+            f"  {grpcurl} {tls_flags} {endpoint} list",
+            f'  {grpcurl} {tls_flags} -d \'{{"inputs": ["hello mesh"]}}\' {endpoint}'
+            f" ragmesh.embeddings.v1.EmbeddingsService/Embed",
+            "",
+            "`ragmesh status` shows health and Envoy's counters. Ctrl-C stops everything.",
+            "",
+        ]
+        return "\n".join(lines)
