@@ -14,6 +14,8 @@ COMMAND_MODULES = [
     "services.commands.serve",
     "services.commands.up",
     "services.commands.bench",
+    "services.commands.status",
+    "services.commands.certs",
 ]
 
 

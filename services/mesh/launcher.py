@@ -24,7 +24,6 @@ from services.runtime.health_client import SERVING, check_health
 from services.runtime.tls import channel_credentials
 from services.search.database import EmbeddedPostgres
 
-
 # The setting that points each service at the service it calls.
 _DEPENDENCY_TARGET = {
     "search": "RAGMESH_SEARCH__EMBEDDINGS_TARGET",

@@ -1,0 +1,69 @@
+"""`ragmesh status`: health of every replica and Envoy's per-cluster counters."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import urllib.error
+
+from grpc_health.v1 import health_pb2
+
+from services.config import Settings, load_settings
+from services.mesh.envoy_admin import CLUSTER_COUNTERS, cluster_stats
+from services.mesh.layout import layout_for
+from services.mesh.plan import MeshState
+from services.runtime.health_client import check_health
+from services.runtime.tls import channel_credentials, mesh_certificates
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    status = subparsers.add_parser(
+        "status",
+        help="health of every service replica and Envoy's counters",
+        description="Reads STATE_DIR/mesh.json (written by a running `ragmesh up`), asks each"
+        " replica for its grpc.health.v1 status over mTLS, and prints Envoy's per-cluster"
+        " requests, retries, ejections and health-check failures. Exits 1 if anything is"
+        " not serving.",
+    )
+    status.set_defaults(handler=_status)
+
+
+def _status(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    state_path = layout_for(settings).mesh_state
+    if not state_path.exists():
+        print(f"no running mesh: {state_path} does not exist (start one with `ragmesh up`)")
+        return 1
+    return asyncio.run(report(settings, MeshState.read(state_path)))
+
+
+async def report(settings: Settings, state: MeshState) -> int:
+    certs = mesh_certificates(settings)
+    credentials = channel_credentials(certs.ca, certs.envoy_upstream.cert, certs.envoy_upstream.key)
+    statuses = await asyncio.gather(
+        *(
+            check_health(replica.target, replica.grpc_service, credentials=credentials)
+            for replica in state.replicas
+        )
+    )
+    healthy = True
+    print(f"{'replica':<18} {'address':<18} health")
+    for replica, status in zip(state.replicas, statuses, strict=True):
+        name = health_pb2.HealthCheckResponse.ServingStatus.Name(status)
+        healthy &= status == health_pb2.HealthCheckResponse.SERVING
+        print(f"{replica.name:<18} {replica.target:<18} {name}")
+
+    clusters = list(dict.fromkeys(replica.service for replica in state.replicas))
+    print(f"\nEnvoy (admin http://{state.admin_listen}, clients on {state.client_listen})")
+    try:
+        stats = await cluster_stats(state.admin_listen, clusters)
+    except (urllib.error.URLError, OSError) as exc:
+        print(f"  Envoy's admin interface does not answer: {exc}", file=sys.stderr)
+        return 1
+    labels = list(CLUSTER_COUNTERS.values())
+    print(f"{'cluster':<14}" + "".join(f"{label:>24}" for label in labels))
+    for cluster in clusters:
+        values = stats.get(cluster, {})
+        print(f"{cluster:<14}" + "".join(f"{values.get(label, 0):>24}" for label in labels))
+    return 0 if healthy else 1
