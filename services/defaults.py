@@ -129,3 +129,64 @@ ENVOY_INTERNAL_LISTEN = "127.0.0.1:8444"
 ENVOY_ADMIN_LISTEN = "127.0.0.1:9901"
 REPLICA_PORT_STEP = 100
 MESH_DRAIN_S = 3.0
+
+# Coordinator: request limits (documented in
+# protos/ragmesh/coordinator/v1/coordinator_service.proto).
+COORDINATOR_MAX_QUERY_CHARS = 2000
+COORDINATOR_MAX_COLLECTIONS = 16
+COORDINATOR_DEFAULT_TOP_K = 5
+COORDINATOR_MAX_TOP_K = 50
+DEFAULT_CONTEXT_TOKENS = 1024
+MAX_CONTEXT_TOKENS = 8192
+DEFAULT_ANSWER_TOKENS = 512
+MAX_ANSWER_TOKENS = 4096
+MAX_OUTCOME_CHARS = 4000
+MAX_EXPORT_INTERACTIONS = 1_000_000
+# A passage that does not fit the rest of the context budget is cut to fit when at least
+# this many tokens are left; otherwise the context ends before it.
+MIN_PARTIAL_PASSAGE_TOKENS = 32
+
+# Coordinator: routing. LOCAL answers when the best dense similarity reaches the threshold
+# (re-read from the config file, at most every CONFIG_CHECK_INTERVAL_S, without a restart)
+# and the local backend's health probe (cached HEALTH_CACHE_S) passes.
+CONFIDENCE_THRESHOLD = 0.7
+CONFIG_CHECK_INTERVAL_S = 1.0
+BACKEND_HEALTH_CACHE_S = 5.0
+BACKEND_HEALTH_TIMEOUT_S = 1.0
+
+# Coordinator: calling the language-model backends (OpenAI-compatible chat completions).
+# A call fails when connecting takes BACKEND_CONNECT_TIMEOUT_S, when the backend is silent
+# for BACKEND_IDLE_TIMEOUT_S between chunks, or when the whole answer takes longer than
+# BACKEND_DEADLINE_S; its breaker opens after that side's count of consecutive failures and
+# lets a probe through after BACKEND_BREAKER_RECOVERY_S.
+BACKEND_CONNECT_TIMEOUT_S = 5.0
+BACKEND_IDLE_TIMEOUT_S = 30.0
+BACKEND_DEADLINE_S = 120.0
+LOCAL_BREAKER_FAILURES = 3
+REMOTE_BREAKER_FAILURES = 5
+BACKEND_BREAKER_RECOVERY_S = 30.0
+ANSWER_TEMPERATURE = 0.2
+
+# Coordinator: calling the search service.
+SEARCH_TIMEOUT_S = 10.0
+SEARCH_RETRY_ATTEMPTS = 3
+SEARCH_RETRY_BACKOFF_BASE_S = 0.2
+SEARCH_RETRY_BACKOFF_MAX_S = 2.0
+SEARCH_BREAKER_FAILURES = 5
+SEARCH_BREAKER_RECOVERY_S = 10.0
+
+# Coordinator: interactions and feedback. Interactions rated +1 are written back to this
+# collection (query and answer, cut to INTERACTION_DOCUMENT_MAX_CHARS) for later context.
+INTERACTIONS_COLLECTION = "interactions"
+INTERACTION_DOCUMENT_MAX_CHARS = 20_000
+EXPORT_PAGE_SIZE = 500
+
+# Coordinator: the interactions database (the search service's PostgreSQL). The server is
+# SERVING only while a ping every COORDINATOR_PG_HEALTH_INTERVAL_S answers.
+COORDINATOR_PG_POOL_MIN_SIZE = 1
+COORDINATOR_PG_POOL_MAX_SIZE = 5
+COORDINATOR_PG_STATEMENT_TIMEOUT_MS = 10_000
+COORDINATOR_PG_CONNECT_ATTEMPTS = 5
+COORDINATOR_PG_CONNECT_BACKOFF_BASE_S = 2.0
+COORDINATOR_PG_HEALTH_INTERVAL_S = 1.0
+COORDINATOR_PG_HEALTH_TIMEOUT_S = 2.0

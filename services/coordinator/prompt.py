@@ -1,0 +1,52 @@
+"""The prompt a language model gets: a fixed system message, and a user message with the
+numbered context passages and the query. Also the answer given when no model answers."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from services.coordinator.budget import Passage
+from services.coordinator.llm_backend import ChatMessage
+
+SYSTEM_PROMPT = (
+    "You are a careful assistant. Answer the question using the numbered context passages"
+    " and cite the passages you use by number, like [1]. If the context does not contain the"
+    " answer, say so in one sentence and then answer briefly from general knowledge only if"
+    " you are sure."
+)
+NO_CONTEXT = "(no relevant passages were found)"
+
+
+def _passage_block(number: int, passage: Passage) -> str:
+    cut = ", cut short" if passage.truncated else ""
+    return (
+        f"[{number}] (collection {passage.collection}, document {passage.document_id}{cut})\n"
+        f"{passage.text.strip()}"
+    )
+
+
+def context_text(passages: Sequence[Passage]) -> str:
+    """The numbered passages, one block each."""
+    if not passages:
+        return NO_CONTEXT
+    return "\n\n".join(_passage_block(number, p) for number, p in enumerate(passages, 1))
+
+
+def user_prompt(query: str, passages: Sequence[Passage]) -> str:
+    return f"Context:\n{context_text(passages)}\n\nQuestion: {query.strip()}"
+
+
+def chat_messages(query: str, passages: Sequence[Passage]) -> list[ChatMessage]:
+    """The chat-completions messages for a query and its context."""
+    return [
+        {"role": "system", "content": SYSTEM_PROMPT},
+        {"role": "user", "content": user_prompt(query, passages)},
+    ]
+
+
+def context_only_answer(why: str, passages: Sequence[Passage]) -> str:
+    """The answer when no language model answers: a note saying why, then the context."""
+    note = f"Note: no language model answered this query ({why})."
+    if not passages:
+        return f"{note} No relevant passages were found either."
+    return f"{note} The most relevant passages found are below.\n\n{context_text(passages)}"
