@@ -31,6 +31,31 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     embeddings.set_defaults(handler=_serve_embeddings)
 
+    coordinator = services.add_parser(
+        "coordinator",
+        help="the coordinator server (context augmentation, local/remote LLM routing)",
+        description="Serve ragmesh.coordinator.v1.CoordinatorService. Unset flags fall back to"
+        " RAGMESH_COORDINATOR__* variables, the config file, then the defaults. Interactions"
+        " are stored in the search service's PostgreSQL (the embedded one unless a DSN is"
+        " set). A backend is an OpenAI-compatible API base URL (e.g. http://127.0.0.1:8080/v1);"
+        " without any, answers are the retrieved context with a note.",
+    )
+    coordinator.add_argument("--listen", help="host:port or unix:PATH (default 127.0.0.1:50053)")
+    coordinator.add_argument("--search-target", help="host:port of the search service or Envoy")
+    coordinator.add_argument("--local-url", help="base URL of the local chat-completions API")
+    coordinator.add_argument("--local-model", help="model name sent to the local backend")
+    coordinator.add_argument("--local-api-key-file", help="file holding the local API key")
+    coordinator.add_argument("--remote-url", help="base URL of the remote chat-completions API")
+    coordinator.add_argument("--remote-model", help="model name sent to the remote backend")
+    coordinator.add_argument("--remote-api-key-file", help="file holding the remote API key")
+    coordinator.add_argument(
+        "--confidence-threshold",
+        type=float,
+        help="best dense similarity at which the local backend answers (default 0.7)",
+    )
+    coordinator.add_argument("--pg-dsn", help="an external PostgreSQL (default: search's)")
+    coordinator.set_defaults(handler=_serve_coordinator)
+
 
 def _section_overrides(args: argparse.Namespace, names: list[str]) -> dict[str, Any]:
     """The flags the user actually gave, keyed by setting name."""
@@ -55,3 +80,28 @@ def _serve_embeddings(args: argparse.Namespace) -> int:
     settings = load_settings(embeddings=overrides)
     configure_logging("embeddings", settings.log_level)
     return asyncio.run(serve_embeddings(settings))
+
+
+def _serve_coordinator(args: argparse.Namespace) -> int:
+    from services.coordinator.server import serve_coordinator
+
+    overrides = _section_overrides(
+        args,
+        [
+            "listen",
+            "search_target",
+            "local_url",
+            "local_model",
+            "local_api_key_file",
+            "remote_url",
+            "remote_model",
+            "remote_api_key_file",
+            "confidence_threshold",
+            "pg_dsn",
+        ],
+    )
+    settings = load_settings(coordinator=overrides)
+    configure_logging("coordinator", settings.log_level)
+    return asyncio.run(
+        serve_coordinator(settings, reload_settings=lambda: load_settings(coordinator=overrides))
+    )
