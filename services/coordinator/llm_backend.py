@@ -128,9 +128,9 @@ class ChatBackend:
             try:
                 if not response.is_success:
                     body_bytes = await self._within(response.aread(), deadline, "the error body")
+                    body_text = " ".join(body_bytes.decode(errors="replace").split())
                     raise BackendError(
-                        f"HTTP {response.status_code}:"
-                        f" {body_bytes[:_ERROR_BODY_CHARS].decode(errors='replace')!r}"
+                        f"HTTP {response.status_code}: {body_text[:_ERROR_BODY_CHARS]!r}"
                     )
                 lines = response.aiter_lines()
                 while not parser.done:

@@ -93,7 +93,7 @@ async def upgrade(conn: asyncpg.Connection, migrations: list[Migration] | None =
                 )
             _log.info(
                 "migration applied",
-                extra={"version": migration.version, "migration": migration.name},
+                extra={"migration_version": migration.version, "migration": migration.name},
             )
             done.append(migration.version)
     finally:
@@ -121,7 +121,7 @@ async def downgrade(
                 )
             _log.info(
                 "migration reverted",
-                extra={"version": migration.version, "migration": migration.name},
+                extra={"migration_version": migration.version, "migration": migration.name},
             )
             done.append(migration.version)
     finally:
