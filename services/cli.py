@@ -16,6 +16,8 @@ COMMAND_MODULES = [
     "services.commands.bench",
     "services.commands.status",
     "services.commands.certs",
+    "services.commands.db",
+    "services.commands.eval",
 ]
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from services.search.bench import register_search_bench
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     bench = subparsers.add_parser("bench", help="measure throughput and latency")
@@ -23,6 +25,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     embed.add_argument("--port", type=int, default=50151, help="first port for started servers")
     embed.add_argument("--raw-batch-size", type=int, default=64)
     embed.set_defaults(handler=_bench_embed)
+
+    register_search_bench(targets)
 
 
 def _bench_embed(args: argparse.Namespace) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 from typing import Any
 
 from services.config import load_settings
@@ -56,6 +57,29 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     coordinator.add_argument("--pg-dsn", help="an external PostgreSQL (default: search's)")
     coordinator.set_defaults(handler=_serve_coordinator)
 
+    search = services.add_parser(
+        "search",
+        help="the search server (documents in PostgreSQL + pgvector or Qdrant)",
+        description="Serve ragmesh.search.v1.SearchService. Unset flags fall back to"
+        " RAGMESH_SEARCH__* variables, the config file, then the defaults. With the pgvector"
+        " backend and no --pg-dsn it uses the embedded PostgreSQL (`ragmesh serve postgres`).",
+    )
+    search.add_argument("--listen", help="host:port or unix:PATH (default 127.0.0.1:50052)")
+    search.add_argument("--backend", choices=["pgvector", "qdrant"], help="the document store")
+    search.add_argument("--embeddings-target", help="host:port of the embeddings service or Envoy")
+    search.add_argument("--pg-dsn", help="an external PostgreSQL with pgvector (libpq URI)")
+    search.add_argument("--qdrant-location", help=":memory:, a directory, or an http(s):// URL")
+    search.add_argument("--hnsw-ef-search", type=int, help="HNSW candidate list size at query time")
+    search.set_defaults(handler=_serve_search)
+
+    postgres = services.add_parser(
+        "postgres",
+        help="the embedded PostgreSQL + pgvector (unix socket under STATE_DIR/postgres)",
+        description="Initialise STATE_DIR/postgres on first use, then run PostgreSQL in the"
+        " foreground on a unix socket only. SIGTERM/SIGINT stop it with a fast shutdown.",
+    )
+    postgres.set_defaults(handler=_serve_postgres)
+
 
 def _section_overrides(args: argparse.Namespace, names: list[str]) -> dict[str, Any]:
     """The flags the user actually gave, keyed by setting name."""
@@ -105,3 +129,27 @@ def _serve_coordinator(args: argparse.Namespace) -> int:
     return asyncio.run(
         serve_coordinator(settings, reload_settings=lambda: load_settings(coordinator=overrides))
     )
+
+
+def _serve_search(args: argparse.Namespace) -> int:
+    from services.search.server import serve_search
+
+    overrides = _section_overrides(
+        args,
+        ["listen", "backend", "embeddings_target", "pg_dsn", "qdrant_location", "hnsw_ef_search"],
+    )
+    settings = load_settings(search=overrides)
+    configure_logging("search", settings.log_level)
+    return asyncio.run(serve_search(settings))
+
+
+def _serve_postgres(args: argparse.Namespace) -> int:
+    from services.search.database import EmbeddedPostgres, EmbeddedPostgresError
+
+    settings = load_settings()
+    configure_logging("postgres", settings.log_level)
+    try:
+        return EmbeddedPostgres(settings.state_dir).run()
+    except EmbeddedPostgresError as exc:
+        logging.getLogger("ragmesh.postgres").error("%s", exc)
+        return 1

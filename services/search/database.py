@@ -23,6 +23,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
+from typing import Any
 from urllib.parse import quote
 
 from services import defaults
@@ -118,8 +119,8 @@ class EmbeddedPostgres:
             [str(bin_dir / "postgres"), "--single", "-D", str(self.data_dir), "postgres"],
             input=f'CREATE DATABASE "{self.database}";\n'.encode(),
             capture_output=True,
-            user=run_as,
             check=False,
+            **_as_user(run_as),
         )
         error = result.stderr.decode(errors="replace")
         if result.returncode != 0 or ("ERROR" in error and "already exists" not in error):
@@ -148,7 +149,7 @@ class EmbeddedPostgres:
         if run_as is not None and socket_dir != self.data_dir:
             entry = pwd.getpwnam(run_as)
             os.chown(socket_dir, entry.pw_uid, entry.pw_gid)
-        child = subprocess.Popen(self.command(), user=run_as, stdin=subprocess.DEVNULL)
+        child = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL, **_as_user(run_as))
         _log.info(
             "postgres started",
             extra={"pid": child.pid, "socket_dir": str(socket_dir), "dsn": self.dsn()},
@@ -166,8 +167,17 @@ class EmbeddedPostgres:
         return code
 
 
+def _as_user(user: str | None) -> dict[str, Any]:
+    """Popen arguments that run a child as `user` with that user's own group only (root's
+    group would otherwise stay, and group permission bits would then deny it)."""
+    if user is None:
+        return {}
+    entry = pwd.getpwnam(user)
+    return {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
+
+
 def _run(argv: list[str], run_as: str | None, what: str) -> None:
-    result = subprocess.run(argv, capture_output=True, user=run_as, check=False)
+    result = subprocess.run(argv, capture_output=True, check=False, **_as_user(run_as))
     if result.returncode != 0:
         raise EmbeddedPostgresError(
             f"{what} failed (exit code {result.returncode}):\n"

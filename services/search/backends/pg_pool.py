@@ -131,12 +131,6 @@ async def create_pool(dsn: str, settings: SearchSettings) -> asyncpg.Pool:
 
     async def init(conn: asyncpg.Connection) -> None:
         await register_vector_codec(conn)
-        # Iterative scans (pgvector 0.8) keep scanning the HNSW graph until enough rows pass
-        # a filter; relaxed order is re-sorted by the queries themselves.
-        await conn.execute(
-            f"SET hnsw.ef_search = {int(settings.hnsw_ef_search)};"
-            " SET hnsw.iterative_scan = relaxed_order"
-        )
 
     pool = await asyncpg.create_pool(
         dsn,
@@ -144,9 +138,15 @@ async def create_pool(dsn: str, settings: SearchSettings) -> asyncpg.Pool:
         max_size=settings.pg_pool_max_size,
         init=init,
         timeout=CONNECT_TIMEOUT_S,
+        # Session defaults sent at connect: unlike SET, they survive the RESET ALL the pool
+        # runs when a connection is released. Iterative scans (pgvector 0.8) keep scanning
+        # the HNSW graph until enough rows pass a filter; the dense query re-sorts the
+        # relaxed order itself.
         server_settings={
             "application_name": APPLICATION_NAME,
             "statement_timeout": str(settings.pg_statement_timeout_ms),
+            "hnsw.ef_search": str(settings.hnsw_ef_search),
+            "hnsw.iterative_scan": "relaxed_order",
         },
     )
     return pool

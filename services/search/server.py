@@ -1,0 +1,99 @@
+"""Wiring of the search server process."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+from ragmesh.search.v1 import search_service_pb2 as pb
+from ragmesh.search.v1 import search_service_pb2_grpc as pb_grpc
+from services.config import Settings
+from services.embeddings.model import packaged_model_path
+from services.runtime.server import GrpcServer
+from services.runtime.tls import caller_credentials_for, server_credentials_for
+from services.search.backends.base import SearchBackend
+from services.search.chunking import PassageSplitter, load_tokenizer
+from services.search.database import EmbeddedPostgres
+from services.search.embedder import Embedder
+from services.search.health import StoreMonitor
+from services.search.servicer import SearchServicer
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["SearchService"].full_name
+
+_log = logging.getLogger("ragmesh.search")
+
+
+def pg_dsn(settings: Settings) -> str:
+    """The external server's DSN if set, else the embedded server's unix socket."""
+    return settings.search.pg_dsn or EmbeddedPostgres(settings.state_dir).dsn()
+
+
+def make_backend(settings: Settings) -> SearchBackend:
+    if settings.search.backend == "qdrant":
+        from services.search.backends.qdrant import QdrantBackend
+
+        return QdrantBackend(settings.search)
+    from services.search.backends.pgvector import PgVectorBackend
+
+    return PgVectorBackend(pg_dsn(settings), settings.search)
+
+
+def make_splitter(settings: Settings) -> PassageSplitter:
+    """Passages sized by the tokenizer of the model the embeddings service runs."""
+    s = settings.search
+    model_dir = settings.embeddings.model_path
+    tokenizer = load_tokenizer(Path(model_dir) if model_dir else packaged_model_path())
+    return PassageSplitter(
+        tokenizer,
+        max_tokens=s.passage_max_tokens,
+        overlap_tokens=s.passage_overlap_tokens,
+        max_chars=s.passage_max_chars,
+    )
+
+
+async def serve_search(settings: Settings) -> int:
+    """Run the search server until SIGTERM/SIGINT; returns the exit code."""
+    config = settings.search
+    server = GrpcServer(
+        "search",
+        config.listen,
+        settings.server,
+        health_names=[SERVICE_NAME],
+        credentials=server_credentials_for(settings, "search"),
+    )
+    backend = make_backend(settings)
+    embedder = Embedder(
+        config.embeddings_target,
+        config,
+        credentials=caller_credentials_for(settings, "search"),
+        channel_options=[("grpc.max_receive_message_length", settings.server.max_message_bytes)],
+    )
+    servicer = SearchServicer(config, settings.server, backend, embedder)
+    pb_grpc.add_SearchServiceServicer_to_server(servicer, server.grpc)
+
+    def record_outage(since: float | None) -> None:
+        servicer.store_down_since = since
+
+    monitor = StoreMonitor(
+        backend,
+        interval_s=config.pg_health_interval_s,
+        set_serving=server.set_serving,
+        on_change=record_outage,
+    )
+
+    async def stop_dependencies() -> None:
+        await monitor.stop()
+        await embedder.close()
+        await backend.close()
+
+    server.on_stopped(stop_dependencies)
+    await server.start()
+
+    async def connect() -> None:
+        _log.info("connecting the store", extra={"backend": backend.name})
+        await backend.start()
+        servicer.attach(await asyncio.to_thread(make_splitter, settings))
+        monitor.start()
+
+    return await server.run(connect())
