@@ -98,7 +98,9 @@ class CoordinatorServiceServicer:
         `summary` message, which is always the last. A backend that fails, hangs or returns
         garbage is not an error: the other backend answers if one is configured (the summary
         says so), and when no backend can answer, the answer is the retrieved context with a
-        note saying why. The interaction is stored before the summary is sent.
+        note saying why. The interaction is stored before the summary is sent. Errors end the
+        stream only for bad input (INVALID_ARGUMENT, NOT_FOUND as for AugmentQuery) and when the
+        search service or the interactions database cannot be reached (UNAVAILABLE).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
