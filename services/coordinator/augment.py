@@ -12,6 +12,7 @@ measures it, concurrently with the main searches.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,6 +28,8 @@ from services.coordinator.search_client import (
 )
 
 DENSE = search_pb.SEARCH_MODE_DENSE
+
+_log = logging.getLogger("ragmesh.coordinator.augment")
 
 
 @dataclass(frozen=True)
@@ -97,14 +100,16 @@ class Augmenter:
         hits_by_collection = results[: len(collections)]
         dense_by_collection = hits_by_collection if dense_only else results[len(collections) :]
 
-        _raise_first_error(results, ignore_missing=not named)
+        _raise_first_error(results, named=named)
         passages = []
+        searched = []
         confidence = 0.0
         for name, hits, dense_hits in zip(
             collections, hits_by_collection, dense_by_collection, strict=True
         ):
             if isinstance(hits, BaseException) or isinstance(dense_hits, BaseException):
-                continue  # a default collection deleted since it was listed
+                continue  # a default collection that could not be searched
+            searched.append(name)
             passages += [
                 Passage(name, hit.document_id, hit.passage_text, hit.passage_index, hit.score)
                 for hit in hits
@@ -122,7 +127,7 @@ class Augmenter:
             passages=selection.passages,
             token_count=selection.token_count,
             confidence=confidence,
-            collections=collections,
+            collections=searched,
             duplicate_count=selection.duplicate_count,
             dropped_count=selection.dropped_count,
             search_ms=(time.perf_counter() - started) * 1000,
@@ -131,15 +136,17 @@ class Augmenter:
         )
 
 
-def _raise_first_error(results: Sequence[object], *, ignore_missing: bool) -> None:
+def _raise_first_error(results: Sequence[object], *, named: bool) -> None:
     """Raise the most telling failure among the searches: a cancellation, a missing
-    collection the caller named, a rejected request, then an unavailable service."""
+    collection, a rejected request, then an unavailable service. Collections the caller did
+    not name may be missing (deleted since they were listed) or refuse a text query (e.g.
+    vectors of another model); they are skipped instead."""
     errors = [result for result in results if isinstance(result, BaseException)]
     ranked = sorted(
-        (error for error in errors if not (ignore_missing and _missing(error))),
+        (error for error in errors if named or not _skippable(error)),
         key=lambda error: (
             isinstance(error, Exception),
-            not _missing(error),
+            not isinstance(error, CollectionNotFoundError),
             not isinstance(error, SearchRejectedError),
         ),
     )
@@ -147,5 +154,8 @@ def _raise_first_error(results: Sequence[object], *, ignore_missing: bool) -> No
         raise ranked[0]
 
 
-def _missing(error: BaseException) -> bool:
-    return isinstance(error, CollectionNotFoundError)
+def _skippable(error: BaseException) -> bool:
+    if isinstance(error, CollectionNotFoundError | SearchRejectedError):
+        _log.warning("skipping a collection", extra={"error": str(error)})
+        return True
+    return False

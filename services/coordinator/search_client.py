@@ -74,16 +74,19 @@ class SearchClient:
         breaker: CircuitBreaker,
         credentials: grpc.ChannelCredentials | None = None,
         server_name: str | None = None,
+        channel_options: list[tuple[str, object]] | None = None,
     ) -> None:
         self.target = target
         self._timeout_s = timeout_s
         self._retry = retry
         self.breaker = breaker
-        options = [("grpc.ssl_target_name_override", server_name)] if server_name else []
+        options = list(channel_options or [])
+        if server_name:
+            options.append(("grpc.ssl_target_name_override", server_name))
         self._channel = (
             grpc.aio.secure_channel(target, credentials, options=options)
             if credentials is not None
-            else grpc.aio.insecure_channel(target)
+            else grpc.aio.insecure_channel(target, options=options)
         )
         self._stub = search_grpc.SearchServiceStub(self._channel)
 

@@ -130,6 +130,7 @@ async def serve_coordinator(
             recovery_s=config.search_breaker_recovery_s,
         ),
         credentials=caller_credentials_for(settings, "coordinator"),
+        channel_options=[("grpc.max_receive_message_length", settings.server.max_message_bytes)],
     )
     reload = reload_settings or (lambda: settings)
     threshold = LiveThreshold(

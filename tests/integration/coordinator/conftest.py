@@ -33,6 +33,7 @@ from tests.integration.coordinator.fake_llm import FakeLLM
 
 SEARCH_SERVICE = "ragmesh.search.v1.SearchService"
 DOCS = "coord-docs"
+VECTORS_ONLY = "coord-vectors"
 # The documents of DOCS: distinct topics, so a query copied from one is confident (dense
 # similarity about 1) and an unrelated one is not.
 DOCUMENTS = {
@@ -127,6 +128,17 @@ def coordinator_search(
                         ],
                     ),
                     timeout=60,
+                )
+                # Vectors of another model: a text query cannot search it, so augmentation
+                # over every collection must skip it.
+                await stub.CreateCollection(
+                    search_pb.CreateCollectionRequest(name=VECTORS_ONLY, dimensions=3)
+                )
+                await stub.UpsertDocuments(
+                    search_pb.UpsertDocumentsRequest(
+                        collection=VECTORS_ONLY,
+                        documents=[search_pb.Document(id="v", text="three", vector=[1, 0, 0])],
+                    )
                 )
 
         _run(load)

@@ -18,7 +18,13 @@ from ragmesh.coordinator.v1 import coordinator_service_pb2_grpc as pb_grpc
 from ragmesh.search.v1 import search_service_pb2 as search_pb
 from ragmesh.search.v1 import search_service_pb2_grpc as search_grpc
 from tests.helpers import ServerProcess
-from tests.integration.coordinator.conftest import DOCS, DOCUMENTS, THRESHOLD, Coordinator
+from tests.integration.coordinator.conftest import (
+    DOCS,
+    DOCUMENTS,
+    THRESHOLD,
+    VECTORS_ONLY,
+    Coordinator,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -386,7 +392,8 @@ async def test_feedback_feeds_the_interactions_collection(
 
     # Later augmentation over every collection finds the rated answer.
     later = await client.AugmentQuery(pb.AugmentQueryRequest(query=question, top_k=3))
-    assert "interactions" in later.collections
+    assert {"interactions", DOCS} <= set(later.collections)
+    assert VECTORS_ONLY not in later.collections  # skipped: not searchable by text
     found = [(p.collection, p.document_id) for p in later.passages]
     assert ("interactions", interaction_id) in found
 
