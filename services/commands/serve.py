@@ -52,7 +52,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     coordinator.add_argument(
         "--confidence-threshold",
         type=float,
-        help="best dense similarity at which the local backend answers (default 0.7)",
+        help="best dense similarity at which the local backend answers (default 0.7; set"
+        " in the config file instead, it is re-read while the server runs)",
     )
     coordinator.add_argument("--pg-dsn", help="an external PostgreSQL (default: search's)")
     coordinator.set_defaults(handler=_serve_coordinator)
