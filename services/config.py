@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -24,11 +24,11 @@ from pydantic_settings import (
 from services import defaults
 
 
-
 class _Section(BaseModel):
     """A settings section: an unknown key is a typo, refused at start."""
 
     model_config = ConfigDict(extra="forbid")
+
 
 class EmbeddingsSettings(_Section):
     """The embeddings server."""
@@ -235,6 +235,51 @@ class ServerSettings(_Section):
     max_message_bytes: int = Field(defaults.MAX_MESSAGE_BYTES, ge=1024)
 
 
+class TelemetrySettings(_Section):
+    """OpenTelemetry traces, exported with OTLP over gRPC."""
+
+    # The collector, e.g. "127.0.0.1:4317" or "http://127.0.0.1:4317" (Jaeger takes OTLP on
+    # 4317), reached in plaintext: run it (or an OpenTelemetry Collector that forwards) on
+    # this host. Empty means no tracing. When unset here, the standard
+    # OTEL_EXPORTER_OTLP_ENDPOINT variable is used.
+    otlp_endpoint: str = ""
+    # The share of new traces recorded: 1.0 for development, 0.01 suggested for production.
+    # Calls that arrive inside a sampled trace are recorded whatever the ratio.
+    sampling_ratio: float = Field(defaults.TRACE_SAMPLING_RATIO, ge=0, le=1)
+    export_delay_ms: int = Field(defaults.TRACE_EXPORT_DELAY_MS, ge=1)
+    export_timeout_s: float = Field(defaults.TRACE_EXPORT_TIMEOUT_S, gt=0)
+    max_queue_spans: int = Field(defaults.TRACE_MAX_QUEUE_SPANS, ge=1)
+
+    @field_validator("otlp_endpoint")
+    @classmethod
+    def _plain_endpoint(cls, value: str) -> str:
+        if value.strip():
+            parse_otlp_endpoint(value)
+        return value.strip()
+
+    @property
+    def otlp_address(self) -> tuple[str, int] | None:
+        """The collector as (host, port), or None when tracing is off."""
+        return parse_otlp_endpoint(self.otlp_endpoint) if self.otlp_endpoint else None
+
+
+def parse_otlp_endpoint(value: str) -> tuple[str, int]:
+    """The collector's (host, port) from `host:port` or `http://host:port`; anything else
+    (TLS, a path, no port) is refused."""
+    scheme, _, rest = value.strip().rpartition("://")
+    if scheme not in ("", "http"):
+        raise ValueError(
+            f"OTLP endpoint {value!r}: only plaintext collectors (http:// or host:port) are"
+            " supported; run the collector, or one that forwards, on this host"
+        )
+    rest = rest.removesuffix("/")
+    host, _, port = rest.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not host or "/" in rest or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"OTLP endpoint {value!r} must be host:port, e.g. 127.0.0.1:4317")
+    return host, int(port)
+
+
 class Settings(BaseSettings):
     """All of ragmesh's settings; each process builds exactly one."""
 
@@ -251,11 +296,25 @@ class Settings(BaseSettings):
     search: SearchSettings = SearchSettings()
     coordinator: CoordinatorSettings = CoordinatorSettings()
     mesh: MeshSettings = MeshSettings()
+    telemetry: TelemetrySettings = TelemetrySettings()
+    # The standard OpenTelemetry variable, read here so that this object stays the only reader
+    # of the environment; it fills telemetry.otlp_endpoint when that is unset.
+    otel_exporter_otlp_endpoint: str = Field(
+        "", validation_alias=AliasChoices("OTEL_EXPORTER_OTLP_ENDPOINT"), exclude=True, repr=False
+    )
 
     @field_validator("state_dir")
     @classmethod
     def _absolute_state_dir(cls, value: Path) -> Path:
         return value.expanduser().resolve()
+
+    @model_validator(mode="after")
+    def _standard_otlp_endpoint(self) -> Settings:
+        if self.otel_exporter_otlp_endpoint.strip() and not self.telemetry.otlp_endpoint:
+            self.telemetry = TelemetrySettings.model_validate(
+                {**self.telemetry.model_dump(), "otlp_endpoint": self.otel_exporter_otlp_endpoint}
+            )
+        return self
 
     @classmethod
     def settings_customise_sources(

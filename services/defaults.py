@@ -190,3 +190,14 @@ COORDINATOR_PG_CONNECT_ATTEMPTS = 5
 COORDINATOR_PG_CONNECT_BACKOFF_BASE_S = 2.0
 COORDINATOR_PG_HEALTH_INTERVAL_S = 1.0
 COORDINATOR_PG_HEALTH_TIMEOUT_S = 2.0
+
+# Telemetry: OpenTelemetry traces, exported with OTLP over gRPC when an endpoint is set
+# (telemetry.otlp_endpoint or the standard OTEL_EXPORTER_OTLP_ENDPOINT; empty: no tracing).
+# The share of new traces recorded: 1.0 for development, 0.01 suggested for production. A
+# call that arrives with a sampled trace context is recorded whatever the ratio.
+TRACE_SAMPLING_RATIO = 1.0
+# Finished spans are sent in batches at least this often, and at shutdown.
+TRACE_EXPORT_DELAY_MS = 5000
+TRACE_EXPORT_TIMEOUT_S = 10.0
+# Spans kept waiting for export; past this new spans are dropped (never blocks a call).
+TRACE_MAX_QUEUE_SPANS = 2048

@@ -16,11 +16,14 @@ import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 
+from opentelemetry.trace import Status, StatusCode
+
 from services.coordinator.budget import Passage
 from services.coordinator.llm_backend import BackendError, ChatBackend, ChatMessage
 from services.coordinator.prompt import context_only_answer
 from services.coordinator.routing import Route, Side
 from services.runtime.resilience import CircuitBreaker
+from services.runtime.tracing import tracer
 
 _log = logging.getLogger("ragmesh.coordinator.answering")
 
@@ -94,6 +97,24 @@ class AnswerOutcome:
         return "".join(self.parts)
 
 
+async def _traced_llm_call(slot: BackendSlot, chunks: AsyncIterator[str]) -> AsyncIterator[str]:
+    """`chunks` inside an "llm call" span (side, model, chunk count; an error on failure)."""
+    span = tracer.start_span(
+        "llm call", attributes={"llm.side": slot.side.value, "llm.model": slot.backend.config.model}
+    )
+    count = 0
+    try:
+        async for text in chunks:
+            count += 1
+            yield text
+    except BackendError as exc:
+        span.set_status(Status(StatusCode.ERROR, str(exc)))
+        raise
+    finally:
+        span.set_attribute("llm.chunks", count)
+        span.end()
+
+
 async def stream_answer(
     route: Route,
     slots: dict[Side, BackendSlot],
@@ -120,8 +141,9 @@ async def stream_answer(
             try:
                 if time_left <= 0:
                     raise BackendError("no time left before the call's deadline")
-                async for text in slot.backend.stream_chat(
-                    messages, max_tokens=max_tokens, deadline_s=time_left
+                async for text in _traced_llm_call(
+                    slot,
+                    slot.backend.stream_chat(messages, max_tokens=max_tokens, deadline_s=time_left),
                 ):
                     if outcome.first_chunk_at is None:
                         outcome.first_chunk_at = time.perf_counter()

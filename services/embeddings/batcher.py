@@ -14,8 +14,14 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+
+from services.runtime.tracing import tracer
 
 Result = TypeVar("Result")
 # Runs one batch in the worker thread: texts in, one result per text out, same order.
@@ -38,6 +44,8 @@ class _Call(Generic[Result]):
     done: asyncio.Future[list[Result]]
     results: list[Result | None] = field(default_factory=list)
     remaining: int = 0
+    # The submitting RPC's trace context: the batch that runs its texts links to it.
+    trace_context: otel_context.Context = field(default_factory=otel_context.get_current)
 
 
 @dataclass
@@ -168,7 +176,8 @@ class DynamicBatcher(Generic[Result]):
         texts = [entry.call.texts[entry.index] for entry in batch]
         loop = asyncio.get_running_loop()
         try:
-            results = await loop.run_in_executor(self._executor, self._run_batch, texts)
+            with _batch_span(batch):
+                results = await loop.run_in_executor(self._executor, self._run_batch, texts)
         except Exception as exc:
             for entry in batch:
                 if not entry.call.done.done():
@@ -184,3 +193,22 @@ class DynamicBatcher(Generic[Result]):
             call.remaining -= 1
             if call.remaining == 0:
                 call.done.set_result(list(call.results))  # type: ignore[arg-type]
+
+
+def _batch_span(batch: list[_Entry[Result]]) -> AbstractContextManager[trace.Span]:
+    """A "batch encode" span around one model run. A batch serves several calls: the span is
+    a child of the call that waited longest and links to the others."""
+    calls = list({id(entry.call): entry.call for entry in batch}.values())
+    oldest = min(batch, key=lambda entry: entry.enqueued_at).call
+    links = [
+        trace.Link(span_context)
+        for call in calls
+        if call is not oldest
+        and (span_context := trace.get_current_span(call.trace_context).get_span_context()).is_valid
+    ]
+    return tracer.start_as_current_span(
+        "batch encode",
+        context=oldest.trace_context,
+        links=links,
+        attributes={"batch.size": len(batch), "batch.calls": len(calls)},
+    )

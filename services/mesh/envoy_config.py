@@ -85,6 +85,12 @@ REFLECTION_SERVICES = (
     "grpc.reflection.v1.ServerReflection",
 )
 
+# Tracing (only with an OTLP collector): Envoy's spans carry this service name and go to
+# this cluster; one export may take this long.
+TRACING_SERVICE_NAME = "ragmesh-envoy"
+OTLP_CLUSTER = "otlp_collector"
+OTLP_EXPORT_TIMEOUT_S = 5.0
+
 VALIDATE_TIMEOUT_S = 60.0
 
 _CLUSTER_NAME = re.compile(r"^[a-z][a-z0-9]*(_[a-z0-9]+)*$")
@@ -145,6 +151,10 @@ class Topology:
     internal_listener: Address = INTERNAL_LISTEN
     admin: Address = ADMIN_LISTEN
     access_log: bool = True
+    # The OTLP/gRPC collector (host, port) for Envoy's trace spans; None: no tracing.
+    otlp_endpoint: Address | None = None
+    # The share of calls without a caller's trace context that start a trace.
+    trace_sampling_ratio: float = 1.0
 
     def validate(self) -> None:
         if not self.clusters:
@@ -152,6 +162,14 @@ class Topology:
         names = [cluster.name for cluster in self.clusters]
         if len(set(names)) != len(names):
             raise ValueError(f"cluster names must be unique: {names}")
+        if self.otlp_endpoint is not None:
+            if OTLP_CLUSTER in names:
+                raise ValueError(f"cluster name {OTLP_CLUSTER} is reserved for the collector")
+            host, port = self.otlp_endpoint
+            if host.startswith("unix:") or not host or not 0 < port < 65536:
+                raise ValueError(f"bad OTLP collector address {host}:{port}")
+        if not 0 <= self.trace_sampling_ratio <= 1:
+            raise ValueError("trace_sampling_ratio must be between 0 and 1")
         services = [cluster.grpc_service for cluster in self.clusters]
         if len(set(services)) != len(services):
             raise ValueError(f"each gRPC service may belong to one cluster only: {services}")
@@ -187,6 +205,8 @@ def render_config(topology: Topology) -> str:
         ),
     ]
     clusters = [_cluster(cluster, certs) for cluster in topology.clusters]
+    if topology.otlp_endpoint is not None:
+        clusters.append(_otlp_cluster(topology.otlp_endpoint))
     bootstrap = _render(
         "envoy.yaml",
         admin_address=topology.admin[0],
@@ -257,7 +277,7 @@ def _listener(
         [{"san_type": "URI", "matcher": {"prefix": peer_uri_prefix}}] if peer_uri_prefix else []
     )
     access_log = _render("access_log.yaml", listener=name) if topology.access_log else []
-    return _render(
+    listener = _render(
         "listener.yaml",
         name=name,
         address=address[0],
@@ -271,6 +291,31 @@ def _listener(
         max_concurrent_streams=MAX_CONCURRENT_STREAMS,
         access_log=access_log,
         routes=_routes(topology.clusters),
+    )
+    if topology.otlp_endpoint is not None:
+        (manager,) = listener["filter_chains"][0]["filters"]
+        manager["typed_config"]["tracing"] = _tracing(topology.trace_sampling_ratio)
+    return listener
+
+
+def _tracing(sampling_ratio: float) -> Any:
+    return _render(
+        "tracing.yaml",
+        collector_cluster=OTLP_CLUSTER,
+        export_timeout=_duration(OTLP_EXPORT_TIMEOUT_S),
+        service_name=TRACING_SERVICE_NAME,
+        random_sampling=round(sampling_ratio * 100, 4),
+    )
+
+
+def _otlp_cluster(endpoint: Address) -> Any:
+    host, port = endpoint
+    return _render(
+        "otlp_cluster.yaml",
+        name=OTLP_CLUSTER,
+        discovery_type=_discovery_type([endpoint]),
+        connect_timeout=_duration(CONNECT_TIMEOUT_S),
+        address=_address(host, port),
     )
 
 

@@ -69,6 +69,8 @@ class MeshLauncher:
             client_listener=split_address(mesh.client_listen),
             internal_listener=split_address(mesh.internal_listen),
             admin=split_address(mesh.admin_listen),
+            otlp_endpoint=self.settings.telemetry.otlp_address,
+            trace_sampling_ratio=self.settings.telemetry.sampling_ratio,
         )
 
     def child_env(self, replica: Replica) -> dict[str, str]:

@@ -9,6 +9,8 @@ import time
 import traceback
 from typing import Any
 
+from opentelemetry import trace
+
 from services import __version__
 
 # LogRecord attributes that are not user fields.
@@ -31,6 +33,7 @@ class JsonFormatter(logging.Formatter):
             "version": __version__,
             "logger": record.name,
             "event": record.getMessage(),
+            **_trace_ids(),
         }
         for key, value in vars(record).items():
             if key not in _RESERVED and not key.startswith("_"):
@@ -38,6 +41,14 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info:
             entry["traceback"] = "".join(traceback.format_exception(*record.exc_info))
         return json.dumps(entry, default=str)
+
+
+def _trace_ids() -> dict[str, str | None]:
+    """The current span's trace and span ids (W3C hex), None outside a traced call."""
+    context = trace.get_current_span().get_span_context()
+    if not context.is_valid:
+        return {"trace_id": None, "span_id": None}
+    return {"trace_id": f"{context.trace_id:032x}", "span_id": f"{context.span_id:016x}"}
 
 
 def configure_logging(service: str, level: str) -> None:

@@ -15,6 +15,7 @@ from ragmesh.search.v1 import search_service_pb2_grpc as pb_grpc
 from services.config import SearchSettings, ServerSettings
 from services.runtime.errors import RpcFailure, invalid_argument, not_found, unavailable
 from services.runtime.server import call_timeout
+from services.runtime.tracing import tracer
 from services.search import validation
 from services.search.backends.base import (
     CollectionExistsError,
@@ -273,19 +274,27 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
                 vector = (await self._embed([query.text], collection, timeout_s))[0]
             candidates = query.top_k * self._settings.candidate_multiplier
             ranked: list[RankedHit]
-            if query.mode is Mode.KEYWORD:
-                ranked = ranked_keyword(
-                    await self._backend.keyword_search(name, query.text, candidates, conditions)
-                )
-            elif query.mode is Mode.DENSE:
-                assert vector is not None
-                ranked = ranked_dense(
-                    await self._backend.dense_search(name, vector, candidates, conditions)
-                )
-            else:
-                assert vector is not None
-                ranked = await self._backend.hybrid_search(
-                    name, vector, query.text, candidates, conditions, query.fusion
-                )
+            with tracer.start_as_current_span(
+                "backend query",
+                attributes={
+                    "search.mode": query.mode.value,
+                    "search.backend": self._backend.name,
+                    "search.candidates": candidates,
+                },
+            ):
+                if query.mode is Mode.KEYWORD:
+                    ranked = ranked_keyword(
+                        await self._backend.keyword_search(name, query.text, candidates, conditions)
+                    )
+                elif query.mode is Mode.DENSE:
+                    assert vector is not None
+                    ranked = ranked_dense(
+                        await self._backend.dense_search(name, vector, candidates, conditions)
+                    )
+                else:
+                    assert vector is not None
+                    ranked = await self._backend.hybrid_search(
+                        name, vector, query.text, candidates, conditions, query.fusion
+                    )
         hits = one_per_document(ranked, query.top_k)
         return pb.SearchResponse(hits=[hit_to_proto(hit) for hit in hits], mode=MODES[query.mode])

@@ -100,6 +100,29 @@ def test_two_clusters_of_two_replicas_pass_envoy_validate(
     assert "deprecated" not in output.lower() and "[warning]" not in output
 
 
+def test_tracing_to_an_otlp_collector_passes_envoy_validate(
+    certs: CertificatePaths, tmp_path: Path
+) -> None:
+    topology = Topology(
+        clusters=[UpstreamCluster("smoke", SERVICE, [("127.0.0.1", 1)])],
+        certificates=certs,
+        otlp_endpoint=("127.0.0.1", 4317),
+        trace_sampling_ratio=0.01,
+    )
+    path = write_config(topology, tmp_path / "envoy.yaml")
+
+    validate_config(path)
+
+    result = subprocess.run(
+        [envoy_binary(), "--mode", "validate", "-c", str(path), "--disable-hot-restart"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    output = result.stdout + result.stderr
+    assert "deprecated" not in output.lower() and "[warning]" not in output
+
+
 def test_validate_config_raises_with_envoys_output(certs: CertificatePaths, tmp_path: Path) -> None:
     topology = Topology(
         clusters=[UpstreamCluster("smoke", SERVICE, [("127.0.0.1", 1)])], certificates=certs

@@ -10,6 +10,7 @@ import yaml
 
 from services.mesh.certs import CertificatePaths, ensure_certificates
 from services.mesh.envoy_config import (
+    OTLP_CLUSTER,
     RETRY_ON,
     Topology,
     UpstreamCluster,
@@ -154,3 +155,39 @@ def test_unsafe_or_malformed_topologies_are_refused(
 ) -> None:
     with pytest.raises(ValueError, match=message):
         render_config(topology(certs, **changes))
+
+
+def managers(config: dict[str, Any]) -> list[dict[str, Any]]:
+    return [
+        listener["filter_chains"][0]["filters"][0]["typed_config"]
+        for listener in config["static_resources"]["listeners"]
+    ]
+
+
+def test_tracing_only_with_a_collector(certs: CertificatePaths) -> None:
+    plain = rendered(certs)
+    assert all("tracing" not in manager for manager in managers(plain))
+    assert OTLP_CLUSTER not in [c["name"] for c in plain["static_resources"]["clusters"]]
+
+    config = rendered(certs, otlp_endpoint=("127.0.0.1", 4317), trace_sampling_ratio=0.01)
+    for manager in managers(config):
+        tracing = manager["tracing"]
+        assert tracing["provider"]["name"] == "envoy.tracers.opentelemetry"
+        otel = tracing["provider"]["typed_config"]
+        assert otel["@type"] == "type.googleapis.com/envoy.config.trace.v3.OpenTelemetryConfig"
+        assert otel["grpc_service"]["envoy_grpc"]["cluster_name"] == OTLP_CLUSTER
+        assert otel["service_name"] == "ragmesh-envoy"
+        assert tracing["random_sampling"] == {"value": 1.0}
+    (collector,) = [c for c in config["static_resources"]["clusters"] if c["name"] == OTLP_CLUSTER]
+    options = collector["typed_extension_protocol_options"]
+    http = options["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]
+    assert "http2_protocol_options" in http["explicit_http_config"]
+    assert "transport_socket" not in collector  # plaintext, to this host
+    address = collector["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
+    assert address["address"]["socket_address"] == {"address": "127.0.0.1", "port_value": 4317}
+
+
+def test_a_service_cluster_may_not_take_the_collectors_name(certs: CertificatePaths) -> None:
+    clusters = [UpstreamCluster(OTLP_CLUSTER, EMBEDDINGS, [("127.0.0.1", 50051)])]
+    with pytest.raises(ValueError, match="reserved"):
+        render_config(topology(certs, clusters=clusters, otlp_endpoint=("127.0.0.1", 4317)))
