@@ -134,7 +134,8 @@ class CoordinatorSettings(_Section):
         defaults.INTERACTIONS_COLLECTION, pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$"
     )
     # The embedding model directory whose tokenizer counts context tokens; empty means the
-    # packaged all-MiniLM-L6-v2 (the embeddings service's default model).
+    # embeddings section's model_path, or the packaged all-MiniLM-L6-v2 when that is empty
+    # too (the model the search service splits passages for).
     tokenizer_path: str = ""
 
     # The language-model backends: OpenAI-compatible APIs by base URL (the part before

@@ -176,7 +176,8 @@ async def serve_coordinator(
         )
         store = InteractionStore(pool, export_page_size=config.export_page_size)
         stopping.append(store.close)
-        model_dir = Path(config.tokenizer_path) if config.tokenizer_path else None
+        tokenizer_dir = config.tokenizer_path or settings.embeddings.model_path
+        model_dir = Path(tokenizer_dir) if tokenizer_dir else None
         counter = await asyncio.to_thread(
             HuggingFaceTokenCounter.from_model_dir, model_dir or packaged_model_path()
         )
