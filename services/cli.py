@@ -16,6 +16,7 @@ COMMAND_MODULES = [
     "services.commands.bench",
     "services.commands.status",
     "services.commands.certs",
+    "services.commands.keys",
     "services.commands.db",
     "services.commands.eval",
 ]

@@ -34,6 +34,8 @@ class EmbeddingsSettings(_Section):
     """The embeddings server."""
 
     listen: str = defaults.EMBEDDINGS_LISTEN
+    # Prometheus /metrics on loopback; empty turns it off.
+    metrics_listen: str = defaults.EMBEDDINGS_METRICS_LISTEN
     # A local sentence-transformers model directory; empty means the packaged all-MiniLM-L6-v2.
     model_path: str = ""
     device: Literal["auto", "cpu", "cuda"] = defaults.DEVICE
@@ -52,6 +54,8 @@ class SearchSettings(_Section):
     document store (PostgreSQL + pgvector, embedded unless `pg_dsn` is set, or Qdrant)."""
 
     listen: str = defaults.SEARCH_LISTEN
+    # Prometheus /metrics on loopback; empty turns it off.
+    metrics_listen: str = defaults.SEARCH_METRICS_LISTEN
     backend: Literal["pgvector", "qdrant"] = defaults.SEARCH_BACKEND
     # Where Embed calls go: the embeddings server, or Envoy in front of it.
     embeddings_target: str = defaults.EMBEDDINGS_LISTEN
@@ -126,6 +130,8 @@ class CoordinatorSettings(_Section):
     language-model backends, the search client and the interactions database."""
 
     listen: str = defaults.COORDINATOR_LISTEN
+    # Prometheus /metrics on loopback; empty turns it off.
+    metrics_listen: str = defaults.COORDINATOR_METRICS_LISTEN
     # Where Search calls go: the search server, or Envoy in front of it.
     search_target: str = defaults.SEARCH_LISTEN
     # The collections searched when a request names none; empty means every collection.
@@ -234,6 +240,9 @@ class ServerSettings(_Section):
     shutdown_drain_s: float = Field(defaults.SHUTDOWN_DRAIN_S, ge=0)
     shutdown_grace_s: float = Field(defaults.SHUTDOWN_GRACE_S, ge=0)
     max_message_bytes: int = Field(defaults.MAX_MESSAGE_BYTES, ge=1024)
+    # Every RPC but health checks needs an API key (STATE_DIR/keys). Turning this off
+    # is for a server on a private loopback port only.
+    require_api_key: bool = True
 
 
 class TelemetrySettings(_Section):

@@ -30,6 +30,10 @@ DEVICE: Literal["auto", "cpu", "cuda"] = "auto"
 EMBEDDINGS_LISTEN = "127.0.0.1:50051"
 SEARCH_LISTEN = "127.0.0.1:50052"
 COORDINATOR_LISTEN = "127.0.0.1:50053"
+# Prometheus /metrics of each service (replica i adds i * the mesh's replica port step).
+EMBEDDINGS_METRICS_LISTEN = "127.0.0.1:9464"
+SEARCH_METRICS_LISTEN = "127.0.0.1:9465"
+COORDINATOR_METRICS_LISTEN = "127.0.0.1:9466"
 # Deadline applied to a call whose client set none.
 DEFAULT_DEADLINE_S = 30.0
 # How long a stopping server stays up NOT_SERVING so the proxy stops sending it work.

@@ -13,6 +13,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Servers started by the integration tests skip API keys, so each test can focus on its own
+# subject; tests/integration/test_auth.py and the whole-mesh tests run with keys required.
+os.environ.setdefault("RAGMESH_SERVER__REQUIRE_API_KEY", "false")
+# Many servers run at once in the tests: no fixed metrics ports unless a test asks for one.
+for _service in ("EMBEDDINGS", "SEARCH", "COORDINATOR"):
+    os.environ.setdefault(f"RAGMESH_{_service}__METRICS_LISTEN", "")
 
 
 @pytest.fixture(scope="session")

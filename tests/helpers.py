@@ -96,3 +96,48 @@ def wait_serving(
             time.sleep(0.2)
     log = process.log() if process else ""
     raise AssertionError(f"{service} at {target} never became SERVING:\n{log}")
+
+
+async def call_every_rpc(
+    channel: grpc.aio.Channel, service_prefix: str = "ragmesh.", timeout_s: float = 10.0
+) -> dict[str, str]:
+    """Call every RPC of every ragmesh service whose full name starts with `service_prefix`
+    once with an empty request; the status code name of each, by method path ("OK" when it
+    succeeded)."""
+    from google.protobuf import message_factory
+
+    from services.runtime.api import API_FILES
+
+    codes: dict[str, str] = {}
+    for file in API_FILES:
+        for service in file.services_by_name.values():
+            if not service.full_name.startswith(service_prefix):
+                continue
+            for method in service.methods:
+                path = f"/{service.full_name}/{method.name}"
+                request_class = message_factory.GetMessageClass(method.input_type)
+                response_class = message_factory.GetMessageClass(method.output_type)
+                kind = (
+                    ("stream" if method.client_streaming else "unary")
+                    + "_"
+                    + ("stream" if method.server_streaming else "unary")
+                )
+                callable_ = getattr(channel, kind)(
+                    path,
+                    request_serializer=request_class.SerializeToString,
+                    response_deserializer=response_class.FromString,
+                )
+                request: object = request_class()
+                if method.client_streaming:
+                    request = iter([request_class()])
+                try:
+                    call = callable_(request, timeout=timeout_s)
+                    if method.server_streaming:
+                        async for _ in call:
+                            pass
+                    else:
+                        await call
+                    codes[path] = "OK"
+                except grpc.aio.AioRpcError as error:
+                    codes[path] = error.code().name
+    return codes

@@ -10,13 +10,14 @@ SearchRejectedError / CollectionNotFoundError and leave the breaker alone.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TypeVar
 
 import grpc
 
 from ragmesh.search.v1 import search_service_pb2 as search_pb
 from ragmesh.search.v1 import search_service_pb2_grpc as search_grpc
+from services.runtime.channels import open_channel
 from services.runtime.resilience import CircuitBreaker, RetryPolicy, call_with_retries
 from services.runtime.resilience import is_retryable_grpc_error as _retryable
 
@@ -75,6 +76,7 @@ class SearchClient:
         credentials: grpc.ChannelCredentials | None = None,
         server_name: str | None = None,
         channel_options: list[tuple[str, object]] | None = None,
+        interceptors: Sequence[grpc.aio.ClientInterceptor] = (),
     ) -> None:
         self.target = target
         self._timeout_s = timeout_s
@@ -83,11 +85,7 @@ class SearchClient:
         options = list(channel_options or [])
         if server_name:
             options.append(("grpc.ssl_target_name_override", server_name))
-        self._channel = (
-            grpc.aio.secure_channel(target, credentials, options=options)
-            if credentials is not None
-            else grpc.aio.insecure_channel(target, options=options)
-        )
+        self._channel = open_channel(target, credentials, options, interceptors)
         self._stub = search_grpc.SearchServiceStub(self._channel)
 
     async def close(self) -> None:

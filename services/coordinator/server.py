@@ -23,9 +23,11 @@ from services.coordinator.servicer import CoordinatorServicer, Dependencies
 from services.coordinator.store import InteractionStore, create_pool
 from services.coordinator.threshold import LiveThreshold
 from services.embeddings.model import packaged_model_path
+from services.runtime.channels import outgoing_interceptors
 from services.runtime.resilience import CircuitBreaker, RetryPolicy
-from services.runtime.server import GrpcServer, StartupError
-from services.runtime.tls import caller_credentials_for, server_credentials_for
+from services.runtime.server import StartupError, service_server
+from services.runtime.tls import caller_credentials_for
+from services.runtime.tracing import client_interceptors
 from services.search.backends.pg_pool import DatabaseConnectError, connect_with_retries
 from services.search.database import EmbeddedPostgres
 
@@ -101,13 +103,7 @@ async def serve_coordinator(
     confidence threshold is re-read through it when the config file changes.
     """
     config = settings.coordinator
-    server = GrpcServer(
-        "coordinator",
-        config.listen,
-        settings.server,
-        health_names=[SERVICE_NAME],
-        credentials=server_credentials_for(settings, "coordinator"),
-    )
+    server = service_server(settings, "coordinator", health_names=[SERVICE_NAME])
     servicer = CoordinatorServicer(config, settings.server)
     pb_grpc.add_CoordinatorServiceServicer_to_server(servicer, server.grpc)
 
@@ -131,6 +127,7 @@ async def serve_coordinator(
         ),
         credentials=caller_credentials_for(settings, "coordinator"),
         channel_options=[("grpc.max_receive_message_length", settings.server.max_message_bytes)],
+        interceptors=[*client_interceptors(), *outgoing_interceptors(settings, "coordinator")],
     )
     reload = reload_settings or (lambda: settings)
     threshold = LiveThreshold(

@@ -8,8 +8,7 @@ from services.config import Settings
 from services.embeddings.batcher import DynamicBatcher
 from services.embeddings.model import EncodedText, load_encoder
 from services.embeddings.servicer import EmbeddingsServicer
-from services.runtime.server import GrpcServer
-from services.runtime.tls import server_credentials_for
+from services.runtime.server import service_server
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["EmbeddingsService"].full_name
 
@@ -17,13 +16,7 @@ SERVICE_NAME = pb.DESCRIPTOR.services_by_name["EmbeddingsService"].full_name
 async def serve_embeddings(settings: Settings) -> int:
     """Run the embeddings server until SIGTERM/SIGINT; returns the exit code."""
     config = settings.embeddings
-    server = GrpcServer(
-        "embeddings",
-        config.listen,
-        settings.server,
-        health_names=[SERVICE_NAME],
-        credentials=server_credentials_for(settings, "embeddings"),
-    )
+    server = service_server(settings, "embeddings", health_names=[SERVICE_NAME])
     servicer = EmbeddingsServicer(config, settings.server)
     pb_grpc.add_EmbeddingsServiceServicer_to_server(servicer, server.grpc)
     await server.start()

@@ -18,8 +18,16 @@ from services.mesh.envoy_config import (
     write_config,
 )
 from services.mesh.layout import MeshLayout, grpcurl_path, ragmesh_argv
-from services.mesh.plan import RETRY_METHODS, MeshState, Replica, plan_replicas, split_address
+from services.mesh.plan import (
+    RETRY_METHODS,
+    SERVICE_ORDER,
+    MeshState,
+    Replica,
+    plan_replicas,
+    split_address,
+)
 from services.mesh.supervisor import ManagedProcess, ProcessSpec, Supervisor
+from services.runtime.auth import DEFAULT_KEY_NAME, KeyStore
 from services.runtime.health_client import SERVING, check_health
 from services.runtime.tls import channel_credentials
 from services.search.database import EmbeddedPostgres
@@ -38,6 +46,11 @@ class MeshLauncher:
         self.settings = settings
         self.layout = layout
         self.certs = ensure_certificates(layout.certs_dir)
+        # The user's key and each service's own, made before any server starts.
+        keys = KeyStore(layout.state_dir / "keys")
+        self.admin_key_file = keys.ensure_named_key(DEFAULT_KEY_NAME)
+        for service in SERVICE_ORDER:
+            keys.ensure_named_key(f"service-{service}")
         self.replicas = plan_replicas(settings, counts)
         self.supervisor = Supervisor()
         # Health probes go straight to each replica, as Envoy's own would.
@@ -78,8 +91,10 @@ class MeshLauncher:
         env = {
             "RAGMESH_STATE_DIR": str(self.settings.state_dir),
             "RAGMESH_MESH__TLS": "true",
+            "RAGMESH_SERVER__REQUIRE_API_KEY": "true",
             "RAGMESH_SERVER__SHUTDOWN_DRAIN_S": str(self.settings.mesh.drain_s),
             f"RAGMESH_{replica.service.upper()}__LISTEN": replica.target,
+            f"RAGMESH_{replica.service.upper()}__METRICS_LISTEN": replica.metrics_listen,
         }
         # Service-to-service calls go through Envoy's internal listener.
         dependency_target = _DEPENDENCY_TARGET.get(replica.service)
@@ -178,7 +193,11 @@ class MeshLauncher:
         certs = self.certs
         host, port = split_address(self.settings.mesh.client_listen)
         endpoint = f"{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
-        tls_flags = f"-cacert {certs.ca} -cert {certs.client.cert} -key {certs.client.key}"
+        api_key = self.admin_key_file.read_text().strip()
+        tls_flags = (
+            f"-cacert {certs.ca} -cert {certs.client.cert} -key {certs.client.key}"
+            f" -H 'authorization: Bearer {api_key}'"
+        )
         grpcurl = grpcurl_path()
         lines = [
             "",
@@ -187,6 +206,7 @@ class MeshLauncher:
             f"  CA           {certs.ca}",
             f"  client cert  {certs.client.cert}",
             f"  client key   {certs.client.key}",
+            f"  API key      {self.admin_key_file}  (`ragmesh keys` manages keys)",
             f"  Envoy admin  http://{self.settings.mesh.admin_listen}/stats",
             f"  logs         {self.layout.logs_dir}/",
             "",

@@ -44,6 +44,8 @@ class Replica:
     index: int
     host: str
     port: int
+    # Where its Prometheus /metrics is served ("" when off).
+    metrics_listen: str = ""
 
     @property
     def name(self) -> str:
@@ -92,22 +94,23 @@ def split_address(address: str) -> tuple[str, int]:
 
 
 def plan_replicas(settings: Settings, counts: dict[str, int]) -> list[Replica]:
-    """Replica i of a service listens on the service's port + i * replica_port_step."""
+    """Replica i of a service listens on the service's port + i * replica_port_step, and
+    serves its metrics on the service's metrics port + i * replica_port_step."""
     replicas = []
     for service in SERVICE_ORDER:
         grpc_service = grpc_service_name(service)
         if grpc_service is None or counts.get(service, 0) == 0:
             continue
-        host, port = split_address(getattr(settings, service).listen)
+        section = getattr(settings, service)
+        host, port = split_address(section.listen)
+        step = settings.mesh.replica_port_step
         for index in range(counts[service]):
+            metrics_listen = ""
+            if section.metrics_listen:
+                metrics_host, metrics_port = split_address(section.metrics_listen)
+                metrics_listen = f"{metrics_host}:{metrics_port + index * step}"
             replicas.append(
-                Replica(
-                    service,
-                    grpc_service,
-                    index,
-                    host,
-                    port + index * settings.mesh.replica_port_step,
-                )
+                Replica(service, grpc_service, index, host, port + index * step, metrics_listen)
             )
     return replicas
 

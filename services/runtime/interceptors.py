@@ -1,11 +1,15 @@
 """Server interceptors, applied in this order (outermost first):
 
-1. AccessLogInterceptor: one JSON log line per RPC with method, status code and duration.
-2. ErrorInterceptor: a request that does not parse becomes INVALID_ARGUMENT, and any
+0. TracingServerInterceptor (services/runtime/tracing.py): a SERVER span per RPC, child of
+   the caller's `traceparent`; every log line of the call carries its trace and span ids.
+1. AuthInterceptor (services/runtime/auth.py): refuses calls without a valid API key.
+2. AccessLogInterceptor: takes the request id from `x-request-id` (or makes one) for every
+   log line of the call and its outgoing calls, and logs one line per RPC with method,
+   status code and duration.
+3. MetricsInterceptor: grpc_server_started/handled_total and grpc_server_handling_seconds.
+4. ErrorInterceptor: a request that does not parse becomes INVALID_ARGUMENT, and any
    unexpected exception INTERNAL carrying only an error id.
 
-Later layers (authentication before the log, metrics between log and errors) slot into
-`server_interceptors()` in the same order.
 """
 
 from __future__ import annotations
@@ -21,10 +25,13 @@ from typing import Any
 
 import grpc
 
+from services.runtime import metrics
+from services.runtime.context import REQUEST_ID_HEADER, new_request_id, request_id
 from services.runtime.errors import RpcFailure
+from services.runtime.tracing import TracingServerInterceptor
 
 _log = logging.getLogger("ragmesh.rpc")
-_HEALTH_PREFIX = "/grpc.health.v1.Health/"
+HEALTH_PREFIX = "/grpc.health.v1.Health/"
 
 # A behaviour wrapper gets the RPC's full method name and its original behaviour and returns
 # the replacement; the flag says whether the behaviour is an async generator.
@@ -94,7 +101,7 @@ class AccessLogInterceptor(_WrappingInterceptor):
 
     def wrap(self, method: str, behaviour: Behaviour, yields: bool) -> Behaviour:
         # Health probes arrive every second from Envoy and `up`; keep them out of INFO.
-        level = logging.DEBUG if method.startswith(_HEALTH_PREFIX) else logging.INFO
+        level = logging.DEBUG if method.startswith(HEALTH_PREFIX) else logging.INFO
 
         def log(context: grpc.aio.ServicerContext, started: float, cancelled: bool) -> None:
             code = "CANCELLED" if cancelled else _status_name(context)
@@ -112,6 +119,7 @@ class AccessLogInterceptor(_WrappingInterceptor):
         if yields:
 
             async def logged_stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                _adopt_request_id(context)
                 started, cancelled = time.perf_counter(), False
                 try:
                     async for response in behaviour(request, context):
@@ -125,6 +133,7 @@ class AccessLogInterceptor(_WrappingInterceptor):
             return logged_stream
 
         async def logged_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            _adopt_request_id(context)
             started, cancelled = time.perf_counter(), False
             try:
                 return await behaviour(request, context)
@@ -135,6 +144,65 @@ class AccessLogInterceptor(_WrappingInterceptor):
                 log(context, started, cancelled)
 
         return logged_unary
+
+
+def _adopt_request_id(context: grpc.aio.ServicerContext) -> None:
+    """This call's request id: the caller's (Envoy sets one on every request) or a new one.
+    A context variable, so log lines and outgoing calls of this task carry it."""
+    incoming = dict(context.invocation_metadata() or ()).get(REQUEST_ID_HEADER)
+    request_id.set(str(incoming) if incoming else new_request_id())
+
+
+def _split_method(method: str) -> tuple[str, str]:
+    """ "/pkg.Service/Method" → ("pkg.Service", "Method")."""
+    _, service, name = method.split("/", 2) if method.count("/") >= 2 else ("", "", method)
+    return service, name
+
+
+class MetricsInterceptor(_WrappingInterceptor):
+    """Counts and times every RPC by service, method and final status code."""
+
+    def wrap(self, method: str, behaviour: Behaviour, yields: bool) -> Behaviour:
+        service, name = _split_method(method)
+        labels = {
+            "grpc_type": "server_stream" if yields else "unary",
+            "grpc_service": service,
+            "grpc_method": name,
+        }
+
+        def finish(context: grpc.aio.ServicerContext, started: float, cancelled: bool) -> None:
+            code = "CANCELLED" if cancelled else _status_name(context)
+            metrics.GRPC_HANDLED.labels(**labels, grpc_code=code).inc()
+            metrics.GRPC_HANDLING_SECONDS.labels(**labels).observe(time.perf_counter() - started)
+
+        if yields:
+
+            async def measured_stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                metrics.GRPC_STARTED.labels(**labels).inc()
+                started, cancelled = time.perf_counter(), False
+                try:
+                    async for response in behaviour(request, context):
+                        yield response
+                except BaseException as exc:
+                    cancelled = _is_cancellation(exc)
+                    raise
+                finally:
+                    finish(context, started, cancelled)
+
+            return measured_stream
+
+        async def measured_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            metrics.GRPC_STARTED.labels(**labels).inc()
+            started, cancelled = time.perf_counter(), False
+            try:
+                return await behaviour(request, context)
+            except BaseException as exc:
+                cancelled = _is_cancellation(exc)
+                raise
+            finally:
+                finish(context, started, cancelled)
+
+        return measured_unary
 
 
 def _is_cancellation(exc: BaseException) -> bool:
@@ -236,6 +304,15 @@ async def _checked_stream(
         yield message
 
 
-def server_interceptors() -> list[grpc.aio.ServerInterceptor]:
+def server_interceptors(
+    authentication: grpc.aio.ServerInterceptor | None,
+) -> list[grpc.aio.ServerInterceptor]:
     """The interceptors of every ragmesh server, outermost first."""
-    return [AccessLogInterceptor(), ErrorInterceptor()]
+    first = [authentication] if authentication is not None else []
+    return [
+        TracingServerInterceptor(),
+        *first,
+        AccessLogInterceptor(),
+        MetricsInterceptor(),
+        ErrorInterceptor(),
+    ]

@@ -12,6 +12,7 @@ from typing import Any
 from opentelemetry import trace
 
 from services import __version__
+from services.runtime.context import request_id
 
 # LogRecord attributes that are not user fields.
 _RESERVED = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message"}
@@ -35,6 +36,9 @@ class JsonFormatter(logging.Formatter):
             "event": record.getMessage(),
             **_trace_ids(),
         }
+        current_request = request_id.get()
+        if current_request:
+            entry["request_id"] = current_request
         for key, value in vars(record).items():
             if key not in _RESERVED and not key.startswith("_"):
                 entry[key] = value

@@ -20,9 +20,13 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from services.config import ServerSettings
+from services.config import ServerSettings, Settings
 from services.runtime.api import api_service_names
+from services.runtime.auth import api_key_interceptor
 from services.runtime.interceptors import server_interceptors
+from services.runtime.metrics import serve_metrics
+from services.runtime.tls import server_credentials_for
+from services.runtime.tracing import configure_tracing, shutdown_tracing
 
 _log = logging.getLogger("ragmesh.server")
 
@@ -45,16 +49,19 @@ class GrpcServer:
         *,
         health_names: Sequence[str],
         credentials: grpc.ServerCredentials | None = None,
+        authentication: grpc.aio.ServerInterceptor | None = None,
+        metrics_listen: str = "",
     ) -> None:
         self.name = name
         self._listen = listen
         self._settings = settings
         self._credentials = credentials
+        self._metrics_listen = metrics_listen
         # "" is the whole server's health, as grpc.health.v1 defines it.
         self._health_names = ["", *health_names]
         self.health = health.aio.HealthServicer()
         self.grpc = grpc.aio.server(
-            interceptors=server_interceptors(),
+            interceptors=server_interceptors(authentication),
             options=[
                 ("grpc.max_receive_message_length", settings.max_message_bytes),
                 ("grpc.max_send_message_length", settings.max_message_bytes),
@@ -83,6 +90,7 @@ class GrpcServer:
         if self.port == 0 and not self._listen.startswith("unix:"):
             raise StartupError(f"could not listen on {self._listen}")
         await self.grpc.start()
+        serve_metrics(self._metrics_listen)
         _log.info(
             "listening",
             extra={"listen": self._listen, "port": self.port, "tls": self._credentials is not None},
@@ -129,6 +137,7 @@ class GrpcServer:
         await self.grpc.stop(self._settings.shutdown_grace_s)
         for hook in self._stopping:
             await hook()
+        await shutdown_tracing()
         _log.info("stopped")
 
 
@@ -136,3 +145,20 @@ def call_timeout(context: grpc.aio.ServicerContext, default_s: float) -> float:
     """The time this call may still take: its deadline, or `default_s` when it has none."""
     remaining = context.time_remaining()
     return default_s if remaining is None else max(remaining, 0.0)
+
+
+def service_server(settings: Settings, service: str, health_names: Sequence[str]) -> GrpcServer:
+    """The GrpcServer of a mesh service, as its settings describe it: its listen address,
+    mTLS when the mesh runs with TLS, API keys, and its /metrics address."""
+    configure_tracing(service, settings)
+    section = getattr(settings, service)
+    authentication = api_key_interceptor(settings.state_dir, settings.server.require_api_key)
+    return GrpcServer(
+        service,
+        section.listen,
+        settings.server,
+        health_names=health_names,
+        credentials=server_credentials_for(settings, service),
+        authentication=authentication,
+        metrics_listen=section.metrics_listen,
+    )

@@ -25,6 +25,7 @@ import numpy as np
 from ragmesh.embeddings.v1 import embeddings_service_pb2 as embeddings_pb
 from ragmesh.embeddings.v1 import embeddings_service_pb2_grpc as embeddings_grpc
 from services.config import SearchSettings
+from services.runtime.channels import open_channel
 from services.runtime.resilience import (
     BreakerState,
     CircuitBreaker,
@@ -83,11 +84,13 @@ class Embedder:
         *,
         credentials: grpc.ChannelCredentials | None = None,
         channel_options: Sequence[tuple[str, str | int]] = (),
+        interceptors: Sequence[grpc.aio.ClientInterceptor] = (),
     ) -> None:
         self.target = target
         self._settings = settings
         self._credentials = credentials
         self._options = list(channel_options)
+        self._interceptors = list(interceptors)
         self._channel: grpc.aio.Channel | None = None
         self._stub: embeddings_grpc.EmbeddingsServiceStub | None = None
         self._policy = RetryPolicy(
@@ -105,10 +108,8 @@ class Embedder:
     def _stub_for_loop(self) -> embeddings_grpc.EmbeddingsServiceStub:
         if self._stub is None:
             # grpc.aio channels belong to the running event loop: made on first use.
-            self._channel = (
-                grpc.aio.secure_channel(self.target, self._credentials, options=self._options)
-                if self._credentials is not None
-                else grpc.aio.insecure_channel(self.target, options=self._options)
+            self._channel = open_channel(
+                self.target, self._credentials, self._options, self._interceptors
             )
             self._stub = embeddings_grpc.EmbeddingsServiceStub(self._channel)
         return self._stub

@@ -10,8 +10,10 @@ from ragmesh.search.v1 import search_service_pb2 as pb
 from ragmesh.search.v1 import search_service_pb2_grpc as pb_grpc
 from services.config import Settings
 from services.embeddings.model import packaged_model_path
-from services.runtime.server import GrpcServer
-from services.runtime.tls import caller_credentials_for, server_credentials_for
+from services.runtime.channels import outgoing_interceptors
+from services.runtime.server import service_server
+from services.runtime.tls import caller_credentials_for
+from services.runtime.tracing import client_interceptors
 from services.search.backends.base import SearchBackend
 from services.search.chunking import PassageSplitter, load_tokenizer
 from services.search.database import EmbeddedPostgres
@@ -55,19 +57,14 @@ def make_splitter(settings: Settings) -> PassageSplitter:
 async def serve_search(settings: Settings) -> int:
     """Run the search server until SIGTERM/SIGINT; returns the exit code."""
     config = settings.search
-    server = GrpcServer(
-        "search",
-        config.listen,
-        settings.server,
-        health_names=[SERVICE_NAME],
-        credentials=server_credentials_for(settings, "search"),
-    )
+    server = service_server(settings, "search", health_names=[SERVICE_NAME])
     backend = make_backend(settings)
     embedder = Embedder(
         config.embeddings_target,
         config,
         credentials=caller_credentials_for(settings, "search"),
         channel_options=[("grpc.max_receive_message_length", settings.server.max_message_bytes)],
+        interceptors=[*client_interceptors(), *outgoing_interceptors(settings, "search")],
     )
     servicer = SearchServicer(config, settings.server, backend, embedder)
     pb_grpc.add_SearchServiceServicer_to_server(servicer, server.grpc)

@@ -14,6 +14,7 @@ import grpc
 import pytest
 
 from services.mesh.plan import MeshState
+from services.runtime.channels import metadata_interceptors
 from services.runtime.tls import channel_credentials
 from tests.helpers import REPO_ROOT, free_port, ragmesh_command
 
@@ -44,14 +45,24 @@ class Mesh:
             self.certs / "clients" / "client-key.pem",
         )
 
+    @property
+    def api_key(self) -> str:
+        return (self.state_dir / "keys" / "admin.key").read_text().strip()
+
     def channel(self) -> grpc.aio.Channel:
-        return grpc.aio.secure_channel(self.endpoint, self.client_credentials())
+        """A client channel with the client certificate and the admin API key."""
+        return grpc.aio.secure_channel(
+            self.endpoint,
+            self.client_credentials(),
+            interceptors=metadata_interceptors(self.api_key),
+        )
 
     def tls_flags(self) -> list[str]:
         return [
             "-cacert", str(self.certs / "ca.pem"),
             "-cert", str(self.certs / "clients" / "client.pem"),
             "-key", str(self.certs / "clients" / "client-key.pem"),
+            "-H", f"authorization: Bearer {self.api_key}",
         ]  # fmt: skip
 
 
@@ -60,6 +71,7 @@ def mesh_env(state_dir: Path) -> dict[str, str]:
     step = 7  # replicas of a service: base port + i * step
     return {
         "RAGMESH_STATE_DIR": str(state_dir),
+        "RAGMESH_SERVER__REQUIRE_API_KEY": "true",
         # 0.0.0.0 on purpose: the socket test checks that only this one is not loopback.
         "RAGMESH_MESH__CLIENT_LISTEN": f"0.0.0.0:{free_port()}",
         "RAGMESH_MESH__INTERNAL_LISTEN": f"127.0.0.1:{free_port()}",
@@ -68,6 +80,9 @@ def mesh_env(state_dir: Path) -> dict[str, str]:
         "RAGMESH_EMBEDDINGS__LISTEN": f"127.0.0.1:{_free_port_run(3, step)}",
         "RAGMESH_SEARCH__LISTEN": f"127.0.0.1:{_free_port_run(1, step)}",
         "RAGMESH_COORDINATOR__LISTEN": f"127.0.0.1:{_free_port_run(1, step)}",
+        "RAGMESH_EMBEDDINGS__METRICS_LISTEN": f"127.0.0.1:{_free_port_run(3, step)}",
+        "RAGMESH_SEARCH__METRICS_LISTEN": f"127.0.0.1:{_free_port_run(1, step)}",
+        "RAGMESH_COORDINATOR__METRICS_LISTEN": f"127.0.0.1:{_free_port_run(1, step)}",
     }
 
 

@@ -21,6 +21,7 @@ from services.config import load_settings
 from services.mesh.launcher import MeshLauncher
 from services.mesh.layout import layout_for
 from services.mesh.supervisor import ProcessSpec
+from services.runtime.channels import metadata_interceptors
 from services.runtime.tls import channel_credentials
 from tests.e2e.conftest import mesh_env
 from tests.helpers import REPO_ROOT
@@ -69,7 +70,12 @@ async def test_dependents_wait_for_a_slow_database_and_stop_gracefully(
         certs = launcher.certs
         credentials = channel_credentials(certs.ca, certs.client.cert, certs.client.key)
         port = settings.mesh.client_listen.rsplit(":", 1)[1]
-        async with grpc.aio.secure_channel(f"127.0.0.1:{port}", credentials) as channel:
+        api_key = launcher.admin_key_file.read_text().strip()
+        async with grpc.aio.secure_channel(
+            f"127.0.0.1:{port}",
+            credentials,
+            interceptors=metadata_interceptors(api_key),
+        ) as channel:
             client = embeddings_grpc.EmbeddingsServiceStub(channel)
             await client.Info(embeddings_pb.InfoRequest(), timeout=30)
             calls = [
