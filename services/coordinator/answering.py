@@ -22,6 +22,7 @@ from services.coordinator.budget import Passage
 from services.coordinator.llm_backend import BackendError, ChatBackend, ChatMessage
 from services.coordinator.prompt import context_only_answer
 from services.coordinator.routing import Route, Side
+from services.runtime import metrics
 from services.runtime.resilience import CircuitBreaker
 from services.runtime.tracing import tracer
 
@@ -103,16 +104,21 @@ async def _traced_llm_call(slot: BackendSlot, chunks: AsyncIterator[str]) -> Asy
         "llm call", attributes={"llm.side": slot.side.value, "llm.model": slot.backend.config.model}
     )
     count = 0
+    started, outcome = time.perf_counter(), "error"
     try:
         async for text in chunks:
             count += 1
             yield text
+        outcome = "ok"
     except BackendError as exc:
         span.set_status(Status(StatusCode.ERROR, str(exc)))
         raise
     finally:
         span.set_attribute("llm.chunks", count)
         span.end()
+        metrics.LLM_BACKEND_SECONDS.labels(slot.side.value, outcome).observe(
+            time.perf_counter() - started
+        )
 
 
 async def stream_answer(

@@ -45,6 +45,7 @@ from services.coordinator.validation import (
     check_time_range,
     parse_interaction_id,
 )
+from services.runtime import metrics
 from services.runtime.errors import RpcFailure, invalid_argument, not_found, unavailable
 from services.runtime.server import call_timeout
 
@@ -205,6 +206,7 @@ class CoordinatorServicer(pb_grpc.CoordinatorServiceServicer):
             generation_ms=outcome.generation_ms,
         )
         fallback = outcome.answered_by is not route.first
+        metrics.ROUTING_DECISIONS.labels(route.first.value).inc()
         record = NewInteraction(
             id=uuid.uuid4(),
             query=params.query,

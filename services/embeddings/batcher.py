@@ -21,6 +21,7 @@ from typing import Generic, TypeVar
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 
+from services.runtime import metrics
 from services.runtime.tracing import tracer
 
 Result = TypeVar("Result")
@@ -93,6 +94,7 @@ class DynamicBatcher(Generic[Result]):
         return len(self._queue)
 
     def start(self) -> None:
+        metrics.QUEUE_DEPTH.set_function(lambda: len(self._queue))
         self._loop_task = asyncio.create_task(self._batch_loop(), name="batcher")
 
     async def close(self) -> None:
@@ -175,6 +177,10 @@ class DynamicBatcher(Generic[Result]):
     async def _run(self, batch: list[_Entry[Result]]) -> None:
         texts = [entry.call.texts[entry.index] for entry in batch]
         loop = asyncio.get_running_loop()
+        now = time.monotonic()
+        metrics.BATCH_SIZE.observe(len(batch))
+        for entry in batch:
+            metrics.QUEUE_SECONDS.observe(now - entry.enqueued_at)
         try:
             with _batch_span(batch):
                 results = await loop.run_in_executor(self._executor, self._run_batch, texts)

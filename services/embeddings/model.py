@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
+from services.runtime import metrics
+
 _log = logging.getLogger("ragmesh.embeddings.model")
 
 
@@ -120,6 +122,7 @@ async def load_encoder(
             )
             await asyncio.sleep(delay)
             continue
+        metrics.MODEL_LOAD_SECONDS.set(time.perf_counter() - started)
         _log.info(
             "model loaded",
             extra={

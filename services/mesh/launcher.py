@@ -26,6 +26,7 @@ from services.mesh.plan import (
     plan_replicas,
     split_address,
 )
+from services.mesh.prometheus import prometheus_config
 from services.mesh.supervisor import ManagedProcess, ProcessSpec, Supervisor
 from services.runtime.auth import DEFAULT_KEY_NAME, KeyStore
 from services.runtime.health_client import SERVING, check_health
@@ -169,6 +170,9 @@ class MeshLauncher:
         config = write_config(self.topology(), self.layout.envoy_config)
         await asyncio.to_thread(validate_config, config)
         await self.supervisor.start_in_order(self.specs(), timeout_s)
+        self.layout.prometheus_config.write_text(
+            prometheus_config(self.replicas, self.settings.mesh.admin_listen)
+        )
         MeshState(
             replicas=self.replicas,
             client_listen=self.settings.mesh.client_listen,
@@ -208,6 +212,7 @@ class MeshLauncher:
             f"  client key   {certs.client.key}",
             f"  API key      {self.admin_key_file}  (`ragmesh keys` manages keys)",
             f"  Envoy admin  http://{self.settings.mesh.admin_listen}/stats",
+            f"  Prometheus   {self.layout.prometheus_config}  (scrape config for this mesh)",
             f"  logs         {self.layout.logs_dir}/",
             "",
             "  replicas:",

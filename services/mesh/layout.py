@@ -31,6 +31,11 @@ class MeshLayout:
         """Written by `up` while the mesh runs, read by `status`."""
         return self.state_dir / "mesh.json"
 
+    @property
+    def prometheus_config(self) -> Path:
+        """A Prometheus scrape configuration for the running mesh."""
+        return self.state_dir / "prometheus.yml"
+
     def log_path(self, name: str) -> Path:
         return self.logs_dir / f"{name}.log"
 

@@ -1,7 +1,9 @@
 """Starting ragmesh's processes in dependency order and stopping them gracefully.
 
-Each child runs in its own process group with its output in a log file; readiness is its
-gRPC health turning SERVING (polled, no fixed sleeps).
+Each child runs in its own process group. Its stdout (ragmesh's JSON log lines, Envoy's JSON
+access log) goes to `<name>.log` and its stderr (tracebacks of a crash, native libraries'
+own messages, Envoy's and PostgreSQL's logs) to `<name>.stderr.log`, so the first stays
+machine-readable. Readiness is its gRPC health turning SERVING (polled, no fixed sleeps).
 """
 
 from __future__ import annotations
@@ -50,11 +52,16 @@ class ManagedProcess:
         return self.popen.pid
 
     def last_log_lines(self, count: int = LOG_LINES_ON_FAILURE) -> str:
-        try:
-            lines = self.spec.log_path.read_text(errors="replace").splitlines()
-        except FileNotFoundError:
-            return "(no log yet)"
-        return "\n".join(lines[-count:])
+        """The end of both of its logs, for a start-up failure message."""
+        parts = []
+        for path in (self.spec.log_path, stderr_path(self.spec.log_path)):
+            try:
+                lines = path.read_text(errors="replace").splitlines()
+            except FileNotFoundError:
+                continue
+            if lines:
+                parts.append(f"--- {path}\n" + "\n".join(lines[-count:]))
+        return "\n".join(parts) or "(nothing logged)"
 
 
 class Supervisor:
@@ -65,11 +72,14 @@ class Supervisor:
 
     def start(self, spec: ProcessSpec) -> ManagedProcess:
         spec.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with spec.log_path.open("ab") as log_file:
+        with (
+            spec.log_path.open("ab") as log_file,
+            stderr_path(spec.log_path).open("ab") as error_file,
+        ):
             popen = subprocess.Popen(
                 list(spec.argv),
                 stdout=log_file,
-                stderr=subprocess.STDOUT,
+                stderr=error_file,
                 stdin=subprocess.DEVNULL,
                 env={**os.environ, **spec.env},
                 # Its own group: a terminal's Ctrl-C reaches only the supervisor, which then
@@ -89,14 +99,14 @@ class Supervisor:
             if exit_code is not None:
                 raise StartupFailedError(
                     f"{spec.name} exited with code {exit_code} before it became healthy;"
-                    f" last lines of {spec.log_path}:\n{process.last_log_lines()}"
+                    f" the end of its logs:\n{process.last_log_lines()}"
                 )
             if spec.is_ready is None or await spec.is_ready():
                 return
             if time.monotonic() > deadline:
                 raise StartupFailedError(
-                    f"{spec.name} did not become healthy in time; last lines of"
-                    f" {spec.log_path}:\n{process.last_log_lines()}"
+                    f"{spec.name} did not become healthy in time; the end of its logs:"
+                    f"\n{process.last_log_lines()}"
                 )
             await asyncio.sleep(HEALTH_POLL_INTERVAL_S)
 
@@ -121,6 +131,10 @@ class Supervisor:
         """Stop every child, last started first."""
         for process in reversed(list(self.processes)):
             await self.stop([process])
+
+
+def stderr_path(log_path: Path) -> Path:
+    return log_path.with_suffix(".stderr.log")
 
 
 def stop_process(popen: subprocess.Popen[bytes], timeout_s: float) -> None:

@@ -128,22 +128,25 @@ class KeyVerifier:
     def __init__(self, store: KeyStore) -> None:
         self._store = store
         self._by_id: dict[str, StoredKey] = {}
-        self._loaded_mtime: float | None = None
+        # The store file's identity when last read: every save replaces the file (a new
+        # inode), and two saves within one timestamp tick still differ by inode.
+        self._loaded_version: tuple[int, int, int] | None = None
         self._checked_at = 0.0
 
     def _refresh(self) -> None:
         now = time.monotonic()
-        if now - self._checked_at < RELOAD_INTERVAL_S and self._loaded_mtime is not None:
+        if now - self._checked_at < RELOAD_INTERVAL_S and self._loaded_version is not None:
             return
         self._checked_at = now
         try:
-            mtime = self._store.path.stat().st_mtime
+            status = self._store.path.stat()
         except FileNotFoundError:
-            self._by_id, self._loaded_mtime = {}, None
+            self._by_id, self._loaded_version = {}, None
             return
-        if mtime != self._loaded_mtime:
+        version = (status.st_ino, status.st_mtime_ns, status.st_size)
+        if version != self._loaded_version:
             self._by_id = {key.key_id: key for key in self._store.load()}
-            self._loaded_mtime = mtime
+            self._loaded_version = version
 
     def is_valid(self, presented: str | None) -> bool:
         self._refresh()

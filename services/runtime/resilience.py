@@ -18,6 +18,8 @@ from typing import TypeVar
 
 import grpc
 
+from services.runtime import metrics
+
 _log = logging.getLogger("ragmesh.resilience")
 
 T = TypeVar("T")
@@ -30,6 +32,10 @@ class BreakerState(enum.Enum):
     CLOSED = "closed"
     OPEN = "open"
     HALF_OPEN = "half_open"
+
+
+# The breaker state gauge's values (ragmesh_circuit_breaker_state).
+_STATE_VALUES = {BreakerState.CLOSED: 0, BreakerState.HALF_OPEN: 1, BreakerState.OPEN: 2}
 
 
 class CircuitOpenError(Exception):
@@ -59,6 +65,7 @@ class CircuitBreaker:
         self._opened_at = 0.0
         self._probe_in_flight = False
         self.failures_total = 0
+        metrics.BREAKER_STATE.labels(name).set_function(lambda: _STATE_VALUES[self.state])
 
     @property
     def state(self) -> BreakerState:
@@ -85,6 +92,7 @@ class CircuitBreaker:
         self._probe_in_flight = False
         self._consecutive_failures += 1
         self.failures_total += 1
+        metrics.BREAKER_FAILURES.labels(self.name).inc()
         if self._state is BreakerState.OPEN or (
             self._consecutive_failures >= self._failure_threshold
         ):

@@ -13,6 +13,7 @@ import numpy as np
 from ragmesh.search.v1 import search_service_pb2 as pb
 from ragmesh.search.v1 import search_service_pb2_grpc as pb_grpc
 from services.config import SearchSettings, ServerSettings
+from services.runtime import metrics
 from services.runtime.errors import RpcFailure, invalid_argument, not_found, unavailable
 from services.runtime.server import call_timeout
 from services.runtime.tracing import tracer
@@ -274,13 +275,16 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
                 vector = (await self._embed([query.text], collection, timeout_s))[0]
             candidates = query.top_k * self._settings.candidate_multiplier
             ranked: list[RankedHit]
-            with tracer.start_as_current_span(
-                "backend query",
-                attributes={
-                    "search.mode": query.mode.value,
-                    "search.backend": self._backend.name,
-                    "search.candidates": candidates,
-                },
+            with (
+                metrics.BACKEND_QUERY_SECONDS.labels(query.mode.value).time(),
+                tracer.start_as_current_span(
+                    "backend query",
+                    attributes={
+                        "search.mode": query.mode.value,
+                        "search.backend": self._backend.name,
+                        "search.candidates": candidates,
+                    },
+                ),
             ):
                 if query.mode is Mode.KEYWORD:
                     ranked = ranked_keyword(

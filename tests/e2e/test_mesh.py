@@ -6,23 +6,34 @@ import asyncio
 import ipaddress
 import json
 import os
+import shutil
 import signal
 import subprocess
 import time
+import urllib.parse
+import urllib.request
 from pathlib import Path
 
 import grpc
 import psutil
 import pytest
 
+from ragmesh.coordinator.v1 import coordinator_service_pb2 as coordinator_pb
+from ragmesh.coordinator.v1 import coordinator_service_pb2_grpc as coordinator_grpc
 from ragmesh.embeddings.v1 import embeddings_service_pb2 as embeddings_pb
 from ragmesh.embeddings.v1 import embeddings_service_pb2_grpc as embeddings_grpc
+from ragmesh.search.v1 import search_service_pb2 as search_pb
+from ragmesh.search.v1 import search_service_pb2_grpc as search_grpc
 from services.mesh.certs import ensure_certificates
 from services.mesh.envoy_admin import admin_get
 from services.mesh.layout import grpcurl_path
+from services.mesh.prometheus import prometheus_config
+from services.runtime.api import API_FILES
+from services.runtime.auth import KeyStore
+from services.runtime.channels import metadata_interceptors
 from services.runtime.tls import channel_credentials
 from tests.e2e.conftest import Mesh
-from tests.helpers import REPO_ROOT, ragmesh_command
+from tests.helpers import REPO_ROOT, call_every_rpc, free_port, ragmesh_command
 
 pytestmark = pytest.mark.e2e
 
@@ -143,6 +154,133 @@ async def envoy_counter(mesh: Mesh, name: str) -> int:
     stats = json.loads(await admin_get(mesh.admin, f"/stats?format=json&filter=^{name}$"))
     values = [entry["value"] for entry in stats["stats"] if entry.get("name") == name]
     return int(values[0]) if values else 0
+
+
+async def test_every_rpc_through_envoy_needs_a_valid_key(mesh: Mesh) -> None:
+    revoked = KeyStore(mesh.state_dir / "keys").create("leaver")
+    KeyStore(mesh.state_dir / "keys").revoke(revoked.split("_")[1])
+    await asyncio.sleep(1.5)  # servers re-read the key store within a second
+    for key in (None, revoked):
+        interceptors = metadata_interceptors(key) if key else []
+        async with grpc.aio.secure_channel(
+            mesh.endpoint, mesh.client_credentials(), interceptors=interceptors
+        ) as channel:
+            codes = await call_every_rpc(channel)
+        assert len(codes) == sum(
+            len(service.methods) for file in API_FILES for service in file.services_by_name.values()
+        )
+        assert set(codes.values()) == {"UNAUTHENTICATED"}, (key, codes)
+
+
+def read_json_lines(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+async def test_one_request_id_follows_a_query_through_every_service(mesh: Mesh) -> None:
+    request_id = f"e2e-{time.time_ns()}"
+    async with mesh.channel() as channel:
+        search = search_grpc.SearchServiceStub(channel)
+        await search.CreateCollection(search_pb.CreateCollectionRequest(name="followed"))
+        document = search_pb.Document(id="pg", text="Vectors are stored in PostgreSQL.")
+        await search.UpsertDocuments(
+            search_pb.UpsertDocumentsRequest(collection="followed", documents=[document])
+        )
+        ask = coordinator_grpc.CoordinatorServiceStub(channel).Ask(
+            coordinator_pb.AskRequest(query="where are vectors stored?", collections=["followed"]),
+            metadata=(("x-request-id", request_id),),
+            timeout=60,
+        )
+        messages = [message async for message in ask]
+    assert messages[-1].HasField("summary")
+    logs = mesh.state_dir / "logs"
+    seen_in = set()
+    for log in logs.glob("*.log"):
+        if log.name.endswith(".stderr.log") or log.name == "envoy.log":
+            continue
+        for line in read_json_lines(log):  # every line is JSON
+            if line.get("request_id") == request_id:
+                seen_in.add(line["service"])
+    assert {"coordinator", "search", "embeddings"} <= seen_in
+
+
+async def test_prometheus_scrapes_every_target_and_sees_traffic(mesh: Mesh, tmp_path: Path) -> None:
+    prometheus = shutil.which("prometheus")
+    assert prometheus, "the prometheus binary is missing: `make test` installs it"
+    config = tmp_path / "prometheus.yml"
+    config.write_text(prometheus_config(mesh.state.replicas, mesh.admin, scrape_interval_s=1))
+    address = f"127.0.0.1:{free_port()}"
+    log_path = tmp_path / "prometheus.log"
+    process = start_prometheus(prometheus, config, tmp_path / "data", address, log_path)
+    try:
+        targets = await wait_for_targets_up(address, len(mesh.state.replicas) + 1, log_path)
+        jobs = {target["labels"]["job"] for target in targets}
+        assert jobs == {"ragmesh-embeddings", "ragmesh-search", "ragmesh-coordinator", "envoy"}
+
+        embed_calls = 'sum(grpc_server_handled_total{grpc_method="Embed",grpc_code="OK"})'
+        envoy_requests = 'sum(envoy_cluster_upstream_rq_total{envoy_cluster_name="embeddings"})'
+        before = await prometheus_value(address, embed_calls)
+        before_envoy = await prometheus_value(address, envoy_requests)
+        async with mesh.channel() as channel:
+            client = embeddings_grpc.EmbeddingsServiceStub(channel)
+            for call in range(20):
+                await client.Embed(embeddings_pb.EmbedRequest(inputs=[f"scraped {call}"]))
+        deadline = time.monotonic() + 30
+        while await prometheus_value(address, embed_calls) < before + 20:
+            assert time.monotonic() < deadline, "the Embed counter did not move"
+            await asyncio.sleep(0.5)
+        while await prometheus_value(address, envoy_requests) < before_envoy + 20:
+            assert time.monotonic() < deadline, "Envoy's request counter did not move"
+            await asyncio.sleep(0.5)
+        assert await prometheus_value(address, "sum(ragmesh_embeddings_batch_size_count)") > 0
+    finally:
+        process.terminate()
+        process.wait(30)
+
+
+def start_prometheus(
+    binary: str, config: Path, data: Path, address: str, log_path: Path
+) -> subprocess.Popen[bytes]:
+    with log_path.open("wb") as log_file:
+        return subprocess.Popen(
+            [
+                binary,
+                f"--config.file={config}",
+                f"--storage.tsdb.path={data}",
+                f"--web.listen-address={address}",
+            ],
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+
+
+async def prometheus_get(address: str, path: str) -> dict:
+    def get() -> dict:
+        with urllib.request.urlopen(f"http://{address}{path}", timeout=5) as response:
+            return dict(json.loads(response.read()))
+
+    return await asyncio.to_thread(get)
+
+
+async def wait_for_targets_up(address: str, count: int, log_path: Path) -> list[dict]:
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            body = await prometheus_get(address, "/api/v1/targets")
+            targets = body["data"]["activeTargets"]
+            if len(targets) == count and all(t["health"] == "up" for t in targets):
+                return list(targets)
+        except (OSError, ValueError):
+            targets = []
+        if time.monotonic() > deadline:
+            log = await asyncio.to_thread(log_path.read_text)
+            raise AssertionError(f"targets not all up: {targets}\n{log[-2000:]}")
+        await asyncio.sleep(0.5)
+
+
+async def prometheus_value(address: str, query: str) -> float:
+    body = await prometheus_get(address, f"/api/v1/query?query={urllib.parse.quote(query)}")
+    result = body["data"]["result"]
+    return float(result[0]["value"][1]) if result else 0.0
 
 
 def start_replica(mesh: Mesh, target: str, log_path: Path) -> subprocess.Popen[bytes]:

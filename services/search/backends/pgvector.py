@@ -23,6 +23,7 @@ import asyncpg
 import numpy as np
 
 from services.config import SearchSettings
+from services.runtime import metrics
 from services.search import migrate
 from services.search.backends.base import (
     CollectionExistsError,
@@ -97,7 +98,9 @@ class PgVectorBackend(SearchBackend):
             "database ready",
             extra={"dsn": redact(self._dsn), "migrations_applied": applied},
         )
-        self._pool = await create_pool(self._dsn, s)
+        self._pool = pool = await create_pool(self._dsn, s)
+        metrics.POOL_SIZE.set_function(pool.get_size)
+        metrics.POOL_IN_USE.set_function(lambda: pool.get_size() - pool.get_idle_size())
 
     async def close(self) -> None:
         if self._pool is not None:
