@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 TORCH_PIN := torch==2.13.0
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: install up test lint generate check-generated bench clean
+.PHONY: install test-tools up test lint generate bench clean
 
 install: $(STAMP)
 
@@ -21,7 +21,13 @@ $(STAMP): pyproject.toml
 up: install
 	$(BIN)/ragmesh up
 
-test: install
+# The suite scrapes a running mesh with a real Prometheus (Debian's package).
+test-tools:
+	@command -v prometheus >/dev/null || { \
+	  echo "installing prometheus (Debian package) for the observability tests"; \
+	  apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
+
+test: install test-tools
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 lint: install
