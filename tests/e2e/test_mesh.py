@@ -39,6 +39,7 @@ pytestmark = pytest.mark.e2e
 
 EMBEDDINGS = "ragmesh.embeddings.v1.EmbeddingsService"
 SEARCH = "ragmesh.search.v1.SearchService"
+COORDINATOR = "ragmesh.coordinator.v1.CoordinatorService"
 
 
 def grpcurl(mesh: Mesh, *args: str, data: dict | None = None) -> subprocess.CompletedProcess[str]:
@@ -52,7 +53,7 @@ def grpcurl(mesh: Mesh, *args: str, data: dict | None = None) -> subprocess.Comp
 def test_grpcurl_lists_describes_and_calls_through_envoy(mesh: Mesh) -> None:
     listed = grpcurl(mesh, "list")
     assert listed.returncode == 0, listed.stderr
-    assert {EMBEDDINGS, SEARCH} <= set(listed.stdout.split())
+    assert {EMBEDDINGS, SEARCH, COORDINATOR} <= set(listed.stdout.split())
 
     described = grpcurl(mesh, "describe", SEARCH)
     assert described.returncode == 0, described.stderr
@@ -79,6 +80,15 @@ def test_grpcurl_lists_describes_and_calls_through_envoy(mesh: Mesh) -> None:
     )
     assert found.returncode == 0, found.stderr
     assert json.loads(found.stdout)["hits"][0]["documentId"] == "pg"
+
+    # Ask streams: grpcurl prints one JSON object per message, the summary last.
+    asked = grpcurl(
+        mesh,
+        f"{COORDINATOR}/Ask",
+        data={"query": "where are vectors stored?", "collections": ["e2e"]},
+    )
+    assert asked.returncode == 0, asked.stderr
+    assert '"summary"' in asked.stdout and '"documentId": "pg"' in asked.stdout
 
 
 async def test_tls_handshake_needs_a_certificate_from_the_mesh_ca(
