@@ -25,7 +25,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--beir", type=Path, required=True, help="the dataset directory")
     evaluate.add_argument("--split", default="train", help="qrels/<split>.tsv (default train)")
     evaluate.add_argument("--mode", choices=["dense", "keyword", "hybrid", "all"], default="all")
-    evaluate.add_argument("--target", help="a running search server (host:port)")
+    evaluate.add_argument("--target", help="a running search server (host:port, plaintext)")
+    evaluate.add_argument("--api-key", help="the API key to send to --target")
     evaluate.add_argument("--backend", choices=["pgvector", "qdrant"], default="pgvector")
     evaluate.add_argument("--collection", help="collection name (default beir-<dataset>)")
     evaluate.add_argument("--state-dir", type=Path, help="keep the started stack's state here")
@@ -60,7 +61,7 @@ def _eval(args: argparse.Namespace) -> int:
     )
 
     def run(target: str) -> None:
-        asyncio.run(evaluate_service(target, data, collection, modes, report))
+        asyncio.run(evaluate_service(target, data, collection, modes, report, args.api_key))
 
     if args.target:
         run(args.target)

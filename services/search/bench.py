@@ -29,6 +29,7 @@ import numpy as np
 
 from ragmesh.search.v1 import search_service_pb2 as pb
 from ragmesh.search.v1 import search_service_pb2_grpc as pb_grpc
+from services.runtime.channels import metadata_interceptors
 
 DIMENSIONS = 384
 UPSERT_BATCH = 256
@@ -140,20 +141,16 @@ async def ingest(stub: pb_grpc.SearchServiceStub, vectors: np.ndarray, texts: li
     return time.perf_counter() - started
 
 
-async def rebuild_index(dsn: str) -> tuple[float, str]:
+async def rebuild_index(dsn: str) -> float:
     """REINDEX the collection's HNSW index: the time to build it over every row at once."""
     conn = await asyncpg.connect(dsn)
     try:
         collection_id = await conn.fetchval(
             "SELECT id FROM search_collections WHERE name = $1", COLLECTION
         )
-        ef_search = ""
         started = time.perf_counter()
         await conn.execute(f"REINDEX INDEX search_passages_{collection_id}_embedding")
-        elapsed = time.perf_counter() - started
-        await conn.execute("SELECT '[1]'::vector")  # loads pgvector, defining its settings
-        ef_search = str(await conn.fetchval("SHOW hnsw.ef_search"))
-        return elapsed, ef_search
+        return time.perf_counter() - started
     finally:
         await conn.close()
 
@@ -220,15 +217,18 @@ async def run_against(
     concurrency: int,
     requests: int,
     seed: int,
+    api_key: str | None = None,
 ) -> None:
     options = [("grpc.max_send_message_length", 64 * 1024 * 1024)]
-    async with grpc.aio.insecure_channel(target, options=options) as channel:
+    async with grpc.aio.insecure_channel(
+        target, options=options, interceptors=metadata_interceptors(api_key)
+    ) as channel:
         stub = pb_grpc.SearchServiceStub(channel)
         print(f"ingesting {len(texts)} vectors ...", flush=True)
         result.ingest_s = await ingest(stub, vectors, texts)
         if dsn:
             print("rebuilding the HNSW index ...", flush=True)
-            result.index_build_s, result.ef_search = await rebuild_index(dsn)
+            result.index_build_s = await rebuild_index(dsn)
         rng = np.random.default_rng(seed + 1)
         print("measuring recall ...", flush=True)
         result.recall_at_10 = await measure_recall(stub, vectors, queries[:recall_queries])
@@ -281,7 +281,9 @@ def run_search_bench(
     target: str | None,
     pg_dsn: str,
     state_dir: Path | None,
+    api_key: str | None = None,
 ) -> BenchResult:
+    from services.config import load_settings
     from services.search.stack import search_stack
 
     data, texts, queries = dataset(vectors, max(recall_queries, requests), seed, distribution)
@@ -300,12 +302,15 @@ def run_search_bench(
                 concurrency=concurrency,
                 requests=requests,
                 seed=seed,
+                api_key=api_key,
             )
         )
 
     if target:
         measure(target, pg_dsn)
         return result
+    # The stack started here reads the same settings (environment, config file) as this process.
+    result.ef_search = str(load_settings().search.hnsw_ef_search)
     with tempfile.TemporaryDirectory(prefix="ragmesh-bench-") as scratch:
         state = (state_dir or Path(scratch)).resolve()
         state.mkdir(parents=True, exist_ok=True)
@@ -315,10 +320,11 @@ def run_search_bench(
 
 
 def report(result: BenchResult) -> str:
+    ef_search = result.ef_search or "as the target server has it"
     lines = [
         f"ragmesh bench search: {result.vectors} random {DIMENSIONS}-d vectors,"
         f" {result.distribution} (pgvector, HNSW"
-        f" m=16 ef_construction=64, hnsw.ef_search={result.ef_search or 'server default'})",
+        f" m=16 ef_construction=64, hnsw.ef_search={ef_search})",
         f"ingest through UpsertDocuments   {result.ingest_s:8.1f} s"
         f"   ({result.vectors / result.ingest_s:.0f} documents/s, index built incrementally)",
     ]
@@ -359,7 +365,8 @@ def register_search_bench(bench_subparsers: argparse._SubParsersAction) -> None:
         help="clustered: a seeded Gaussian mixture of 1000 centres, like text embeddings"
         " (default); uniform: directions uniform on the sphere, the worst case for HNSW",
     )
-    search.add_argument("--target", help="a running search server (pgvector backend)")
+    search.add_argument("--target", help="a running search server (pgvector, plaintext)")
+    search.add_argument("--api-key", help="the API key to send to --target")
     search.add_argument("--pg-dsn", default="", help="its database, to time the index build")
     search.add_argument("--state-dir", type=Path, help="keep the started stack's state here")
     search.set_defaults(handler=_bench_search)
@@ -376,6 +383,7 @@ def _bench_search(args: argparse.Namespace) -> int:
         target=args.target,
         pg_dsn=args.pg_dsn,
         state_dir=args.state_dir,
+        api_key=args.api_key,
     )
     print(report(result), flush=True)
     return 0

@@ -23,6 +23,7 @@ import numpy as np
 
 from ragmesh.search.v1 import search_service_pb2 as pb
 from ragmesh.search.v1 import search_service_pb2_grpc as pb_grpc
+from services.runtime.channels import metadata_interceptors
 from services.search.chunking import PassageSplitter
 from services.search.metrics import mean_over_queries
 
@@ -196,10 +197,17 @@ def score(label: str, rankings: dict[str, list[str]], data: BeirData, seconds: f
 
 
 async def evaluate_service(
-    target: str, data: BeirData, collection: str, modes: Sequence[str], report: EvalReport
+    target: str,
+    data: BeirData,
+    collection: str,
+    modes: Sequence[str],
+    report: EvalReport,
+    api_key: str | None = None,
 ) -> None:
     async with grpc.aio.insecure_channel(
-        target, options=[("grpc.max_receive_message_length", 64 * 1024 * 1024)]
+        target,
+        options=[("grpc.max_receive_message_length", 64 * 1024 * 1024)],
+        interceptors=metadata_interceptors(api_key),
     ) as channel:
         stub = pb_grpc.SearchServiceStub(channel)
         started = time.perf_counter()
@@ -208,7 +216,9 @@ async def evaluate_service(
         for mode in modes:
             started = time.perf_counter()
             rankings = await search_all(stub, collection, data.queries, MODES[mode])
-            report.scores.append(score(mode, rankings, data, time.perf_counter() - started))
+            result = score(mode, rankings, data, time.perf_counter() - started)
+            report.scores.append(result)
+            print(f"{mode}: nDCG@10 {result.ndcg:.4f}, Recall@100 {result.recall:.4f}", flush=True)
 
 
 def format_report(report: EvalReport, backend: str) -> str:

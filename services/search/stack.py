@@ -72,7 +72,14 @@ def search_stack(
     With `embeddings_target` given (or start_embeddings False) no embeddings server starts.
     """
     logs = state_dir / "logs"
-    env = {"RAGMESH_STATE_DIR": str(state_dir)}
+    env = {
+        "RAGMESH_STATE_DIR": str(state_dir),
+        # A private stack on loopback ports of its own: no API keys, and no fixed metrics
+        # ports that a running mesh may hold.
+        "RAGMESH_SERVER__REQUIRE_API_KEY": "false",
+        "RAGMESH_EMBEDDINGS__METRICS_LISTEN": "",
+        "RAGMESH_SEARCH__METRICS_LISTEN": "",
+    }
     specs: list[ProcessSpec] = []
     dsn = ""
     if backend == "pgvector":

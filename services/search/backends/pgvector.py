@@ -316,7 +316,6 @@ class PgVectorBackend(SearchBackend):
     async def keyword_search(
         self, name: str, text: str, limit: int, conditions: Filter
     ) -> list[PassageHit]:
-        s = self._settings
         with translated_errors("a keyword search"):
             async with self.pool.acquire() as conn:
                 collection = await self._collection_row(conn, name)
@@ -326,40 +325,106 @@ class PgVectorBackend(SearchBackend):
                     collection["text_search_config"],
                     text,
                 )
-                if not lexemes or not collection["passage_count"]:
+                passages = int(collection["passage_count"])
+                if not lexemes or not passages:
                     return []
-                terms = [tsquery_literal(lexeme) for lexeme in lexemes]
                 # Document frequencies, each counted through the GIN index.
                 frequencies = await conn.fetch(
                     f"SELECT term, (SELECT count(*) FROM {passages_name}"
                     " WHERE terms @@ term::tsquery) AS df FROM unnest($1::text[]) AS term",
-                    terms,
+                    [tsquery_literal(lexeme) for lexeme in lexemes],
                 )
-                passages = int(collection["passage_count"])
                 idf = [bm25_idf(int(row["df"]), passages) for row in frequencies]
-                average_length = max(collection["passage_terms"] / passages, 1.0)
-                params = SqlParameters()
-                lexemes_param = params.add(lexemes)
-                idf_param = params.add(idf)
-                any_term = params.add(" | ".join(terms))
-                k1, b = params.add(s.bm25_k1), params.add(s.bm25_b)
-                average = params.add(average_length)
-                where = to_sql(conditions, "p.metadata", params)
-                tf = "cardinality(t.positions)::float8"
-                rows = await conn.fetch(
-                    f"WITH weights AS (SELECT * FROM unnest({lexemes_param}::text[],"
-                    f" {idf_param}::float8[]) AS w(lexeme, idf))"
-                    " SELECT p.document_id, p.passage_index, p.text, p.metadata,"
-                    f" (SELECT sum(w.idf * {tf} * ({k1}::float8 + 1) / ({tf} + {k1}::float8"
-                    f" * (1 - {b}::float8 + {b}::float8 * length(p.terms) / {average}::float8)))"
-                    "  FROM unnest(p.terms) AS t JOIN weights AS w ON w.lexeme = t.lexeme) AS score"
-                    f" FROM {passages_name} AS p"
-                    f" WHERE p.terms @@ {any_term}::tsquery AND {where}"
-                    " ORDER BY score DESC, p.document_id, p.passage_index"
-                    f" LIMIT {params.add(limit)}",
-                    *params.values,
+                query = _Bm25Query(
+                    passages_name,
+                    lexemes,
+                    idf,
+                    average_length=max(collection["passage_terms"] / passages, 1.0),
+                    k1=self._settings.bm25_k1,
+                    b=self._settings.bm25_b,
+                    limit=limit,
+                    conditions=conditions,
                 )
+                rows = await query.run(conn)
         return [_hit(row, float(row["score"])) for row in rows]
+
+
+class _Bm25Query:
+    """BM25 over the GIN-indexed tsvectors, with MaxScore pruning (Turtle & Flood, 1995).
+
+    A term adds at most idf * (k1 + 1) to a passage's score. A first pass scores the
+    passages that contain the rarest term; the last of its top `limit` scores is a bar
+    (theta). The commonest terms whose bounds together stay below theta cannot lift a
+    passage that has none of the other terms into the top `limit`, so the final pass only
+    considers passages with at least one of the other ("essential") terms, scoring them on
+    every term. The result is exactly that of scoring every matching passage, without
+    touching the passages that match only very common terms.
+    """
+
+    def __init__(
+        self,
+        passages_name: str,
+        lexemes: list[str],
+        idf: list[float],
+        *,
+        average_length: float,
+        k1: float,
+        b: float,
+        limit: int,
+        conditions: Filter,
+    ) -> None:
+        self._passages = passages_name
+        self._lexemes, self._idf = lexemes, idf
+        self._average_length, self._k1, self._b = average_length, k1, b
+        self._limit = limit
+        self._conditions = conditions
+
+    def _bound(self, index: int) -> float:
+        return self._idf[index] * (self._k1 + 1)
+
+    async def run(self, conn: asyncpg.Connection) -> list[asyncpg.Record]:
+        by_bound = sorted(range(len(self._lexemes)), key=self._bound)
+        first = await self._score(conn, [by_bound[-1]])
+        if len(first) < self._limit or len(by_bound) == 1:
+            return await self._score(conn, by_bound) if len(by_bound) > 1 else first
+        theta = float(first[-1]["score"])
+        non_essential, total = 0, 0.0
+        for index in by_bound[:-1]:
+            total += self._bound(index)
+            if total >= theta:
+                break
+            non_essential += 1
+        essential = by_bound[non_essential:]
+        if essential == by_bound[-1:]:
+            return first
+        return await self._score(conn, essential)
+
+    async def _score(self, conn: asyncpg.Connection, candidates: list[int]) -> list[asyncpg.Record]:
+        """The top passages among those containing one of the `candidates` terms, scored on
+        every query term."""
+        params = SqlParameters()
+        lexemes = params.add(self._lexemes)
+        idf = params.add(self._idf)
+        any_term = params.add(" | ".join(tsquery_literal(self._lexemes[i]) for i in candidates))
+        k1, b = params.add(self._k1), params.add(self._b)
+        average = params.add(self._average_length)
+        where = to_sql(self._conditions, "p.metadata", params)
+        tf = "cardinality(t.positions)::float8"
+        return list(
+            await conn.fetch(
+                f"WITH weights AS (SELECT * FROM unnest({lexemes}::text[], {idf}::float8[])"
+                " AS w(lexeme, idf))"
+                " SELECT p.document_id, p.passage_index, p.text, p.metadata,"
+                f" (SELECT sum(w.idf * {tf} * ({k1}::float8 + 1) / ({tf} + {k1}::float8"
+                f" * (1 - {b}::float8 + {b}::float8 * length(p.terms) / {average}::float8)))"
+                "  FROM unnest(p.terms) AS t JOIN weights AS w ON w.lexeme = t.lexeme) AS score"
+                f" FROM {self._passages} AS p"
+                f" WHERE p.terms @@ {any_term}::tsquery AND {where}"
+                " ORDER BY score DESC, p.document_id, p.passage_index"
+                f" LIMIT {params.add(self._limit)}",
+                *params.values,
+            )
+        )
 
 
 def _collection_ddl(collection_id: int, spec: CollectionSpec, text_search_config: str) -> str:

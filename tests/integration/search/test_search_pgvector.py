@@ -1,5 +1,6 @@
 """pgvector specifics the contract suite cannot see: the HNSW index is used for filtered
-dense search, and iterative scans keep a filter from starving the result."""
+dense search, iterative scans keep a filter from starving the result, and BM25 pruning
+changes nothing but speed."""
 
 from __future__ import annotations
 
@@ -9,7 +10,14 @@ import numpy as np
 import pytest
 
 from services.config import SearchSettings
-from services.search.backends.pgvector import PgVectorBackend, documents_table, passages_table
+from services.search.backends.pgvector import (
+    PgVectorBackend,
+    _Bm25Query,
+    bm25_idf,
+    documents_table,
+    passages_table,
+    tsquery_literal,
+)
 from services.search.database import EmbeddedPostgres
 from services.search.filters import SqlParameters, to_sql
 from services.search.records import CollectionSpec, NumericRange
@@ -74,5 +82,75 @@ async def test_filtered_hnsw_scan_returns_the_limit(postgres_server: PostgresPro
         assert all(float(hit.metadata["rank"]) < ROWS * 0.02 for hit in hits)
         assert [hit.score for hit in hits] == sorted((hit.score for hit in hits), reverse=True)
         assert hits[0].document_id == "0"  # the query vector itself passes the filter
+    finally:
+        await backend.close()
+
+
+async def test_bm25_pruning_returns_exactly_the_full_ranking(
+    postgres_server: PostgresProcess,
+) -> None:
+    """MaxScore pruning skips passages that only have common terms; the top passages and
+    their scores must be exactly those of scoring every matching passage."""
+    create_database(postgres_server.dsn, "bm25")
+    dsn = EmbeddedPostgres(postgres_server.state_dir).dsn(database="bm25")
+    backend = PgVectorBackend(dsn, SearchSettings(pg_pool_min_size=1, pg_pool_max_size=2))
+    await backend.start()
+    try:
+        await backend.create_collection(CollectionSpec("words", 2, "test", 16, 64))
+        rng = np.random.default_rng(9)
+        vocabulary = [f"term{i}" for i in range(300)]
+        weights = 1.0 / np.arange(1, 301)
+        picks = rng.choice(300, size=(3000, 10), p=weights / weights.sum())
+        texts = [" ".join(vocabulary[i] for i in row) for row in picks]
+        async with backend.pool.acquire() as conn:
+            collection_id = await conn.fetchval("SELECT id FROM search_collections")
+            documents, passages = documents_table(collection_id), passages_table(collection_id)
+            await conn.copy_records_to_table(
+                documents,
+                columns=["id", "text", "metadata", "passage_count"],
+                records=[(str(i), t, json.dumps({"i": i}), 1) for i, t in enumerate(texts)],
+            )
+            await conn.copy_records_to_table(
+                passages,
+                columns=["document_id", "passage_index", "text", "metadata", "embedding"],
+                records=[
+                    (str(i), 0, t, json.dumps({"i": i}), np.array([1.0, 0.0], np.float32))
+                    for i, t in enumerate(texts)
+                ],
+            )
+            terms = await conn.fetchval(f"SELECT sum(length(terms)) FROM {passages}")
+            await conn.execute(
+                "UPDATE search_collections SET document_count = 3000, passage_count = 3000,"
+                " passage_terms = $1",
+                terms,
+            )
+            queries = [" ".join(texts[i].split()[:3]) for i in range(0, 3000, 150)]
+            queries += ["term0 term1 term2", "term0", "term299 term0 term1"]
+            for text in queries:
+                lexemes = await conn.fetchval(
+                    "SELECT tsvector_to_array(to_tsvector('english', $1))", text
+                )
+                frequencies = await conn.fetch(
+                    f"SELECT (SELECT count(*) FROM {passages} WHERE terms @@ t::tsquery)"
+                    " FROM unnest($1::text[]) AS t",
+                    [tsquery_literal(lexeme) for lexeme in lexemes],
+                )
+                idf = [bm25_idf(row[0], 3000) for row in frequencies]
+                for limit, conditions in ((10, ()), (30, (NumericRange("i", lt=1500),))):
+                    query = _Bm25Query(
+                        passages,
+                        lexemes,
+                        idf,
+                        average_length=terms / 3000,
+                        k1=1.2,
+                        b=0.75,
+                        limit=limit,
+                        conditions=conditions,
+                    )
+                    full = await query._score(conn, list(range(len(lexemes))))
+                    pruned = await query.run(conn)
+                    assert [tuple(row.values()) for row in pruned] == [
+                        tuple(row.values()) for row in full
+                    ], text
     finally:
         await backend.close()
