@@ -22,6 +22,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     embed.add_argument("--concurrency", type=int, default=64)
     embed.add_argument("--requests", type=int, default=2000)
     embed.add_argument("--target", help="measure this running server instead of starting one")
+    embed.add_argument(
+        "--api-key", help="the API key for --target (servers started here need none)"
+    )
     embed.add_argument("--port", type=int, default=50151, help="first port for started servers")
     embed.add_argument("--raw-batch-size", type=int, default=64)
     embed.set_defaults(handler=_bench_embed)
@@ -36,6 +39,7 @@ def _bench_embed(args: argparse.Namespace) -> int:
         concurrency=args.concurrency,
         requests=args.requests,
         target=args.target,
+        api_key=args.api_key,
         port=args.port,
         raw_batch_size=args.raw_batch_size,
     )

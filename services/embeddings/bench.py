@@ -25,6 +25,7 @@ from ragmesh.embeddings.v1 import embeddings_service_pb2_grpc as pb_grpc
 from services.embeddings.server import SERVICE_NAME
 from services.mesh.layout import ragmesh_argv
 from services.mesh.supervisor import ProcessSpec, Supervisor
+from services.runtime.channels import metadata_interceptors
 from services.runtime.health_client import SERVING, check_health
 
 _WORDS = (
@@ -64,9 +65,12 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
-async def drive(target: str, texts: list[str], concurrency: int, label: str) -> RunResult:
+async def drive(
+    target: str, texts: list[str], concurrency: int, label: str, api_key: str | None = None
+) -> RunResult:
     """Send each text as its own Embed call, `concurrency` calls at a time."""
-    async with grpc.aio.insecure_channel(target) as channel:
+    interceptors = metadata_interceptors(api_key) if api_key else []
+    async with grpc.aio.insecure_channel(target, interceptors=interceptors) as channel:
         client = pb_grpc.EmbeddingsServiceStub(channel)
         # Warm up: the first calls pay for lazy initialisation.
         await client.Embed(pb.EmbedRequest(inputs=texts[:8]), timeout=60)
@@ -127,6 +131,8 @@ def embeddings_process(port: int, log_dir: Path, *flags: str) -> Iterator[str]:
         argv=ragmesh_argv("serve", "embeddings", "--listen", target, *flags),
         log_path=log_dir / f"embeddings-{port}.log",
         is_ready=ready,
+        # A private loopback server for this run: no keys, no metrics port to collide with.
+        env={"RAGMESH_SERVER__REQUIRE_API_KEY": "false", "RAGMESH_EMBEDDINGS__METRICS_LISTEN": ""},
     )
     try:
         asyncio.run(supervisor.start_in_order([spec], timeout_s=180))
@@ -136,13 +142,21 @@ def embeddings_process(port: int, log_dir: Path, *flags: str) -> Iterator[str]:
 
 
 def run_bench(
-    *, concurrency: int, requests: int, target: str | None, port: int, raw_batch_size: int
+    *,
+    concurrency: int,
+    requests: int,
+    target: str | None,
+    api_key: str | None,
+    port: int,
+    raw_batch_size: int,
 ) -> list[RunResult]:
     texts = bench_texts(requests)
     results: list[RunResult] = []
     with tempfile.TemporaryDirectory(prefix="ragmesh-bench-") as log_dir:
         if target:
-            results.append(asyncio.run(drive(target, texts, concurrency, "server (given target)")))
+            results.append(
+                asyncio.run(drive(target, texts, concurrency, "server (given target)", api_key))
+            )
         else:
             with embeddings_process(port, Path(log_dir)) as batched:
                 results.append(
