@@ -96,89 +96,45 @@ def _status_name(context: grpc.aio.ServicerContext) -> str:
     return next((c.name for c in grpc.StatusCode if c.value[0] == code), str(code))
 
 
-class AccessLogInterceptor(_WrappingInterceptor):
-    """Logs one line per RPC: method, final status code, duration."""
+@dataclass(frozen=True)
+class ObservedCall:
+    """What an observing interceptor knows of an RPC: its full method and its kind."""
+
+    method: str
+    kind: str  # "unary" or "streaming" (the handler yields responses)
+
+    @property
+    def metric_labels(self) -> dict[str, str]:
+        """ "/pkg.Service/Method" → the grpc_type, grpc_service and grpc_method labels."""
+        _, service, name = (
+            self.method.split("/", 2) if self.method.count("/") >= 2 else ("", "", self.method)
+        )
+        return {"grpc_type": self.kind, "grpc_service": service, "grpc_method": name}
+
+
+class _ObservingInterceptor(_WrappingInterceptor):
+    """Base for interceptors that act when an RPC starts and when it ends (with its final
+    status code and duration), whatever the kind of handler."""
+
+    def started(self, call: ObservedCall, context: grpc.aio.ServicerContext) -> None:
+        """Called as the RPC's handler starts."""
+
+    def finished(
+        self, call: ObservedCall, context: grpc.aio.ServicerContext, seconds: float, code: str
+    ) -> None:
+        """Called once the handler has returned or raised."""
 
     def wrap(self, method: str, behaviour: Behaviour, yields: bool) -> Behaviour:
-        # Health probes arrive every second from Envoy and `up`; keep them out of INFO.
-        level = logging.DEBUG if method.startswith(HEALTH_PREFIX) else logging.INFO
-
-        def log(context: grpc.aio.ServicerContext, started: float, cancelled: bool) -> None:
-            code = "CANCELLED" if cancelled else _status_name(context)
-            _log.log(
-                level,
-                "rpc finished",
-                extra={
-                    "grpc_method": method,
-                    "grpc_code": code,
-                    "duration_ms": round((time.perf_counter() - started) * 1000, 3),
-                    "peer": context.peer(),
-                },
-            )
-
-        if yields:
-
-            async def logged_stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
-                _adopt_request_id(context)
-                started, cancelled = time.perf_counter(), False
-                try:
-                    async for response in behaviour(request, context):
-                        yield response
-                except BaseException as exc:
-                    cancelled = _is_cancellation(exc)
-                    raise
-                finally:
-                    log(context, started, cancelled)
-
-            return logged_stream
-
-        async def logged_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            _adopt_request_id(context)
-            started, cancelled = time.perf_counter(), False
-            try:
-                return await behaviour(request, context)
-            except BaseException as exc:
-                cancelled = _is_cancellation(exc)
-                raise
-            finally:
-                log(context, started, cancelled)
-
-        return logged_unary
-
-
-def _adopt_request_id(context: grpc.aio.ServicerContext) -> None:
-    """This call's request id: the caller's (Envoy sets one on every request) or a new one.
-    A context variable, so log lines and outgoing calls of this task carry it."""
-    incoming = dict(context.invocation_metadata() or ()).get(REQUEST_ID_HEADER)
-    request_id.set(str(incoming) if incoming else new_request_id())
-
-
-def _split_method(method: str) -> tuple[str, str]:
-    """ "/pkg.Service/Method" → ("pkg.Service", "Method")."""
-    _, service, name = method.split("/", 2) if method.count("/") >= 2 else ("", "", method)
-    return service, name
-
-
-class MetricsInterceptor(_WrappingInterceptor):
-    """Counts and times every RPC by service, method and final status code."""
-
-    def wrap(self, method: str, behaviour: Behaviour, yields: bool) -> Behaviour:
-        service, name = _split_method(method)
-        labels = {
-            "grpc_type": "server_stream" if yields else "unary",
-            "grpc_service": service,
-            "grpc_method": name,
-        }
+        call = ObservedCall(method, "streaming" if yields else "unary")
 
         def finish(context: grpc.aio.ServicerContext, started: float, cancelled: bool) -> None:
             code = "CANCELLED" if cancelled else _status_name(context)
-            metrics.GRPC_HANDLED.labels(**labels, grpc_code=code).inc()
-            metrics.GRPC_HANDLING_SECONDS.labels(**labels).observe(time.perf_counter() - started)
+            self.finished(call, context, time.perf_counter() - started, code)
 
         if yields:
 
-            async def measured_stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
-                metrics.GRPC_STARTED.labels(**labels).inc()
+            async def observed_stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                self.started(call, context)
                 started, cancelled = time.perf_counter(), False
                 try:
                     async for response in behaviour(request, context):
@@ -189,10 +145,10 @@ class MetricsInterceptor(_WrappingInterceptor):
                 finally:
                     finish(context, started, cancelled)
 
-            return measured_stream
+            return observed_stream
 
-        async def measured_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            metrics.GRPC_STARTED.labels(**labels).inc()
+        async def observed_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            self.started(call, context)
             started, cancelled = time.perf_counter(), False
             try:
                 return await behaviour(request, context)
@@ -202,7 +158,46 @@ class MetricsInterceptor(_WrappingInterceptor):
             finally:
                 finish(context, started, cancelled)
 
-        return measured_unary
+        return observed_unary
+
+
+class AccessLogInterceptor(_ObservingInterceptor):
+    """Adopts the call's request id and logs one line per RPC: method, code, duration."""
+
+    def started(self, call: ObservedCall, context: grpc.aio.ServicerContext) -> None:
+        # A context variable, so log lines and outgoing calls of this task carry it: the
+        # caller's id (Envoy sets one on every request), or a new one.
+        incoming = dict(context.invocation_metadata() or ()).get(REQUEST_ID_HEADER)
+        request_id.set(str(incoming) if incoming else new_request_id())
+
+    def finished(
+        self, call: ObservedCall, context: grpc.aio.ServicerContext, seconds: float, code: str
+    ) -> None:
+        # Health probes arrive every second from Envoy and `up`; keep them out of INFO.
+        level = logging.DEBUG if call.method.startswith(HEALTH_PREFIX) else logging.INFO
+        _log.log(
+            level,
+            "rpc finished",
+            extra={
+                "grpc_method": call.method,
+                "grpc_code": code,
+                "duration_ms": round(seconds * 1000, 3),
+                "peer": context.peer(),
+            },
+        )
+
+
+class MetricsInterceptor(_ObservingInterceptor):
+    """Counts and times every RPC by service, method and final status code."""
+
+    def started(self, call: ObservedCall, context: grpc.aio.ServicerContext) -> None:
+        metrics.GRPC_STARTED.labels(**call.metric_labels).inc()
+
+    def finished(
+        self, call: ObservedCall, context: grpc.aio.ServicerContext, seconds: float, code: str
+    ) -> None:
+        metrics.GRPC_HANDLED.labels(**call.metric_labels, grpc_code=code).inc()
+        metrics.GRPC_HANDLING_SECONDS.labels(**call.metric_labels).observe(seconds)
 
 
 def _is_cancellation(exc: BaseException) -> bool:
