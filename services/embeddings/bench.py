@@ -23,6 +23,7 @@ import grpc
 from ragmesh.embeddings.v1 import embeddings_service_pb2 as pb
 from ragmesh.embeddings.v1 import embeddings_service_pb2_grpc as pb_grpc
 from services.embeddings.server import SERVICE_NAME
+from services.loadgen import closed_loop
 from services.mesh.layout import ragmesh_argv
 from services.mesh.supervisor import ProcessSpec, Supervisor
 from services.runtime.channels import metadata_interceptors
@@ -60,11 +61,6 @@ class RunResult:
         )
 
 
-def percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
-
-
 async def drive(
     target: str, texts: list[str], concurrency: int, label: str, api_key: str | None = None
 ) -> RunResult:
@@ -75,28 +71,18 @@ async def drive(
         # Warm up: the first calls pay for lazy initialisation.
         await client.Embed(pb.EmbedRequest(inputs=texts[:8]), timeout=60)
         before = await client.Info(pb.InfoRequest())
-        latencies: list[float] = []
-        next_index = 0
-
-        async def worker() -> None:
-            nonlocal next_index
-            while next_index < len(texts):
-                text = texts[next_index]
-                next_index += 1
-                started = time.perf_counter()
-                await client.Embed(pb.EmbedRequest(inputs=[text]), timeout=120)
-                latencies.append(time.perf_counter() - started)
-
-        started = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        elapsed = time.perf_counter() - started
+        load = await closed_loop(
+            texts,
+            lambda text: client.Embed(pb.EmbedRequest(inputs=[text]), timeout=120),
+            concurrency,
+        )
         after = await client.Info(pb.InfoRequest())
     batches = after.batches_run - before.batches_run
     return RunResult(
         label,
-        len(texts) / elapsed,
-        percentile(latencies, 0.50) * 1000,
-        percentile(latencies, 0.99) * 1000,
+        load.calls_per_s,
+        load.percentile_ms(0.50),
+        load.percentile_ms(0.99),
         (after.texts_embedded - before.texts_embedded) / batches if batches else 0.0,
     )
 

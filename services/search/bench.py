@@ -29,6 +29,7 @@ import numpy as np
 
 from ragmesh.search.v1 import search_service_pb2 as pb
 from ragmesh.search.v1 import search_service_pb2_grpc as pb_grpc
+from services.loadgen import closed_loop
 from services.runtime.channels import metadata_interceptors
 
 DIMENSIONS = 384
@@ -107,11 +108,6 @@ def exact_top_k(vectors: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
     return np.take_along_axis(top, order, axis=1)
 
 
-def percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
-
-
 async def ingest(stub: pb_grpc.SearchServiceStub, vectors: np.ndarray, texts: list[str]) -> float:
     try:
         await stub.DeleteCollection(pb.DeleteCollectionRequest(name=COLLECTION))
@@ -180,29 +176,12 @@ async def measure_mode(
     requests: list[pb.SearchRequest],
     concurrency: int,
 ) -> ModeResult:
-    latencies: list[float] = []
-    position = 0
-
-    async def worker() -> None:
-        nonlocal position
-        while position < len(requests):
-            request = requests[position]
-            position += 1
-            started = time.perf_counter()
-            await stub.Search(request, timeout=60)
-            latencies.append(time.perf_counter() - started)
-
     for request in requests[:concurrency]:  # warm-up
         await stub.Search(request, timeout=60)
-    started = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-    elapsed = time.perf_counter() - started
-    return ModeResult(
-        mode,
-        len(requests) / elapsed,
-        percentile(latencies, 0.50) * 1000,
-        percentile(latencies, 0.99) * 1000,
+    load = await closed_loop(
+        requests, lambda request: stub.Search(request, timeout=60), concurrency
     )
+    return ModeResult(mode, load.calls_per_s, load.percentile_ms(0.50), load.percentile_ms(0.99))
 
 
 async def run_against(
