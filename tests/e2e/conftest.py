@@ -7,6 +7,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -126,14 +127,16 @@ def stop_mesh(popen: subprocess.Popen[bytes]) -> int:
     return int(popen.returncode)
 
 
-@pytest.fixture(scope="session")
-def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
-    state_dir = tmp_path_factory.mktemp("mesh")
-    env = mesh_env(state_dir)
+@contextmanager
+def running_mesh(
+    state_dir: Path, extra_env: dict[str, str] | None = None, *up_args: str
+) -> Iterator[Mesh]:
+    """`ragmesh up` on free ports under `state_dir`, stopped (Ctrl-C) when the block ends."""
+    env = {**mesh_env(state_dir), **(extra_env or {})}
     log_path = state_dir / "up.log"
     with log_path.open("wb") as log_file:
         popen = subprocess.Popen(
-            ragmesh_command("up", "--replicas", "embeddings=2"),
+            ragmesh_command("up", *up_args),
             stdout=log_file,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -153,3 +156,9 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
         )
     finally:
         stop_mesh(popen)
+
+
+@pytest.fixture(scope="session")
+def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
+    with running_mesh(tmp_path_factory.mktemp("mesh"), None, "--replicas", "embeddings=2") as m:
+        yield m

@@ -8,8 +8,6 @@ receiver), and the coordinator's local language model is the chat-completions te
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -26,9 +24,7 @@ from ragmesh.coordinator.v1 import coordinator_service_pb2 as coordinator_pb
 from ragmesh.coordinator.v1 import coordinator_service_pb2_grpc as coordinator_grpc
 from ragmesh.search.v1 import search_service_pb2 as search_pb
 from ragmesh.search.v1 import search_service_pb2_grpc as search_grpc
-from services.runtime.tls import channel_credentials
-from tests.e2e.conftest import mesh_env, stop_mesh, wait_for_mesh
-from tests.helpers import REPO_ROOT, ragmesh_command
+from tests.e2e.conftest import Mesh, running_mesh
 from tests.integration.coordinator.fake_llm import FakeLLM
 
 pytestmark = pytest.mark.e2e
@@ -94,58 +90,22 @@ def receiver() -> Iterator[tuple[Receiver, int]]:
         server.stop(None)
 
 
-@dataclass
-class TracedMesh:
-    state_dir: Path
-    endpoint: str
-
-    def channel(self) -> grpc.Channel:
-        certs = self.state_dir / "certs"
-        credentials = channel_credentials(
-            certs / "ca.pem", certs / "clients" / "client.pem", certs / "clients" / "client-key.pem"
-        )
-        return grpc.secure_channel(self.endpoint, credentials)
-
-    def metadata(self) -> list[tuple[str, str]]:
-        """The admin API key, when this build requires keys."""
-        key_file = self.state_dir / "keys" / "admin.key"
-        return (
-            [("authorization", f"Bearer {key_file.read_text().strip()}")]
-            if key_file.exists()
-            else []
-        )
-
-
 @pytest.fixture(scope="module")
 def traced_mesh(
     receiver: tuple[Receiver, int], tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[TracedMesh]:
+) -> Iterator[Mesh]:
     _, port = receiver
     llm = FakeLLM("local-model")
-    state_dir = tmp_path_factory.mktemp("traced-mesh")
     env = {
-        **mesh_env(state_dir),
         "RAGMESH_TELEMETRY__OTLP_ENDPOINT": f"127.0.0.1:{port}",
         "RAGMESH_TELEMETRY__EXPORT_DELAY_MS": "200",
         "RAGMESH_COORDINATOR__LOCAL_URL": llm.url,
         "RAGMESH_COORDINATOR__LOCAL_MODEL": "local-model",
     }
-    log_path = state_dir / "up.log"
-    with log_path.open("wb") as log_file:
-        popen = subprocess.Popen(
-            ragmesh_command("up"),
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            cwd=REPO_ROOT,
-            env={**os.environ, **env},
-        )
     try:
-        wait_for_mesh(popen, state_dir / "mesh.json", log_path)
-        client_port = env["RAGMESH_MESH__CLIENT_LISTEN"].rsplit(":", 1)[1]
-        yield TracedMesh(state_dir, f"127.0.0.1:{client_port}")
+        with running_mesh(tmp_path_factory.mktemp("traced-mesh"), env) as mesh:
+            yield mesh
     finally:
-        stop_mesh(popen)
         llm.close()
 
 
@@ -158,11 +118,11 @@ def ancestors(span: ReceivedSpan, by_id: dict[bytes, ReceivedSpan]) -> list[Rece
 
 
 def test_one_ask_is_one_trace_across_envoy_and_every_service(
-    receiver: tuple[Receiver, int], traced_mesh: TracedMesh
+    receiver: tuple[Receiver, int], traced_mesh: Mesh
 ) -> None:
     spans, _ = receiver
-    metadata = traced_mesh.metadata()
-    with traced_mesh.channel() as channel:
+    metadata = [("authorization", f"Bearer {traced_mesh.api_key}")]
+    with grpc.secure_channel(traced_mesh.endpoint, traced_mesh.client_credentials()) as channel:
         search = search_grpc.SearchServiceStub(channel)
         search.CreateCollection(
             search_pb.CreateCollectionRequest(name="traced"), metadata=metadata, timeout=60
