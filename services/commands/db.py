@@ -57,15 +57,15 @@ async def run_db(settings: Settings, action: str, to: int | None) -> int:
         return 1
     try:
         if action == "upgrade":
-            done = await migrate.upgrade(conn, to)
+            done = await migrate.MIGRATIONS.upgrade(conn, to)
             print(f"applied: {', '.join(map(str, done)) or 'nothing (up to date)'}")
         elif action == "downgrade":
             if to is None:
-                applied = [m.version for m in await migrate.status(conn) if m.applied_at]
+                applied = [m.version for m in await migrate.MIGRATIONS.status(conn) if m.applied_at]
                 to = applied[-2] if len(applied) >= 2 else 0
-            done = await migrate.downgrade(conn, to)
+            done = await migrate.MIGRATIONS.downgrade(conn, to)
             print(f"reverted: {', '.join(map(str, done)) or 'nothing'}")
-        for entry in await migrate.status(conn):
+        for entry in await migrate.MIGRATIONS.status(conn):
             when = entry.applied_at.isoformat(timespec="seconds") if entry.applied_at else "pending"
             print(f"{entry.version:04d}  {entry.name:<32} {when}")
     except migrate.MigrationError as exc:

@@ -161,7 +161,7 @@ async def serve_coordinator(
         except DatabaseConnectError as exc:
             raise StartupError(str(exc)) from exc
         try:
-            applied = await migrate.upgrade(conn)
+            applied = await migrate.MIGRATIONS.upgrade(conn)
         finally:
             await conn.close()
         _log.info("interactions schema ready", extra={"migrations_applied": applied})

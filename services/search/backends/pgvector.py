@@ -91,7 +91,7 @@ class PgVectorBackend(SearchBackend):
             self._dsn, attempts=s.pg_connect_attempts, backoff_base_s=s.pg_connect_backoff_base_s
         )
         try:
-            applied = await migrate.upgrade(conn)
+            applied = await migrate.MIGRATIONS.upgrade(conn)
         finally:
             await conn.close()
         _log.info(

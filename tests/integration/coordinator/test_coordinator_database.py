@@ -42,13 +42,13 @@ async def test_migrations_go_forward_and_back(coordinator_pg_state: Path) -> Non
             rows = await conn.fetch("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
             return {row["tablename"] for row in rows}
 
-        versions = [m.version for m in migrate.discover()]
-        assert await migrate.upgrade(conn) == versions
-        assert await migrate.upgrade(conn) == []  # nothing pending
-        assert {"coordinator_interactions", migrate.MIGRATIONS_TABLE} <= await tables()
-        assert await migrate.downgrade(conn, 0) == list(reversed(versions))
+        versions = [m.version for m in migrate.MIGRATIONS.discover()]
+        assert await migrate.MIGRATIONS.upgrade(conn) == versions
+        assert await migrate.MIGRATIONS.upgrade(conn) == []  # nothing pending
+        assert {"coordinator_interactions", migrate.MIGRATIONS.table} <= await tables()
+        assert await migrate.MIGRATIONS.downgrade(conn, 0) == list(reversed(versions))
         assert "coordinator_interactions" not in await tables()
-        assert await migrate.upgrade(conn) == versions
+        assert await migrate.MIGRATIONS.upgrade(conn) == versions
     finally:
         await conn.close()
 

@@ -35,15 +35,15 @@ async def columns(conn: asyncpg.Connection, table: str) -> set[str]:
 async def test_every_migration_goes_forward_and_back(postgres_server: PostgresProcess) -> None:
     create_database(postgres_server.dsn, "migrations")
     dsn = EmbeddedPostgres(postgres_server.state_dir).dsn(database="migrations")
-    migrations = migrate.discover()
+    migrations = migrate.MIGRATIONS.discover()
     versions = [m.version for m in migrations]
     assert versions == sorted(versions) and len(versions) >= 2
 
     conn = await asyncpg.connect(dsn)
     try:
-        assert await migrate.upgrade(conn) == versions
-        assert await migrate.upgrade(conn) == []  # idempotent
-        assert all(entry.applied_at for entry in await migrate.status(conn))
+        assert await migrate.MIGRATIONS.upgrade(conn) == versions
+        assert await migrate.MIGRATIONS.upgrade(conn) == []  # idempotent
+        assert all(entry.applied_at for entry in await migrate.MIGRATIONS.status(conn))
 
         # Data in place: a collection with two documents, through the backend itself.
         backend = PgVectorBackend(dsn, SearchSettings(pg_pool_min_size=1, pg_pool_max_size=2))
@@ -72,14 +72,14 @@ async def test_every_migration_goes_forward_and_back(postgres_server: PostgresPr
         # Step back one migration at a time, then forward again: each down undoes its up.
         for migration in reversed(migrations):
             target = migration.version - 1
-            assert await migrate.downgrade(conn, target) == [migration.version]
-            applied = {e.version for e in await migrate.status(conn) if e.applied_at}
+            assert await migrate.MIGRATIONS.downgrade(conn, target) == [migration.version]
+            applied = {e.version for e in await migrate.MIGRATIONS.status(conn) if e.applied_at}
             assert applied == {v for v in versions if v <= target}
         assert await tables(conn) == {"schema_migrations"}
 
-        assert await migrate.upgrade(conn, target=1) == [1]
+        assert await migrate.MIGRATIONS.upgrade(conn, target=1) == [1]
         assert "document_count" not in await columns(conn, "search_collections")
-        assert await migrate.upgrade(conn) == versions[1:]
+        assert await migrate.MIGRATIONS.upgrade(conn) == versions[1:]
         assert {"document_count", "passage_count", "passage_terms"} <= await columns(
             conn, "search_collections"
         )
@@ -97,8 +97,8 @@ async def test_every_migration_goes_forward_and_back(postgres_server: PostgresPr
             f" INSERT INTO search_passages_{collection_id}"
             "  VALUES (to_tsvector('english', 'one two three')), (to_tsvector('english', 'four'))"
         )
-        await migrate.downgrade(conn, 1)
-        await migrate.upgrade(conn)
+        await migrate.MIGRATIONS.downgrade(conn, 1)
+        await migrate.MIGRATIONS.upgrade(conn)
         row = await conn.fetchrow(
             "SELECT document_count, passage_count, passage_terms FROM search_collections"
             " WHERE name = 'x'"
@@ -106,7 +106,7 @@ async def test_every_migration_goes_forward_and_back(postgres_server: PostgresPr
         assert tuple(row) == (3, 2, 4)
 
         with pytest.raises(migrate.MigrationError, match="there is no migration 99"):
-            await migrate.upgrade(conn, target=99)
+            await migrate.MIGRATIONS.upgrade(conn, target=99)
     finally:
         await conn.close()
 
