@@ -15,7 +15,7 @@ from services.coordinator.answering import BackendSlot, HealthProbe
 from services.coordinator.augment import Augmenter
 from services.coordinator.budget import HuggingFaceTokenCounter
 from services.coordinator.feedback import InteractionsCollection
-from services.coordinator.health import DatabaseMonitor
+from services.coordinator.health import database_monitor
 from services.coordinator.llm_backend import BackendConfig, ChatBackend, read_api_key
 from services.coordinator.routing import Side
 from services.coordinator.search_client import SearchClient
@@ -191,7 +191,7 @@ async def serve_coordinator(
                 threshold=threshold,
             )
         )
-        monitor = DatabaseMonitor(
+        monitor = database_monitor(
             store,
             interval_s=config.pg_health_interval_s,
             timeout_s=config.pg_health_timeout_s,

@@ -18,7 +18,7 @@ from services.search.backends.base import SearchBackend
 from services.search.chunking import PassageSplitter, load_tokenizer
 from services.search.database import EmbeddedPostgres
 from services.search.embedder import Embedder
-from services.search.health import StoreMonitor
+from services.search.health import store_monitor
 from services.search.servicer import SearchServicer
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["SearchService"].full_name
@@ -72,7 +72,7 @@ async def serve_search(settings: Settings) -> int:
     def record_outage(since: float | None) -> None:
         servicer.store_down_since = since
 
-    monitor = StoreMonitor(
+    monitor = store_monitor(
         backend,
         interval_s=config.pg_health_interval_s,
         set_serving=server.set_serving,
