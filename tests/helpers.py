@@ -1,21 +1,27 @@
-"""Shared test plumbing: free ports and real server processes stopped by their own PIDs."""
+"""Shared test plumbing: free ports, real server processes stopped by their own PIDs, and
+waiting for an embedded PostgreSQL."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Coroutine, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
+import asyncpg
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+T = TypeVar("T")
 
 
 def free_port() -> int:
@@ -96,6 +102,34 @@ def wait_serving(
             time.sleep(0.2)
     log = process.log() if process else ""
     raise AssertionError(f"{service} at {target} never became SERVING:\n{log}")
+
+
+def run_coroutine(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """Run a coroutine to completion from sync code, even inside an async test (a thread
+    of its own has no running event loop)."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(lambda: asyncio.run(make())).result()
+
+
+def wait_postgres(dsn: str, process: ServerProcess, timeout_s: float = 60.0) -> None:
+    """Poll until PostgreSQL at `dsn` accepts a connection; fail with its log if not."""
+
+    async def answers() -> bool:
+        try:
+            conn = await asyncpg.connect(dsn, timeout=2)
+        except (OSError, asyncpg.PostgresError, TimeoutError):
+            return False
+        await conn.close()
+        return True
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.popen.poll() is not None:
+            raise AssertionError(f"postgres exited early:\n{process.log()}")
+        if run_coroutine(answers):
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"postgres never answered:\n{process.log()}")
 
 
 async def call_every_rpc(

@@ -12,15 +12,11 @@ Coordinators:
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import asyncpg
 import grpc
 import pytest
 
@@ -28,7 +24,15 @@ from ragmesh.search.v1 import search_service_pb2 as search_pb
 from ragmesh.search.v1 import search_service_pb2_grpc as search_grpc
 from services.coordinator.server import SERVICE_NAME as COORDINATOR_SERVICE
 from services.search.database import EmbeddedPostgres
-from tests.helpers import ServerProcess, free_port, ragmesh_command, running_process, wait_serving
+from tests.helpers import (
+    ServerProcess,
+    free_port,
+    ragmesh_command,
+    run_coroutine,
+    running_process,
+    wait_postgres,
+    wait_serving,
+)
 from tests.integration.coordinator.fake_llm import FakeLLM
 
 SEARCH_SERVICE = "ragmesh.search.v1.SearchService"
@@ -63,30 +67,6 @@ class Coordinator:
         return self.process.target
 
 
-def _run(coroutine_factory):  # type: ignore[no-untyped-def]
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        return pool.submit(lambda: asyncio.run(coroutine_factory())).result()
-
-
-def _wait_postgres(dsn: str, process: ServerProcess, timeout_s: float = 60.0) -> None:
-    async def answers() -> bool:
-        try:
-            conn = await asyncpg.connect(dsn, timeout=2)
-        except (OSError, asyncpg.PostgresError, TimeoutError):
-            return False
-        await conn.close()
-        return True
-
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.popen.poll() is not None:
-            raise AssertionError(f"postgres exited early:\n{process.log()}")
-        if _run(answers):
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"postgres never answered:\n{process.log()}")
-
-
 @pytest.fixture(scope="session")
 def coordinator_pg_state(session_tmp: Path) -> Iterator[Path]:
     """An embedded PostgreSQL of its own, found through its state directory."""
@@ -96,7 +76,7 @@ def coordinator_pg_state(session_tmp: Path) -> Iterator[Path]:
         session_tmp / "coordinator-postgres.log",
         env={"RAGMESH_STATE_DIR": str(state_dir)},
     ) as process:
-        _wait_postgres(EmbeddedPostgres(state_dir).dsn(), process)
+        wait_postgres(EmbeddedPostgres(state_dir).dsn(), process)
         yield state_dir
 
 
@@ -141,7 +121,7 @@ def coordinator_search(
                     )
                 )
 
-        _run(load)
+        run_coroutine(load)
         yield server
 
 

@@ -19,8 +19,14 @@ from ragmesh.coordinator.v1 import coordinator_service_pb2_grpc as pb_grpc
 from services.coordinator import migrate
 from services.coordinator.server import SERVICE_NAME
 from services.search.database import EmbeddedPostgres
-from tests.helpers import ServerProcess, free_port, ragmesh_command, running_process
-from tests.integration.coordinator.conftest import _start_coordinator, _wait_postgres
+from tests.helpers import (
+    ServerProcess,
+    free_port,
+    ragmesh_command,
+    running_process,
+    wait_postgres,
+)
+from tests.integration.coordinator.conftest import _start_coordinator
 
 pytestmark = pytest.mark.integration
 
@@ -82,7 +88,7 @@ def lonely_coordinator(session_tmp: Path) -> Iterator[tuple[ServerProcess, Serve
     postgres_args = ragmesh_command("serve", "postgres")
     env = {"RAGMESH_STATE_DIR": str(state_dir)}
     with running_process(postgres_args, session_tmp / "lonely-postgres.log", env=env) as pg:
-        _wait_postgres(EmbeddedPostgres(state_dir).dsn(), pg)
+        wait_postgres(EmbeddedPostgres(state_dir).dsn(), pg)
         nowhere = ServerProcess(pg.popen, f"127.0.0.1:{free_port()}", pg.log_path)
         with _start_coordinator(
             "lonely-coordinator",

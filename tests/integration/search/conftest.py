@@ -4,23 +4,26 @@ explicit DSN (RAGMESH_SEARCH__PG_DSN), all shared by the session."""
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import Callable, Coroutine, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
 
 import asyncpg
 import pytest
 
 from services.search.database import EmbeddedPostgres
 from services.search.server import SERVICE_NAME as SEARCH_SERVICE
-from tests.helpers import ServerProcess, free_port, ragmesh_command, running_process, wait_serving
+from tests.helpers import (
+    ServerProcess,
+    free_port,
+    ragmesh_command,
+    run_coroutine,
+    running_process,
+    wait_postgres,
+    wait_serving,
+)
 
 BACKENDS = ["pgvector", "qdrant", "pgvector-dsn"]
-T = TypeVar("T")
 
 
 @dataclass
@@ -28,32 +31,6 @@ class PostgresProcess:
     process: ServerProcess
     state_dir: Path
     dsn: str
-
-
-def run_coroutine(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
-    """Run a coroutine to completion from sync code, even inside an async test (a thread
-    of its own has no running event loop)."""
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        return pool.submit(lambda: asyncio.run(make())).result()
-
-
-def wait_postgres(dsn: str, process: ServerProcess, timeout_s: float = 60.0) -> None:
-    async def answers() -> bool:
-        try:
-            conn = await asyncpg.connect(dsn, timeout=2)
-        except (OSError, asyncpg.PostgresError, TimeoutError):
-            return False
-        await conn.close()
-        return True
-
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.popen.poll() is not None:
-            raise AssertionError(f"postgres exited early:\n{process.log()}")
-        if run_coroutine(answers):
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"postgres never answered:\n{process.log()}")
 
 
 def start_postgres(state_dir: Path, log_path: Path):  # type: ignore[no-untyped-def]

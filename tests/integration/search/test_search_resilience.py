@@ -15,8 +15,8 @@ from ragmesh.search.v1 import search_service_pb2 as pb
 from ragmesh.search.v1 import search_service_pb2_grpc as pb_grpc
 from services.search.database import EmbeddedPostgres
 from services.search.server import SERVICE_NAME
-from tests.helpers import ServerProcess, free_port, wait_serving
-from tests.integration.search.conftest import start_postgres, start_search, wait_postgres
+from tests.helpers import ServerProcess, free_port, wait_postgres, wait_serving
+from tests.integration.search.conftest import start_postgres, start_search
 
 pytestmark = pytest.mark.integration
 
