@@ -62,8 +62,9 @@ async def report(settings: Settings, state: MeshState) -> int:
         print(f"  Envoy's admin interface does not answer: {exc}", file=sys.stderr)
         return 1
     labels = list(CLUSTER_COUNTERS.values())
-    print(f"{'cluster':<14}" + "".join(f"{label:>24}" for label in labels))
+    print(f"{'cluster':<14}" + "".join(f"{label:>{len(label) + 2}}" for label in labels))
     for cluster in clusters:
         values = stats.get(cluster, {})
-        print(f"{cluster:<14}" + "".join(f"{values.get(label, 0):>24}" for label in labels))
+        cells = (f"{values.get(label, 0):>{len(label) + 2}}" for label in labels)
+        print(f"{cluster:<14}" + "".join(cells))
     return 0 if healthy else 1
