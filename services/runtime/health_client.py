@@ -5,6 +5,8 @@ from __future__ import annotations
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from services.runtime.channels import open_channel
+
 SERVING = health_pb2.HealthCheckResponse.SERVING
 
 
@@ -13,17 +15,10 @@ async def check_health(
     service: str,
     *,
     credentials: grpc.ChannelCredentials | None = None,
-    server_name: str | None = None,
     timeout_s: float = 1.0,
 ) -> int:
     """The service's health status, or UNKNOWN when the server cannot be reached."""
-    options = [("grpc.ssl_target_name_override", server_name)] if server_name else []
-    channel = (
-        grpc.aio.secure_channel(target, credentials, options=options)
-        if credentials
-        else grpc.aio.insecure_channel(target)
-    )
-    async with channel:
+    async with open_channel(target, credentials) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         try:
             response = await stub.Check(

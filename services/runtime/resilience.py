@@ -64,7 +64,6 @@ class CircuitBreaker:
         self._consecutive_failures = 0
         self._opened_at = 0.0
         self._probe_in_flight = False
-        self.failures_total = 0
         metrics.BREAKER_STATE.labels(name).set_function(lambda: _STATE_VALUES[self.state])
 
     @property
@@ -91,7 +90,6 @@ class CircuitBreaker:
     def record_failure(self) -> None:
         self._probe_in_flight = False
         self._consecutive_failures += 1
-        self.failures_total += 1
         metrics.BREAKER_FAILURES.labels(self.name).inc()
         if self._state is BreakerState.OPEN or (
             self._consecutive_failures >= self._failure_threshold
