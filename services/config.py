@@ -43,7 +43,7 @@ class EmbeddingsSettings(_Section):
     max_input_chars: int = Field(defaults.MAX_INPUT_CHARS, ge=1)
     max_batch_texts: int = Field(defaults.MAX_BATCH_TEXTS, ge=1, le=4096)
     max_batch_delay_ms: float = Field(defaults.MAX_BATCH_DELAY_MS, ge=0)
-    micro_batch_texts: int = Field(defaults.MICRO_BATCH_TEXTS, ge=1, le=4096)
+    slice_overhead_tokens: float = Field(defaults.SLICE_OVERHEAD_TOKENS, ge=0)
     max_queue_texts: int = Field(defaults.MAX_QUEUE_TEXTS, ge=1)
     model_load_attempts: int = Field(defaults.MODEL_LOAD_ATTEMPTS, ge=1)
     model_load_backoff_base_s: float = Field(defaults.MODEL_LOAD_BACKOFF_BASE_S, ge=0)

@@ -15,9 +15,11 @@ MAX_INPUT_CHARS = 10_000
 # Embeddings: server-side dynamic batching.
 MAX_BATCH_TEXTS = 64
 MAX_BATCH_DELAY_MS = 5
-# Inside one batch the model runs length-sorted slices of this many texts: on CPU, slices of
-# 16 cut padding enough to beat one 64-wide slice by ~15% (see docs/benchmarks.md).
-MICRO_BATCH_TEXTS = 16
+# A batch runs as length-sorted slices chosen to minimise padded tokens plus this fixed cost
+# per forward pass, in tokens: ~4.6 ms per pass vs ~0.14 ms per token on a 2-core CPU for
+# all-MiniLM-L6-v2 (docs/benchmarks.md). On a GPU, where a pass is cheap next to padding
+# being free, raise it (e.g. 10000) to run each batch as one slice.
+SLICE_OVERHEAD_TOKENS = 32.0
 # Texts waiting for the model; past this a call is refused with RESOURCE_EXHAUSTED.
 MAX_QUEUE_TEXTS = 4096
 

@@ -28,7 +28,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     embeddings.add_argument("--max-batch-delay-ms", type=float, help="longest wait to fill a batch")
     embeddings.add_argument("--max-queue-texts", type=int, help="queued texts before refusing")
     embeddings.add_argument(
-        "--micro-batch-texts", type=int, help="length-sorted slice size inside a batch"
+        "--slice-overhead-tokens",
+        type=float,
+        help="cost of one forward pass in tokens, for cutting batches into slices",
     )
     embeddings.set_defaults(handler=_serve_embeddings)
 
@@ -99,7 +101,7 @@ def _serve_embeddings(args: argparse.Namespace) -> int:
             "max_batch_texts",
             "max_batch_delay_ms",
             "max_queue_texts",
-            "micro_batch_texts",
+            "slice_overhead_tokens",
         ],
     )
     settings = load_settings(embeddings=overrides)

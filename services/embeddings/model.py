@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from services.embeddings.slicing import plan_slices
 from services.runtime import metrics
 
 _log = logging.getLogger("ragmesh.embeddings.model")
@@ -45,16 +46,16 @@ def resolve_device(device: str) -> str:
 class Encoder:
     """A loaded model; `encode` is called from the batcher's single worker thread."""
 
-    def __init__(self, model_path: str, device: str, micro_batch_texts: int) -> None:
+    def __init__(self, model_path: str, device: str, slice_overhead_tokens: float) -> None:
         from sentence_transformers import SentenceTransformer
 
         path = Path(model_path) if model_path else packaged_model_path()
         if not path.is_dir():
             raise FileNotFoundError(f"model directory {path} does not exist")
         self.device = resolve_device(device)
-        # The model runs a batch sorted by length in slices of this many texts, so short
-        # texts are not padded to the longest text of the whole batch.
-        self.micro_batch_texts = micro_batch_texts
+        # A batch runs as length-sorted slices (services/embeddings/slicing.py): one forward
+        # pass costs about this many tokens of work on top of its padded tokens.
+        self.slice_overhead_tokens = slice_overhead_tokens
         self._model = SentenceTransformer(str(path), device=self.device, local_files_only=True)
         self._tokenizer = self._model.tokenizer
         self.name = _model_name(path)
@@ -75,13 +76,18 @@ class Encoder:
     def encode(self, texts: list[str]) -> list[EncodedText]:
         """Embed one batch; texts longer than the window are truncated by the model."""
         token_counts = self.count_tokens(texts)
-        vectors = self._model.encode(
-            texts,
-            batch_size=self.micro_batch_texts,
-            convert_to_numpy=True,
-            normalize_embeddings=False,
-            show_progress_bar=False,
-        )
+        lengths = [min(count, self.max_sequence_length) for count in token_counts]
+        vectors: list[np.ndarray] = [np.empty(0)] * len(texts)
+        for indices in plan_slices(lengths, self.slice_overhead_tokens):
+            encoded = self._model.encode(
+                [texts[index] for index in indices],
+                batch_size=len(indices),
+                convert_to_numpy=True,
+                normalize_embeddings=False,
+                show_progress_bar=False,
+            )
+            for index, vector in zip(indices, encoded, strict=True):
+                vectors[index] = vector
         return [
             EncodedText(vector, count, count > self.max_sequence_length)
             for vector, count in zip(vectors, token_counts, strict=True)
@@ -102,13 +108,18 @@ def _model_name(path: Path) -> str:
 
 
 async def load_encoder(
-    model_path: str, device: str, micro_batch_texts: int, *, attempts: int, backoff_base_s: float
+    model_path: str,
+    device: str,
+    slice_overhead_tokens: float,
+    *,
+    attempts: int,
+    backoff_base_s: float,
 ) -> Encoder:
     """Load the model off the event loop, retrying with exponential backoff."""
     for attempt in range(1, attempts + 1):
         started = time.perf_counter()
         try:
-            encoder = await asyncio.to_thread(Encoder, model_path, device, micro_batch_texts)
+            encoder = await asyncio.to_thread(Encoder, model_path, device, slice_overhead_tokens)
             await asyncio.to_thread(encoder.self_test)
         except Exception as exc:
             if attempt == attempts:

@@ -25,7 +25,7 @@ async def serve_embeddings(settings: Settings) -> int:
         encoder = await load_encoder(
             config.model_path,
             config.device,
-            config.micro_batch_texts,
+            config.slice_overhead_tokens,
             attempts=config.model_load_attempts,
             backoff_base_s=config.model_load_backoff_base_s,
         )

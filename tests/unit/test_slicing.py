@@ -1,0 +1,49 @@
+"""Cutting a batch into slices: exact optimum of padded tokens plus a per-slice cost."""
+
+from __future__ import annotations
+
+import itertools
+
+from services.embeddings.slicing import plan_slices
+
+
+def cost(lengths: list[int], slices: list[list[int]], overhead: float) -> float:
+    return sum(overhead + len(s) * max(lengths[i] for i in s) for s in slices)
+
+
+def brute_force_best(lengths: list[int], overhead: float) -> float:
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i], reverse=True)
+    best = float("inf")
+    for cuts in itertools.product([False, True], repeat=len(order) - 1):
+        slices, current = [], [order[0]]
+        for index, cut_here in zip(order[1:], cuts, strict=True):
+            if cut_here:
+                slices.append(current)
+                current = []
+            current.append(index)
+        slices.append(current)
+        best = min(best, cost(lengths, slices, overhead))
+    return best
+
+
+def test_every_text_lands_in_exactly_one_slice() -> None:
+    lengths = [5, 40, 12, 12, 90, 7, 33]
+    slices = plan_slices(lengths, overhead_tokens=20)
+    assert sorted(i for s in slices for i in s) == list(range(len(lengths)))
+
+
+def test_slices_are_optimal_against_brute_force() -> None:
+    for lengths in ([10, 10, 10, 10], [100, 5, 5, 5, 5, 5], [64, 60, 20, 18, 3, 2, 2, 40]):
+        for overhead in (0.0, 8.0, 32.0, 1000.0):
+            slices = plan_slices(lengths, overhead)
+            assert cost(lengths, slices, overhead) == brute_force_best(lengths, overhead)
+
+
+def test_a_large_overhead_keeps_one_slice_and_none_splits_by_length() -> None:
+    lengths = [30, 10, 20]
+    assert plan_slices(lengths, overhead_tokens=10_000) == [[0, 2, 1]]
+    assert plan_slices([9, 9, 3], overhead_tokens=0) == [[0, 1], [2]]
+
+
+def test_an_empty_batch_has_no_slices() -> None:
+    assert plan_slices([], overhead_tokens=32) == []
