@@ -133,16 +133,3 @@ class FusionParams:
     k: int
     dense_weight: float
     keyword_weight: float
-
-
-@dataclass(frozen=True)
-class SearchQuery:
-    """A validated search: what to rank by and how many passages each mode should rank."""
-
-    mode: Mode
-    text: str
-    vector: np.ndarray | None
-    candidates: int
-    top_k: int
-    fusion: FusionParams
-    filter: Filter = ()
