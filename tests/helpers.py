@@ -16,9 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-import asyncpg
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from services.search.database import accepts_connections
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 T = TypeVar("T")
@@ -114,19 +115,11 @@ def run_coroutine(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
 def wait_postgres(dsn: str, process: ServerProcess, timeout_s: float = 60.0) -> None:
     """Poll until PostgreSQL at `dsn` accepts a connection; fail with its log if not."""
 
-    async def answers() -> bool:
-        try:
-            conn = await asyncpg.connect(dsn, timeout=2)
-        except (OSError, asyncpg.PostgresError, TimeoutError):
-            return False
-        await conn.close()
-        return True
-
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process.popen.poll() is not None:
             raise AssertionError(f"postgres exited early:\n{process.log()}")
-        if run_coroutine(answers):
+        if run_coroutine(lambda: accepts_connections(dsn)):
             return
         time.sleep(0.2)
     raise AssertionError(f"postgres never answered:\n{process.log()}")

@@ -23,22 +23,18 @@ from services.coordinator.records import (
     value_score,
 )
 from services.coordinator.routing import Side
+from services.search.backends import pg_pool
 
 _log = logging.getLogger("ragmesh.coordinator.store")
 
 APPLICATION_NAME = "ragmesh-coordinator"
 CONNECT_TIMEOUT_S = 10.0
 
-# Driver errors that mean the database is down, restarting or unreachable.
+# Driver errors that mean the database is down, restarting or unreachable (search's list), or
+# that a statement ran out of time.
 UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
-    OSError,
+    *pg_pool.UNAVAILABLE_ERRORS,
     TimeoutError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.AdminShutdownError,
-    asyncpg.CrashShutdownError,
-    asyncpg.TooManyConnectionsError,
     asyncpg.QueryCanceledError,
 )
 

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Awaitable, Callable
-
-import asyncpg
 
 from services.config import Settings
 from services.mesh.certs import ensure_certificates
@@ -31,7 +30,7 @@ from services.mesh.supervisor import ManagedProcess, ProcessSpec, Supervisor
 from services.runtime.auth import DEFAULT_KEY_NAME, KeyStore
 from services.runtime.health_client import SERVING, check_health
 from services.runtime.tls import channel_credentials
-from services.search.database import EmbeddedPostgres
+from services.search.database import EmbeddedPostgres, accepts_connections
 
 # The setting that points each service at the service it calls.
 _DEPENDENCY_TARGET = {
@@ -119,20 +118,11 @@ class MeshLauncher:
         if not needs_database or search.pg_dsn or search.backend != "pgvector":
             return None
         dsn = EmbeddedPostgres(self.settings.state_dir).dsn()
-
-        async def accepts_connections() -> bool:
-            try:
-                connection = await asyncpg.connect(dsn, timeout=1)
-            except (OSError, asyncpg.PostgresError, TimeoutError):
-                return False
-            await connection.close()
-            return True
-
         return ProcessSpec(
             name="postgres",
             argv=ragmesh_argv("serve", "postgres"),
             log_path=self.layout.log_path("postgres"),
-            is_ready=accepts_connections,
+            is_ready=functools.partial(accepts_connections, dsn),
             env={"RAGMESH_STATE_DIR": str(self.settings.state_dir)},
         )
 

@@ -207,3 +207,15 @@ def _prepare_for_user(user: str, data_dir: Path, install_dir: Path) -> None:
         for name in files:
             child = Path(root) / name
             child.chmod(child.stat().st_mode | stat.S_IROTH)
+
+
+async def accepts_connections(dsn: str, timeout_s: float = 2.0) -> bool:
+    """Whether PostgreSQL at `dsn` takes a connection now (a readiness probe)."""
+    import asyncpg
+
+    try:
+        connection = await asyncpg.connect(dsn, timeout=timeout_s)
+    except (OSError, asyncpg.PostgresError, TimeoutError):
+        return False
+    await connection.close()
+    return True

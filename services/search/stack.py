@@ -6,19 +6,18 @@ through the supervisor) when the block ends."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import socket
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import asyncpg
-
 from services.embeddings.server import SERVICE_NAME as EMBEDDINGS_SERVICE
 from services.mesh.layout import ragmesh_argv
 from services.mesh.supervisor import ProcessSpec, Supervisor
 from services.runtime.health_client import SERVING, check_health
-from services.search.database import EmbeddedPostgres
+from services.search.database import EmbeddedPostgres, accepts_connections
 from services.search.server import SERVICE_NAME as SEARCH_SERVICE
 
 STARTUP_TIMEOUT_S = 300.0
@@ -42,18 +41,6 @@ def free_port() -> int:
 def _grpc_ready(target: str, service: str) -> Callable[[], Awaitable[bool]]:
     async def ready() -> bool:
         return await check_health(target, service) == SERVING
-
-    return ready
-
-
-def _postgres_ready(dsn: str) -> Callable[[], Awaitable[bool]]:
-    async def ready() -> bool:
-        try:
-            conn = await asyncpg.connect(dsn, timeout=2)
-        except (OSError, asyncpg.PostgresError, TimeoutError):
-            return False
-        await conn.close()
-        return True
 
     return ready
 
@@ -89,7 +76,7 @@ def search_stack(
                 name="postgres",
                 argv=ragmesh_argv("serve", "postgres"),
                 log_path=logs / "postgres.log",
-                is_ready=_postgres_ready(dsn),
+                is_ready=functools.partial(accepts_connections, dsn),
                 env=env,
             )
         )
