@@ -4,7 +4,8 @@ Concurrent calls put their texts on one bounded queue. A single loop takes up to
 `max_batch_texts` texts at a time, waiting at most `max_batch_delay_s` after the oldest
 arrived for a batch to fill, sorts the batch by length (similar lengths pad less), and runs
 it in one worker thread, so the event loop never blocks and the model is used by one batch at
-a time. Texts of a call that was cancelled or timed out are dropped from the queue.
+a time (in the server that thread hands the batch to the model process, worker.py). Texts of
+a call that was cancelled or timed out are dropped from the queue.
 """
 
 from __future__ import annotations

@@ -7,11 +7,15 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from services.embeddings.slicing import plan_slices
 from services.runtime import metrics
+
+if TYPE_CHECKING:
+    from services.embeddings.worker import ModelProcess
 
 _log = logging.getLogger("ragmesh.embeddings.model")
 
@@ -114,13 +118,17 @@ async def load_encoder(
     *,
     attempts: int,
     backoff_base_s: float,
-) -> Encoder:
-    """Load the model off the event loop, retrying with exponential backoff."""
+) -> ModelProcess:
+    """Start the model process (it loads and checks the model) off the event loop,
+    retrying with exponential backoff."""
+    from services.embeddings.worker import ModelProcess
+
     for attempt in range(1, attempts + 1):
         started = time.perf_counter()
         try:
-            encoder = await asyncio.to_thread(Encoder, model_path, device, slice_overhead_tokens)
-            await asyncio.to_thread(encoder.self_test)
+            encoder = await asyncio.to_thread(
+                ModelProcess, model_path, device, slice_overhead_tokens
+            )
         except Exception as exc:
             if attempt == attempts:
                 raise RuntimeError(

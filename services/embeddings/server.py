@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from ragmesh.embeddings.v1 import embeddings_service_pb2 as pb
 from ragmesh.embeddings.v1 import embeddings_service_pb2_grpc as pb_grpc
 from services.config import Settings
@@ -36,7 +38,12 @@ async def serve_embeddings(settings: Settings) -> int:
             max_queue_texts=config.max_queue_texts,
         )
         batcher.start()
-        server.on_stopped(batcher.close)
+
+        async def stop_model() -> None:
+            await batcher.close()  # finish the queued work first
+            await asyncio.to_thread(encoder.close)
+
+        server.on_stopped(stop_model)
         servicer.attach(encoder, batcher)
 
     return await server.run(load_model())

@@ -13,8 +13,9 @@ from ragmesh.embeddings.v1 import embeddings_service_pb2 as pb
 from ragmesh.embeddings.v1 import embeddings_service_pb2_grpc as pb_grpc
 from services.config import EmbeddingsSettings, ServerSettings
 from services.embeddings.batcher import BatcherClosedError, DynamicBatcher, QueueFullError
-from services.embeddings.model import EncodedText, Encoder
+from services.embeddings.model import EncodedText
 from services.embeddings.validation import InvalidRequestError, check_inputs, check_token_counts
+from services.embeddings.worker import ModelProcess
 from services.runtime.errors import RpcFailure, invalid_argument, unavailable
 from services.runtime.server import call_timeout
 
@@ -23,7 +24,7 @@ from services.runtime.server import call_timeout
 STREAM_MESSAGES_IN_FLIGHT = 4
 
 # One stream message on its way through the batcher: (sequence, task of (encoder, embeddings)).
-_PendingMessage = tuple[int, "asyncio.Task[tuple[Encoder, list[pb.Embedding]]]"]
+_PendingMessage = tuple[int, "asyncio.Task[tuple[ModelProcess, list[pb.Embedding]]]"]
 
 
 class EmbeddingsServicer(pb_grpc.EmbeddingsServiceServicer):
@@ -31,10 +32,10 @@ class EmbeddingsServicer(pb_grpc.EmbeddingsServiceServicer):
         self._settings = settings
         self._default_deadline_s = server_settings.default_deadline_s
         # Set once the model has loaded; until then Embed answers UNAVAILABLE.
-        self.encoder: Encoder | None = None
+        self.encoder: ModelProcess | None = None
         self.batcher: DynamicBatcher[EncodedText] | None = None
 
-    def attach(self, encoder: Encoder, batcher: DynamicBatcher[EncodedText]) -> None:
+    def attach(self, encoder: ModelProcess, batcher: DynamicBatcher[EncodedText]) -> None:
         self.encoder, self.batcher = encoder, batcher
 
     async def Embed(
@@ -115,7 +116,7 @@ class EmbeddingsServicer(pb_grpc.EmbeddingsServiceServicer):
         options: pb.EmbedRequest | pb.EmbedStreamRequest,
         timeout_s: float,
         prefix: str = "",
-    ) -> tuple[Encoder, list[pb.Embedding]]:
+    ) -> tuple[ModelProcess, list[pb.Embedding]]:
         """Validate and embed one call's texts; failures raise RpcFailure."""
         encoder, batcher = self.encoder, self.batcher
         if encoder is None or batcher is None:
