@@ -12,6 +12,7 @@ A missing, unknown or revoked key is UNAUTHENTICATED with one message for all th
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import fcntl
 import hashlib
@@ -37,6 +38,8 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
 DEFAULT_KEY_NAME = "admin"
 # How often a server looks at the store's modification time to pick up revocations.
 RELOAD_INTERVAL_S = 1.0
+# How long a refused client-streaming call may keep sending before the refusal is sent.
+REFUSED_STREAM_DRAIN_S = 2.0
 UNAUTHENTICATED_MESSAGE = (
     "missing or invalid API key: send `authorization: Bearer <key>` or `x-api-key: <key>`"
 )
@@ -197,13 +200,22 @@ def _refusing(handler: grpc.RpcMethodHandler | None) -> grpc.RpcMethodHandler:
     async def refuse(request: Any, context: grpc.aio.ServicerContext) -> None:
         await context.abort(grpc.StatusCode.UNAUTHENTICATED, UNAUTHENTICATED_MESSAGE)
 
+    async def refuse_stream(requests: Any, context: grpc.aio.ServicerContext) -> None:
+        # Answering while the client is still sending makes some clients report their own
+        # failed write (INTERNAL) instead of this status: take what it sends, briefly, first.
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(REFUSED_STREAM_DRAIN_S):
+                async for _ in requests:
+                    pass
+        await refuse(None, context)
+
     if handler is None or handler.unary_unary:
         return grpc.unary_unary_rpc_method_handler(refuse)
     if handler.unary_stream:
         return grpc.unary_stream_rpc_method_handler(refuse)
     if handler.stream_unary:
-        return grpc.stream_unary_rpc_method_handler(refuse)
-    return grpc.stream_stream_rpc_method_handler(refuse)
+        return grpc.stream_unary_rpc_method_handler(refuse_stream)
+    return grpc.stream_stream_rpc_method_handler(refuse_stream)
 
 
 def api_key_interceptor(state_dir: Path, required: bool) -> AuthInterceptor | None:
