@@ -1,6 +1,6 @@
 """The lifecycle every ragmesh gRPC server shares.
 
-    server = GrpcServer(name, listen, settings.server, health_names=[...])
+    server = service_server(settings, "search", health_names=[...])  # a GrpcServer
     add_FooServicer_to_server(servicer, server.grpc)
     await server.start()                # accepts connections at once, NOT_SERVING
     exit_code = await server.run(ready) # `ready` loads dependencies, then SERVING
