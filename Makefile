@@ -37,8 +37,12 @@ lint: install
 	$(BIN)/buf lint
 	$(BIN)/buf format --diff --exit-code
 
+# gen/python (the stubs), gen/descriptors (the descriptor set Envoy's gRPC-JSON transcoder
+# reads: every ragmesh proto and its imports, with the google.api.http annotations).
 generate: install
 	$(BIN)/buf generate
+	mkdir -p gen/descriptors
+	$(BIN)/buf build --exclude-source-info -o gen/descriptors/ragmesh.binpb
 
 bench: install
 	$(BIN)/ragmesh bench embed

@@ -42,6 +42,7 @@ def test_generated_code_is_current(tmp_path: Path) -> None:
     for name in ("buf.yaml", "buf.gen.yaml"):
         shutil.copy(REPO_ROOT / name, tmp_path / name)
     shutil.copytree(REPO_ROOT / "protos", tmp_path / "protos")
+    shutil.copytree(REPO_ROOT / "third_party", tmp_path / "third_party")
     shutil.copytree(REPO_ROOT / "services", tmp_path / "services")
     result = buf("generate", cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -59,3 +60,14 @@ def _differences(comparison: filecmp.dircmp[str]) -> list[str]:
     for sub in comparison.subdirs.values():
         found.extend(_differences(sub))
     return found
+
+
+def test_descriptor_set_is_current(tmp_path: Path) -> None:
+    """Envoy's transcoder reads gen/descriptors/ragmesh.binpb: it must match the protos."""
+    fresh = tmp_path / "ragmesh.binpb"
+    result = buf("build", "--exclude-source-info", "-o", str(fresh))
+    assert result.returncode == 0, result.stdout + result.stderr
+    committed = REPO_ROOT / "gen" / "descriptors" / "ragmesh.binpb"
+    assert fresh.read_bytes() == committed.read_bytes(), (
+        "gen/descriptors/ragmesh.binpb is stale, run `make generate`"
+    )
