@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from services.search.database import accepts_connections
+from services.postgres.embedded import accepts_connections
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 T = TypeVar("T")

@@ -41,8 +41,8 @@ def _run(args: argparse.Namespace) -> int:
 
 
 async def run_db(settings: Settings, action: str, to: int | None) -> int:
+    from services.postgres.pool import DatabaseConnectError, connect_with_retries
     from services.search import migrate
-    from services.search.backends.pg_pool import DatabaseConnectError, connect_with_retries
     from services.search.server import pg_dsn
 
     s = settings.search

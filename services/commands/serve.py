@@ -147,7 +147,7 @@ def _serve_search(args: argparse.Namespace) -> int:
 
 
 def _serve_postgres(args: argparse.Namespace) -> int:
-    from services.search.database import EmbeddedPostgres, EmbeddedPostgresError
+    from services.postgres.embedded import EmbeddedPostgres, EmbeddedPostgresError
 
     settings = load_settings()
     configure_logging("postgres", settings.log_level)

@@ -1,7 +1,7 @@
 """Versioned schema migrations of the coordinator's tables.
 
 NNNN_name.up.sql and NNNN_name.down.sql pairs in services/coordinator/migrations/, run by
-services/runtime/pg_migrations.py like the search service's. The coordinator shares the
+services/postgres/migrations.py like the search service's. The coordinator shares the
 search service's PostgreSQL database, so its versions are recorded in a table of their own,
 `coordinator_schema_migrations`, and it takes a lock key of its own.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from services.runtime.pg_migrations import MigrationError, MigrationSet
+from services.postgres.migrations import MigrationError, MigrationSet
 
 __all__ = ["MIGRATIONS", "MigrationError"]
 

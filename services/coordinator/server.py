@@ -20,16 +20,16 @@ from services.coordinator.llm_backend import BackendConfig, ChatBackend, read_ap
 from services.coordinator.routing import Side
 from services.coordinator.search_client import SearchClient
 from services.coordinator.servicer import CoordinatorServicer, Dependencies
-from services.coordinator.store import InteractionStore, create_pool
+from services.coordinator.store import APPLICATION_NAME, InteractionStore
 from services.coordinator.threshold import LiveThreshold
 from services.embeddings.model import packaged_model_path
+from services.postgres.embedded import EmbeddedPostgres
+from services.postgres.pool import DatabaseConnectError, connect_with_retries, create_pool
 from services.runtime.channels import outgoing_interceptors
 from services.runtime.resilience import CircuitBreaker, RetryPolicy
 from services.runtime.server import StartupError, service_server
 from services.runtime.tls import caller_credentials_for
 from services.runtime.tracing import client_interceptors
-from services.search.backends.pg_pool import DatabaseConnectError, connect_with_retries
-from services.search.database import EmbeddedPostgres
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["CoordinatorService"].full_name
 
@@ -167,6 +167,7 @@ async def serve_coordinator(
         _log.info("interactions schema ready", extra={"migrations_applied": applied})
         pool = await create_pool(
             dsn,
+            application_name=APPLICATION_NAME,
             min_size=config.pg_pool_min_size,
             max_size=config.pg_pool_max_size,
             statement_timeout_ms=config.pg_statement_timeout_ms,

@@ -23,12 +23,11 @@ from services.coordinator.records import (
     value_score,
 )
 from services.coordinator.routing import Side
-from services.search.backends import pg_pool
+from services.postgres import pool as pg_pool
 
 _log = logging.getLogger("ragmesh.coordinator.store")
 
 APPLICATION_NAME = "ragmesh-coordinator"
-CONNECT_TIMEOUT_S = 10.0
 
 # Driver errors that mean the database is down, restarting or unreachable (search's list), or
 # that a statement ran out of time.
@@ -210,20 +209,4 @@ def _from_row(row: asyncpg.Record) -> Interaction:
         outcome=row["outcome"],
         value_score=row["value_score"],
         feedback_at=row["feedback_at"],
-    )
-
-
-async def create_pool(
-    dsn: str, *, min_size: int, max_size: int, statement_timeout_ms: int
-) -> asyncpg.Pool:
-    """The connection pool (one attempt; the server retries it with backoff)."""
-    return await asyncpg.create_pool(
-        dsn,
-        min_size=min_size,
-        max_size=max_size,
-        timeout=CONNECT_TIMEOUT_S,
-        server_settings={
-            "application_name": APPLICATION_NAME,
-            "statement_timeout": str(statement_timeout_ms),
-        },
     )

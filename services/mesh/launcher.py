@@ -27,10 +27,10 @@ from services.mesh.plan import (
 )
 from services.mesh.prometheus import prometheus_config
 from services.mesh.supervisor import ManagedProcess, ProcessSpec, Supervisor
+from services.postgres.embedded import EmbeddedPostgres, accepts_connections
 from services.runtime.auth import DEFAULT_KEY_NAME, KeyStore
 from services.runtime.health_client import SERVING, check_health
 from services.runtime.tls import channel_credentials
-from services.search.database import EmbeddedPostgres, accepts_connections
 
 # The setting that points each service at the service it calls.
 _DEPENDENCY_TARGET = {

@@ -2,14 +2,14 @@
 
 Each migration is a pair of files in services/search/migrations/: NNNN_name.up.sql and
 NNNN_name.down.sql. Applied versions are recorded in `schema_migrations`; the runner is
-services/runtime/pg_migrations.py.
+services/postgres/migrations.py.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from services.runtime.pg_migrations import MigrationError, MigrationSet
+from services.postgres.migrations import MigrationError, MigrationSet
 
 __all__ = ["MIGRATIONS", "MigrationError"]
 

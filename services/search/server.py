@@ -10,13 +10,13 @@ from ragmesh.search.v1 import search_service_pb2 as pb
 from ragmesh.search.v1 import search_service_pb2_grpc as pb_grpc
 from services.config import Settings
 from services.embeddings.model import packaged_model_path
+from services.postgres.embedded import EmbeddedPostgres
 from services.runtime.channels import outgoing_interceptors
 from services.runtime.server import service_server
 from services.runtime.tls import caller_credentials_for
 from services.runtime.tracing import client_interceptors
 from services.search.backends.base import SearchBackend
 from services.search.chunking import PassageSplitter, load_tokenizer
-from services.search.database import EmbeddedPostgres
 from services.search.embedder import Embedder
 from services.search.health import store_monitor
 from services.search.servicer import SearchServicer

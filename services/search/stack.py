@@ -16,8 +16,8 @@ from pathlib import Path
 from services.embeddings.server import SERVICE_NAME as EMBEDDINGS_SERVICE
 from services.mesh.layout import ragmesh_argv
 from services.mesh.supervisor import ProcessSpec, Supervisor
+from services.postgres.embedded import EmbeddedPostgres, accepts_connections
 from services.runtime.health_client import SERVING, check_health
-from services.search.database import EmbeddedPostgres, accepts_connections
 from services.search.server import SERVICE_NAME as SEARCH_SERVICE
 
 STARTUP_TIMEOUT_S = 300.0

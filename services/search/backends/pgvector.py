@@ -23,6 +23,7 @@ import asyncpg
 import numpy as np
 
 from services.config import SearchSettings
+from services.postgres.pool import connect_with_retries, redact
 from services.runtime import metrics
 from services.search import migrate
 from services.search.backends.base import (
@@ -31,12 +32,7 @@ from services.search.backends.base import (
     SearchBackend,
     StoreUnavailableError,
 )
-from services.search.backends.pg_pool import (
-    connect_with_retries,
-    create_pool,
-    redact,
-    translated_errors,
-)
+from services.search.backends.pg_connection import search_pool, translated_errors
 from services.search.filters import SqlParameters, to_sql
 from services.search.records import (
     CollectionInfo,
@@ -98,7 +94,7 @@ class PgVectorBackend(SearchBackend):
             "database ready",
             extra={"dsn": redact(self._dsn), "migrations_applied": applied},
         )
-        self._pool = pool = await create_pool(self._dsn, s)
+        self._pool = pool = await search_pool(self._dsn, s)
         metrics.POOL_SIZE.set_function(pool.get_size)
         metrics.POOL_IN_USE.set_function(lambda: pool.get_size() - pool.get_idle_size())
 

@@ -18,7 +18,7 @@ from ragmesh.coordinator.v1 import coordinator_service_pb2 as pb
 from ragmesh.coordinator.v1 import coordinator_service_pb2_grpc as pb_grpc
 from services.coordinator import migrate
 from services.coordinator.server import SERVICE_NAME
-from services.search.database import EmbeddedPostgres
+from services.postgres.embedded import EmbeddedPostgres
 from tests.helpers import (
     ServerProcess,
     free_port,

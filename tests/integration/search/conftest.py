@@ -11,7 +11,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from services.search.database import EmbeddedPostgres
+from services.postgres.embedded import EmbeddedPostgres
 from services.search.server import SERVICE_NAME as SEARCH_SERVICE
 from tests.helpers import (
     ServerProcess,

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from services.config import SearchSettings
+from services.postgres.embedded import EmbeddedPostgres
 from services.search import migrate
 from services.search.backends.pgvector import PgVectorBackend
-from services.search.database import EmbeddedPostgres
 from services.search.records import CollectionSpec, Passage, PreparedDocument
 from tests.helpers import ragmesh_command
 from tests.integration.search.conftest import PostgresProcess, create_database

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from services.config import SearchSettings
+from services.postgres.embedded import EmbeddedPostgres
 from services.search.backends.pgvector import (
     PgVectorBackend,
     _Bm25Query,
@@ -18,7 +19,6 @@ from services.search.backends.pgvector import (
     passages_table,
     tsquery_literal,
 )
-from services.search.database import EmbeddedPostgres
 from services.search.filters import SqlParameters, to_sql
 from services.search.records import CollectionSpec, NumericRange
 from tests.integration.search.conftest import PostgresProcess, create_database

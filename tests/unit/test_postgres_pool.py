@@ -7,13 +7,8 @@ import logging
 import numpy as np
 import pytest
 
-from services.search.backends.pg_pool import (
-    DatabaseConnectError,
-    connect_with_retries,
-    decode_vector,
-    encode_vector,
-    redact,
-)
+from services.postgres.pool import DatabaseConnectError, connect_with_retries, redact
+from services.search.backends.pg_connection import decode_vector, encode_vector
 
 
 async def test_connect_retries_with_backoff_then_fails_clearly(
@@ -24,7 +19,7 @@ async def test_connect_retries_with_backoff_then_fails_clearly(
     async def no_sleep(delay: float) -> None:
         sleeps.append(delay)
 
-    monkeypatch.setattr("services.search.backends.pg_pool.asyncio.sleep", no_sleep)
+    monkeypatch.setattr("services.postgres.pool.asyncio.sleep", no_sleep)
     attempts = 0
 
     async def refuse():  # type: ignore[no-untyped-def]
@@ -50,7 +45,7 @@ async def test_connect_succeeds_after_a_failure(monkeypatch: pytest.MonkeyPatch)
     async def no_sleep(delay: float) -> None:
         return None
 
-    monkeypatch.setattr("services.search.backends.pg_pool.asyncio.sleep", no_sleep)
+    monkeypatch.setattr("services.postgres.pool.asyncio.sleep", no_sleep)
     outcomes: list[object] = [OSError("not yet"), "connection"]
 
     async def flaky():  # type: ignore[no-untyped-def]

@@ -1,0 +1,110 @@
+"""Connecting to PostgreSQL: retries at start-up, the asyncpg pool, and which driver errors
+mean "the database is unavailable". Shared by every service that keeps tables there."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+
+_log = logging.getLogger("ragmesh.postgres")
+
+CONNECT_TIMEOUT_S = 10.0
+
+# Driver errors that mean the database is down, restarting or unreachable.
+UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+    asyncpg.TooManyConnectionsError,
+)
+
+_CONNECT_ERRORS: tuple[type[BaseException], ...] = (TimeoutError, *UNAVAILABLE_ERRORS)
+
+
+class DatabaseConnectError(Exception):
+    """The database could not be reached at start-up after every attempt."""
+
+
+def redact(dsn: str) -> str:
+    """The DSN without its password, for logs and messages."""
+    parts = urlsplit(dsn)
+    if parts.password is None:
+        return dsn
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+async def connect_with_retries(
+    dsn: str,
+    *,
+    attempts: int,
+    backoff_base_s: float,
+    connect: Callable[[], Awaitable[asyncpg.Connection]] | None = None,
+) -> asyncpg.Connection:
+    """One connection, retried with exponential backoff (base * 2^(attempt-1)); every failed
+    attempt is logged, and the last failure raises DatabaseConnectError."""
+
+    async def default_connect() -> asyncpg.Connection:
+        return await asyncpg.connect(dsn, timeout=CONNECT_TIMEOUT_S)
+
+    opener = connect or default_connect
+    for attempt in range(1, attempts + 1):
+        try:
+            return await opener()
+        except _CONNECT_ERRORS as exc:
+            if attempt == attempts:
+                raise DatabaseConnectError(
+                    f"could not connect to PostgreSQL at {redact(dsn)} after {attempts}"
+                    f" attempts: {type(exc).__name__}: {exc}. Is the server running? (the"
+                    " embedded one runs with `ragmesh serve postgres`; an external one is set"
+                    " with RAGMESH_SEARCH__PG_DSN)"
+                ) from exc
+            delay = backoff_base_s * 2 ** (attempt - 1)
+            _log.warning(
+                "database not reachable, retrying",
+                extra={
+                    "attempt": attempt,
+                    "attempts": attempts,
+                    "retry_in_s": delay,
+                    "error": f"{type(exc).__name__}: {exc}",
+                    "dsn": redact(dsn),
+                },
+            )
+            await asyncio.sleep(delay)
+    raise AssertionError("unreachable")
+
+
+async def create_pool(
+    dsn: str,
+    *,
+    application_name: str,
+    min_size: int,
+    max_size: int,
+    statement_timeout_ms: int,
+    server_settings: Mapping[str, str] | None = None,
+    init: Callable[[asyncpg.Connection], Awaitable[None]] | None = None,
+) -> asyncpg.Pool:
+    """The connection pool (one attempt; callers retry start-up with connect_with_retries).
+
+    Settings are session defaults sent at connect: unlike SET, they survive the RESET ALL the
+    pool runs when a connection is released.
+    """
+    return await asyncpg.create_pool(
+        dsn,
+        min_size=min_size,
+        max_size=max_size,
+        init=init,
+        timeout=CONNECT_TIMEOUT_S,
+        server_settings={
+            "application_name": application_name,
+            "statement_timeout": str(statement_timeout_ms),
+            **(server_settings or {}),
+        },
+    )
