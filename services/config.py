@@ -233,6 +233,21 @@ class MeshSettings(_Section):
     drain_s: float = Field(defaults.MESH_DRAIN_S, ge=0)
 
 
+# --- the OpenAI-compatible HTTP adapter (services/openai_compat) ---------------------------
+
+
+class OpenAISettings(_Section):
+    """The OpenAI-compatible HTTP adapter behind Envoy (/v1/embeddings, /v1/models,
+    /v1/chat/completions)."""
+
+    listen: str = defaults.OPENAI_LISTEN
+    # Where its gRPC calls go: Envoy's internal listener under `up`, or the servers directly.
+    embeddings_target: str = defaults.EMBEDDINGS_LISTEN
+    coordinator_target: str = defaults.COORDINATOR_LISTEN
+    embed_timeout_s: float = Field(defaults.OPENAI_EMBED_TIMEOUT_S, gt=0)
+    ask_timeout_s: float = Field(defaults.OPENAI_ASK_TIMEOUT_S, gt=0)
+
+
 class ServerSettings(_Section):
     """What every gRPC server process shares."""
 
@@ -306,6 +321,7 @@ class Settings(BaseSettings):
     search: SearchSettings = SearchSettings()
     coordinator: CoordinatorSettings = CoordinatorSettings()
     mesh: MeshSettings = MeshSettings()
+    openai: OpenAISettings = OpenAISettings()
     telemetry: TelemetrySettings = TelemetrySettings()
     # The standard OpenTelemetry variable, read here so that this object stays the only reader
     # of the environment; it fills telemetry.otlp_endpoint when that is unset.

@@ -207,3 +207,9 @@ TRACE_EXPORT_DELAY_MS = 5000
 TRACE_EXPORT_TIMEOUT_S = 10.0
 # Spans kept waiting for export; past this new spans are dropped (never blocks a call).
 TRACE_MAX_QUEUE_SPANS = 2048
+
+# --- the OpenAI-compatible HTTP adapter (services/openai_compat) ------------------------------
+OPENAI_LISTEN = "127.0.0.1:50054"
+# An embeddings call through the adapter; a whole chat completion (Ask streams the answer).
+OPENAI_EMBED_TIMEOUT_S = 60.0
+OPENAI_ASK_TIMEOUT_S = 300.0

@@ -75,6 +75,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     search.add_argument("--hnsw-ef-search", type=int, help="HNSW candidate list size at query time")
     search.set_defaults(handler=_serve_search)
 
+    openai = services.add_parser(
+        "openai",
+        help="the OpenAI-compatible HTTP adapter (/v1/embeddings, /v1/models, chat)",
+        description="Serve /v1/embeddings, /v1/models and /v1/chat/completions over HTTP,"
+        " backed by the embeddings service and the coordinator's Ask. Unset flags fall back to"
+        " RAGMESH_OPENAI__* variables, the config file, then the defaults.",
+    )
+    openai.add_argument("--listen", help="host:port (default 127.0.0.1:50054)")
+    openai.add_argument("--embeddings-target", help="host:port of the embeddings service or Envoy")
+    openai.add_argument("--coordinator-target", help="host:port of the coordinator or Envoy")
+    openai.set_defaults(handler=_serve_openai)
+
     postgres = services.add_parser(
         "postgres",
         help="the embedded PostgreSQL + pgvector (unix socket under STATE_DIR/postgres)",
@@ -144,6 +156,15 @@ def _serve_search(args: argparse.Namespace) -> int:
     settings = load_settings(search=overrides)
     configure_logging("search", settings.log_level)
     return asyncio.run(serve_search(settings))
+
+
+def _serve_openai(args: argparse.Namespace) -> int:
+    from services.openai_compat.server import serve_openai
+
+    overrides = _section_overrides(args, ["listen", "embeddings_target", "coordinator_target"])
+    settings = load_settings(openai=overrides)
+    configure_logging("openai", settings.log_level)
+    return asyncio.run(serve_openai(settings))
 
 
 def _serve_postgres(args: argparse.Namespace) -> int:

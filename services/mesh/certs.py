@@ -51,7 +51,8 @@ BACKDATE = dt.timedelta(minutes=5)
 
 # Server certificates are issued for <service>.ragmesh.internal, the name Envoy verifies.
 INTERNAL_DOMAIN = "ragmesh.internal"
-DEFAULT_SERVICES = ("embeddings", "search", "coordinator")
+# "openai" is the OpenAI-compatible HTTP adapter (services/openai_compat).
+DEFAULT_SERVICES = ("embeddings", "search", "coordinator", "openai")
 DEFAULT_CLIENT = "client"
 ENVOY = "envoy"
 ENVOY_UPSTREAM = "envoy-upstream"

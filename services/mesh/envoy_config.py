@@ -93,6 +93,15 @@ OTLP_EXPORT_TIMEOUT_S = 5.0
 
 VALIDATE_TIMEOUT_S = 60.0
 
+# HTTP/JSON on the client listener (see HttpGateway): the descriptor set `make generate` builds
+# for the transcoder, and the largest JSON body either way (the gRPC message limit, with room
+# for JSON's longer spelling of numbers).
+DESCRIPTOR_SET = Path(__file__).resolve().parents[2] / "gen" / "descriptors" / "ragmesh.binpb"
+HTTP_JSON_MAX_BODY_BYTES = 64 * 1024 * 1024
+# The paths the OpenAI-compatible adapter answers (exact, or a prefix ending in "/").
+OPENAI_PATHS = ("/v1/embeddings", "/v1/models", "/v1/models/", "/v1/chat/completions")
+HTTP_HEALTH_PATH = "/healthz"
+
 _CLUSTER_NAME = re.compile(r"^[a-z][a-z0-9]*(_[a-z0-9]+)*$")
 _GRPC_SERVICE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$")
 _METHOD = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -142,6 +151,34 @@ class UpstreamCluster:
 
 
 @dataclass(frozen=True)
+class HttpUpstream:
+    """An HTTP/1.1 service behind Envoy (the OpenAI-compatible adapter): `paths` on the client
+    listener go to its `endpoints`, over mTLS like the gRPC clusters (its server certificate
+    carries `<name with dashes>.ragmesh.internal`)."""
+
+    name: str
+    endpoints: Sequence[Address]
+    paths: Sequence[str] = OPENAI_PATHS
+    health_path: str = HTTP_HEALTH_PATH
+
+    @property
+    def server_name(self) -> str:
+        return service_dns_name(self.name.replace("_", "-"))
+
+
+@dataclass(frozen=True)
+class HttpGateway:
+    """HTTP/JSON on the client listener: every RPC of `services` through the gRPC-JSON
+    transcoder (paths from the google.api.http annotations in `descriptor_set`), and the
+    `adapters`' paths routed to them. Both keep the listener's mTLS, and the API key is sent
+    as the usual `authorization` header."""
+
+    services: Sequence[str]
+    descriptor_set: Path = DESCRIPTOR_SET
+    adapters: Sequence[HttpUpstream] = ()
+
+
+@dataclass(frozen=True)
 class Topology:
     """Everything Envoy's configuration depends on."""
 
@@ -155,6 +192,8 @@ class Topology:
     otlp_endpoint: Address | None = None
     # The share of calls without a caller's trace context that start a trace.
     trace_sampling_ratio: float = 1.0
+    # HTTP/JSON and HTTP adapters on the client listener; None: gRPC only.
+    http_gateway: HttpGateway | None = None
 
     def validate(self) -> None:
         if not self.clusters:
@@ -186,6 +225,8 @@ class Topology:
                 raise ValueError(f"the {what} address must be an IP address, not {host!r}")
             if what != "client listener" and not ipaddress.ip_address(host).is_loopback:
                 raise ValueError(f"the {what} address must be loopback, not {host}")
+        if self.http_gateway is not None:
+            _validate_gateway(self.http_gateway, names)
         ports = [self.client_listener[1], self.internal_listener[1], self.admin[1]]
         if len(set(ports)) != len(ports):
             raise ValueError(f"listener and admin ports must differ: {ports}")
@@ -205,6 +246,9 @@ def render_config(topology: Topology) -> str:
         ),
     ]
     clusters = [_cluster(cluster, certs) for cluster in topology.clusters]
+    if topology.http_gateway is not None:
+        _add_http_gateway(listeners[0], topology.http_gateway)
+        clusters += [_http_cluster(a, certs) for a in topology.http_gateway.adapters]
     if topology.otlp_endpoint is not None:
         clusters.append(_otlp_cluster(topology.otlp_endpoint))
     bootstrap = _render(
@@ -372,6 +416,85 @@ def _cluster(cluster: UpstreamCluster, certs: CertificatePaths) -> Any:
         grpc_service=cluster.grpc_service,
         consecutive_gateway_failure=CONSECUTIVE_GATEWAY_FAILURE,
         consecutive_5xx=CONSECUTIVE_5XX,
+        enforcing_percent=OUTLIER_ENFORCING_PERCENT,
+        outlier_interval=_duration(OUTLIER_INTERVAL_S),
+        base_ejection_time=_duration(BASE_EJECTION_TIME_S),
+        max_ejection_percent=MAX_EJECTION_PERCENT,
+        max_connections=MAX_CONNECTIONS,
+        max_pending_requests=MAX_PENDING_REQUESTS,
+        max_requests=MAX_REQUESTS,
+        max_retries=MAX_RETRIES,
+    )
+
+
+# --- HTTP/JSON on the client listener ------------------------------------------------------
+
+
+def _validate_gateway(gateway: HttpGateway, cluster_names: Sequence[str]) -> None:
+    if not gateway.descriptor_set.is_file():
+        raise ValueError(f"descriptor set {gateway.descriptor_set} is missing: run `make generate`")
+    for service in gateway.services:
+        if not _GRPC_SERVICE.match(service):
+            raise ValueError(f"{service!r} is not a full gRPC service name")
+    for adapter in gateway.adapters:
+        if not _CLUSTER_NAME.match(adapter.name) or adapter.name in cluster_names:
+            raise ValueError(f"HTTP adapter name {adapter.name!r} must be a new snake_case name")
+        if not adapter.endpoints or not adapter.paths:
+            raise ValueError(f"HTTP adapter {adapter.name} needs endpoints and paths")
+        for path in adapter.paths:
+            if not path.startswith("/"):
+                raise ValueError(f"HTTP adapter {adapter.name}: path {path!r} must start with /")
+
+
+def _add_http_gateway(listener: Any, gateway: HttpGateway) -> None:
+    """Let the client listener take HTTP/1.1 and HTTP/2 without gRPC too: ALPN offers both
+    (gRPC clients still get h2, which comes first), the codec follows what was negotiated,
+    the transcoder runs before the router, and the adapters' routes come first."""
+    chain = listener["filter_chains"][0]
+    chain["transport_socket"]["typed_config"]["common_tls_context"]["alpn_protocols"] = [
+        "h2",
+        "http/1.1",
+    ]
+    (manager,) = chain["filters"]
+    config = manager["typed_config"]
+    config["codec_type"] = "AUTO"
+    transcoder = _render(
+        "grpc_json_transcoder.yaml",
+        descriptor_path=str(gateway.descriptor_set),
+        services=list(gateway.services),
+        max_request_bytes=HTTP_JSON_MAX_BODY_BYTES,
+        max_response_bytes=HTTP_JSON_MAX_BODY_BYTES,
+    )
+    config["http_filters"].insert(0, transcoder)
+    routes = config["route_config"]["virtual_hosts"][0]["routes"]
+    adapter_routes = [
+        _route({"prefix" if path.endswith("/") else "path": path}, adapter.name)
+        for adapter in gateway.adapters
+        for path in adapter.paths
+    ]
+    routes[:0] = adapter_routes
+
+
+def _http_cluster(adapter: HttpUpstream, certs: CertificatePaths) -> Any:
+    return _render(
+        "http_cluster.yaml",
+        name=adapter.name,
+        discovery_type=_discovery_type(adapter.endpoints),
+        connect_timeout=_duration(CONNECT_TIMEOUT_S),
+        lb_endpoints=[
+            {"endpoint": {"address": _address(host, port)}} for host, port in adapter.endpoints
+        ],
+        server_name=adapter.server_name,
+        client_cert=str(certs.envoy_upstream.cert),
+        client_key=str(certs.envoy_upstream.key),
+        ca=str(certs.ca),
+        health_path=adapter.health_path,
+        health_timeout=_duration(HEALTH_CHECK_TIMEOUT_S),
+        health_interval=_duration(HEALTH_CHECK_INTERVAL_S),
+        health_no_traffic_interval=_duration(HEALTH_CHECK_NO_TRAFFIC_INTERVAL_S),
+        unhealthy_threshold=UNHEALTHY_THRESHOLD,
+        healthy_threshold=HEALTHY_THRESHOLD,
+        consecutive_gateway_failure=CONSECUTIVE_GATEWAY_FAILURE,
         enforcing_percent=OUTLIER_ENFORCING_PERCENT,
         outlier_interval=_duration(OUTLIER_INTERVAL_S),
         base_ejection_time=_duration(BASE_EJECTION_TIME_S),

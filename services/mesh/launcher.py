@@ -10,12 +10,15 @@ from services.config import Settings
 from services.mesh.certs import ensure_certificates
 from services.mesh.envoy_admin import clusters_healthy
 from services.mesh.envoy_config import (
+    HttpGateway,
+    HttpUpstream,
     Topology,
     UpstreamCluster,
     envoy_command,
     validate_config,
     write_config,
 )
+from services.mesh.http_adapter import OPENAI, adapter_env, https_probe
 from services.mesh.layout import MeshLayout, grpcurl_path, ragmesh_argv
 from services.mesh.plan import (
     RETRY_METHODS,
@@ -84,6 +87,27 @@ class MeshLauncher:
             admin=split_address(mesh.admin_listen),
             otlp_endpoint=self.settings.telemetry.otlp_address,
             trace_sampling_ratio=self.settings.telemetry.sampling_ratio,
+            http_gateway=HttpGateway(
+                services=[cluster.grpc_service for cluster in clusters],
+                adapters=[HttpUpstream(OPENAI, [split_address(self.settings.openai.listen)])]
+                if self._runs_openai
+                else [],
+            ),
+        )
+
+    @property
+    def _runs_openai(self) -> bool:
+        """The OpenAI-compatible adapter runs when what it calls does."""
+        return {"embeddings", "coordinator"} <= set(self.services)
+
+    def _openai_spec(self) -> ProcessSpec:
+        listen = self.settings.openai.listen
+        return ProcessSpec(
+            name=f"{OPENAI}-0",
+            argv=ragmesh_argv("serve", OPENAI),
+            log_path=self.layout.log_path(f"{OPENAI}-0"),
+            is_ready=functools.partial(https_probe, listen, self.certs),
+            env=adapter_env(self.settings),
         )
 
     def child_env(self, replica: Replica) -> dict[str, str]:
@@ -140,8 +164,10 @@ class MeshLauncher:
             )
             for replica in self.replicas
         ]
+        if self._runs_openai:
+            specs.append(self._openai_spec())
         admin = self.settings.mesh.admin_listen
-        services = self.services
+        services = self.services + ([OPENAI] if self._runs_openai else [])
 
         async def envoy_ready() -> bool:
             return await clusters_healthy(admin, services)
@@ -201,6 +227,12 @@ class MeshLauncher:
             f"  client cert  {certs.client.cert}",
             f"  client key   {certs.client.key}",
             f"  API key      {self.admin_key_file}  (`ragmesh keys` manages keys)",
+            f"  HTTP/JSON    https://{endpoint}/v1/...  (every RPC; docs/api/)",
+            *(
+                [f"  OpenAI API   https://{endpoint}/v1  (embeddings, models, chat/completions)"]
+                if self._runs_openai
+                else []
+            ),
             f"  Envoy admin  http://{self.settings.mesh.admin_listen}/stats",
             f"  Prometheus   {self.layout.prometheus_config}  (scrape config for this mesh)",
             f"  logs         {self.layout.logs_dir}/",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import ssl
 import subprocess
 import time
 from collections.abc import Iterator
@@ -58,6 +59,20 @@ class Mesh:
             interceptors=metadata_interceptors(self.api_key),
         )
 
+    def ssl_context(self) -> ssl.SSLContext:
+        """For HTTP clients: trust the mesh CA and present the client certificate."""
+        context = ssl.create_default_context(cafile=str(self.certs / "ca.pem"))
+        context.load_cert_chain(
+            str(self.certs / "clients" / "client.pem"),
+            str(self.certs / "clients" / "client-key.pem"),
+        )
+        return context
+
+    @property
+    def base_url(self) -> str:
+        """Envoy's client listener for HTTP/JSON and the OpenAI-compatible paths."""
+        return f"https://{self.endpoint}"
+
     def tls_flags(self) -> list[str]:
         return [
             "-cacert", str(self.certs / "ca.pem"),
@@ -84,6 +99,7 @@ def mesh_env(state_dir: Path) -> dict[str, str]:
         "RAGMESH_EMBEDDINGS__METRICS_LISTEN": f"127.0.0.1:{_free_port_run(3, step)}",
         "RAGMESH_SEARCH__METRICS_LISTEN": f"127.0.0.1:{_free_port_run(1, step)}",
         "RAGMESH_COORDINATOR__METRICS_LISTEN": f"127.0.0.1:{_free_port_run(1, step)}",
+        "RAGMESH_OPENAI__LISTEN": f"127.0.0.1:{free_port()}",
     }
 
 
