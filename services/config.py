@@ -45,6 +45,11 @@ class EmbeddingsSettings(_Section):
     max_batch_delay_ms: float = Field(defaults.MAX_BATCH_DELAY_MS, ge=0)
     slice_overhead_tokens: float = Field(defaults.SLICE_OVERHEAD_TOKENS, ge=0)
     max_queue_texts: int = Field(defaults.MAX_QUEUE_TEXTS, ge=1)
+    # Load shedding (issue 9): a call whose texts would wait longer than this for the model
+    # (queued texts / measured throughput) is refused at once with RESOURCE_EXHAUSTED.
+    max_queue_wait_ms: float = Field(defaults.MAX_QUEUE_WAIT_MS, gt=0)
+    # Messages one EmbedStream may send; past this it ends with RESOURCE_EXHAUSTED.
+    max_stream_messages: int = Field(defaults.MAX_STREAM_MESSAGES, ge=1)
     model_load_attempts: int = Field(defaults.MODEL_LOAD_ATTEMPTS, ge=1)
     model_load_backoff_base_s: float = Field(defaults.MODEL_LOAD_BACKOFF_BASE_S, ge=0)
 
@@ -89,9 +94,6 @@ class SearchSettings(_Section):
     embed_batch_texts: int = Field(defaults.EMBED_BATCH_TEXTS, ge=1)
     embed_concurrency: int = Field(defaults.EMBED_CONCURRENCY, ge=1)
     embed_timeout_s: float = Field(defaults.EMBED_TIMEOUT_S, gt=0)
-    embed_retry_attempts: int = Field(defaults.EMBED_RETRY_ATTEMPTS, ge=1)
-    embed_retry_backoff_base_s: float = Field(defaults.EMBED_RETRY_BACKOFF_BASE_S, ge=0)
-    embed_retry_backoff_max_s: float = Field(defaults.EMBED_RETRY_BACKOFF_MAX_S, ge=0)
     embed_breaker_failures: int = Field(defaults.EMBED_BREAKER_FAILURES, ge=1)
     embed_breaker_recovery_s: float = Field(defaults.EMBED_BREAKER_RECOVERY_S, gt=0)
 
@@ -182,9 +184,6 @@ class CoordinatorSettings(_Section):
 
     # Calling the search service.
     search_timeout_s: float = Field(defaults.SEARCH_TIMEOUT_S, gt=0)
-    search_retry_attempts: int = Field(defaults.SEARCH_RETRY_ATTEMPTS, ge=1)
-    search_retry_backoff_base_s: float = Field(defaults.SEARCH_RETRY_BACKOFF_BASE_S, ge=0)
-    search_retry_backoff_max_s: float = Field(defaults.SEARCH_RETRY_BACKOFF_MAX_S, ge=0)
     search_breaker_failures: int = Field(defaults.SEARCH_BREAKER_FAILURES, ge=1)
     search_breaker_recovery_s: float = Field(defaults.SEARCH_BREAKER_RECOVERY_S, gt=0)
 
@@ -255,6 +254,9 @@ class ServerSettings(_Section):
     shutdown_drain_s: float = Field(defaults.SHUTDOWN_DRAIN_S, ge=0)
     shutdown_grace_s: float = Field(defaults.SHUTDOWN_GRACE_S, ge=0)
     max_message_bytes: int = Field(defaults.MAX_MESSAGE_BYTES, ge=1024)
+    # Load shedding (issue 9): calls in progress at once (streams included, health checks
+    # not); the next is refused at once with RESOURCE_EXHAUSTED.
+    max_concurrent_rpcs: int = Field(defaults.MAX_CONCURRENT_RPCS, ge=1)
     # Every RPC but health checks needs an API key (STATE_DIR/keys). Turning this off
     # is for a server on a private loopback port only.
     require_api_key: bool = True

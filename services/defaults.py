@@ -22,6 +22,12 @@ MAX_BATCH_DELAY_MS = 5
 SLICE_OVERHEAD_TOKENS = 32.0
 # Texts waiting for the model; past this a call is refused with RESOURCE_EXHAUSTED.
 MAX_QUEUE_TEXTS = 4096
+# Load shedding: texts that would wait longer than this for the model (at its measured
+# throughput) are refused at once with RESOURCE_EXHAUSTED, so accepted calls stay fast under
+# overload (docs/benchmarks.md, bench overload).
+MAX_QUEUE_WAIT_MS = 500.0
+# Messages one EmbedStream may send (its duration is capped by Envoy: envoy_limits.py).
+MAX_STREAM_MESSAGES = 10_000
 
 # Embeddings: model loading, retried with exponential backoff.
 MODEL_LOAD_ATTEMPTS = 3
@@ -43,6 +49,10 @@ SHUTDOWN_DRAIN_S = 0.0
 # How long in-flight calls may run after the server stops accepting new ones.
 SHUTDOWN_GRACE_S = 10.0
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+# Load shedding: calls one server process takes at once; past it RESOURCE_EXHAUSTED at once.
+# Envoy's circuit breakers allow 512 per replica (services/mesh/envoy_limits.py), so the
+# server, which can say why, normally refuses first.
+MAX_CONCURRENT_RPCS = 256
 
 # Search: which store holds the documents.
 SEARCH_BACKEND: Literal["pgvector", "qdrant"] = "pgvector"
@@ -83,13 +93,10 @@ BM25_B = 0.75
 # Qdrant keeps no passage-length statistics; its term weights assume this mean length.
 BM25_QDRANT_AVG_PASSAGE_TERMS = 100.0
 
-# Search: calling the embeddings service.
+# Search: calling the embeddings service (once per call: Envoy is the one retry layer).
 EMBED_BATCH_TEXTS = 32
 EMBED_CONCURRENCY = 4
 EMBED_TIMEOUT_S = 30.0
-EMBED_RETRY_ATTEMPTS = 4
-EMBED_RETRY_BACKOFF_BASE_S = 0.2
-EMBED_RETRY_BACKOFF_MAX_S = 2.0
 # The breaker opens after this many consecutive failed calls and probes again after
 # EMBED_BREAKER_RECOVERY_S.
 EMBED_BREAKER_FAILURES = 5
@@ -173,11 +180,8 @@ REMOTE_BREAKER_FAILURES = 5
 BACKEND_BREAKER_RECOVERY_S = 30.0
 ANSWER_TEMPERATURE = 0.2
 
-# Coordinator: calling the search service.
+# Coordinator: calling the search service (once per call: Envoy is the one retry layer).
 SEARCH_TIMEOUT_S = 10.0
-SEARCH_RETRY_ATTEMPTS = 3
-SEARCH_RETRY_BACKOFF_BASE_S = 0.2
-SEARCH_RETRY_BACKOFF_MAX_S = 2.0
 SEARCH_BREAKER_FAILURES = 5
 SEARCH_BREAKER_RECOVERY_S = 10.0
 

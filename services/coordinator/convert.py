@@ -11,6 +11,7 @@ from ragmesh.coordinator.v1 import coordinator_service_pb2 as pb
 from services.coordinator.budget import Passage
 from services.coordinator.records import Interaction, Timings
 from services.coordinator.routing import Side
+from services.coordinator.validation import InvalidRequestError
 
 _DECISIONS = {
     Side.LOCAL: pb.DECISION_LOCAL,
@@ -96,7 +97,15 @@ def interaction(record: Interaction) -> pb.Interaction:
 
 
 def optional_time(message: pb.ExportInteractionsRequest, field: str) -> datetime.datetime | None:
+    """The field's time, None when unset; InvalidRequestError when it is no valid Timestamp
+    (seconds outside years 1 to 9999, nanos outside 0 to 999,999,999)."""
     if not message.HasField(field):
         return None
     stamp: Timestamp = getattr(message, field)
-    return stamp.ToDatetime(tzinfo=datetime.UTC)
+    try:
+        return stamp.ToDatetime(tzinfo=datetime.UTC)
+    except (ValueError, OverflowError) as exc:
+        raise InvalidRequestError(
+            f"{field} is not a valid time (seconds={stamp.seconds}, nanos={stamp.nanos}):"
+            " a Timestamp must lie between 0001-01-01 and 9999-12-31 with nanos 0 to 999999999"
+        ) from exc

@@ -1,5 +1,6 @@
-"""The coordinator's client of SearchService: deadlines, retries with backoff on
-UNAVAILABLE/RESOURCE_EXHAUSTED, and a circuit breaker that fails fast while search is down.
+"""The coordinator's client of SearchService: deadlines and a circuit breaker that fails fast
+while search is down. Each call is made once; in the mesh Envoy is the one retry layer
+(services/mesh/envoy_limits.py). A call cancelled by its own caller counts for nothing.
 
 The target is a setting (the search server, or Envoy in front of it) and the channel takes
 optional credentials (mTLS through Envoy). Answers that mean "your request is wrong" (bad
@@ -9,7 +10,6 @@ SearchRejectedError / CollectionNotFoundError and leave the breaker alone.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TypeVar
 
@@ -18,8 +18,7 @@ import grpc
 from ragmesh.search.v1 import search_service_pb2 as search_pb
 from ragmesh.search.v1 import search_service_pb2_grpc as search_grpc
 from services.runtime.channels import open_channel
-from services.runtime.resilience import CircuitBreaker, RetryPolicy, call_with_retries
-from services.runtime.resilience import is_retryable_grpc_error as _retryable
+from services.runtime.resilience import CircuitBreaker, is_cancellation
 
 T = TypeVar("T")
 
@@ -71,7 +70,6 @@ class SearchClient:
         target: str,
         *,
         timeout_s: float,
-        retry: RetryPolicy,
         breaker: CircuitBreaker,
         credentials: grpc.ChannelCredentials | None = None,
         server_name: str | None = None,
@@ -80,7 +78,6 @@ class SearchClient:
     ) -> None:
         self.target = target
         self._timeout_s = timeout_s
-        self._retry = retry
         self.breaker = breaker
         options = list(channel_options or [])
         if server_name:
@@ -99,8 +96,8 @@ class SearchClient:
         collection: str = "",
         timeout_s: float | None = None,
     ) -> T:
-        """Run `operation(per_attempt_timeout_s)` with retries, within the breaker and the
-        overall `timeout_s` (default: the client's timeout)."""
+        """Run `operation(timeout_s)` once, within the breaker and the overall `timeout_s`
+        (default: the client's timeout)."""
         total_s = self._timeout_s if timeout_s is None else min(timeout_s, self._timeout_s)
         if total_s <= 0:
             raise SearchUnavailableError(f"no time left to call the search service ({what})")
@@ -108,16 +105,12 @@ class SearchClient:
             raise SearchUnavailableError(
                 "the search service is failing; not calling it for now (circuit breaker open)"
             )
-        deadline = time.monotonic() + total_s
-
-        async def attempt() -> T:
-            return await operation(max(deadline - time.monotonic(), 0.001))
-
         try:
-            result = await call_with_retries(
-                attempt, self._retry, is_retryable=_retryable, deadline=deadline, what=what
-            )
+            result = await operation(total_s)
         except grpc.aio.AioRpcError as exc:
+            if is_cancellation(exc):
+                self.breaker.release()
+                raise
             code = exc.code()
             if code in _CLIENT_ERROR_CODES:
                 self.breaker.record_success()
@@ -128,8 +121,11 @@ class SearchClient:
             raise SearchUnavailableError(
                 f"the search service failed {what}: {code.name}: {exc.details()}"
             ) from None
-        except BaseException:
-            self.breaker.record_failure()
+        except BaseException as exc:
+            if is_cancellation(exc):
+                self.breaker.release()
+            else:
+                self.breaker.record_failure()
             raise
         self.breaker.record_success()
         return result

@@ -26,7 +26,7 @@ from services.embeddings.model import packaged_model_path
 from services.postgres.embedded import EmbeddedPostgres
 from services.postgres.pool import DatabaseConnectError, connect_with_retries, create_pool
 from services.runtime.channels import outgoing_interceptors
-from services.runtime.resilience import CircuitBreaker, RetryPolicy
+from services.runtime.resilience import CircuitBreaker
 from services.runtime.server import StartupError, service_server
 from services.runtime.tls import caller_credentials_for
 from services.runtime.tracing import client_interceptors
@@ -115,11 +115,6 @@ async def serve_coordinator(
     search = SearchClient(
         config.search_target,
         timeout_s=config.search_timeout_s,
-        retry=RetryPolicy(
-            attempts=config.search_retry_attempts,
-            backoff_base_s=config.search_retry_backoff_base_s,
-            backoff_max_s=config.search_retry_backoff_max_s,
-        ),
         breaker=CircuitBreaker(
             "search",
             failure_threshold=config.search_breaker_failures,

@@ -65,6 +65,13 @@ class BatcherStats:
 
     batches: int = 0
     texts: int = 0
+    # Texts per second the model gets through, smoothed over recent batches that were at
+    # least half full (small batches pay the per-pass cost on few texts; 0: none yet).
+    texts_per_s: float = 0.0
+
+
+# Weight of the newest batch in the smoothed throughput.
+_THROUGHPUT_SMOOTHING = 0.2
 
 
 class DynamicBatcher(Generic[Result]):
@@ -93,6 +100,16 @@ class DynamicBatcher(Generic[Result]):
     @property
     def queue_depth(self) -> int:
         return len(self._queue)
+
+    def expected_wait_s(self, more_texts: int = 0) -> float:
+        """How long `more_texts` added now would wait behind the queue, at the throughput
+        measured on full batches (0 until one has run, and while everything fits the next
+        batch). Load shedding refuses calls that would wait longer than the server may keep
+        them (services/embeddings/servicer.py)."""
+        beyond_next_batch = len(self._queue) + more_texts - self._max_batch_texts
+        if self.stats.texts_per_s <= 0 or beyond_next_batch <= 0:
+            return 0.0
+        return beyond_next_batch / self.stats.texts_per_s
 
     def start(self) -> None:
         metrics.QUEUE_DEPTH.set_function(lambda: len(self._queue))
@@ -184,7 +201,9 @@ class DynamicBatcher(Generic[Result]):
             metrics.QUEUE_SECONDS.observe(now - entry.enqueued_at)
         try:
             with _batch_span(batch):
+                started = time.monotonic()
                 results = await loop.run_in_executor(self._executor, self._run_batch, texts)
+                self._measure(len(texts), time.monotonic() - started)
         except Exception as exc:
             for entry in batch:
                 if not entry.call.done.done():
@@ -200,6 +219,15 @@ class DynamicBatcher(Generic[Result]):
             call.remaining -= 1
             if call.remaining == 0:
                 call.done.set_result(list(call.results))  # type: ignore[arg-type]
+
+    def _measure(self, texts: int, seconds: float) -> None:
+        if texts * 2 < self._max_batch_texts:
+            return
+        rate = texts / max(seconds, 1e-6)
+        previous = self.stats.texts_per_s
+        self.stats.texts_per_s = (
+            rate if previous <= 0 else previous + _THROUGHPUT_SMOOTHING * (rate - previous)
+        )
 
 
 def _batch_span(batch: list[_Entry[Result]]) -> AbstractContextManager[trace.Span]:

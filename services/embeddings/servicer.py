@@ -24,7 +24,7 @@ from services.runtime.server import call_timeout
 STREAM_MESSAGES_IN_FLIGHT = 4
 
 # One stream message on its way through the batcher: (sequence, task of (encoder, embeddings)).
-_PendingMessage = tuple[int, "asyncio.Task[tuple[ModelProcess, list[pb.Embedding]]]"]
+_PendingMessage = tuple[int, "asyncio.Future[tuple[ModelProcess, list[pb.Embedding]]]"]
 
 
 class EmbeddingsServicer(pb_grpc.EmbeddingsServiceServicer):
@@ -60,10 +60,17 @@ class EmbeddingsServicer(pb_grpc.EmbeddingsServiceServicer):
         pending = asyncio.Queue(maxsize=STREAM_MESSAGES_IN_FLIGHT)
 
         async def read_requests() -> None:
+            received = 0
             async for message in request_iterator:
+                received += 1
+                if received > self._settings.max_stream_messages:
+                    await pending.put((message.sequence, self._too_many_messages()))
+                    return
                 prefix = f"message sequence={message.sequence}: "
                 task = asyncio.ensure_future(
-                    self._embed(message.inputs, message, self._default_deadline_s, prefix)
+                    self._embed(
+                        message.inputs, message, self._default_deadline_s, prefix, shed=False
+                    )
                 )
                 await pending.put((message.sequence, task))
             await pending.put(None)
@@ -89,6 +96,20 @@ class EmbeddingsServicer(pb_grpc.EmbeddingsServiceServicer):
             for leftover in leftovers:
                 leftover.cancel()
             await asyncio.gather(*leftovers, return_exceptions=True)
+
+    def _too_many_messages(self) -> asyncio.Future[tuple[ModelProcess, list[pb.Embedding]]]:
+        """A failed result that ends the stream once the messages before it are answered."""
+        limit = self._settings.max_stream_messages
+        failure: asyncio.Future[tuple[ModelProcess, list[pb.Embedding]]]
+        failure = asyncio.get_running_loop().create_future()
+        failure.set_exception(
+            RpcFailure(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"one EmbedStream takes at most {limit} messages"
+                " (embeddings.max_stream_messages); open a new stream for the rest",
+            )
+        )
+        return failure
 
     async def Info(
         self, request: pb.InfoRequest, context: grpc.aio.ServicerContext
@@ -116,8 +137,12 @@ class EmbeddingsServicer(pb_grpc.EmbeddingsServiceServicer):
         options: pb.EmbedRequest | pb.EmbedStreamRequest,
         timeout_s: float,
         prefix: str = "",
+        *,
+        shed: bool = True,
     ) -> tuple[ModelProcess, list[pb.Embedding]]:
-        """Validate and embed one call's texts; failures raise RpcFailure."""
+        """Validate and embed one call's texts; failures raise RpcFailure. `shed`: refuse
+        them at once when the queue is too long (a stream's messages are not shed: the stream
+        is paced by its few messages in flight instead)."""
         encoder, batcher = self.encoder, self.batcher
         if encoder is None or batcher is None:
             raise unavailable("the embedding model is still loading; retry shortly")
@@ -135,6 +160,17 @@ class EmbeddingsServicer(pb_grpc.EmbeddingsServiceServicer):
         except InvalidRequestError as exc:
             raise invalid_argument(prefix + str(exc)) from None
 
+        # Load shedding: texts that would wait longer than the server may keep them (or than
+        # the caller's deadline) are refused now rather than time out later.
+        wait_s = batcher.expected_wait_s(len(texts))
+        limit_s = min(self._settings.max_queue_wait_ms / 1000, timeout_s)
+        if shed and wait_s > limit_s:
+            raise RpcFailure(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"{prefix}the embedding queue is {wait_s:.2f} s long, more than this server"
+                f" waits ({limit_s:.2f} s: embeddings.max_queue_wait_ms or the call's"
+                " deadline); retry later with backoff",
+            )
         try:
             results = await asyncio.wait_for(batcher.submit(texts), timeout=timeout_s)
         except QueueFullError as exc:

@@ -28,6 +28,7 @@ from typing import Any
 
 import yaml
 
+from services.mesh import envoy_limits
 from services.mesh.certs import CertificatePaths, identity_uri, service_dns_name
 
 TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "envoy"
@@ -38,8 +39,6 @@ INTERNAL_LISTEN = ("127.0.0.1", 8444)
 ADMIN_LISTEN = ("127.0.0.1", 9901)
 # Time a downstream client gets to finish its TLS handshake.
 HANDSHAKE_TIMEOUT_S = 10.0
-# A stream with no traffic in either direction for this long is reset (Envoy's default).
-STREAM_IDLE_TIMEOUT_S = 300.0
 MAX_CONCURRENT_STREAMS = 1024
 MAX_DOWNSTREAM_CONNECTIONS = 10_000
 # Only service identities may use the internal listener.
@@ -65,15 +64,7 @@ OUTLIER_INTERVAL_S = 1.0
 BASE_EJECTION_TIME_S = 30.0
 MAX_EJECTION_PERCENT = 50
 
-# Circuit breakers, per cluster.
-MAX_CONNECTIONS = 1024
-MAX_PENDING_REQUESTS = 1024
-MAX_REQUESTS = 1024
-MAX_RETRIES = 64
-
-# Retries of idempotent methods.
-RETRY_ON = "unavailable,resource-exhausted,cancelled,connect-failure,refused-stream,reset"
-NUM_RETRIES = 2
+# Retries of idempotent methods; the conditions, counts and budget are in envoy_limits.py.
 PER_TRY_TIMEOUT_S = 10.0
 RETRY_BACKOFF_BASE_S = 0.025
 RETRY_BACKOFF_MAX_S = 0.25
@@ -331,7 +322,12 @@ def _listener(
         server_key=str(certs.envoy.key),
         ca=str(certs.ca),
         peer_san_matchers=matchers,
-        stream_idle_timeout=_duration(STREAM_IDLE_TIMEOUT_S),
+        stream_idle_timeout=_duration(envoy_limits.STREAM_IDLE_TIMEOUT_S),
+        request_headers_timeout=_duration(envoy_limits.REQUEST_HEADERS_TIMEOUT_S),
+        connection_idle_timeout=_duration(envoy_limits.CONNECTION_IDLE_TIMEOUT_S),
+        buffer_limit_bytes=envoy_limits.PER_CONNECTION_BUFFER_LIMIT_BYTES,
+        initial_stream_window_bytes=envoy_limits.INITIAL_STREAM_WINDOW_BYTES,
+        initial_connection_window_bytes=envoy_limits.INITIAL_CONNECTION_WINDOW_BYTES,
         max_concurrent_streams=MAX_CONCURRENT_STREAMS,
         access_log=access_log,
         routes=_routes(topology.clusters),
@@ -367,25 +363,42 @@ def _routes(clusters: Sequence[UpstreamCluster]) -> list[Any]:
     # Envoy takes the first matching route, so exact method paths precede their prefix.
     routes: list[Any] = []
     for cluster in clusters:
+        limits = envoy_limits.limits_for(cluster.name)
         for method in cluster.retry_methods:
-            route = _route({"path": method, "grpc": {}}, cluster.name)
-            route["route"]["retry_policy"] = _retry_policy()
+            route = _route({"path": method, "grpc": {}}, cluster.name, limits.unary)
+            route["route"]["retry_policy"] = _retry_policy(limits.retry_on)
             routes.append(route)
-        routes.append(_route({"prefix": f"/{cluster.grpc_service}/", "grpc": {}}, cluster.name))
+        for stream, deadline in limits.streams.items():
+            path = f"/{cluster.grpc_service}/{stream}"
+            routes.append(_route({"path": path, "grpc": {}}, cluster.name, deadline))
+        prefix = f"/{cluster.grpc_service}/"
+        routes.append(_route({"prefix": prefix, "grpc": {}}, cluster.name, limits.unary))
     for service in REFLECTION_SERVICES:
-        routes.append(_route({"prefix": f"/{service}/", "grpc": {}}, clusters[0].name))
+        routes.append(
+            _route(
+                {"prefix": f"/{service}/", "grpc": {}},
+                clusters[0].name,
+                envoy_limits.DEFAULT_LIMITS.unary,
+            )
+        )
     return routes
 
 
-def _route(match: dict[str, Any], cluster: str) -> Any:
-    return _render("route.yaml", match=match, cluster=cluster)
+def _route(match: dict[str, Any], cluster: str, deadline: envoy_limits.Deadline) -> Any:
+    return _render(
+        "route.yaml",
+        match=match,
+        cluster=cluster,
+        default_deadline=_duration(deadline.default_s),
+        max_deadline=_duration(deadline.max_s),
+    )
 
 
-def _retry_policy() -> Any:
+def _retry_policy(retry_on: str) -> Any:
     return _render(
         "retry_policy.yaml",
-        retry_on=RETRY_ON,
-        num_retries=NUM_RETRIES,
+        retry_on=retry_on,
+        num_retries=envoy_limits.NUM_RETRIES,
         per_try_timeout=_duration(PER_TRY_TIMEOUT_S),
         backoff_base=_duration(RETRY_BACKOFF_BASE_S),
         backoff_max=_duration(RETRY_BACKOFF_MAX_S),
@@ -394,6 +407,8 @@ def _retry_policy() -> Any:
 
 
 def _cluster(cluster: UpstreamCluster, certs: CertificatePaths) -> Any:
+    limits = envoy_limits.limits_for(cluster.name)
+    replicas = len(cluster.endpoints)
     return _render(
         "cluster.yaml",
         name=cluster.name,
@@ -420,10 +435,12 @@ def _cluster(cluster: UpstreamCluster, certs: CertificatePaths) -> Any:
         outlier_interval=_duration(OUTLIER_INTERVAL_S),
         base_ejection_time=_duration(BASE_EJECTION_TIME_S),
         max_ejection_percent=MAX_EJECTION_PERCENT,
-        max_connections=MAX_CONNECTIONS,
-        max_pending_requests=MAX_PENDING_REQUESTS,
-        max_requests=MAX_REQUESTS,
-        max_retries=MAX_RETRIES,
+        buffer_limit_bytes=envoy_limits.PER_CONNECTION_BUFFER_LIMIT_BYTES,
+        max_connections=limits.max_connections_per_replica * replicas,
+        max_pending_requests=limits.max_pending_requests_per_replica * replicas,
+        max_requests=limits.max_requests_per_replica * replicas,
+        retry_budget_percent=envoy_limits.RETRY_BUDGET_PERCENT,
+        min_retry_concurrency=envoy_limits.MIN_RETRY_CONCURRENCY,
     )
 
 

@@ -7,7 +7,9 @@
    log line of the call and its outgoing calls, and logs one line per RPC with method,
    status code and duration.
 3. MetricsInterceptor: grpc_server_started/handled_total and grpc_server_handling_seconds.
-4. ErrorInterceptor: a request that does not parse becomes INVALID_ARGUMENT, and any
+4. AdmissionInterceptor (services/runtime/admission.py): refuses calls past the server's
+   concurrency limit with RESOURCE_EXHAUSTED (logged and counted by the two above).
+5. ErrorInterceptor: a request that does not parse becomes INVALID_ARGUMENT, and any
    unexpected exception INTERNAL carrying only an error id.
 
 """
@@ -66,7 +68,7 @@ def wrap_handler(
     raise ValueError(f"handler for {method} has no behaviour")
 
 
-class _WrappingInterceptor(grpc.aio.ServerInterceptor):
+class WrappingInterceptor(grpc.aio.ServerInterceptor):
     """Base for interceptors that wrap every method's behaviour."""
 
     def wrap(self, method: str, behaviour: Behaviour, yields: bool) -> Behaviour:
@@ -112,7 +114,7 @@ class ObservedCall:
         return {"grpc_type": self.kind, "grpc_service": service, "grpc_method": name}
 
 
-class _ObservingInterceptor(_WrappingInterceptor):
+class _ObservingInterceptor(WrappingInterceptor):
     """Base for interceptors that act when an RPC starts and when it ends (with its final
     status code and duration), whatever the kind of handler."""
 
@@ -224,7 +226,7 @@ def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], 
     return parse
 
 
-class ErrorInterceptor(_WrappingInterceptor):
+class ErrorInterceptor(WrappingInterceptor):
     """Never lets exception text reach a client.
 
     A request that does not parse becomes INVALID_ARGUMENT; an RpcFailure becomes its own
@@ -301,13 +303,16 @@ async def _checked_stream(
 
 def server_interceptors(
     authentication: grpc.aio.ServerInterceptor | None,
+    admission: grpc.aio.ServerInterceptor | None = None,
 ) -> list[grpc.aio.ServerInterceptor]:
     """The interceptors of every ragmesh server, outermost first."""
     first = [authentication] if authentication is not None else []
+    shedding = [admission] if admission is not None else []
     return [
         TracingServerInterceptor(),
         *first,
         AccessLogInterceptor(),
         MetricsInterceptor(),
+        *shedding,
         ErrorInterceptor(),
     ]

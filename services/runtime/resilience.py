@@ -1,8 +1,10 @@
-"""Retries with backoff and circuit breakers for calls to other services.
+"""Circuit breakers for calls to other services.
 
-Envoy retries between replicas; these guard a caller against a dependency that is down as a
-whole: retry a few times with exponential backoff and full jitter, and stop calling (fail
-fast) while the breaker is open.
+Retries are not made here: Envoy is the mesh's one retry layer (services/mesh/envoy_limits.py),
+with a budget and a different replica per attempt. A caller guards itself against a
+dependency that is down as a whole: after repeated failures the breaker opens and calls fail
+at once (fail fast) until a probe call succeeds. A call its own caller cancelled says nothing
+about the dependency and is not counted.
 """
 
 from __future__ import annotations
@@ -10,10 +12,8 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
-import random
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import TypeVar
 
 import grpc
@@ -23,9 +23,6 @@ from services.runtime import metrics
 _log = logging.getLogger("ragmesh.resilience")
 
 T = TypeVar("T")
-
-# Codes that mean "try again later", not "your request is wrong".
-RETRYABLE_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED})
 
 
 class BreakerState(enum.Enum):
@@ -87,6 +84,11 @@ class CircuitBreaker:
         self._consecutive_failures = 0
         self._set(BreakerState.CLOSED)
 
+    def release(self) -> None:
+        """The call ended without saying anything about the dependency (it was cancelled):
+        count nothing, but give back the half-open probe it may hold."""
+        self._probe_in_flight = False
+
     def record_failure(self) -> None:
         self._probe_in_flight = False
         self._consecutive_failures += 1
@@ -112,51 +114,19 @@ class CircuitBreaker:
             raise CircuitOpenError(f"{self.name} is failing; not calling it for now")
         try:
             result = await operation()
-        except BaseException:
-            self.record_failure()
+        except BaseException as exc:
+            if is_cancellation(exc):
+                self.release()
+            else:
+                self.record_failure()
             raise
         self.record_success()
         return result
 
 
-@dataclass(frozen=True)
-class RetryPolicy:
-    attempts: int
-    backoff_base_s: float
-    backoff_max_s: float
-
-    def delay(self, attempt: int) -> float:
-        """Full jitter: a random wait up to the exponential bound (attempt counts from 1)."""
-        bound = min(self.backoff_max_s, self.backoff_base_s * 2 ** (attempt - 1))
-        return random.uniform(0, bound)
-
-
-async def call_with_retries(
-    operation: Callable[[], Awaitable[T]],
-    policy: RetryPolicy,
-    *,
-    is_retryable: Callable[[BaseException], bool],
-    deadline: float | None = None,
-    what: str = "call",
-) -> T:
-    """Run `operation`, retrying retryable failures with backoff until attempts or the
-    deadline (a time.monotonic() value) run out; the last failure is raised."""
-    for attempt in range(1, policy.attempts + 1):
-        try:
-            return await operation()
-        except Exception as exc:
-            if attempt == policy.attempts or not is_retryable(exc):
-                raise
-            delay = policy.delay(attempt)
-            if deadline is not None and time.monotonic() + delay >= deadline:
-                raise
-            _log.info(
-                "retrying",
-                extra={"what": what, "attempt": attempt, "retry_in_s": round(delay, 3)},
-            )
-            await asyncio.sleep(delay)
-    raise AssertionError("unreachable")
-
-
-def is_retryable_grpc_error(exc: BaseException) -> bool:
-    return isinstance(exc, grpc.aio.AioRpcError) and exc.code() in RETRYABLE_CODES
+def is_cancellation(exc: BaseException) -> bool:
+    """Whether `exc` means the call was abandoned (by this process's caller or the peer's
+    cancellation) rather than failed."""
+    if isinstance(exc, asyncio.CancelledError):
+        return True
+    return isinstance(exc, grpc.aio.AioRpcError) and exc.code() is grpc.StatusCode.CANCELLED

@@ -21,6 +21,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from services.config import ServerSettings, Settings
+from services.runtime.admission import AdmissionInterceptor
 from services.runtime.api import api_service_names
 from services.runtime.auth import api_key_interceptor
 from services.runtime.interceptors import server_interceptors
@@ -60,8 +61,9 @@ class GrpcServer:
         # "" is the whole server's health, as grpc.health.v1 defines it.
         self._health_names = ["", *health_names]
         self.health = health.aio.HealthServicer()
+        self.admission = AdmissionInterceptor(settings.max_concurrent_rpcs)
         self.grpc = grpc.aio.server(
-            interceptors=server_interceptors(authentication),
+            interceptors=server_interceptors(authentication, self.admission),
             options=[
                 ("grpc.max_receive_message_length", settings.max_message_bytes),
                 ("grpc.max_send_message_length", settings.max_message_bytes),

@@ -1,11 +1,12 @@
 """The search service's client of the embeddings service.
 
 Texts go out in Embed calls of at most `embed_batch_texts` (a few at a time, so the server's
-batcher can merge them), each with a deadline. A call that fails with UNAVAILABLE or
-RESOURCE_EXHAUSTED is retried with exponential backoff and full jitter while the deadline
-allows. A circuit breaker counts calls that still fail (or time out): once open, calls fail
-at once with EmbeddingsUnavailableError instead of waiting on a service that is down, and
-after a recovery period one probe call decides whether it closes again.
+batcher can merge them), each with a deadline. Each call is made once: in the mesh Envoy
+retries it on another replica (the one retry layer, with a budget); an overloaded service's
+RESOURCE_EXHAUSTED is passed on, not retried. A circuit breaker counts calls that fail (or
+time out): once open, calls fail at once with EmbeddingsUnavailableError instead of waiting
+on a service that is down, and after a recovery period one probe call decides whether it
+closes again. A call cancelled by its own caller counts for nothing.
 
 The target is the embeddings server or, in the mesh, Envoy; pass channel credentials for TLS.
 """
@@ -26,13 +27,7 @@ from ragmesh.embeddings.v1 import embeddings_service_pb2 as embeddings_pb
 from ragmesh.embeddings.v1 import embeddings_service_pb2_grpc as embeddings_grpc
 from services.config import SearchSettings
 from services.runtime.channels import open_channel
-from services.runtime.resilience import (
-    BreakerState,
-    CircuitBreaker,
-    RetryPolicy,
-    call_with_retries,
-    is_retryable_grpc_error,
-)
+from services.runtime.resilience import CircuitBreaker, is_cancellation
 
 _log = logging.getLogger("ragmesh.search.embedder")
 
@@ -52,6 +47,10 @@ _SERVICE_FAILURE_CODES = frozenset(
 
 class EmbeddingsUnavailableError(Exception):
     """The embeddings service is down, overloaded or its breaker is open."""
+
+
+class EmbeddingsOverloadedError(EmbeddingsUnavailableError):
+    """The embeddings service is shedding load (RESOURCE_EXHAUSTED): back off, don't retry."""
 
 
 class EmbeddingsTimeoutError(Exception):
@@ -93,11 +92,6 @@ class Embedder:
         self._interceptors = list(interceptors)
         self._channel: grpc.aio.Channel | None = None
         self._stub: embeddings_grpc.EmbeddingsServiceStub | None = None
-        self._policy = RetryPolicy(
-            attempts=settings.embed_retry_attempts,
-            backoff_base_s=settings.embed_retry_backoff_base_s,
-            backoff_max_s=settings.embed_retry_backoff_max_s,
-        )
         self.breaker = CircuitBreaker(
             "embeddings",
             failure_threshold=settings.embed_breaker_failures,
@@ -128,7 +122,7 @@ class Embedder:
             remaining = max(deadline - time.monotonic(), 0.001)
             return await stub.Info(embeddings_pb.InfoRequest(), timeout=remaining)
 
-        response: embeddings_pb.InfoResponse = await self._guarded(call, deadline, "Info")
+        response: embeddings_pb.InfoResponse = await self._guarded(call, "Info")
         return response
 
     async def embed(self, texts: Sequence[str], timeout_s: float | None = None) -> Embeddings:
@@ -156,25 +150,22 @@ class Embedder:
             return await stub.Embed(request, timeout=remaining)
 
         async with self._limit:
-            response: embeddings_pb.EmbedResponse = await self._guarded(call, deadline, "Embed")
+            response: embeddings_pb.EmbedResponse = await self._guarded(call, "Embed")
         return response
 
-    async def _guarded(self, call: Callable[[], Awaitable[T]], deadline: float, what: str) -> T:
-        """One logical call through the breaker, with retries; errors translated."""
+    async def _guarded(self, call: Callable[[], Awaitable[T]], what: str) -> T:
+        """One call through the breaker; errors translated."""
         if not self.breaker.allow():
             raise EmbeddingsUnavailableError(
                 f"the embeddings service at {self.target} is failing; not calling it for up to"
                 f" {self._settings.embed_breaker_recovery_s:g} s (circuit breaker open)"
             )
         try:
-            result = await call_with_retries(
-                call,
-                self._policy,
-                is_retryable=is_retryable_grpc_error,
-                deadline=deadline,
-                what=f"embeddings {what}",
-            )
+            result = await call()
         except grpc.aio.AioRpcError as exc:
+            if is_cancellation(exc):
+                self.breaker.release()
+                raise
             code = exc.code()
             if code in _SERVICE_FAILURE_CODES:
                 self.breaker.record_failure()
@@ -183,6 +174,11 @@ class Embedder:
             if code is grpc.StatusCode.DEADLINE_EXCEEDED:
                 raise EmbeddingsTimeoutError(
                     f"the embeddings service at {self.target} did not answer {what} in time"
+                ) from None
+            if code is grpc.StatusCode.RESOURCE_EXHAUSTED:
+                raise EmbeddingsOverloadedError(
+                    f"the embeddings service at {self.target} is overloaded ({what}):"
+                    f" {exc.details()}"
                 ) from None
             if code in _SERVICE_FAILURE_CODES:
                 raise EmbeddingsUnavailableError(
@@ -193,8 +189,7 @@ class Embedder:
         except BaseException:
             # Cancelled (the caller gave up) or unexpected: says nothing about the service,
             # but a half-open probe must not stay claimed forever.
-            if self.breaker.state is BreakerState.HALF_OPEN:
-                self.breaker.record_failure()
+            self.breaker.release()
             raise
         self.breaker.record_success()
         return result

@@ -29,6 +29,7 @@ from services.search.chunking import PassageSplitter
 from services.search.convert import MODES, collection_to_proto, fill_metadata, hit_to_proto
 from services.search.embedder import (
     Embedder,
+    EmbeddingsOverloadedError,
     EmbeddingsRejectedError,
     EmbeddingsTimeoutError,
     EmbeddingsUnavailableError,
@@ -60,6 +61,9 @@ def _as_rpc_failures() -> Iterator[None]:
         raise not_found(str(exc)) from None
     except CollectionExistsError as exc:
         raise RpcFailure(grpc.StatusCode.ALREADY_EXISTS, str(exc)) from None
+    except EmbeddingsOverloadedError as exc:
+        # Passed on as overload, so callers back off (Envoy does not retry it).
+        raise RpcFailure(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc)) from None
     except (StoreUnavailableError, EmbeddingsUnavailableError) as exc:
         raise unavailable(str(exc)) from None
     except (StoreTimeoutError, EmbeddingsTimeoutError) as exc:

@@ -11,11 +11,11 @@ import yaml
 from services.mesh.certs import CertificatePaths, ensure_certificates
 from services.mesh.envoy_config import (
     OTLP_CLUSTER,
-    RETRY_ON,
     Topology,
     UpstreamCluster,
     render_config,
 )
+from services.mesh.envoy_limits import LEAF_RETRY_ON, TRANSPORT_RETRY_ON
 
 EMBEDDINGS = "ragmesh.embeddings.v1.EmbeddingsService"
 SEARCH = "ragmesh.search.v1.SearchService"
@@ -61,25 +61,41 @@ def test_routes_put_retried_methods_before_their_service(certs: CertificatePaths
         ]
         assert [match for match, _ in table] == [
             EMBED,
+            f"/{EMBEDDINGS}/EmbedStream",
             f"/{EMBEDDINGS}/",
             f"/{SEARCH}/",
             "/grpc.reflection.v1alpha.ServerReflection/",
             "/grpc.reflection.v1.ServerReflection/",
         ]
         assert [route["cluster"] for _, route in table] == [
-            "embeddings", "embeddings", "search", "embeddings", "embeddings",
+            "embeddings", "embeddings", "embeddings", "search", "embeddings", "embeddings",
         ]  # fmt: skip
         retried = [match for match, route in table if "retry_policy" in route]
         assert retried == [EMBED]
         policy = table[0][1]["retry_policy"]
-        assert policy["retry_on"] == RETRY_ON
+        assert policy["retry_on"] == LEAF_RETRY_ON
+        assert "resource-exhausted" not in policy["retry_on"]
         assert policy["num_retries"] == 2
         assert policy["retry_host_predicate"][0]["name"] == (
             "envoy.retry_host_predicates.previous_hosts"
         )
-        for _, route in table:
-            assert route["timeout"] == "0s"
-            assert route["max_stream_duration"] == {"grpc_timeout_header_max": "0s"}
+        deadlines = {
+            match: (route["timeout"], route["max_stream_duration"]) for match, route in table
+        }
+        # Unary calls: 30 s without a caller's deadline, a caller's deadline up to the cap.
+        assert deadlines[EMBED] == (
+            "0s",
+            {"max_stream_duration": "30s", "grpc_timeout_header_max": "60s"},
+        )
+        assert deadlines[f"/{SEARCH}/"] == (
+            "0s",
+            {"max_stream_duration": "30s", "grpc_timeout_header_max": "120s"},
+        )
+        # A stream is capped as a whole.
+        assert deadlines[f"/{EMBEDDINGS}/EmbedStream"] == (
+            "0s",
+            {"max_stream_duration": "600s", "grpc_timeout_header_max": "600s"},
+        )
         assert not any("grpc.health" in match for match, _ in table)
 
 
@@ -191,3 +207,40 @@ def test_a_service_cluster_may_not_take_the_collectors_name(certs: CertificatePa
     clusters = [UpstreamCluster(OTLP_CLUSTER, EMBEDDINGS, [("127.0.0.1", 50051)])]
     with pytest.raises(ValueError, match="reserved"):
         render_config(topology(certs, clusters=clusters, otlp_endpoint=("127.0.0.1", 4317)))
+
+
+def test_search_and_coordinator_are_not_retried_on_their_dependencies_failures(
+    certs: CertificatePaths,
+) -> None:
+    """Only the leaf (embeddings) is retried on UNAVAILABLE: search's UNAVAILABLE means its
+    dependency failed after Envoy already retried that hop."""
+    search = UpstreamCluster("search", SEARCH, [("127.0.0.1", 50052)], [f"/{SEARCH}/Search"])
+    config = rendered(certs, clusters=[search])
+    (route, *_) = routes(config, "client")
+    assert route["route"]["retry_policy"]["retry_on"] == TRANSPORT_RETRY_ON
+    assert "unavailable" not in TRANSPORT_RETRY_ON
+
+
+def test_clusters_have_a_retry_budget_and_breakers_scaled_by_replicas(
+    certs: CertificatePaths,
+) -> None:
+    clusters = {c["name"]: c for c in rendered(certs)["static_resources"]["clusters"]}
+    embeddings = clusters["embeddings"]["circuit_breakers"]["thresholds"][0]
+    search = clusters["search"]["circuit_breakers"]["thresholds"][0]
+    assert embeddings["retry_budget"] == {
+        "budget_percent": {"value": 20.0},
+        "min_retry_concurrency": 10,
+    }
+    assert "max_retries" not in embeddings  # the budget replaces the fixed cap
+    assert search["max_requests"] == 2 * embeddings["max_requests"]  # two replicas vs one
+    assert clusters["search"]["per_connection_buffer_limit_bytes"] == 1024 * 1024
+
+
+def test_listeners_bound_headers_idle_streams_and_buffers(certs: CertificatePaths) -> None:
+    config = rendered(certs)
+    for listener in config["static_resources"]["listeners"]:
+        assert listener["per_connection_buffer_limit_bytes"] == 1024 * 1024
+    for manager in managers(config):
+        assert manager["request_headers_timeout"] == "10s"
+        assert manager["stream_idle_timeout"] == "60s"
+        assert manager["common_http_protocol_options"] == {"idle_timeout": "3600s"}

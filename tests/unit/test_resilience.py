@@ -1,6 +1,8 @@
-"""Circuit breaker transitions and retry behaviour, on a controllable clock."""
+"""Circuit breaker transitions, on a controllable clock."""
 
 from __future__ import annotations
+
+import asyncio
 
 import pytest
 
@@ -8,8 +10,6 @@ from services.runtime.resilience import (
     BreakerState,
     CircuitBreaker,
     CircuitOpenError,
-    RetryPolicy,
-    call_with_retries,
 )
 
 
@@ -83,38 +83,23 @@ async def test_success_resets_the_failure_count() -> None:
     assert breaker.state is BreakerState.CLOSED
 
 
-async def test_retries_retryable_failures_then_succeeds() -> None:
-    attempts = 0
+async def test_a_cancelled_call_is_not_a_failure_but_frees_the_probe() -> None:
+    """The caller giving up says nothing about the dependency: no failure is counted, and a
+    half-open probe that was cancelled lets the next call probe instead."""
+    clock = FakeClock()
+    breaker = CircuitBreaker("dep", failure_threshold=1, recovery_s=1, clock=clock)
 
-    async def flaky() -> str:
-        nonlocal attempts
-        attempts += 1
-        if attempts < 3:
-            raise ConnectionError("blip")
-        return "done"
+    async def cancelled() -> None:
+        raise asyncio.CancelledError
 
-    policy = RetryPolicy(attempts=3, backoff_base_s=0.001, backoff_max_s=0.01)
-    assert await call_with_retries(flaky, policy, is_retryable=lambda e: True) == "done"
-    assert attempts == 3
+    with pytest.raises(asyncio.CancelledError):
+        await breaker.call(cancelled)
+    assert breaker.state is BreakerState.CLOSED
 
-
-async def test_does_not_retry_what_is_not_retryable() -> None:
-    attempts = 0
-
-    async def bad() -> None:
-        nonlocal attempts
-        attempts += 1
-        raise ValueError("your fault")
-
-    policy = RetryPolicy(attempts=5, backoff_base_s=0.001, backoff_max_s=0.01)
-    with pytest.raises(ValueError):
-        await call_with_retries(bad, policy, is_retryable=lambda e: isinstance(e, ConnectionError))
-    assert attempts == 1
-
-
-def test_backoff_is_jittered_under_an_exponential_cap() -> None:
-    policy = RetryPolicy(attempts=5, backoff_base_s=0.1, backoff_max_s=0.5)
-    for attempt, cap in [(1, 0.1), (2, 0.2), (3, 0.4), (4, 0.5), (5, 0.5)]:
-        delays = [policy.delay(attempt) for _ in range(200)]
-        assert all(0 <= d <= cap for d in delays)
-        assert max(delays) > cap / 2
+    breaker.record_failure()
+    clock.now = 1
+    with pytest.raises(asyncio.CancelledError):
+        await breaker.call(cancelled)  # the probe was cancelled
+    assert breaker.state is BreakerState.HALF_OPEN
+    assert await breaker.call(succeed) == "ok"  # the next call may probe
+    assert breaker.state is BreakerState.CLOSED

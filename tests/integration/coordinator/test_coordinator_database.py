@@ -95,7 +95,7 @@ def lonely_coordinator(session_tmp: Path) -> Iterator[tuple[ServerProcess, Serve
             session_tmp,
             state_dir,
             nowhere,
-            {"RAGMESH_COORDINATOR__SEARCH_RETRY_BACKOFF_MAX_S": "0.1"},
+            {},
         ) as coordinator:
             yield coordinator, pg, state_dir
 
