@@ -485,7 +485,11 @@ def _add_http_gateway(listener: Any, gateway: HttpGateway) -> None:
     config["http_filters"].insert(0, transcoder)
     routes = config["route_config"]["virtual_hosts"][0]["routes"]
     adapter_routes = [
-        _route({"prefix" if path.endswith("/") else "path": path}, adapter.name)
+        _route(
+            {"prefix" if path.endswith("/") else "path": path},
+            adapter.name,
+            envoy_limits.HTTP_ADAPTER_DEADLINE,
+        )
         for adapter in gateway.adapters
         for path in adapter.paths
     ]
@@ -493,6 +497,8 @@ def _add_http_gateway(listener: Any, gateway: HttpGateway) -> None:
 
 
 def _http_cluster(adapter: HttpUpstream, certs: CertificatePaths) -> Any:
+    limits = envoy_limits.DEFAULT_LIMITS
+    replicas = len(adapter.endpoints)
     return _render(
         "http_cluster.yaml",
         name=adapter.name,
@@ -516,10 +522,11 @@ def _http_cluster(adapter: HttpUpstream, certs: CertificatePaths) -> Any:
         outlier_interval=_duration(OUTLIER_INTERVAL_S),
         base_ejection_time=_duration(BASE_EJECTION_TIME_S),
         max_ejection_percent=MAX_EJECTION_PERCENT,
-        max_connections=MAX_CONNECTIONS,
-        max_pending_requests=MAX_PENDING_REQUESTS,
-        max_requests=MAX_REQUESTS,
-        max_retries=MAX_RETRIES,
+        max_connections=limits.max_connections_per_replica * replicas,
+        max_pending_requests=limits.max_pending_requests_per_replica * replicas,
+        max_requests=limits.max_requests_per_replica * replicas,
+        # HTTP adapters' routes have no retry policy.
+        max_retries=0,
     )
 
 

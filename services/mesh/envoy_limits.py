@@ -86,8 +86,11 @@ SERVICE_LIMITS: dict[str, ServiceLimits] = {
         },
     ),
 }
-# Any other cluster (a service this table does not know yet).
+# Any other cluster (a service this table does not know yet, an HTTP adapter).
 DEFAULT_LIMITS = ServiceLimits(unary=Deadline(default_s=30.0, max_s=120.0))
+# Plain HTTP routes of the adapters (no grpc-timeout): as long as an Ask, which an
+# OpenAI-style chat completion streams.
+HTTP_ADAPTER_DEADLINE = SERVICE_LIMITS["coordinator"].streams["Ask"]
 
 # Downstream (callers of Envoy).
 # A client must send its request headers within this long of opening a stream.
