@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 TORCH_PIN := torch==2.13.0
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: install test-tools up test lint generate bench clean
+.PHONY: install test-tools up test lint generate bench clean image-base wheelhouse image image-test
 
 install: $(STAMP)
 
@@ -47,5 +47,45 @@ generate: install
 bench: install
 	$(BIN)/ragmesh bench embed
 
+# --- the container image (deploy/Containerfile, docs/kubernetes.md) --------------------------
+# podman where there is one, else docker. No registry image is needed: the base is a Debian
+# root filesystem made here by debootstrap, and the build runs without network from wheels
+# gathered on this host.
+CONTAINER_ENGINE ?= $(shell command -v podman || command -v docker)
+IMAGE ?= localhost/ragmesh
+IMAGE_TAG ?= 0.1.0
+BASE_IMAGE ?= localhost/ragmesh-base:bookworm
+DEBIAN_MIRROR ?= http://deb.debian.org/debian
+# The CUDA variant: TORCH_PIN=torch==2.13.0+cu128 TORCH_INDEX_URL=<PyTorch's cu128 index>.
+TORCH_INDEX_URL ?=
+WHEELHOUSE := build/wheelhouse
+
+image-base:
+	@test -n "$(CONTAINER_ENGINE)" || { echo "make image needs podman or docker"; exit 1; }
+	command -v debootstrap >/dev/null || apt-get install -y -qq --no-install-recommends debootstrap
+	rm -rf build/rootfs && mkdir -p build
+	debootstrap --variant=minbase --include=python3,python3-venv,ca-certificates \
+	  bookworm build/rootfs $(DEBIAN_MIRROR)
+	rm -rf build/rootfs/var/cache/apt/archives/*.deb build/rootfs/var/lib/apt/lists/*
+	tar -C build/rootfs -c . | $(CONTAINER_ENGINE) import - $(BASE_IMAGE)
+	rm -rf build/rootfs
+
+wheelhouse: install
+	rm -rf $(WHEELHOUSE) && mkdir -p $(WHEELHOUSE)
+	$(BIN)/python -m pip wheel --quiet --no-deps --no-build-isolation -w $(WHEELHOUSE) .
+	$(BIN)/python -m pip download --quiet -d $(WHEELHOUSE) \
+	  $(if $(TORCH_INDEX_URL),--extra-index-url $(TORCH_INDEX_URL)) \
+	  $(TORCH_PIN) $(WHEELHOUSE)/ragmesh-*.whl
+
+image: wheelhouse
+	@test -n "$(CONTAINER_ENGINE)" || { echo "make image needs podman or docker"; exit 1; }
+	$(CONTAINER_ENGINE) image exists $(BASE_IMAGE) 2>/dev/null || $(MAKE) image-base
+	$(CONTAINER_ENGINE) build --network=none --build-arg BASE_IMAGE=$(BASE_IMAGE) \
+	  -f deploy/Containerfile -t $(IMAGE):$(IMAGE_TAG) build
+
+# The built image, run as the manifests run it (read-only root, non-root, no network).
+image-test: image
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m image tests/deploy/test_image.py
+
 clean:
-	rm -rf $(VENV) .ragmesh
+	rm -rf $(VENV) .ragmesh build

@@ -19,6 +19,8 @@ COMMAND_MODULES = [
     "services.commands.keys",
     "services.commands.db",
     "services.commands.eval",
+    "services.commands.kubernetes",
+    "services.commands.profile",
 ]
 
 

@@ -247,6 +247,18 @@ class OpenAISettings(_Section):
     ask_timeout_s: float = Field(defaults.OPENAI_ASK_TIMEOUT_S, gt=0)
 
 
+# --- Kubernetes (issue 14): certificates issued outside ragmesh ---------------------------
+class MountedCertificatesSettings(_Section):
+    """Certificates that an outside issuer writes and renews (cert-manager Secrets mounted as
+    directories holding tls.crt, tls.key and ca.crt). Empty: the mesh's own certificates under
+    STATE_DIR/certs, as `ragmesh up` makes them."""
+
+    # This server's certificate (its port's TLS) and the client certificate it presents when
+    # it calls other services through Envoy.
+    server_dir: str = ""
+    client_dir: str = ""
+
+
 class ServerSettings(_Section):
     """What every gRPC server process shares."""
 
@@ -260,6 +272,10 @@ class ServerSettings(_Section):
     # Every RPC but health checks needs an API key (STATE_DIR/keys). Turning this off
     # is for a server on a private loopback port only.
     require_api_key: bool = True
+    # --- Kubernetes (issue 14) ---
+    # A second, plaintext port that serves grpc.health.v1 only (no API, no keys): kubelet's
+    # gRPC probes speak no TLS. Empty turns it off (`ragmesh up` needs none).
+    health_listen: str = ""
 
 
 class TelemetrySettings(_Section):
@@ -325,6 +341,7 @@ class Settings(BaseSettings):
     mesh: MeshSettings = MeshSettings()
     openai: OpenAISettings = OpenAISettings()
     telemetry: TelemetrySettings = TelemetrySettings()
+    mounted_certs: MountedCertificatesSettings = MountedCertificatesSettings()
     # The standard OpenTelemetry variable, read here so that this object stays the only reader
     # of the environment; it fills telemetry.otlp_endpoint when that is unset.
     otel_exporter_otlp_endpoint: str = Field(

@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from services.config import load_settings
+from services.mesh.cert_renewal import RENEW_WITHIN_DAYS, renew_certificates, serial_of
 from services.mesh.certs import CertificateError, ensure_certificates, issue_client_certificate
 from services.mesh.layout import layout_for
 
@@ -21,6 +22,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     client.add_argument("name", help="lowercase letters, digits and dashes, at most 63 chars")
     client.set_defaults(handler=_issue_client)
+    renew = actions.add_parser(
+        "renew",
+        help="renew the mesh's leaf certificates (a running mesh picks them up, no restart)",
+        description="Reissue Envoy's, every service's and the default client's certificate"
+        " (new key and serial, same names, same CA) when it expires within --within-days."
+        " Envoy and the servers of a running mesh serve the new ones on new connections.",
+    )
+    renew.add_argument(
+        "--within-days",
+        type=float,
+        default=RENEW_WITHIN_DAYS,
+        help=f"renew what expires within this many days (default {RENEW_WITHIN_DAYS})",
+    )
+    renew.add_argument("--all", action="store_true", help="renew every certificate now")
+    renew.set_defaults(handler=_renew)
 
 
 def _issue_client(args: argparse.Namespace) -> int:
@@ -32,4 +48,19 @@ def _issue_client(args: argparse.Namespace) -> int:
         print(f"ragmesh certs client: {exc}", file=sys.stderr)
         return 1
     print(f"certificate  {cert}\nkey          {key}\nCA           {paths.ca}")
+    return 0
+
+
+def _renew(args: argparse.Namespace) -> int:
+    certs_dir = layout_for(load_settings()).certs_dir
+    within = float("inf") if args.all else args.within_days
+    try:
+        renewed = renew_certificates(certs_dir, within_days=within)
+    except (CertificateError, ValueError) as exc:
+        print(f"ragmesh certs renew: {exc}", file=sys.stderr)
+        return 1
+    for cert in renewed:
+        print(f"renewed  {cert}  serial {serial_of(cert):x}")
+    if not renewed:
+        print(f"nothing expires within {args.within_days:g} days; --all renews every certificate")
     return 0

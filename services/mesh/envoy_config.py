@@ -30,8 +30,10 @@ import yaml
 
 from services.mesh import envoy_limits
 from services.mesh.certs import CertificatePaths, identity_uri, service_dns_name
+from services.mesh.envoy_sds import sds_path, sds_resources, use_sds
 
-TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "envoy"
+# envoy/ at the top of the repository, through the symlink that also ships it in the wheel.
+TEMPLATES_DIR = Path(__file__).resolve().parent / "envoy_templates"
 
 # Listeners and admin.
 CLIENT_LISTEN = ("0.0.0.0", 8443)
@@ -185,6 +187,12 @@ class Topology:
     trace_sampling_ratio: float = 1.0
     # HTTP/JSON and HTTP adapters on the client listener; None: gRPC only.
     http_gateway: HttpGateway | None = None
+    # Issue 14: Envoy's certificates through SDS files under this directory, re-read when the
+    # certificate files are renewed (services/mesh/envoy_sds.py); None: plain file names.
+    sds_dir: Path | None = None
+    # Kubernetes: the services call the internal listener from other pods, so it listens on
+    # the pod's address (its SAN matcher still admits service identities only).
+    internal_listener_remote: bool = False
 
     def validate(self) -> None:
         if not self.clusters:
@@ -214,7 +222,10 @@ class Topology:
         ):
             if not _is_ip(host):
                 raise ValueError(f"the {what} address must be an IP address, not {host!r}")
-            if what != "client listener" and not ipaddress.ip_address(host).is_loopback:
+            remote_ok = what == "client listener" or (
+                what == "internal listener" and self.internal_listener_remote
+            )
+            if not remote_ok and not ipaddress.ip_address(host).is_loopback:
                 raise ValueError(f"the {what} address must be loopback, not {host}")
         if self.http_gateway is not None:
             _validate_gateway(self.http_gateway, names)
@@ -250,6 +261,8 @@ def render_config(topology: Topology) -> str:
         listeners=listeners,
         clusters=clusters,
     )
+    if topology.sds_dir is not None:
+        use_sds(bootstrap, topology.sds_dir)
     header = "# Rendered by services/mesh/envoy_config.py from envoy/*.yaml; do not edit.\n"
     return header + yaml.safe_dump(bootstrap, sort_keys=False, width=100)
 
@@ -258,10 +271,20 @@ def write_config(topology: Topology, path: Path) -> Path:
     """Render `topology` to `path` (replaced atomically) and return the path."""
     text = render_config(topology)
     path.parent.mkdir(parents=True, exist_ok=True)
+    if topology.sds_dir is not None:
+        for secret, resource in sds_resources(topology.certificates).items():
+            _replace_file(sds_path(topology.sds_dir, secret), yaml.safe_dump(resource))
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text)
     os.replace(tmp, path)
     return path
+
+
+def _replace_file(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 def envoy_binary() -> str:

@@ -93,6 +93,8 @@ class MeshLauncher:
                 if self._runs_openai
                 else [],
             ),
+            # Certificates through SDS files: `ragmesh certs renew` needs no Envoy restart.
+            sds_dir=self.layout.envoy_config.parent / "sds",
         )
 
     @property

@@ -113,6 +113,10 @@ class KeyStore:
     def ensure_named_key(self, name: str) -> Path:
         """The file holding the key called `name`, made (with its key) if missing."""
         key_file = self.keys_dir / f"{name}.key"
+        # A key file never disappears once written, so one that exists needs no lock: keys
+        # mounted read-only (a Kubernetes Secret) have no room for the lock file.
+        if key_file.exists():
+            return key_file
         with self._locked():
             if key_file.exists():
                 return key_file

@@ -35,6 +35,11 @@ _SERVING = health_pb2.HealthCheckResponse.SERVING
 _NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
+# The health name a liveness probe asks for: SERVING from start to shutdown, whatever the
+# readiness of the service's dependencies.
+LIVENESS_SERVICE = "ragmesh.liveness"
+
+
 class StartupError(Exception):
     """A dependency could not be made ready; the message says which and why."""
 
@@ -52,6 +57,7 @@ class GrpcServer:
         credentials: grpc.ServerCredentials | None = None,
         authentication: grpc.aio.ServerInterceptor | None = None,
         metrics_listen: str = "",
+        health_listen: str = "",
     ) -> None:
         self.name = name
         self._listen = listen
@@ -76,6 +82,8 @@ class GrpcServer:
         )
         self._stopping: list[Callable[[], Awaitable[None]]] = []
         self.port = 0
+        self._health_listen = health_listen
+        self._health_only: grpc.aio.Server | None = None
 
     def on_stopped(self, hook: Callable[[], Awaitable[None]]) -> None:
         """Run `hook` after the server has stopped taking calls (e.g. drain a batcher)."""
@@ -92,11 +100,25 @@ class GrpcServer:
         if self.port == 0 and not self._listen.startswith("unix:"):
             raise StartupError(f"could not listen on {self._listen}")
         await self.grpc.start()
+        await self._start_health_only()
         serve_metrics(self._metrics_listen)
         _log.info(
             "listening",
             extra={"listen": self._listen, "port": self.port, "tls": self._credentials is not None},
         )
+
+    async def _start_health_only(self) -> None:
+        """The plaintext health-only port for kubelet's probes, sharing this server's health
+        statuses. LIVENESS_SERVICE is SERVING for as long as the process serves at all, so a
+        liveness probe does not fail while the model loads (the startup probe covers that)."""
+        if not self._health_listen:
+            return
+        self._health_only = grpc.aio.server()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self._health_only)
+        if self._health_only.add_insecure_port(self._health_listen) == 0:
+            raise StartupError(f"could not listen on {self._health_listen} (health port)")
+        await self.health.set(LIVENESS_SERVICE, _SERVING)
+        await self._health_only.start()
 
     async def set_serving(self, serving: bool) -> None:
         status = _SERVING if serving else _NOT_SERVING
@@ -137,6 +159,8 @@ class GrpcServer:
         if self._settings.shutdown_drain_s:
             await asyncio.sleep(self._settings.shutdown_drain_s)
         await self.grpc.stop(self._settings.shutdown_grace_s)
+        if self._health_only is not None:
+            await self._health_only.stop(0)
         for hook in self._stopping:
             await hook()
         await shutdown_tracing()
@@ -163,4 +187,5 @@ def service_server(settings: Settings, service: str, health_names: Sequence[str]
         credentials=server_credentials_for(settings, service),
         authentication=authentication,
         metrics_listen=section.metrics_listen,
+        health_listen=settings.server.health_listen,
     )

@@ -13,6 +13,7 @@ import grpc
 
 from services.config import Settings
 from services.mesh.certs import CertificatePaths, ensure_certificates
+from services.runtime.tls_reload import reloading_server_credentials
 
 
 def server_credentials(cert: Path, key: Path, ca: Path) -> grpc.ServerCredentials:
@@ -51,12 +52,16 @@ def mesh_certificates(settings: Settings) -> CertificatePaths:
 
 
 def server_credentials_for(settings: Settings, service: str) -> grpc.ServerCredentials | None:
-    """`service`'s server credentials when the mesh runs with TLS, else None (plaintext)."""
+    """`service`'s server credentials when the mesh runs with TLS, else None (plaintext).
+    They re-read the certificate files when these are renewed (services/runtime/tls_reload.py)."""
     if not settings.mesh.tls:
         return None
+    mounted = settings.mounted_certs.server_dir
+    if mounted:
+        return reloading_server_credentials(*_mounted_files(Path(mounted)))
     certs = mesh_certificates(settings)
     identity = certs.services[service]
-    return server_credentials(identity.cert, identity.key, certs.ca)
+    return reloading_server_credentials(identity.cert, identity.key, certs.ca)
 
 
 def caller_credentials_for(settings: Settings, service: str) -> grpc.ChannelCredentials | None:
@@ -64,6 +69,15 @@ def caller_credentials_for(settings: Settings, service: str) -> grpc.ChannelCred
     internal listener, or None without TLS."""
     if not settings.mesh.tls:
         return None
+    mounted = settings.mounted_certs.client_dir
+    if mounted:
+        cert, key, ca = _mounted_files(Path(mounted))
+        return channel_credentials(ca, cert, key)
     certs = mesh_certificates(settings)
     identity = certs.service_clients[service]
     return channel_credentials(certs.ca, identity.cert, identity.key)
+
+
+def _mounted_files(directory: Path) -> tuple[Path, Path, Path]:
+    """Certificate, key and CA in a cert-manager Secret's layout (a kubernetes.io/tls Secret)."""
+    return directory / "tls.crt", directory / "tls.key", directory / "ca.crt"

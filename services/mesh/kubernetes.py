@@ -1,0 +1,83 @@
+"""The mesh's topology on Kubernetes (deploy/kubernetes/): one Envoy configuration rendered by
+the same code as `ragmesh up`'s, for pods instead of local processes.
+
+    topology = kubernetes_topology(settings, namespace="ragmesh")
+    write_config(topology, Path("/etc/ragmesh/envoy/envoy.yaml"))
+
+Each service has a headless Service of its own name, so `<service>.<namespace>.svc.<domain>`
+resolves to the address of every ready pod: Envoy's STRICT_DNS clusters make one host per pod,
+and its health checks and outlier ejection act on each pod. The ports are the services' own
+settings (`RAGMESH_<SERVICE>__LISTEN`), the same values the Deployments give the servers.
+Certificates are cert-manager Secrets mounted where RAGMESH_MOUNTED_CERTS__* say, served
+through SDS so a renewal needs no restart.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from services.config import Settings
+from services.mesh.certs import CertificatePaths, Identity
+from services.mesh.envoy_config import Topology, UpstreamCluster
+from services.mesh.plan import RETRY_METHODS, grpc_service_name, split_address
+
+DEFAULT_NAMESPACE = "ragmesh"
+CLUSTER_DOMAIN = "cluster.local"
+# Kubernetes serves the services in this order; Envoy needs all of them.
+SERVICES = ("embeddings", "search", "coordinator")
+
+
+def service_host(service: str, namespace: str, domain: str = CLUSTER_DOMAIN) -> str:
+    """The DNS name of a service's headless Service: one address per ready pod."""
+    return f"{service}.{namespace}.svc.{domain}"
+
+
+def mounted_envoy_certificates(settings: Settings) -> CertificatePaths:
+    """Envoy's certificates in cert-manager's Secret layout: its server certificate (and the
+    CA, ca.crt) under mounted_certs.server_dir, its client certificate under client_dir."""
+    mounted = settings.mounted_certs
+    if not mounted.server_dir or not mounted.client_dir:
+        raise ValueError(
+            "Envoy on Kubernetes needs RAGMESH_MOUNTED_CERTS__SERVER_DIR and"
+            " RAGMESH_MOUNTED_CERTS__CLIENT_DIR (the mounted cert-manager Secrets)"
+        )
+    server, client = Path(mounted.server_dir), Path(mounted.client_dir)
+    envoy = Identity(server / "tls.crt", server / "tls.key")
+    upstream = Identity(client / "tls.crt", client / "tls.key")
+    # `client` (the user's certificate) is not Envoy's to hold; the renderer never reads it.
+    return CertificatePaths(
+        ca=server / "ca.crt", envoy=envoy, envoy_upstream=upstream, client=upstream
+    )
+
+
+def kubernetes_topology(
+    settings: Settings, *, namespace: str = DEFAULT_NAMESPACE, sds_dir: Path
+) -> Topology:
+    """Envoy's topology for a Kubernetes namespace: one cluster per service, its hosts the
+    pods behind the service's headless Service."""
+    clusters = []
+    for service in SERVICES:
+        grpc_service = grpc_service_name(service)
+        if grpc_service is None:
+            raise ValueError(f"this build has no API for {service}")
+        _, port = split_address(getattr(settings, service).listen)
+        clusters.append(
+            UpstreamCluster(
+                name=service,
+                grpc_service=grpc_service,
+                endpoints=[(service_host(service, namespace), port)],
+                retry_methods=[f"/{grpc_service}/{m}" for m in RETRY_METHODS[service]],
+            )
+        )
+    mesh = settings.mesh
+    return Topology(
+        clusters=clusters,
+        certificates=mounted_envoy_certificates(settings),
+        client_listener=split_address(mesh.client_listen),
+        internal_listener=split_address(mesh.internal_listen),
+        admin=split_address(mesh.admin_listen),
+        otlp_endpoint=settings.telemetry.otlp_address,
+        trace_sampling_ratio=settings.telemetry.sampling_ratio,
+        sds_dir=sds_dir,
+        internal_listener_remote=True,
+    )

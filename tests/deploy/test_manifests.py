@@ -1,0 +1,172 @@
+"""deploy/kubernetes/, rendered offline: Kubernetes schemas, custom resources, and the
+agreement between the manifests and the code (names, ports, health names, certificates)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import kubernetes_validate
+import pytest
+
+from services.mesh.certs import identity_uri, service_dns_name
+from services.mesh.plan import grpc_service_name
+from services.runtime.server import LIVENESS_SERVICE
+from tests.deploy.manifests import VARIANTS, Doc, containers, find, one, render
+
+KUBERNETES_VERSION = "1.37.0"
+SERVICES = ("embeddings", "search", "coordinator")
+_GO_DURATION = re.compile(r"^(\d+(\.\d+)?(h|m|s|ms))+$")
+# Secrets that the cluster's operators or the user make, not these manifests.
+_OUTSIDE_SECRETS = {
+    "ragmesh-api-keys": "the user (docs/kubernetes.md, API keys)",
+    "ragmesh-external-db": "the user (components/external-postgres)",
+}
+
+
+def _check_issuer(doc: Doc, docs: list[Doc]) -> None:
+    kinds = {"selfSigned", "ca", "acme", "vault", "venafi"} & set(doc["spec"])
+    assert len(kinds) == 1, f"Issuer {doc['metadata']['name']} needs exactly one issuer type"
+    if "ca" in kinds:
+        secret = doc["spec"]["ca"]["secretName"]
+        assert any(c["spec"]["secretName"] == secret for c in find(docs, "Certificate"))
+
+
+def _check_certificate(doc: Doc, docs: list[Doc]) -> None:
+    spec, name = doc["spec"], doc["metadata"]["name"]
+    assert spec["secretName"], name
+    issuer = spec["issuerRef"]
+    assert issuer.get("kind", "Issuer") == "Issuer" and one(docs, "Issuer", issuer["name"])
+    assert {"commonName", "dnsNames", "uris", "ipAddresses"} & set(spec), name
+    for field in ("duration", "renewBefore"):
+        assert field not in spec or _GO_DURATION.match(spec[field]), (name, field)
+    assert spec.get("privateKey", {}).get("algorithm", "RSA") in {"RSA", "ECDSA", "Ed25519"}
+    allowed = {"digital signature", "key encipherment", "server auth", "client auth", "cert sign"}
+    assert set(spec.get("usages", [])) <= allowed, (name, spec.get("usages"))
+
+
+def _check_cnpg_cluster(doc: Doc, docs: list[Doc]) -> None:
+    spec = doc["spec"]
+    assert isinstance(spec["instances"], int) and spec["instances"] >= 1
+    assert re.match(r"^\d+[KMGT]i$", spec["storage"]["size"])
+    initdb = spec["bootstrap"]["initdb"]
+    assert initdb["database"] and initdb["owner"]
+    assert any("vector" in sql for sql in initdb.get("postInitApplicationSQL", []))
+
+
+def _check_service_monitor(doc: Doc, docs: list[Doc]) -> None:
+    spec = doc["spec"]
+    selected = [
+        s
+        for s in find(docs, "Service")
+        if s["metadata"].get("labels", {}).get("app.kubernetes.io/name")
+        in spec["selector"]["matchExpressions"][0]["values"]
+    ]
+    assert selected, "the ServiceMonitor selects no Service"
+    for endpoint in spec["endpoints"]:
+        for service in selected:
+            ports = {p["name"] for p in service["spec"]["ports"]}
+            assert endpoint["port"] in ports, (service["metadata"]["name"], endpoint["port"])
+
+
+_CUSTOM_RESOURCES: dict[tuple[str, str], Any] = {
+    ("cert-manager.io/v1", "Issuer"): _check_issuer,
+    ("cert-manager.io/v1", "Certificate"): _check_certificate,
+    ("postgresql.cnpg.io/v1", "Cluster"): _check_cnpg_cluster,
+    ("monitoring.coreos.com/v1", "ServiceMonitor"): _check_service_monitor,
+}
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_every_object_validates(variant: str) -> None:
+    docs = render(variant)
+    assert find(docs, "Deployment"), "nothing rendered"
+    for doc in docs:
+        check = _CUSTOM_RESOURCES.get((doc["apiVersion"], doc["kind"]))
+        if check is not None:
+            check(doc, docs)
+        else:
+            # Raises ValidationError (or SchemaNotFoundError for a kind it does not know).
+            kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_every_secret_a_pod_mounts_or_reads_has_a_maker(variant: str) -> None:
+    docs = render(variant)
+    made = {c["spec"]["secretName"] for c in find(docs, "Certificate")}
+    made |= {f"{c['metadata']['name']}-app" for c in find(docs, "Cluster")}  # CloudNativePG
+    for container in containers(docs):
+        names = {v["secret"]["secretName"] for _, v in container.mounts() if "secret" in v}
+        names |= {
+            e["valueFrom"]["secretKeyRef"]["name"]
+            for e in container.spec.get("env", [])
+            if "secretKeyRef" in e.get("valueFrom", {})
+        }
+        for name in names:
+            assert name in made or name in _OUTSIDE_SECRETS, (container.name, name)
+
+
+def test_certificates_carry_the_names_the_mesh_verifies() -> None:
+    docs = render("base")
+    by_secret = {c["spec"]["secretName"]: c["spec"] for c in find(docs, "Certificate")}
+    for service in SERVICES:
+        server = by_secret[f"ragmesh-{service}-tls"]
+        assert server["uris"] == [identity_uri("service", service)]
+        # Envoy's upstream TLS checks this DNS name (services/mesh/envoy_config.py).
+        assert service_dns_name(service) in server["dnsNames"]
+        assert "server auth" in server["usages"]
+        client = by_secret[f"ragmesh-{service}-client-tls"]
+        assert client["uris"] == [identity_uri("service", service)]
+        assert client["usages"] == ["digital signature", "client auth"]
+    upstream = by_secret["ragmesh-envoy-upstream-tls"]
+    assert upstream["uris"] == [identity_uri("envoy", "envoy-upstream")]
+    envoy = by_secret["ragmesh-envoy-tls"]
+    settings = one(docs, "ConfigMap", "ragmesh-settings")["data"]
+    for target in ("RAGMESH_SEARCH__EMBEDDINGS_TARGET", "RAGMESH_COORDINATOR__SEARCH_TARGET"):
+        # Services verify Envoy's certificate against the host name they dial.
+        assert settings[target].rsplit(":", 1)[0] in envoy["dnsNames"]
+
+
+def test_probes_ask_the_health_port_for_the_service_names() -> None:
+    docs = render("base")
+    for container in containers(docs):
+        if container.deployment not in SERVICES:
+            continue
+        service = container.deployment
+        env = {e["name"]: e.get("value") for e in container.spec["env"]}
+        health_port = int(env["RAGMESH_SERVER__HEALTH_LISTEN"].rsplit(":", 1)[1])
+        ports = {p["name"]: p["containerPort"] for p in container.spec["ports"]}
+        assert ports["health"] == health_port
+        readiness_name = grpc_service_name(service)
+        for probe, expected in (
+            ("startupProbe", readiness_name),
+            ("readinessProbe", readiness_name),
+            ("livenessProbe", LIVENESS_SERVICE),
+        ):
+            grpc_probe = container.spec[probe]["grpc"]
+            assert (grpc_probe["port"], grpc_probe["service"]) == (health_port, expected)
+
+
+@pytest.mark.parametrize("variant", ["dev", "production"])
+def test_pods_run_as_non_root_on_a_read_only_root_with_limits(variant: str) -> None:
+    docs = render(variant)
+    for container in containers(docs):
+        pod_security = container.pod["spec"]["securityContext"]
+        assert pod_security["runAsNonRoot"] is True, container.name
+        security = container.spec["securityContext"]
+        assert security["readOnlyRootFilesystem"] is True, container.name
+        assert security["allowPrivilegeEscalation"] is False, container.name
+        resources = container.spec["resources"]
+        assert {"cpu", "memory"} <= set(resources["requests"]), container.name
+        assert "memory" in resources["limits"], container.name
+
+
+def test_graceful_termination_outlasts_drain_and_grace() -> None:
+    docs = render("base")
+    settings = one(docs, "ConfigMap", "ragmesh-settings")["data"]
+    needed = float(settings["RAGMESH_SERVER__SHUTDOWN_DRAIN_S"]) + float(
+        settings["RAGMESH_SERVER__SHUTDOWN_GRACE_S"]
+    )
+    for service in SERVICES:
+        pod = one(docs, "Deployment", service)["spec"]["template"]["spec"]
+        assert pod["terminationGracePeriodSeconds"] > needed, service

@@ -1,0 +1,199 @@
+"""The mesh from a wheel installed outside the checkout, started as the Kubernetes manifests
+start it: every container's command, args and environment from the rendered manifests,
+certificates as cert-manager would issue them from the Certificate resources, each declared
+probe run against its container, then calls through the Envoy configuration rendered for
+Kubernetes reaching every service (and, through Envoy's internal listener, service to
+service). So neither the packaging nor the manifests can drift from the CLI, the ports, the
+health names or the certificate names."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import signal
+import subprocess
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+
+import grpc
+import pytest
+
+from ragmesh.coordinator.v1 import coordinator_service_pb2 as coordinator_pb
+from ragmesh.coordinator.v1 import coordinator_service_pb2_grpc as coordinator_grpc
+from ragmesh.embeddings.v1 import embeddings_service_pb2 as embeddings_pb
+from ragmesh.embeddings.v1 import embeddings_service_pb2_grpc as embeddings_grpc
+from ragmesh.search.v1 import search_service_pb2 as search_pb
+from ragmesh.search.v1 import search_service_pb2_grpc as search_grpc
+from services.mesh import certs
+from services.runtime.auth import DEFAULT_KEY_NAME, KeyStore
+from services.runtime.channels import metadata_interceptors
+from services.runtime.tls import channel_credentials
+from services.postgres.embedded import EmbeddedPostgres
+from tests.deploy.installed import Installed, install_wheel
+from tests.deploy.manifests import Doc, containers, find, one, render
+from tests.deploy.pods import PortMap, hosts_file, localize, pod_root, probe, started, with_hosts
+from tests.helpers import ServerProcess, wait_postgres
+
+pytestmark = pytest.mark.e2e
+
+STARTUP_TIMEOUT_S = 240.0
+PROBE_TIMEOUT_S = 30.0
+SERVICES = ("embeddings", "search", "coordinator")
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
+    return install_wheel(tmp_path_factory.mktemp("wheel"))
+
+
+def _secrets(docs: list[Doc], folder: Path) -> dict[str, Path]:
+    """Each Certificate's Secret as cert-manager writes it (tls.crt, tls.key, ca.crt), issued
+    from one CA with exactly the names and usages the Certificate asks for."""
+    ca_state = certs.ensure_certificates(folder / "ca")
+    ca = certs._load_ca(ca_state.ca, folder / "ca" / "ca-key.pem", need_key=True)
+    secrets: dict[str, Path] = {}
+    for certificate in find(docs, "Certificate"):
+        spec = certificate["spec"]
+        if spec.get("isCA"):
+            continue
+        secret = folder / spec["secretName"]
+        secret.mkdir()
+        (uri,) = spec["uris"]
+        leaf = certs._LeafSpec(
+            certs.Identity(secret / "tls.crt", secret / "tls.key"),
+            spec["commonName"],
+            tuple(spec.get("dnsNames", ())),
+            uri,
+            is_server="server auth" in spec["usages"],
+        )
+        certs._issue(ca, leaf, valid_days=90)
+        shutil.copy(ca_state.ca, secret / "ca.crt")
+        secrets[spec["secretName"]] = secret
+    keys = folder / "ragmesh-api-keys"
+    store = KeyStore(keys)
+    for name in (DEFAULT_KEY_NAME, "service-search", "service-coordinator"):
+        store.ensure_named_key(name)
+    secrets["ragmesh-api-keys"] = keys
+    return secrets
+
+
+async def _traffic(endpoint: str, client: Path, api_key: str) -> None:
+    credentials = channel_credentials(client / "ca.crt", client / "tls.crt", client / "tls.key")
+    async with grpc.aio.secure_channel(
+        endpoint,
+        credentials,
+        # Clients reach Envoy by its Service name, which its certificate carries.
+        options=[("grpc.ssl_target_name_override", "envoy")],
+        interceptors=metadata_interceptors(api_key),
+    ) as channel:
+        embedded = await embeddings_grpc.EmbeddingsServiceStub(channel).Embed(
+            embeddings_pb.EmbedRequest(inputs=["hello from kubernetes"]), timeout=60
+        )
+        assert len(embedded.embeddings[0].values) == 384
+        searcher = search_grpc.SearchServiceStub(channel)
+        await searcher.CreateCollection(search_pb.CreateCollectionRequest(name="k8s"), timeout=60)
+        # Search embeds the documents through Envoy's internal listener.
+        await searcher.UpsertDocuments(
+            search_pb.UpsertDocumentsRequest(
+                collection="k8s",
+                documents=[search_pb.Document(id="1", text="Envoy retries idempotent calls.")],
+            ),
+            timeout=60,
+        )
+        found = await searcher.Search(
+            search_pb.SearchRequest(collection="k8s", query="what does envoy retry?"), timeout=60
+        )
+        assert [hit.document_id for hit in found.hits][:1] == ["1"]
+        # The coordinator calls search through Envoy's internal listener too.
+        augmented = await coordinator_grpc.CoordinatorServiceStub(channel).AugmentQuery(
+            coordinator_pb.AugmentQueryRequest(query="what does envoy retry?", collections=["k8s"]),
+            timeout=60,
+        )
+        assert [p.document_id for p in augmented.passages][:1] == ["1"]
+
+
+def test_manifests_run_from_the_installed_wheel(installed: Installed, tmp_path: Path) -> None:
+    docs = render("base")
+    secrets = _secrets(docs, tmp_path / "secrets")
+    ports = PortMap()
+    namespace = one(docs, "Namespace", "ragmesh")["metadata"]["name"]
+    hosts = hosts_file(
+        tmp_path / "hosts",
+        ["envoy", *(f"{s}.{namespace}.svc.cluster.local" for s in SERVICES)],
+    )
+    logs = tmp_path / "logs"
+    logs.mkdir()
+
+    with ExitStack() as stack:
+        # CloudNativePG's place: the embedded PostgreSQL + pgvector, from the installed wheel.
+        postgres_state = tmp_path / "postgres"
+        postgres = stack.enter_context(
+            _process(installed, ["ragmesh", "serve", "postgres"], postgres_state, logs)
+        )
+        dsn = EmbeddedPostgres(postgres_state).dsn()
+        wait_postgres(dsn, postgres)
+        secret_values = {("ragmesh-db-app", "uri"): dsn}
+
+        pods = {}
+        # Init containers run to completion first (Envoy's renders its configuration).
+        ordered = sorted(containers(docs), key=lambda c: not c.init)
+        for container in ordered:
+            root = pod_root(container, tmp_path / "pods", secrets)
+            env = {
+                key: localize(value, container, root, ports)
+                for key, value in container.env(docs, secret_values).items()
+            }
+            argv = [localize(word, container, root, ports) for word in container.argv(env)]
+            argv[0] = str(installed.bin / argv[0])
+            process = stack.enter_context(
+                started(
+                    container, with_hosts(argv, hosts), installed.env(env), installed.home, logs
+                )
+            )
+            if container.init:
+                assert process.popen.wait(60) == 0, process.log()
+            else:
+                pods[container.deployment] = process
+
+        for name in ("startupProbe", "readinessProbe", "livenessProbe"):
+            for process in pods.values():
+                if name in process.container.spec:
+                    probe(
+                        process,
+                        name,
+                        ports,
+                        STARTUP_TIMEOUT_S if name == "startupProbe" else PROBE_TIMEOUT_S,
+                    )
+
+        client = secrets["ragmesh-client-tls"]
+        api_key = (secrets["ragmesh-api-keys"] / f"{DEFAULT_KEY_NAME}.key").read_text().strip()
+        endpoint = f"127.0.0.1:{ports.port(8443)}"
+        asyncio.run(_traffic(endpoint, client, api_key))
+
+        # Graceful termination: every server drains and exits 0 on SIGTERM (all at once, as
+        # when a namespace is deleted).
+        servers = [p for p in pods.values() if p.container.deployment in SERVICES]
+        for process in servers:
+            process.popen.send_signal(signal.SIGTERM)
+        for process in servers:
+            assert process.stop() == 0, process.log()
+
+
+@contextmanager
+def _process(
+    installed: Installed, argv: list[str], state: Path, logs: Path
+) -> Iterator[ServerProcess]:
+    """A process of the installed wheel (outside the checkout), stopped by its PID."""
+    log_path = logs / f"{argv[-1]}.log"
+    env = installed.env({"RAGMESH_STATE_DIR": str(state)})
+    with log_path.open("wb") as log_file:
+        popen = subprocess.Popen(
+            [str(installed.bin / argv[0]), *argv[1:]], stdout=log_file,
+            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=installed.home, env=env,
+        )  # fmt: skip
+    process = ServerProcess(popen, "", log_path)
+    try:
+        yield process
+    finally:
+        process.stop()
