@@ -89,7 +89,8 @@ VALIDATE_TIMEOUT_S = 60.0
 # HTTP/JSON on the client listener (see HttpGateway): the descriptor set `make generate` builds
 # for the transcoder, and the largest JSON body either way (the gRPC message limit, with room
 # for JSON's longer spelling of numbers).
-DESCRIPTOR_SET = Path(__file__).resolve().parents[2] / "gen" / "descriptors" / "ragmesh.binpb"
+# gen/descriptors, through the symlink that also ships it in the wheel.
+DESCRIPTOR_SET = Path(__file__).resolve().parent / "descriptors" / "ragmesh.binpb"
 HTTP_JSON_MAX_BODY_BYTES = 64 * 1024 * 1024
 # The paths the OpenAI-compatible adapter answers (exact, or a prefix ending in "/").
 OPENAI_PATHS = ("/v1/embeddings", "/v1/models", "/v1/models/", "/v1/chat/completions")

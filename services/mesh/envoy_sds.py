@@ -20,10 +20,11 @@ from services.mesh.certs import CertificatePaths, Identity
 
 # Secret names: Envoy's server certificate (both listeners), its client certificate towards
 # the services, and the CA that every peer certificate must chain to.
-SERVER_SECRET = "envoy_server"
-UPSTREAM_SECRET = "envoy_upstream"
-CA_SECRET = "mesh_ca"
-_SECRET_TYPE = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
+SERVER_CERT_SDS = "envoy_server"
+UPSTREAM_CERT_SDS = "envoy_upstream"
+CA_SDS = "mesh_ca"
+# The protobuf type of an SDS resource (a type name, not a credential: bandit B105).
+_SECRET_TYPE = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"  # nosec B105
 
 
 def use_sds(bootstrap: dict[str, Any], sds_dir: Path) -> None:
@@ -31,19 +32,19 @@ def use_sds(bootstrap: dict[str, Any], sds_dir: Path) -> None:
     resources = bootstrap["static_resources"]
     for listener in resources["listeners"]:
         for chain in listener.get("filter_chains", []):
-            _use_sds(chain.get("transport_socket"), SERVER_SECRET, sds_dir)
+            _use_sds(chain.get("transport_socket"), SERVER_CERT_SDS, sds_dir)
     for cluster in resources["clusters"]:
-        _use_sds(cluster.get("transport_socket"), UPSTREAM_SECRET, sds_dir)
+        _use_sds(cluster.get("transport_socket"), UPSTREAM_CERT_SDS, sds_dir)
 
 
 def sds_resources(certificates: CertificatePaths) -> dict[str, dict[str, Any]]:
     """The content of each SDS file, by secret name."""
     return {
-        SERVER_SECRET: _certificate_secret(SERVER_SECRET, certificates.envoy),
-        UPSTREAM_SECRET: _certificate_secret(UPSTREAM_SECRET, certificates.envoy_upstream),
-        CA_SECRET: _resources(
+        SERVER_CERT_SDS: _certificate_secret(SERVER_CERT_SDS, certificates.envoy),
+        UPSTREAM_CERT_SDS: _certificate_secret(UPSTREAM_CERT_SDS, certificates.envoy_upstream),
+        CA_SDS: _resources(
             {
-                "name": CA_SECRET,
+                "name": CA_SDS,
                 "validation_context": {
                     "trusted_ca": {"filename": str(certificates.ca)},
                     "watched_directory": {"path": str(certificates.ca.parent)},
@@ -69,7 +70,7 @@ def _use_sds(transport_socket: dict[str, Any] | None, cert_secret: str, sds_dir:
         validation.pop("trusted_ca", None)
         context["combined_validation_context"] = {
             "default_validation_context": validation,
-            "validation_context_sds_secret_config": _reference(CA_SECRET, sds_dir),
+            "validation_context_sds_secret_config": _reference(CA_SDS, sds_dir),
         }
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from services.config import Settings
 from services.mesh.certs import CertificatePaths, Identity
-from services.mesh.envoy_config import Topology, UpstreamCluster
+from services.mesh.envoy_config import HttpGateway, Topology, UpstreamCluster
 from services.mesh.plan import RETRY_METHODS, grpc_service_name, split_address
 
 DEFAULT_NAMESPACE = "ragmesh"
@@ -78,6 +78,8 @@ def kubernetes_topology(
         admin=split_address(mesh.admin_listen),
         otlp_endpoint=settings.telemetry.otlp_address,
         trace_sampling_ratio=settings.telemetry.sampling_ratio,
+        # HTTP/JSON for every RPC on the client listener, as under `ragmesh up`.
+        http_gateway=HttpGateway(services=[cluster.grpc_service for cluster in clusters]),
         sds_dir=sds_dir,
         internal_listener_remote=True,
     )

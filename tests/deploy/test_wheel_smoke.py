@@ -26,10 +26,10 @@ from ragmesh.embeddings.v1 import embeddings_service_pb2_grpc as embeddings_grpc
 from ragmesh.search.v1 import search_service_pb2 as search_pb
 from ragmesh.search.v1 import search_service_pb2_grpc as search_grpc
 from services.mesh import certs
+from services.postgres.embedded import EmbeddedPostgres
 from services.runtime.auth import DEFAULT_KEY_NAME, KeyStore
 from services.runtime.channels import metadata_interceptors
 from services.runtime.tls import channel_credentials
-from services.postgres.embedded import EmbeddedPostgres
 from tests.deploy.installed import Installed, install_wheel
 from tests.deploy.manifests import Doc, containers, find, one, render
 from tests.deploy.pods import PortMap, hosts_file, localize, pod_root, probe, started, with_hosts
