@@ -86,8 +86,9 @@ SERVICE_LIMITS: dict[str, ServiceLimits] = {
         },
     ),
 }
-# Any other cluster (a service this table does not know yet, an HTTP adapter).
-DEFAULT_LIMITS = ServiceLimits(unary=Deadline(default_s=30.0, max_s=120.0))
+# Any other cluster (a service this table does not know yet, an HTTP adapter): treated as a
+# leaf that calls no other service, so UNAVAILABLE is its own and worth another replica.
+DEFAULT_LIMITS = ServiceLimits(unary=Deadline(default_s=30.0, max_s=120.0), retry_on=LEAF_RETRY_ON)
 # Plain HTTP routes of the adapters (no grpc-timeout): as long as an Ask, which an
 # OpenAI-style chat completion streams.
 HTTP_ADAPTER_DEADLINE = SERVICE_LIMITS["coordinator"].streams["Ask"]
