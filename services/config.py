@@ -89,7 +89,6 @@ class SearchSettings(_Section):
     rrf_keyword_weight: float = Field(defaults.RRF_KEYWORD_WEIGHT, ge=0, le=100)
     bm25_k1: float = Field(defaults.BM25_K1, ge=0)
     bm25_b: float = Field(defaults.BM25_B, ge=0, le=1)
-    bm25_qdrant_avg_passage_terms: float = Field(defaults.BM25_QDRANT_AVG_PASSAGE_TERMS, gt=0)
 
     embed_batch_texts: int = Field(defaults.EMBED_BATCH_TEXTS, ge=1)
     embed_concurrency: int = Field(defaults.EMBED_CONCURRENCY, ge=1)
@@ -107,7 +106,6 @@ class SearchSettings(_Section):
     pg_connect_backoff_base_s: float = Field(defaults.PG_CONNECT_BACKOFF_BASE_S, ge=0)
     pg_health_interval_s: float = Field(defaults.PG_HEALTH_INTERVAL_S, gt=0)
     pg_health_timeout_s: float = Field(defaults.PG_HEALTH_TIMEOUT_S, gt=0)
-    pg_text_search_config: str = Field(defaults.PG_TEXT_SEARCH_CONFIG, pattern=r"^[a-z_]+$")
 
     hnsw_m: int = Field(defaults.HNSW_M, ge=2, le=100)
     hnsw_ef_construction: int = Field(defaults.HNSW_EF_CONSTRUCTION, ge=4, le=1000)

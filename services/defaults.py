@@ -87,11 +87,9 @@ CANDIDATE_MULTIPLIER = 3
 RRF_K = 60
 RRF_DENSE_WEIGHT = 1.0
 RRF_KEYWORD_WEIGHT = 1.0
-# BM25 parameters of keyword relevance (both backends).
+# BM25 parameters of keyword relevance (both backends; terms from services/search/keywords.py).
 BM25_K1 = 1.2
 BM25_B = 0.75
-# Qdrant keeps no passage-length statistics; its term weights assume this mean length.
-BM25_QDRANT_AVG_PASSAGE_TERMS = 100.0
 
 # Search: calling the embeddings service (once per call: Envoy is the one retry layer).
 EMBED_BATCH_TEXTS = 32
@@ -115,8 +113,6 @@ PG_HEALTH_TIMEOUT_S = 2.0
 PG_EMBEDDED_DATABASE = "ragmesh"
 PG_EMBEDDED_USER = "postgres"
 PG_EMBEDDED_PORT = 5432
-# PostgreSQL's full-text configuration for keyword search (stemming, stop words).
-PG_TEXT_SEARCH_CONFIG = "english"
 # The embedded server's configuration (postgres -c NAME=VALUE); enough memory to build an
 # HNSW index of 100,000 384-d vectors in one pass.
 PG_EMBEDDED_SERVER_SETTINGS = {

@@ -1,32 +1,86 @@
-"""Keyword terms for the Qdrant backend's sparse vectors.
+"""One BM25 for both backends: how text becomes terms, and the BM25 formulas.
 
-Qdrant scores a sparse query against sparse passage vectors by dot product; with the
-collection's IDF modifier it multiplies each term by its inverse document frequency. The
-service supplies the rest of BM25: a passage's weight for a term is its saturated, length
-normalised term frequency tf * (k1 + 1) / (tf + k1 * (1 - b + b * length / avg_length)), and a
-query's weight for each distinct term is 1. Term ids are a stable hash of the term, so no
-vocabulary has to be stored or shared.
+A term is a lower-cased run of letters and digits that is not an English stop word (the
+Snowball English stop list, the one PostgreSQL's `english` configuration uses), reduced by the
+Snowball English stemmer (PyStemmer, the C libstemmer). The pgvector backend stores exactly
+these terms (it does not use PostgreSQL's parser), and the Qdrant backend's sparse vectors
+are built from them, so the two backends rank keywords the same way.
+
+BM25 (Robertson & Zaragoza) with a passage's length counted in terms (stop words excluded):
+  score(q, p) = sum over distinct query terms t in p of
+                idf(t) * tf * (k1 + 1) / (tf + k1 * (1 - b + b * length / avg_length))
+  idf(t) = ln((N - df + 0.5) / (df + 0.5) + 1)      (never negative; Qdrant's IDF modifier)
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 from collections import Counter
 from dataclasses import dataclass
+from functools import lru_cache
+
+import Stemmer
 
 _WORD = re.compile(r"[^\W_]+", re.UNICODE)
 
-# English function words that carry no topic (a subset of PostgreSQL's english stop list).
+# The Snowball English stop list (PostgreSQL's tsearch_data/english.stop).
 STOP_WORDS = frozenset(
-    """a about above after again against all am an and any are as at be because been before
-    being below between both but by can did do does doing down during each few for from further
-    had has have having he her here hers herself him himself his how i if in into is it its
-    itself just me more most my myself no nor not now of off on once only or other our ours
-    ourselves out over own same she should so some such than that the their theirs them
-    themselves then there these they this those through to too under until up very was we were
-    what when where which while who whom why will with you your yours yourself yourselves""".split()
+    """i me my myself we our ours ourselves you your yours yourself yourselves he him his himself
+    she her hers herself it its itself they them their theirs themselves what which who whom this
+    that these those am is are was were be been being have has had having do does did doing a an
+    the and but if or because as until while of at by for with about against between into through
+    during before after above below to from up down in out on off over under again further then
+    once here there when where why how all any both each few more most other some such no nor not
+    only own same so than too very s t can will just don should now""".split()
 )
+
+_STEMMER = Stemmer.Stemmer("english")
+
+
+@lru_cache(maxsize=1 << 16)
+def _stem(word: str) -> str:
+    return str(_STEMMER.stemWord(word))
+
+
+def tokenize(text: str) -> list[str]:
+    """The text's terms in order: words of letters and digits, lower-cased, stop words
+    dropped, Snowball-stemmed."""
+    return [_stem(word) for word in _WORD.findall(text.lower()) if word not in STOP_WORDS]
+
+
+@dataclass(frozen=True)
+class PassageTerms:
+    """A passage's distinct terms with their frequencies, and its length in terms."""
+
+    frequencies: dict[str, int]
+    length: int
+
+
+def passage_terms(text: str) -> PassageTerms:
+    words = tokenize(text)
+    return PassageTerms(dict(Counter(words)), len(words))
+
+
+def query_terms(text: str) -> list[str]:
+    """A query's distinct terms, in first-appearance order (each counts once, weight 1)."""
+    return list(dict.fromkeys(tokenize(text)))
+
+
+def bm25_idf(document_frequency: int, passages: int) -> float:
+    """BM25's inverse document frequency (never negative), as Qdrant's IDF modifier uses."""
+    return math.log((passages - document_frequency + 0.5) / (document_frequency + 0.5) + 1)
+
+
+def bm25_tf(frequency: int, length: int, *, k1: float, b: float, avg_length: float) -> float:
+    """BM25's saturated, length-normalised term frequency."""
+    return frequency * (k1 + 1) / (frequency + k1 * (1 - b + b * length / avg_length))
+
+
+def term_id(term: str) -> int:
+    """A stable 32-bit id for a term (Qdrant's sparse indices are unsigned 32-bit)."""
+    return int.from_bytes(hashlib.blake2b(term.encode(), digest_size=4).digest(), "big")
 
 
 @dataclass(frozen=True)
@@ -37,48 +91,21 @@ class SparseTerms:
     values: list[float]
 
 
-def tokenize(text: str) -> list[str]:
-    """Lower-cased words of letters and digits, stop words removed, with a light English
-    plural stemming (so "cells" matches "cell")."""
-    return [_stem(word) for word in _WORD.findall(text.lower()) if word not in STOP_WORDS]
-
-
-def _stem(word: str) -> str:
-    if len(word) > 4 and word.endswith("ies"):
-        return word[:-3] + "y"
-    if len(word) > 3 and word.endswith("s") and not word.endswith(("ss", "us", "is")):
-        return word[:-1]
-    return word
-
-
-def term_id(term: str) -> int:
-    """A stable 32-bit id for a term (Qdrant's sparse indices are unsigned 32-bit)."""
-    return int.from_bytes(hashlib.blake2b(term.encode(), digest_size=4).digest(), "big")
-
-
-def passage_terms(text: str, *, k1: float, b: float, avg_length: float) -> SparseTerms:
-    """A passage's BM25 term-frequency weights."""
-    words = tokenize(text)
-    return _sparse(Counter(words), len(words), k1=k1, b=b, avg_length=avg_length)
-
-
-def query_terms(text: str) -> SparseTerms:
-    """A query's terms, each weighted 1 (IDF is applied by Qdrant)."""
+def sparse_passage(terms: PassageTerms, *, k1: float, b: float, avg_length: float) -> SparseTerms:
+    """A passage's BM25 term-frequency weights as a sparse vector (Qdrant multiplies each by
+    the term's IDF at query time)."""
     weights: dict[int, float] = {}
-    for term in tokenize(text):
-        weights[term_id(term)] = 1.0
-    ordered = sorted(weights)
-    return SparseTerms(ordered, [weights[index] for index in ordered])
-
-
-def _sparse(
-    counts: Counter[str], length: int, *, k1: float, b: float, avg_length: float
-) -> SparseTerms:
-    norm = k1 * (1 - b + b * length / avg_length)
-    weights: dict[int, float] = {}
-    for term, frequency in counts.items():
+    for term, frequency in terms.frequencies.items():
         # Two terms hashing to one id (rare) add up, as if one term.
         index = term_id(term)
-        weights[index] = weights.get(index, 0.0) + frequency * (k1 + 1) / (frequency + norm)
+        weights[index] = weights.get(index, 0.0) + bm25_tf(
+            frequency, terms.length, k1=k1, b=b, avg_length=avg_length
+        )
     ordered = sorted(weights)
     return SparseTerms(ordered, [weights[index] for index in ordered])
+
+
+def sparse_query(text: str) -> SparseTerms:
+    """A query's terms, each weighted 1 (IDF is applied by Qdrant)."""
+    ordered = sorted({term_id(term) for term in query_terms(text)})
+    return SparseTerms(ordered, [1.0] * len(ordered))

@@ -1,15 +1,50 @@
-"""Keyword terms for Qdrant's sparse vectors."""
+"""One BM25 for both backends: the tokenizer (Snowball stop words and stemmer), the BM25
+formulas, and Qdrant's sparse vectors built from them."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
-from services.search.keywords import passage_terms, query_terms, term_id, tokenize
+from services.search.backends.pg_keywords import keyword_columns
+from services.search.keywords import (
+    bm25_idf,
+    bm25_tf,
+    passage_terms,
+    sparse_passage,
+    sparse_query,
+    term_id,
+    tokenize,
+)
 
 
-def test_tokenize_lowercases_drops_stop_words_and_stems_plurals() -> None:
-    assert tokenize("The Cells of mice, and studies!") == ["cell", "mice", "study"]
-    assert tokenize("glass virus analysis") == ["glass", "virus", "analysis"]
+def test_tokenize_lowercases_drops_stop_words_and_snowball_stems() -> None:
+    assert tokenize("The Cells of mice, and studies!") == ["cell", "mice", "studi"]
+    assert tokenize("glass virus analysis") == ["glass", "virus", "analysi"]
+    # Snowball, not a plural rule: verb forms and derivations meet their stem.
+    assert tokenize("running runs generalization generalize") == [
+        "run",
+        "run",
+        "general",
+        "general",
+    ]
+    assert tokenize("under_score IL-6 β-cells") == ["score", "il", "6", "β", "cell"]
+
+
+def test_passage_terms_count_frequencies_and_length_without_stop_words() -> None:
+    terms = passage_terms("cells of cells and a protein")
+    assert terms.frequencies == {"cell": 2, "protein": 1}
+    assert terms.length == 3
+    columns = keyword_columns("protein cells of cells")
+    assert (columns.terms, columns.frequencies, columns.length) == (["cell", "protein"], [2, 1], 3)
+
+
+def test_bm25_formulas() -> None:
+    assert bm25_idf(1, 10) == pytest.approx(math.log((10 - 1 + 0.5) / 1.5 + 1))
+    assert bm25_idf(10, 10) > 0  # never negative, even for a term in every passage
+    norm = 1.2 * (1 - 0.75 + 0.75 * 6 / 3)
+    assert bm25_tf(2, 6, k1=1.2, b=0.75, avg_length=3) == pytest.approx(2 * 2.2 / (2 + norm))
 
 
 def test_term_ids_are_stable_32_bit() -> None:
@@ -18,17 +53,16 @@ def test_term_ids_are_stable_32_bit() -> None:
     assert 0 <= term_id("anything") < 2**32
 
 
-def test_passage_weights_follow_bm25_term_frequency() -> None:
-    terms = passage_terms("cell cell protein", k1=1.2, b=0.75, avg_length=3)
-    weights = dict(zip(terms.indices, terms.values, strict=True))
-    norm = 1.2 * (1 - 0.75 + 0.75 * 3 / 3)
-    assert weights[term_id("cell")] == pytest.approx(2 * 2.2 / (2 + norm))
-    assert weights[term_id("protein")] == pytest.approx(1 * 2.2 / (1 + norm))
-    assert terms.indices == sorted(terms.indices)
+def test_sparse_passage_weights_are_bm25_term_frequencies() -> None:
+    sparse = sparse_passage(passage_terms("cell cell protein"), k1=1.2, b=0.75, avg_length=3)
+    weights = dict(zip(sparse.indices, sparse.values, strict=True))
+    assert weights[term_id("cell")] == pytest.approx(bm25_tf(2, 3, k1=1.2, b=0.75, avg_length=3))
+    assert weights[term_id("protein")] == pytest.approx(bm25_tf(1, 3, k1=1.2, b=0.75, avg_length=3))
+    assert sparse.indices == sorted(sparse.indices)
 
 
-def test_query_terms_are_distinct_with_weight_one() -> None:
-    terms = query_terms("cells cell the")
+def test_sparse_query_terms_are_distinct_with_weight_one() -> None:
+    terms = sparse_query("cells cell the")
     assert terms.indices == [term_id("cell")]
     assert terms.values == [1.0]
-    assert query_terms("the of and").indices == []
+    assert sparse_query("the of and").indices == []

@@ -1,21 +1,20 @@
 """The PostgreSQL + pgvector backend.
 
 Schema: the catalog table search_collections (from the migrations) and, per collection,
-search_documents_<id> (a document's text and metadata) and search_passages_<id> (each
-passage's text, a copy of the metadata for filtering in the same scan, its vector, and a
-generated tsvector). Passage vectors have an HNSW index (vector_cosine_ops) and tsvectors a
-GIN index. Dense search is an HNSW scan with iterative scanning, so a filter that rejects
-candidates does not shrink the result below the limit; keyword search finds candidates with
-the GIN index and ranks them by BM25 (term frequencies from the tsvector, document
-frequencies counted with the same index, average length from the collection's counters).
-Every write is one transaction that also locks and updates the collection's counters.
+search_documents_<id> (a document's text and metadata), search_passages_<id> (each
+passage's text, a copy of the metadata for filtering in the same scan, its vector, and its
+keyword terms from services/search/keywords.py) and search_terms_<id> (each term's document
+frequency). Passage vectors have an HNSW index (vector_cosine_ops) and term arrays a GIN
+index. Dense search is an HNSW scan with iterative scanning, so a filter that rejects
+candidates does not shrink the result below the limit; keyword search is exact BM25 with
+MaxScore pruning (backends/bm25_planner.py). Every write is one transaction that also locks
+and updates the collection's counters and term statistics (backends/pg_keywords.py).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -32,8 +31,17 @@ from services.search.backends.base import (
     SearchBackend,
     StoreUnavailableError,
 )
+from services.search.backends.bm25_planner import Bm25Query, read_statistics
 from services.search.backends.pg_connection import search_pool, translated_errors
+from services.search.backends.pg_keywords import (
+    count_passages,
+    forget_passages,
+    keyword_columns,
+    keyword_ddl,
+    terms_table,
+)
 from services.search.filters import SqlParameters, to_sql
+from services.search.keywords import query_terms
 from services.search.records import (
     CollectionInfo,
     CollectionSpec,
@@ -48,7 +56,7 @@ _log = logging.getLogger("ragmesh.search.pgvector")
 
 _COLLECTION_COLUMNS = (
     "id, name, dimensions, embedding_model, hnsw_m, hnsw_ef_construction,"
-    " text_search_config::text AS text_search_config, created_at, document_count,"
+    " created_at, document_count,"
     " passage_count, passage_terms"
 )
 
@@ -59,16 +67,6 @@ def documents_table(collection_id: int) -> str:
 
 def passages_table(collection_id: int) -> str:
     return f"search_passages_{int(collection_id)}"
-
-
-def tsquery_literal(lexeme: str) -> str:
-    """A lexeme quoted for tsquery input: no further parsing or stemming is applied."""
-    return "'" + lexeme.replace("\\", "\\\\").replace("'", "''") + "'"
-
-
-def bm25_idf(document_frequency: int, passages: int) -> float:
-    """BM25's inverse document frequency (never negative), as Qdrant's IDF modifier uses."""
-    return math.log((passages - document_frequency + 0.5) / (document_frequency + 0.5) + 1)
 
 
 class PgVectorBackend(SearchBackend):
@@ -123,24 +121,22 @@ class PgVectorBackend(SearchBackend):
     # -- collections -------------------------------------------------------------------
 
     async def create_collection(self, spec: CollectionSpec) -> CollectionInfo:
-        config = self._settings.pg_text_search_config
         with translated_errors("creating a collection"):
             async with self.pool.acquire() as conn, conn.transaction():
                 try:
                     collection_id = await conn.fetchval(
                         "INSERT INTO search_collections (name, dimensions, embedding_model,"
-                        " hnsw_m, hnsw_ef_construction, text_search_config)"
-                        " VALUES ($1, $2, $3, $4, $5, $6::regconfig) RETURNING id",
+                        " hnsw_m, hnsw_ef_construction)"
+                        " VALUES ($1, $2, $3, $4, $5) RETURNING id",
                         spec.name,
                         spec.dimensions,
                         spec.embedding_model,
                         spec.hnsw_m,
                         spec.hnsw_ef_construction,
-                        config,
                     )
                 except asyncpg.UniqueViolationError:
                     raise CollectionExistsError(spec.name) from None
-                await conn.execute(_collection_ddl(collection_id, spec, config))
+                await conn.execute(_collection_ddl(collection_id, spec))
                 row = await self._collection_row(conn, spec.name)
         return _collection_info(row)
 
@@ -167,7 +163,7 @@ class PgVectorBackend(SearchBackend):
                     raise CollectionNotFoundError(name)
                 await conn.execute(
                     f"DROP TABLE IF EXISTS {passages_table(collection_id)},"
-                    f" {documents_table(collection_id)}"
+                    f" {documents_table(collection_id)}, {terms_table(collection_id)}"
                 )
 
     async def _collection_row(
@@ -185,16 +181,14 @@ class PgVectorBackend(SearchBackend):
 
     async def upsert(self, name: str, documents: Sequence[PreparedDocument]) -> None:
         ids = [document.id for document in documents]
+        rows = [(d, p, keyword_columns(p.text)) for d in documents for p in d.passages]
         with translated_errors("storing documents"):
             async with self.pool.acquire() as conn, conn.transaction():
                 collection = await self._collection_row(conn, name, for_update=True)
                 documents_name = documents_table(collection["id"])
                 passages_name = passages_table(collection["id"])
-                before = await conn.fetchrow(
-                    f"SELECT count(*) AS passages, coalesce(sum(length(terms)), 0) AS terms"
-                    f" FROM {passages_name} WHERE document_id = ANY($1::text[])",
-                    ids,
-                )
+                terms_name = terms_table(collection["id"])
+                removed = await forget_passages(conn, passages_name, terms_name, ids)
                 replaced = await conn.fetch(
                     f"DELETE FROM {documents_name} WHERE id = ANY($1::text[]) RETURNING id", ids
                 )
@@ -207,36 +201,37 @@ class PgVectorBackend(SearchBackend):
                 )
                 await conn.copy_records_to_table(
                     passages_name,
-                    columns=["document_id", "passage_index", "text", "metadata", "embedding"],
-                    records=[
-                        (d.id, p.index, p.text, json.dumps(d.metadata), p.vector)
-                        for d in documents
-                        for p in d.passages
+                    columns=[
+                        "document_id", "passage_index", "text", "metadata", "embedding",
+                        "terms", "frequencies", "length",
                     ],
-                )
-                terms = await conn.fetchval(
-                    f"SELECT coalesce(sum(length(terms)), 0) FROM {passages_name}"
-                    " WHERE document_id = ANY($1::text[])",
-                    ids,
-                )
+                    records=[
+                        (
+                            d.id, p.index, p.text, json.dumps(d.metadata), p.vector,
+                            k.terms, k.frequencies, k.length,
+                        )
+                        for d, p, k in rows
+                    ],
+                )  # fmt: skip
+                await count_passages(conn, terms_name, [k for _, _, k in rows])
                 await conn.execute(
                     "UPDATE search_collections SET document_count = document_count + $2,"
                     " passage_count = passage_count + $3, passage_terms = passage_terms + $4"
                     " WHERE id = $1",
                     collection["id"],
                     len(documents) - len(replaced),
-                    sum(len(d.passages) for d in documents) - before["passages"],
-                    terms - before["terms"],
+                    len(rows) - removed.passages,
+                    sum(k.length for _, _, k in rows) - removed.length,
                 )
 
     async def delete_documents(self, name: str, ids: Sequence[str]) -> int:
         with translated_errors("deleting documents"):
             async with self.pool.acquire() as conn, conn.transaction():
                 collection = await self._collection_row(conn, name, for_update=True)
-                before = await conn.fetchrow(
-                    f"SELECT count(*) AS passages, coalesce(sum(length(terms)), 0) AS terms"
-                    f" FROM {passages_table(collection['id'])}"
-                    " WHERE document_id = ANY($1::text[])",
+                removed = await forget_passages(
+                    conn,
+                    passages_table(collection["id"]),
+                    terms_table(collection["id"]),
                     list(ids),
                 )
                 deleted = await conn.fetch(
@@ -250,8 +245,8 @@ class PgVectorBackend(SearchBackend):
                     " WHERE id = $1",
                     collection["id"],
                     len(deleted),
-                    before["passages"],
-                    before["terms"],
+                    removed.passages,
+                    removed.length,
                 )
         return len(deleted)
 
@@ -312,30 +307,25 @@ class PgVectorBackend(SearchBackend):
     async def keyword_search(
         self, name: str, text: str, limit: int, conditions: Filter
     ) -> list[PassageHit]:
+        terms = query_terms(text)
+        if not terms:
+            return []
         with translated_errors("a keyword search"):
             async with self.pool.acquire() as conn:
                 collection = await self._collection_row(conn, name)
-                passages_name = passages_table(collection["id"])
-                lexemes: list[str] = await conn.fetchval(
-                    "SELECT tsvector_to_array(to_tsvector($1::regconfig, $2))",
-                    collection["text_search_config"],
-                    text,
-                )
                 passages = int(collection["passage_count"])
-                if not lexemes or not passages:
+                if not passages:
                     return []
-                # Document frequencies, each counted through the GIN index.
-                frequencies = await conn.fetch(
-                    f"SELECT term, (SELECT count(*) FROM {passages_name}"
-                    " WHERE terms @@ term::tsquery) AS df FROM unnest($1::text[]) AS term",
-                    [tsquery_literal(lexeme) for lexeme in lexemes],
+                statistics = await read_statistics(
+                    conn,
+                    terms_table(collection["id"]),
+                    terms,
+                    passages,
+                    int(collection["passage_terms"]),
                 )
-                idf = [bm25_idf(int(row["df"]), passages) for row in frequencies]
-                query = _Bm25Query(
-                    passages_name,
-                    lexemes,
-                    idf,
-                    average_length=max(collection["passage_terms"] / passages, 1.0),
+                query = Bm25Query(
+                    passages_table(collection["id"]),
+                    statistics,
                     k1=self._settings.bm25_k1,
                     b=self._settings.bm25_b,
                     limit=limit,
@@ -345,85 +335,7 @@ class PgVectorBackend(SearchBackend):
         return [_hit(row, float(row["score"])) for row in rows]
 
 
-class _Bm25Query:
-    """BM25 over the GIN-indexed tsvectors, with MaxScore pruning (Turtle & Flood, 1995).
-
-    A term adds at most idf * (k1 + 1) to a passage's score. A first pass scores the
-    passages that contain the rarest term; the last of its top `limit` scores is a bar
-    (theta). The commonest terms whose bounds together stay below theta cannot lift a
-    passage that has none of the other terms into the top `limit`, so the final pass only
-    considers passages with at least one of the other ("essential") terms, scoring them on
-    every term. The result is exactly that of scoring every matching passage, without
-    touching the passages that match only very common terms.
-    """
-
-    def __init__(
-        self,
-        passages_name: str,
-        lexemes: list[str],
-        idf: list[float],
-        *,
-        average_length: float,
-        k1: float,
-        b: float,
-        limit: int,
-        conditions: Filter,
-    ) -> None:
-        self._passages = passages_name
-        self._lexemes, self._idf = lexemes, idf
-        self._average_length, self._k1, self._b = average_length, k1, b
-        self._limit = limit
-        self._conditions = conditions
-
-    def _bound(self, index: int) -> float:
-        return self._idf[index] * (self._k1 + 1)
-
-    async def run(self, conn: asyncpg.Connection) -> list[asyncpg.Record]:
-        by_bound = sorted(range(len(self._lexemes)), key=self._bound)
-        first = await self._score(conn, [by_bound[-1]])
-        if len(first) < self._limit or len(by_bound) == 1:
-            return await self._score(conn, by_bound) if len(by_bound) > 1 else first
-        theta = float(first[-1]["score"])
-        non_essential, total = 0, 0.0
-        for index in by_bound[:-1]:
-            total += self._bound(index)
-            if total >= theta:
-                break
-            non_essential += 1
-        essential = by_bound[non_essential:]
-        if essential == by_bound[-1:]:
-            return first
-        return await self._score(conn, essential)
-
-    async def _score(self, conn: asyncpg.Connection, candidates: list[int]) -> list[asyncpg.Record]:
-        """The top passages among those containing one of the `candidates` terms, scored on
-        every query term."""
-        params = SqlParameters()
-        lexemes = params.add(self._lexemes)
-        idf = params.add(self._idf)
-        any_term = params.add(" | ".join(tsquery_literal(self._lexemes[i]) for i in candidates))
-        k1, b = params.add(self._k1), params.add(self._b)
-        average = params.add(self._average_length)
-        where = to_sql(self._conditions, "p.metadata", params)
-        tf = "cardinality(t.positions)::float8"
-        return list(
-            await conn.fetch(
-                f"WITH weights AS (SELECT * FROM unnest({lexemes}::text[], {idf}::float8[])"
-                " AS w(lexeme, idf))"
-                " SELECT p.document_id, p.passage_index, p.text, p.metadata,"
-                f" (SELECT sum(w.idf * {tf} * ({k1}::float8 + 1) / ({tf} + {k1}::float8"
-                f" * (1 - {b}::float8 + {b}::float8 * length(p.terms) / {average}::float8)))"
-                "  FROM unnest(p.terms) AS t JOIN weights AS w ON w.lexeme = t.lexeme) AS score"
-                f" FROM {self._passages} AS p"
-                f" WHERE p.terms @@ {any_term}::tsquery AND {where}"
-                " ORDER BY score DESC, p.document_id, p.passage_index"
-                f" LIMIT {params.add(self._limit)}",
-                *params.values,
-            )
-        )
-
-
-def _collection_ddl(collection_id: int, spec: CollectionSpec, text_search_config: str) -> str:
+def _collection_ddl(collection_id: int, spec: CollectionSpec) -> str:
     documents_name = documents_table(collection_id)
     passages_name = passages_table(collection_id)
     return f"""
@@ -442,14 +354,15 @@ def _collection_ddl(collection_id: int, spec: CollectionSpec, text_search_config
             text text NOT NULL,
             metadata jsonb NOT NULL,
             embedding vector({int(spec.dimensions)}) NOT NULL,
-            terms tsvector GENERATED ALWAYS AS
-                (to_tsvector('{text_search_config}'::regconfig, text)) STORED,
+            terms text[] NOT NULL,
+            frequencies integer[] NOT NULL,
+            length integer NOT NULL,
             PRIMARY KEY (document_id, passage_index)
         );
         CREATE INDEX {passages_name}_embedding ON {passages_name}
             USING hnsw (embedding vector_cosine_ops)
             WITH (m = {int(spec.hnsw_m)}, ef_construction = {int(spec.hnsw_ef_construction)});
-        CREATE INDEX {passages_name}_terms ON {passages_name} USING gin (terms);
+        {keyword_ddl(passages_name, terms_table(collection_id))}
         CREATE INDEX {passages_name}_metadata ON {passages_name}
             USING gin (metadata jsonb_path_ops);
     """

@@ -5,9 +5,15 @@ passages: a named dense vector ("dense", cosine, the collection's HNSW settings)
 sparse vector ("keywords", with Qdrant's IDF modifier) of BM25 term weights computed by
 services/search/keywords.py. The payload holds the passage's document id, index and text,
 the document's metadata under "metadata", and (on passage 0) the whole document text and its
-passage count. HYBRID with the default (equal) weights runs Qdrant's Query API: both
-rankings as prefetches fused with RRF on the server; other weights are fused by the service
-(Qdrant weighs RRF differently), so the result matches the pgvector backend's.
+passage count. HYBRID sends both rankings in one batch request and fuses them with the
+service's own fusion (services/search/fusion.py), as the pgvector backend does.
+
+BM25 with Qdrant: Qdrant stores each passage's saturated term frequencies as the sparse
+vector and multiplies by the IDF at query time, so the average passage length has to be known
+when a passage is written. The collection's metadata keeps the passage count and total length
+(`bm25_passages`, `bm25_length`); a write uses the average after it. Earlier passages keep the
+average of their own write: on a collection that grew in batches the scores differ slightly
+from exact BM25 (measured on SciFact in docs/benchmarks.md).
 
 Qdrant has no multi-request transactions: an upsert is checked completely before anything is
 written, then its points go in one request; stale passages of replaced documents are removed
@@ -35,7 +41,8 @@ from services.search.backends.base import (
     StoreUnavailableError,
 )
 from services.search.filters import QDRANT_METADATA_FIELD, to_qdrant
-from services.search.keywords import passage_terms, query_terms
+from services.search.fusion import fuse_passages
+from services.search.keywords import passage_terms, sparse_passage, sparse_query
 from services.search.records import (
     CollectionInfo,
     CollectionSpec,
@@ -211,36 +218,51 @@ class QdrantBackend(SearchBackend):
     async def upsert(self, name: str, documents: Sequence[PreparedDocument]) -> None:
         qdrant_name = await self._existing(name)
         s = self._settings
-        points = []
-        for document in documents:
-            for passage in document.passages:
-                payload: dict[str, Any] = {
-                    "document_id": document.id,
-                    "passage_index": passage.index,
-                    "passage_count": len(document.passages),
-                    "text": passage.text,
-                    QDRANT_METADATA_FIELD: document.metadata,
-                }
-                if passage.index == 0:
-                    payload["document_text"] = document.text
-                terms = passage_terms(
-                    passage.text,
-                    k1=s.bm25_k1,
-                    b=s.bm25_b,
-                    avg_length=s.bm25_qdrant_avg_passage_terms,
-                )
-                points.append(
-                    qm.PointStruct(
-                        id=point_id(document.id, passage.index),
-                        vector={
-                            DENSE: passage.vector.tolist(),
-                            KEYWORDS: qm.SparseVector(indices=terms.indices, values=terms.values),
-                        },
-                        payload=payload,
-                    )
-                )
+        counted = [[passage_terms(p.text) for p in d.passages] for d in documents]
         with _translated_errors("storing documents"):
             previous = await self._passage_counts(qdrant_name, [d.id for d in documents])
+            removed_length = await self._stored_length(qdrant_name, list(previous))
+            info = await self.client.get_collection(qdrant_name)
+            metadata: dict[str, Any] = info.config.metadata or {}
+            passages = (
+                int(metadata.get("bm25_passages", 0))
+                - sum(previous.values())
+                + sum(len(d.passages) for d in documents)
+            )
+            length = (
+                int(metadata.get("bm25_length", 0))
+                - removed_length
+                + sum(t.length for terms in counted for t in terms)
+            )
+            average = max(length / passages, 1.0) if passages > 0 else 1.0
+            points = []
+            for document, terms in zip(documents, counted, strict=True):
+                for passage, passage_counted in zip(document.passages, terms, strict=True):
+                    payload: dict[str, Any] = {
+                        "document_id": document.id,
+                        "passage_index": passage.index,
+                        "passage_count": len(document.passages),
+                        "length": passage_counted.length,
+                        "text": passage.text,
+                        QDRANT_METADATA_FIELD: document.metadata,
+                    }
+                    if passage.index == 0:
+                        payload["document_text"] = document.text
+                    sparse = sparse_passage(
+                        passage_counted, k1=s.bm25_k1, b=s.bm25_b, avg_length=average
+                    )
+                    points.append(
+                        qm.PointStruct(
+                            id=point_id(document.id, passage.index),
+                            vector={
+                                DENSE: passage.vector.tolist(),
+                                KEYWORDS: qm.SparseVector(
+                                    indices=sparse.indices, values=sparse.values
+                                ),
+                            },
+                            payload=payload,
+                        )
+                    )
             await self.client.upsert(qdrant_name, points=points, wait=True)
             stale = [
                 point_id(document.id, index)
@@ -251,6 +273,29 @@ class QdrantBackend(SearchBackend):
                 await self.client.delete(
                     qdrant_name, points_selector=qm.PointIdsList(points=stale), wait=True
                 )
+            await self._set_statistics(qdrant_name, passages, length)
+
+    async def _stored_length(self, qdrant_name: str, ids: Sequence[str]) -> int:
+        """The total length in terms of the stored passages of documents `ids`."""
+        if not ids:
+            return 0
+        total, offset = 0, None
+        while True:
+            records, offset = await self.client.scroll(
+                qdrant_name,
+                scroll_filter=_document_filter(ids),
+                limit=1024,
+                offset=offset,
+                with_payload=["length"],
+            )
+            total += sum(int((r.payload or {}).get("length", 0)) for r in records)
+            if offset is None:
+                return total
+
+    async def _set_statistics(self, qdrant_name: str, passages: int, length: int) -> None:
+        await self.client.update_collection(
+            qdrant_name, metadata={"bm25_passages": passages, "bm25_length": length}
+        )
 
     async def _passage_counts(self, qdrant_name: str, ids: Sequence[str]) -> dict[str, int]:
         """How many passages each stored document of `ids` has."""
@@ -271,6 +316,14 @@ class QdrantBackend(SearchBackend):
         with _translated_errors("deleting documents"):
             stored = await self._passage_counts(qdrant_name, ids)
             if stored:
+                removed_length = await self._stored_length(qdrant_name, list(stored))
+                info = await self.client.get_collection(qdrant_name)
+                metadata: dict[str, Any] = info.config.metadata or {}
+                await self._set_statistics(
+                    qdrant_name,
+                    int(metadata.get("bm25_passages", 0)) - sum(stored.values()),
+                    int(metadata.get("bm25_length", 0)) - removed_length,
+                )
                 await self.client.delete(
                     qdrant_name,
                     points_selector=qm.FilterSelector(filter=_document_filter(list(stored))),
@@ -353,46 +406,26 @@ class QdrantBackend(SearchBackend):
         fusion: FusionParams,
     ) -> list[RankedHit]:
         terms = _sparse_query(text)
-        if terms is None or fusion.dense_weight != fusion.keyword_weight:
+        if terms is None:
             return await super().hybrid_search(name, vector, text, limit, conditions, fusion)
         qdrant_name = await self._existing(name)
-        dense_request = self._dense_request(vector, limit, conditions)
-        keyword_request = self._keyword_request(terms, limit, conditions)
-        # Qdrant's RRF gives 1 / (k' + position - 1) with 1-based positions: k' = k + 1 makes
-        # it 1 / (k + rank). Equal weights scale every score alike and leave the order as is.
-        fused_request = qm.QueryRequest(
-            prefetch=[
-                qm.Prefetch(
-                    query=dense_request.query, using=DENSE, filter=dense_request.filter, limit=limit
-                ),
-                qm.Prefetch(
-                    query=terms, using=KEYWORDS, filter=keyword_request.filter, limit=limit
-                ),
-            ],
-            query=qm.RrfQuery(rrf=qm.Rrf(k=fusion.k + 1)),
-            filter=_with(conditions),
-            limit=limit,
-            with_payload=True,
-        )
         with _translated_errors("a hybrid search"):
-            dense, keyword, fused = await self.client.query_batch_points(
-                qdrant_name, requests=[dense_request, keyword_request, fused_request]
+            dense, keyword = await self.client.query_batch_points(
+                qdrant_name,
+                requests=[
+                    self._dense_request(vector, limit, conditions),
+                    self._keyword_request(terms, limit, conditions),
+                ],
             )
-        dense_ranks = {point.id: rank for rank, point in enumerate(dense.points, start=1)}
-        keyword_ranks = {point.id: rank for rank, point in enumerate(keyword.points, start=1)}
-        return [
-            RankedHit(
-                _hit(point),
-                point.score * fusion.dense_weight,
-                dense_rank=dense_ranks.get(point.id, 0),
-                keyword_rank=keyword_ranks.get(point.id, 0),
-            )
-            for point in fused.points
-        ]
+        return fuse_passages(
+            [_hit(point) for point in dense.points],
+            [_hit(point) for point in keyword.points],
+            fusion,
+        )[:limit]
 
 
 def _sparse_query(text: str) -> qm.SparseVector | None:
-    terms = query_terms(text)
+    terms = sparse_query(text)
     if not terms.indices:
         return None
     return qm.SparseVector(indices=terms.indices, values=terms.values)

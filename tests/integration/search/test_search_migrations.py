@@ -12,6 +12,7 @@ import pytest
 from services.config import SearchSettings
 from services.postgres.embedded import EmbeddedPostgres
 from services.search import migrate
+from services.search.backends.pg_keywords import keyword_columns
 from services.search.backends.pgvector import PgVectorBackend
 from services.search.records import CollectionSpec, Passage, PreparedDocument
 from tests.helpers import ragmesh_command
@@ -79,7 +80,7 @@ async def test_every_migration_goes_forward_and_back(postgres_server: PostgresPr
 
         assert await migrate.MIGRATIONS.upgrade(conn, target=1) == [1]
         assert "document_count" not in await columns(conn, "search_collections")
-        assert await migrate.MIGRATIONS.upgrade(conn) == versions[1:]
+        assert await migrate.MIGRATIONS.upgrade(conn, target=2) == [2]
         assert {"document_count", "passage_count", "passage_terms"} <= await columns(
             conn, "search_collections"
         )
@@ -90,20 +91,48 @@ async def test_every_migration_goes_forward_and_back(postgres_server: PostgresPr
             " hnsw_ef_construction, text_search_config) VALUES ('x', 3, 't', 16, 64, 'english')"
         )
         collection_id = await conn.fetchval("SELECT id FROM search_collections WHERE name = 'x'")
+        texts = ["The cells were running, and studies of cells", "four", "the of and"]
         await conn.execute(
             f"CREATE TABLE search_documents_{collection_id} (id text PRIMARY KEY);"
-            f" CREATE TABLE search_passages_{collection_id} (terms tsvector);"
+            f" CREATE TABLE search_passages_{collection_id} (document_id text,"
+            "  passage_index integer, text text, terms tsvector GENERATED ALWAYS AS"
+            "  (to_tsvector('english'::regconfig, text)) STORED);"
             f" INSERT INTO search_documents_{collection_id} VALUES ('a'), ('b'), ('c');"
-            f" INSERT INTO search_passages_{collection_id}"
-            "  VALUES (to_tsvector('english', 'one two three')), (to_tsvector('english', 'four'))"
+        )
+        await conn.executemany(
+            f"INSERT INTO search_passages_{collection_id} VALUES ($1, 0, $2)",
+            [("a", texts[0]), ("b", texts[1]), ("c", texts[2])],
         )
         await migrate.MIGRATIONS.downgrade(conn, 1)
-        await migrate.MIGRATIONS.upgrade(conn)
+        await migrate.MIGRATIONS.upgrade(conn, target=2)
         row = await conn.fetchrow(
             "SELECT document_count, passage_count, passage_terms FROM search_collections"
             " WHERE name = 'x'"
         )
-        assert tuple(row) == (3, 2, 4)
+        assert tuple(row) == (3, 3, 4)  # distinct lexemes: cell run studi | four | -
+
+        # 0003: the passages' terms become the service tokenizer's, with their statistics.
+        assert await migrate.MIGRATIONS.upgrade(conn) == versions[2:]
+        rows = await conn.fetch(
+            f"SELECT terms, frequencies, length FROM search_passages_{collection_id}"
+            " ORDER BY document_id"
+        )
+        for text, stored in zip(texts, rows, strict=True):
+            expected = keyword_columns(text)
+            assert (stored["terms"], stored["frequencies"], stored["length"]) == (
+                expected.terms,
+                expected.frequencies,
+                expected.length,
+            ), text
+        frequencies = dict(
+            await conn.fetch(f"SELECT term, passages FROM search_terms_{collection_id}")
+        )
+        assert frequencies == {"cell": 1, "run": 1, "studi": 1, "four": 1}
+        assert await conn.fetchval("SELECT passage_terms FROM search_collections") == 5
+        await migrate.MIGRATIONS.downgrade(conn, 2)
+        assert "text_search_config" in await columns(conn, "search_collections")
+        assert await conn.fetchval("SELECT passage_terms FROM search_collections") == 4
+        assert await migrate.MIGRATIONS.upgrade(conn) == versions[2:]
 
         with pytest.raises(migrate.MigrationError, match="there is no migration 99"):
             await migrate.MIGRATIONS.upgrade(conn, target=99)
@@ -127,8 +156,8 @@ def test_db_command(postgres_server: PostgresProcess) -> None:
         return result.stdout
 
     assert "pending" in db("status")
-    assert "applied: 1, 2" in db("upgrade")
-    assert "reverted: 2" in db("downgrade")
+    assert "applied: 1, 2, 3" in db("upgrade")
+    assert "reverted: 3" in db("downgrade")
     out = db("downgrade", "--to", "0")
-    assert "reverted: 1" in out and out.count("pending") == 2
+    assert "reverted: 2, 1" in out and out.count("pending") == 3
     assert "applied: 1" in db("upgrade", "--to", "1")

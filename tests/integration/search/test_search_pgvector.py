@@ -11,16 +11,12 @@ import pytest
 
 from services.config import SearchSettings
 from services.postgres.embedded import EmbeddedPostgres
-from services.search.backends.pgvector import (
-    PgVectorBackend,
-    _Bm25Query,
-    bm25_idf,
-    documents_table,
-    passages_table,
-    tsquery_literal,
-)
+from services.search.backends.bm25_planner import Bm25Query, read_statistics
+from services.search.backends.pg_keywords import terms_table
+from services.search.backends.pgvector import PgVectorBackend, documents_table, passages_table
 from services.search.filters import SqlParameters, to_sql
-from services.search.records import CollectionSpec, NumericRange
+from services.search.keywords import bm25_idf, passage_terms, query_terms
+from services.search.records import CollectionSpec, NumericRange, Passage, PreparedDocument
 from tests.integration.search.conftest import PostgresProcess, create_database
 
 pytestmark = pytest.mark.integration
@@ -54,9 +50,19 @@ async def test_filtered_hnsw_scan_returns_the_limit(postgres_server: PostgresPro
             )
             await conn.copy_records_to_table(
                 passages,
-                columns=["document_id", "passage_index", "text", "metadata", "embedding"],
+                columns=[
+                    "document_id",
+                    "passage_index",
+                    "text",
+                    "metadata",
+                    "embedding",
+                    "terms",
+                    "frequencies",
+                    "length",
+                ],
                 records=[
-                    (str(i), 0, "t", json.dumps({"rank": i}), vectors[i]) for i in range(ROWS)
+                    (str(i), 0, "t", json.dumps({"rank": i}), vectors[i], ["t"], [1], 1)
+                    for i in range(ROWS)
                 ],
             )
             await conn.execute(index_sql)
@@ -86,11 +92,39 @@ async def test_filtered_hnsw_scan_returns_the_limit(postgres_server: PostgresPro
         await backend.close()
 
 
-async def test_bm25_pruning_returns_exactly_the_full_ranking(
+def brute_force_bm25(
+    passages: dict[str, str], query: str, limit: int, keep: set[str] | None = None
+) -> list[tuple[str, float]]:
+    """The oracle: BM25 computed from scratch over every passage (one per document)."""
+    counted = {doc: passage_terms(text) for doc, text in passages.items()}
+    average = max(sum(t.length for t in counted.values()) / len(counted), 1.0)
+    terms = query_terms(query)
+    idf = [
+        bm25_idf(sum(term in t.frequencies for t in counted.values()), len(counted))
+        for term in terms
+    ]
+    scored = []
+    for doc, counts in counted.items():
+        if (keep is not None and doc not in keep) or not any(
+            t in counts.frequencies for t in terms
+        ):
+            continue
+        score = 0.0
+        for term, weight in zip(terms, idf, strict=True):
+            tf = counts.frequencies.get(term, 0)
+            score += (
+                weight * tf * (1.2 + 1) / (tf + 1.2 * (1 - 0.75 + 0.75 * counts.length / average))
+            )
+        scored.append((doc, score))
+    scored.sort(key=lambda item: (-item[1], item[0]))
+    return scored[:limit]
+
+
+async def test_bm25_is_exact_with_write_time_statistics_and_pruning(
     postgres_server: PostgresProcess,
 ) -> None:
-    """MaxScore pruning skips passages that only have common terms; the top passages and
-    their scores must be exactly those of scoring every matching passage."""
+    """Term statistics kept at write time (inserts, replacements, deletes) give exactly the
+    BM25 of a brute-force oracle, and MaxScore pruning changes nothing but speed."""
     create_database(postgres_server.dsn, "bm25")
     dsn = EmbeddedPostgres(postgres_server.state_dir).dsn(database="bm25")
     backend = PgVectorBackend(dsn, SearchSettings(pg_pool_min_size=1, pg_pool_max_size=2))
@@ -98,59 +132,78 @@ async def test_bm25_pruning_returns_exactly_the_full_ranking(
     try:
         await backend.create_collection(CollectionSpec("words", 2, "test", 16, 64))
         rng = np.random.default_rng(9)
-        vocabulary = [f"term{i}" for i in range(300)]
-        weights = 1.0 / np.arange(1, 301)
-        picks = rng.choice(300, size=(3000, 10), p=weights / weights.sum())
-        texts = [" ".join(vocabulary[i] for i in row) for row in picks]
+        vocabulary = [f"term{i}" for i in range(300)] + ["the", "of", "cells", "cell"]
+        weights = 1.0 / np.arange(1, len(vocabulary) + 1)
+        lengths = rng.integers(3, 16, size=3000)
+        texts = {
+            str(i): " ".join(
+                vocabulary[w]
+                for w in rng.choice(len(vocabulary), size=n, p=weights / weights.sum())
+            )
+            for i, n in enumerate(lengths)
+        }
+
+        def document(doc: str, text: str) -> PreparedDocument:
+            vector = np.array([1.0, 0.0], np.float32)
+            return PreparedDocument(doc, text, {"i": float(doc)}, [Passage(0, text, vector)])
+
+        for start in range(0, 3000, 500):
+            batch = list(texts.items())[start : start + 500]
+            await backend.upsert("words", [document(d, t) for d, t in batch])
+        # Writes after the load: replacements (new text) and deletions move the statistics.
+        for doc in ("1", "2", "3"):
+            texts[doc] = "term0 term5 cells cell of the " + texts[doc]
+        await backend.upsert("words", [document(d, texts[d]) for d in ("1", "2", "3")])
+        await backend.delete_documents("words", ["4", "5", "6"])
+        for doc in ("4", "5", "6"):
+            del texts[doc]
+
         async with backend.pool.acquire() as conn:
             collection_id = await conn.fetchval("SELECT id FROM search_collections")
-            documents, passages = documents_table(collection_id), passages_table(collection_id)
-            await conn.copy_records_to_table(
-                documents,
-                columns=["id", "text", "metadata", "passage_count"],
-                records=[(str(i), t, json.dumps({"i": i}), 1) for i, t in enumerate(texts)],
+            stored = dict(
+                await conn.fetch(f"SELECT term, passages FROM {terms_table(collection_id)}")
             )
-            await conn.copy_records_to_table(
-                passages,
-                columns=["document_id", "passage_index", "text", "metadata", "embedding"],
-                records=[
-                    (str(i), 0, t, json.dumps({"i": i}), np.array([1.0, 0.0], np.float32))
-                    for i, t in enumerate(texts)
-                ],
-            )
-            terms = await conn.fetchval(f"SELECT sum(length(terms)) FROM {passages}")
-            await conn.execute(
-                "UPDATE search_collections SET document_count = 3000, passage_count = 3000,"
-                " passage_terms = $1",
-                terms,
-            )
-            queries = [" ".join(texts[i].split()[:3]) for i in range(0, 3000, 150)]
-            queries += ["term0 term1 term2", "term0", "term299 term0 term1"]
-            for text in queries:
-                lexemes = await conn.fetchval(
-                    "SELECT tsvector_to_array(to_tsvector('english', $1))", text
-                )
-                frequencies = await conn.fetch(
-                    f"SELECT (SELECT count(*) FROM {passages} WHERE terms @@ t::tsquery)"
-                    " FROM unnest($1::text[]) AS t",
-                    [tsquery_literal(lexeme) for lexeme in lexemes],
-                )
-                idf = [bm25_idf(row[0], 3000) for row in frequencies]
-                for limit, conditions in ((10, ()), (30, (NumericRange("i", lt=1500),))):
-                    query = _Bm25Query(
-                        passages,
-                        lexemes,
-                        idf,
-                        average_length=terms / 3000,
+        counted = [passage_terms(text) for text in texts.values()]
+        expected = {
+            term: sum(term in t.frequencies for t in counted)
+            for term in {term for t in counted for term in t.frequencies}
+        }
+        assert {t: n for t, n in stored.items() if n} == expected
+
+        queries = [" ".join(texts[d].split()[:3]) for d in list(texts)[::150]]
+        queries += ["term0 term1 term2", "term0", "term299 term0 term1", "cells of the cell"]
+        keep = {d for d in texts if float(d) < 1500}
+        for text in queries:
+            for limit, conditions, allowed in (
+                (10, (), None),
+                (30, (NumericRange("i", lt=1500),), keep),
+            ):
+                hits = await backend.keyword_search("words", text, limit, conditions)
+                oracle = brute_force_bm25(texts, text, limit, allowed)
+                assert [hit.document_id for hit in hits] == [doc for doc, _ in oracle], text
+                assert [hit.score for hit in hits] == pytest.approx([s for _, s in oracle]), text
+
+                async with backend.pool.acquire() as conn:
+                    collection = await conn.fetchrow("SELECT * FROM search_collections")
+                    statistics = await read_statistics(
+                        conn,
+                        terms_table(collection_id),
+                        query_terms(text),
+                        collection["passage_count"],
+                        collection["passage_terms"],
+                    )
+                    query = Bm25Query(
+                        passages_table(collection_id),
+                        statistics,
                         k1=1.2,
                         b=0.75,
                         limit=limit,
                         conditions=conditions,
                     )
-                    full = await query._score(conn, list(range(len(lexemes))))
+                    full = await query.score(conn, list(range(len(statistics.terms))))
                     pruned = await query.run(conn)
-                    assert [tuple(row.values()) for row in pruned] == [
-                        tuple(row.values()) for row in full
-                    ], text
+                assert [tuple(row.values()) for row in pruned] == [
+                    tuple(row.values()) for row in full
+                ], text
     finally:
         await backend.close()

@@ -1,0 +1,59 @@
+-- Keyword search's terms come from the service's own tokenizer (services/search/keywords.py:
+-- Snowball English stop words and stemmer) for both backends, instead of PostgreSQL's parser;
+-- each term's document frequency is kept in search_terms_<id>, updated by every write in the
+-- same transaction, so a query reads it instead of counting passages.
+--
+-- Existing passages are converted here, in SQL: words split on anything but letters and
+-- digits, lower-cased, then the english_stem dictionary, which is the same Snowball English
+-- stemmer with the same stop list. (For non-ASCII letters a C-locale database's [:alnum:]
+-- may split words differently from the service's tokenizer; rewriting a document fixes it.)
+-- passage_terms becomes the total length in terms (it was the number of distinct lexemes).
+DO $$
+DECLARE
+    id bigint;
+BEGIN
+    FOR id IN SELECT c.id FROM search_collections AS c LOOP
+        EXECUTE format($sql$
+            ALTER TABLE search_passages_%1$s DROP COLUMN terms;
+            ALTER TABLE search_passages_%1$s
+                ADD COLUMN terms text[] NOT NULL DEFAULT '{}',
+                ADD COLUMN frequencies integer[] NOT NULL DEFAULT '{}',
+                ADD COLUMN length integer NOT NULL DEFAULT 0;
+            UPDATE search_passages_%1$s AS p
+                SET terms = s.terms, frequencies = s.frequencies, length = s.length
+                FROM (
+                    SELECT document_id, passage_index, array_agg(term ORDER BY term) AS terms,
+                           array_agg(n ORDER BY term)::integer[] AS frequencies,
+                           sum(n)::integer AS length
+                    FROM (
+                        SELECT document_id, passage_index, lexemes[1] AS term, count(*) AS n
+                        FROM search_passages_%1$s,
+                             regexp_split_to_table(lower(text), '[^[:alnum:]]+') AS word,
+                             ts_lexize('english_stem', word) AS lexemes
+                        WHERE word <> '' AND cardinality(lexemes) > 0
+                        GROUP BY 1, 2, 3
+                    ) AS counted
+                    GROUP BY 1, 2
+                ) AS s
+                WHERE p.document_id = s.document_id AND p.passage_index = s.passage_index;
+            ALTER TABLE search_passages_%1$s
+                ALTER COLUMN terms DROP DEFAULT,
+                ALTER COLUMN frequencies DROP DEFAULT,
+                ALTER COLUMN length DROP DEFAULT;
+            CREATE INDEX search_passages_%1$s_terms ON search_passages_%1$s USING gin (terms);
+            CREATE TABLE search_terms_%1$s (
+                term text PRIMARY KEY,
+                passages integer NOT NULL CHECK (passages >= 0)
+            );
+            INSERT INTO search_terms_%1$s (term, passages)
+                SELECT term, count(*) FROM search_passages_%1$s, unnest(terms) AS term
+                GROUP BY term;
+            UPDATE search_collections SET passage_terms =
+                (SELECT coalesce(sum(length), 0) FROM search_passages_%1$s)
+                WHERE search_collections.id = %1$s;
+        $sql$, id);
+    END LOOP;
+END
+$$;
+
+ALTER TABLE search_collections DROP COLUMN text_search_config;
