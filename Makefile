@@ -59,6 +59,12 @@ DEBIAN_MIRROR ?= http://deb.debian.org/debian
 # The CUDA variant: TORCH_PIN=torch==2.13.0+cu128 TORCH_INDEX_URL=<PyTorch's cu128 index>.
 TORCH_INDEX_URL ?=
 WHEELHOUSE := build/wheelhouse
+# Where the sandbox this runs in refuses crun (hybrid cgroups) and podman's default ulimits
+# (over the hard ones), podman runs with runc (a Debian package) and this machine's limits.
+ifneq ($(findstring podman,$(CONTAINER_ENGINE)),)
+ENGINE_FLAGS ?= --runtime runc
+RUN_LIMITS ?= --ulimit nofile=$(shell ulimit -Hn):$(shell ulimit -Hn) --ulimit nproc=4096:4096
+endif
 
 image-base:
 	@test -n "$(CONTAINER_ENGINE)" || { echo "make image needs podman or docker"; exit 1; }
@@ -80,12 +86,14 @@ wheelhouse: install
 image: wheelhouse
 	@test -n "$(CONTAINER_ENGINE)" || { echo "make image needs podman or docker"; exit 1; }
 	$(CONTAINER_ENGINE) image exists $(BASE_IMAGE) 2>/dev/null || $(MAKE) image-base
-	$(CONTAINER_ENGINE) build --network=none --build-arg BASE_IMAGE=$(BASE_IMAGE) \
-	  -f deploy/Containerfile -t $(IMAGE):$(IMAGE_TAG) build
+	command -v runc >/dev/null || apt-get install -y -qq --no-install-recommends runc
+	$(CONTAINER_ENGINE) $(ENGINE_FLAGS) build --network=none $(RUN_LIMITS) \
+	  --build-arg BASE_IMAGE=$(BASE_IMAGE) -f deploy/Containerfile -t $(IMAGE):$(IMAGE_TAG) build
 
 # The built image, run as the manifests run it (read-only root, non-root, no network).
 image-test: image
-	$(BIN)/python -m pytest -q -p no:cacheprovider -m image tests/deploy/test_image.py
+	IMAGE=$(IMAGE):$(IMAGE_TAG) CONTAINER_RUN="$(CONTAINER_ENGINE) $(ENGINE_FLAGS) run $(RUN_LIMITS)" \
+	  $(BIN)/python -m pytest -q -p no:cacheprovider tests/deploy/image_check.py
 
 clean:
 	rm -rf $(VENV) .ragmesh build

@@ -84,13 +84,15 @@ async def _run(args: argparse.Namespace) -> int:
     )
     async with channel:
         calls = await _calls(channel)
-        done = [0] * len(calls)
-        loaded = await _sample(processes, args.seconds, _load(calls, args.concurrency, done))
+        done, failed = [0] * len(calls), dict[str, int]()
+        load = _load(calls, args.concurrency, done, failed)
+        loaded = await _sample(processes, args.seconds, load)
     rates = ", ".join(
         f"{name} {count / args.seconds:.1f}/s"
         for name, count in zip(_CALL_NAMES, done, strict=True)
     )
-    print(f"load: {rates}; load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
+    print(f"load: {rates}; failed calls {failed or 'none'}")
+    print(f"machine: load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
     print(f"{'process':<16} {'':<7} figures ({args.seconds:g} s each, sampled every 0.5 s)")
     for name in processes:
         print(f"{name:<16} idle    {idle[name].line()}")
@@ -130,12 +132,19 @@ async def _calls(channel: grpc.aio.Channel) -> list[Callable[[], Awaitable[Any]]
 
 
 async def _load(
-    calls: list[Callable[[], Awaitable[Any]]], concurrency: int, done: list[int]
+    calls: list[Callable[[], Awaitable[Any]]],
+    concurrency: int,
+    done: list[int],
+    failed: dict[str, int],
 ) -> None:
     async def worker(index: int) -> None:
         while True:
-            await calls[index]()
-            done[index] += 1
+            try:
+                await calls[index]()
+                done[index] += 1
+            except grpc.aio.AioRpcError as error:
+                # Overload answers (shed load, deadlines) are part of the measurement.
+                failed[error.code().name] = failed.get(error.code().name, 0) + 1
 
     await asyncio.gather(*(worker(i) for i in range(len(calls)) for _ in range(concurrency)))
 
@@ -156,7 +165,7 @@ async def _sample(
         while time.monotonic() < deadline:
             await asyncio.sleep(SAMPLE_INTERVAL_S)
             if task is not None and task.done():
-                task.result()  # a failing call ends the profile with its error
+                task.result()  # an unexpected error ends the profile
             for name, tree in trees.items():
                 try:
                     rss = sum(p.memory_info().rss for p in tree) / 2**20
