@@ -16,11 +16,11 @@ from pathlib import Path
 import grpc
 import pytest
 from cryptography import x509
+
 from ragmesh.embeddings.v1 import embeddings_service_pb2 as embeddings_pb
 from ragmesh.embeddings.v1 import embeddings_service_pb2_grpc as embeddings_grpc
 from ragmesh.search.v1 import search_service_pb2 as search_pb
 from ragmesh.search.v1 import search_service_pb2_grpc as search_grpc
-
 from services.mesh.cert_renewal import serial_of
 from services.mesh.envoy_admin import admin_get
 from tests.e2e.conftest import Mesh
