@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 TORCH_PIN := torch==2.13.0
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: install test-tools up test lint generate bench clean image-base wheelhouse image image-test
+.PHONY: install test-tools up test lint generate bench load clean image-base wheelhouse image image-test
 
 install: $(STAMP)
 
@@ -94,6 +94,13 @@ image: wheelhouse
 image-test: image
 	IMAGE=$(IMAGE):$(IMAGE_TAG) CONTAINER_RUN="$(CONTAINER_ENGINE) $(ENGINE_FLAGS) run $(RUN_LIMITS)" \
 	  $(BIN)/python -m pytest -q -p no:cacheprovider tests/deploy/image_check.py
+
+# Locust gRPC users through Envoy, headless for a fixed time; reports under STATE_DIR/load/.
+# Uses the mesh of `make up` when one runs, else starts one for the run.
+LOAD_USERS ?= 100
+LOAD_TIME ?= 60s
+load: install
+	$(BIN)/python -m tests.load.run --users $(LOAD_USERS) --duration $(LOAD_TIME)
 
 clean:
 	rm -rf $(VENV) .ragmesh build

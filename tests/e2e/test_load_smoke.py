@@ -1,0 +1,53 @@
+"""A short `make load`: every Locust user class against the shared mesh through Envoy, a few
+seconds headless, writing Locust's CSV and HTML reports and the resource samples."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import Mesh
+from tests.helpers import REPO_ROOT
+
+pytestmark = pytest.mark.e2e
+
+
+def test_a_short_locust_run_calls_every_method_without_failures(mesh: Mesh, tmp_path: Path) -> None:
+    out = tmp_path / "load"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tests.load.run",
+            "--state-dir",
+            str(mesh.state_dir),
+            "--users",
+            "8",
+            "--spawn-rate",
+            "8",
+            "--duration",
+            "6s",
+            "--out",
+            str(out),
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    with (out / "locust_stats.csv").open() as file:
+        stats = {row["Name"]: row for row in csv.DictReader(file)}
+    for name in ("Embed", "Search/dense", "Search/keyword", "Search/hybrid", "Ask"):
+        assert int(stats[name]["Request Count"]) > 0, (name, stats.keys())
+        assert int(stats[name]["Failure Count"]) == 0, stats[name]
+    assert (out / "report.html").stat().st_size > 0
+    with (out / "resources.csv").open() as file:
+        samples = list(csv.DictReader(file))
+    assert samples and "cpu_envoy" in samples[0]
+    assert "mean CPU %" in result.stdout

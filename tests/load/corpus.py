@@ -1,0 +1,61 @@
+"""The load tests' documents and queries: made up from a fixed word list and seed, so every run
+searches the same collection without a data set to download."""
+
+from __future__ import annotations
+
+import random
+
+import grpc
+
+from ragmesh.search.v1 import search_service_pb2 as search_pb
+from ragmesh.search.v1 import search_service_pb2_grpc as search_grpc
+
+COLLECTION = "load-test"
+DOCUMENT_COUNT = 128
+QUERY_COUNT = 64
+_SEED = 13
+_TOPICS = (
+    "envoy retries idempotent calls on another replica; outlier detection ejects failing hosts;"
+    " circuit breakers bound pending requests; postgres stores passages with pgvector; hnsw"
+    " graphs answer nearest neighbour queries; bm25 ranks passages by term frequency;"
+    " reciprocal rank fusion merges dense and keyword rankings; sentence transformers embed"
+    " text into vectors; dynamic batching merges concurrent calls; mutual tls authenticates"
+    " both peers; api keys are hashed at rest; prometheus scrapes metrics from every replica"
+).split("; ")
+
+
+def documents() -> list[search_pb.Document]:
+    rng = random.Random(_SEED)
+    result = []
+    for index in range(DOCUMENT_COUNT):
+        sentences = rng.sample(_TOPICS, 3)
+        text = ". ".join(sentences).capitalize() + f". Note {index}."
+        result.append(search_pb.Document(id=f"doc-{index}", text=text))
+    return result
+
+
+def queries() -> list[str]:
+    rng = random.Random(_SEED + 1)
+    return [" ".join(rng.sample(rng.choice(_TOPICS).split(), 3)) + "?" for _ in range(QUERY_COUNT)]
+
+
+def fill_collection(
+    channel: grpc.Channel, metadata: tuple[tuple[str, str], ...], timeout_s: float = 300.0
+) -> bool:
+    """Create and fill the collection unless it exists; True when this call filled it."""
+    stub = search_grpc.SearchServiceStub(channel)
+    try:
+        stub.CreateCollection(
+            search_pb.CreateCollectionRequest(name=COLLECTION), metadata=metadata, timeout=60
+        )
+    except grpc.RpcError as error:
+        if error.code() == grpc.StatusCode.ALREADY_EXISTS:  # type: ignore[attr-defined]
+            return False
+        raise
+    batch = documents()
+    for start in range(0, len(batch), 32):
+        request = search_pb.UpsertDocumentsRequest(
+            collection=COLLECTION, documents=batch[start : start + 32]
+        )
+        stub.UpsertDocuments(request, metadata=metadata, timeout=timeout_s)
+    return True
