@@ -16,6 +16,7 @@ filled once per run (on test start) when it is missing.
 
 from __future__ import annotations
 
+import itertools
 import random
 import time
 from collections.abc import Callable
@@ -164,17 +165,15 @@ class EmbedUser(GrpcUser):
 
 
 class SearchUser(GrpcUser):
-    @task
-    def dense(self) -> None:
-        self.search_in("dense")
+    """Each mode in turn, so that even a short run measures all three."""
+
+    def on_start(self) -> None:
+        super().on_start()
+        self.modes = itertools.cycle(MODES)
 
     @task
-    def keyword(self) -> None:
-        self.search_in("keyword")
-
-    @task
-    def hybrid(self) -> None:
-        self.search_in("hybrid")
+    def search_next_mode(self) -> None:
+        self.search_in(next(self.modes))
 
 
 class AskUser(GrpcUser):

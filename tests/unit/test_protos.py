@@ -49,6 +49,9 @@ def test_generated_code_is_current(tmp_path: Path) -> None:
     fresh, committed = tmp_path / "gen" / "python", REPO_ROOT / "gen" / "python"
     stale = _differences(filecmp.dircmp(fresh, committed, ignore=["__pycache__"]))
     assert not stale, f"gen/python is stale, run `make generate`: {stale}"
+    # docs/api/ is generated from the same protos' comments (services/apidoc.py).
+    stale_docs = _differences(filecmp.dircmp(tmp_path / "docs" / "api", REPO_ROOT / "docs" / "api"))
+    assert not stale_docs, f"docs/api is stale, run `make generate`: {stale_docs}"
 
 
 def _differences(comparison: filecmp.dircmp[str]) -> list[str]:

@@ -116,13 +116,15 @@ class SearchServiceServicer:
 
     def GetCollection(self, request, context):
         """GetCollection describes one collection: its vectors, index settings and counts.
+        NOT_FOUND when the collection does not exist.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def DeleteCollection(self, request, context):
-        """DeleteCollection removes a collection and every document in it.
+        """DeleteCollection removes a collection and every document in it. NOT_FOUND when the
+        collection does not exist.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -130,7 +132,9 @@ class SearchServiceServicer:
 
     def UpsertDocuments(self, request, context):
         """UpsertDocuments stores documents, replacing any stored under the same ids. A call is
-        atomic: either every document is stored or, on any error, none is.
+        atomic: either every document is stored or, on any error, none is. NOT_FOUND when the
+        collection does not exist; INVALID_ARGUMENT when a vector's length is not the
+        collection's dimensions.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -138,13 +142,15 @@ class SearchServiceServicer:
 
     def DeleteDocuments(self, request, context):
         """DeleteDocuments removes documents by id; ids that are not stored are ignored.
+        NOT_FOUND when the collection does not exist.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetDocument(self, request, context):
-        """GetDocument returns one stored document. NOT_FOUND when the id is not stored.
+        """GetDocument returns one stored document. NOT_FOUND when the collection does not exist
+        or the id is not stored.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -152,7 +158,7 @@ class SearchServiceServicer:
 
     def CountDocuments(self, request, context):
         """CountDocuments counts the documents of a collection, optionally only those that match
-        a metadata filter.
+        a metadata filter. NOT_FOUND when the collection does not exist.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -160,6 +166,8 @@ class SearchServiceServicer:
 
     def Search(self, request, context):
         """Search returns the documents that best match a query, each with its best passage.
+        NOT_FOUND when the collection does not exist; UNAVAILABLE when the query must be
+        embedded and the embeddings service cannot be reached.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
