@@ -19,6 +19,7 @@ COMMAND_MODULES = [
     "services.commands.keys",
     "services.commands.db",
     "services.commands.eval",
+    "services.commands.config",
     "services.commands.kubernetes",
     "services.commands.profile",
 ]

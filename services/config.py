@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import (
@@ -22,6 +22,13 @@ from pydantic_settings import (
 )
 
 from services import defaults
+from services.profiles import (
+    DEFAULT_PROFILE,
+    PROFILES,
+    Profile,
+    production_problems,
+    profile_defaults,
+)
 
 
 class _Section(BaseModel):
@@ -330,6 +337,9 @@ class Settings(BaseSettings):
         extra="forbid",
     )
 
+    # The profile whose defaults apply (services/profiles.py): RAGMESH_PROFILE or the file's
+    # `profile` key.
+    profile: Profile = DEFAULT_PROFILE
     state_dir: Path = Path(defaults.STATE_DIR)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     server: ServerSettings = ServerSettings()
@@ -359,6 +369,14 @@ class Settings(BaseSettings):
             )
         return self
 
+    @model_validator(mode="after")
+    def _profile_rules(self) -> Settings:
+        if self.profile == "production":
+            problems = production_problems(self.model_dump())
+            if problems:
+                raise ValueError("\n".join(problems))
+        return self
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -370,9 +388,35 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
         config_file = os.environ.get("RAGMESH_CONFIG_FILE")
+        file_source = None
         if config_file:
-            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=config_file))
+            file_source = TomlConfigSettingsSource(settings_cls, toml_file=config_file)
+            sources.append(file_source)
+        sources.append(ProfileSource(settings_cls, file_source))
         return tuple(sources)
+
+
+class ProfileSource(PydanticBaseSettingsSource):
+    """The chosen profile's defaults, below every other source (services/profiles.py). The
+    profile is RAGMESH_PROFILE, else the config file's `profile`, else dev."""
+
+    def __init__(
+        self, settings_cls: type[BaseSettings], file_source: PydanticBaseSettingsSource | None
+    ) -> None:
+        super().__init__(settings_cls)
+        self._file_source = file_source
+
+    def chosen(self) -> str:
+        from_file = self._file_source().get("profile") if self._file_source else None
+        return os.environ.get("RAGMESH_PROFILE") or from_file or DEFAULT_PROFILE
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False  # the whole dict comes from __call__
+
+    def __call__(self) -> dict[str, Any]:
+        chosen = self.chosen()
+        # An unknown name is left to the `profile` field's validation, which names the choices.
+        return profile_defaults(chosen) if chosen in PROFILES else {}
 
 
 def load_settings(**overrides: object) -> Settings:

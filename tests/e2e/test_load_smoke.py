@@ -18,6 +18,8 @@ pytestmark = pytest.mark.e2e
 
 def test_a_short_locust_run_calls_every_method_without_failures(mesh: Mesh, tmp_path: Path) -> None:
     out = tmp_path / "load"
+    # 12 users: 3 of each class, so the three SearchUsers start in the three modes; calls in
+    # flight when the time is up still finish and count (Locust's --stop-timeout).
     result = subprocess.run(
         [
             sys.executable,
@@ -26,9 +28,9 @@ def test_a_short_locust_run_calls_every_method_without_failures(mesh: Mesh, tmp_
             "--state-dir",
             str(mesh.state_dir),
             "--users",
-            "8",
+            "12",
             "--spawn-rate",
-            "8",
+            "12",
             "--duration",
             "6s",
             "--out",
