@@ -31,6 +31,7 @@ from services.mesh.plan import (
 from services.mesh.prometheus import prometheus_config
 from services.mesh.supervisor import ManagedProcess, ProcessSpec, Supervisor
 from services.postgres.embedded import EmbeddedPostgres, accepts_connections
+from services.progress import Progress
 from services.runtime.auth import DEFAULT_KEY_NAME, KeyStore
 from services.runtime.health_client import SERVING, check_health
 from services.runtime.tls import channel_credentials
@@ -187,7 +188,9 @@ class MeshLauncher:
     async def start(self, timeout_s: float) -> None:
         config = write_config(self.topology(), self.layout.envoy_config)
         await asyncio.to_thread(validate_config, config)
-        await self.supervisor.start_in_order(self.specs(), timeout_s)
+        specs = self.specs()
+        with Progress("starting the mesh", total=len(specs), unit="processes") as progress:
+            await self.supervisor.start_in_order(specs, timeout_s, progress)
         self.layout.prometheus_config.write_text(
             prometheus_config(self.replicas, self.settings.mesh.admin_listen)
         )

@@ -18,6 +18,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from services.progress import Progress
+
 _log = logging.getLogger("ragmesh.supervisor")
 
 # How often readiness is polled, and how long a stopping child gets before SIGKILL.
@@ -110,11 +112,18 @@ class Supervisor:
                 )
             await asyncio.sleep(HEALTH_POLL_INTERVAL_S)
 
-    async def start_in_order(self, specs: Sequence[ProcessSpec], timeout_s: float) -> None:
-        """Start each spec after the previous one is ready, all within `timeout_s`."""
+    async def start_in_order(
+        self, specs: Sequence[ProcessSpec], timeout_s: float, progress: Progress | None = None
+    ) -> None:
+        """Start each spec after the previous one is ready, all within `timeout_s`; `progress`
+        counts the ready ones and names the one being waited for."""
         deadline = time.monotonic() + timeout_s
         for spec in specs:
+            if progress is not None:
+                progress.note(f"waiting for {spec.name}")
             await self.wait_ready(self.start(spec), deadline)
+            if progress is not None:
+                progress.advance()
 
     async def stop(self, processes: Sequence[ManagedProcess]) -> None:
         """SIGTERM these children together and wait for each; SIGKILL any that hang."""

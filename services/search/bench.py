@@ -30,6 +30,7 @@ import numpy as np
 from ragmesh.search.v1 import search_service_pb2 as pb
 from ragmesh.search.v1 import search_service_pb2_grpc as pb_grpc
 from services.loadgen import closed_loop
+from services.progress import Progress
 from services.runtime.channels import metadata_interceptors
 
 DIMENSIONS = 384
@@ -131,9 +132,11 @@ async def ingest(stub: pb_grpc.SearchServiceStub, vectors: np.ndarray, texts: li
             await stub.UpsertDocuments(
                 pb.UpsertDocumentsRequest(collection=COLLECTION, documents=documents), timeout=600
             )
+        progress.advance(len(documents))
 
     started = time.perf_counter()
-    await asyncio.gather(*(upsert(start) for start in range(0, len(texts), UPSERT_BATCH)))
+    with Progress("ingesting", total=len(texts), unit="docs") as progress:
+        await asyncio.gather(*(upsert(start) for start in range(0, len(texts), UPSERT_BATCH)))
     return time.perf_counter() - started
 
 

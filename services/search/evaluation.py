@@ -23,6 +23,7 @@ import numpy as np
 
 from ragmesh.search.v1 import search_service_pb2 as pb
 from ragmesh.search.v1 import search_service_pb2_grpc as pb_grpc
+from services.progress import Progress
 from services.runtime.channels import metadata_interceptors
 from services.search.chunking import PassageSplitter
 from services.search.metrics import mean_over_queries
@@ -116,6 +117,8 @@ async def ingest(stub: pb_grpc.SearchServiceStub, collection: str, corpus: dict[
     ids = list(corpus)
     batches = [ids[start : start + UPSERT_BATCH] for start in range(0, len(ids), UPSERT_BATCH)]
 
+    progress = Progress(f"ingesting into {collection}", total=len(ids), unit="docs")
+
     def upsert(batch: list[str]) -> Callable[[], object]:
         async def call() -> int:
             response = await stub.UpsertDocuments(
@@ -125,11 +128,13 @@ async def ingest(stub: pb_grpc.SearchServiceStub, collection: str, corpus: dict[
                 ),
                 timeout=UPSERT_TIMEOUT_S,
             )
+            progress.advance(len(batch))
             return int(response.passage_count)
 
         return call
 
-    counts = await _bounded([upsert(batch) for batch in batches], UPSERT_CONCURRENCY)
+    with progress:
+        counts = await _bounded([upsert(batch) for batch in batches], UPSERT_CONCURRENCY)
     return sum(int(count) for count in counts)  # type: ignore[call-overload]
 
 
@@ -144,11 +149,14 @@ async def search_all(
                 ),
                 timeout=SEARCH_TIMEOUT_S,
             )
+            progress.advance()
             return query_id, [hit.document_id for hit in response.hits]
 
         return call
 
-    results = await _bounded([search(q) for q in queries], SEARCH_CONCURRENCY)
+    mode_name = pb.SearchMode.Name(mode).removeprefix("SEARCH_MODE_").lower()
+    with Progress(f"searching ({mode_name})", total=len(queries), unit="queries") as progress:
+        results = await _bounded([search(q) for q in queries], SEARCH_CONCURRENCY)
     return dict(results)  # type: ignore[arg-type]
 
 
