@@ -26,6 +26,9 @@ test-tools:
 	@command -v prometheus >/dev/null || { \
 	  echo "installing prometheus (Debian package) for the observability tests"; \
 	  apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
+	@command -v redis-server >/dev/null || { \
+	  echo "installing redis-server (Debian package) for the cache tests"; \
+	  apt-get update -qq && apt-get install -y -qq --no-install-recommends redis-server >/dev/null; }
 
 test: install test-tools
 	$(BIN)/python -m pytest -q -p no:cacheprovider

@@ -59,6 +59,15 @@ class EmbeddingsSettings(_Section):
     max_stream_messages: int = Field(defaults.MAX_STREAM_MESSAGES, ge=1)
     model_load_attempts: int = Field(defaults.MODEL_LOAD_ATTEMPTS, ge=1)
     model_load_backoff_base_s: float = Field(defaults.MODEL_LOAD_BACKOFF_BASE_S, ge=0)
+    # -- runtime and caching (issue 11; defaults.py explains) --
+    runtime: Literal["auto", "torch", "onnx", "openvino"] = defaults.EMBEDDINGS_RUNTIME
+    # Where converted models are kept; empty means STATE_DIR/models.
+    runtime_cache_dir: str = ""
+    # The in-memory vector cache of each replica, in bytes; 0 turns it off.
+    cache_max_bytes: int = Field(defaults.EMBEDDINGS_CACHE_MAX_BYTES, ge=0)
+    # A shared cache tier, e.g. redis://127.0.0.1:6379/0; empty means none.
+    cache_redis_url: str = ""
+    cache_redis_ttl_s: int = Field(defaults.EMBEDDINGS_CACHE_REDIS_TTL_S, ge=1)
 
 
 class SearchSettings(_Section):

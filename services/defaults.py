@@ -213,3 +213,18 @@ OPENAI_LISTEN = "127.0.0.1:50054"
 # An embeddings call through the adapter; a whole chat completion (Ask streams the answer).
 OPENAI_EMBED_TIMEOUT_S = 60.0
 OPENAI_ASK_TIMEOUT_S = 300.0
+
+# Embeddings: runtime and caching (issue 11). Where the forward pass runs: "auto" is, on a
+# GPU, torch in fp16; on a CPU the fastest runtime on this machine whose vectors match torch
+# fp32's (cosine >= 0.9999 on a fixed text set), measured on first start and kept with the
+# converted models under STATE_DIR/models.
+EMBEDDINGS_RUNTIME: Literal["auto", "torch", "onnx", "openvino"] = "auto"
+# Each replica keeps the vectors of recently embedded texts in memory, up to this many bytes
+# (least recently used first out; a 384-d vector takes ~1.7 KB with its key).
+EMBEDDINGS_CACHE_MAX_BYTES = 64 * 1024 * 1024
+# Entries of the optional shared tier (Redis/Valkey, by URL) expire after this long.
+EMBEDDINGS_CACHE_REDIS_TTL_S = 7 * 24 * 3600
+# A shared-tier call slower than this counts as failed; after a failure the tier is skipped
+# for CACHE_REDIS_RETRY_S (the cache is an optimisation: Embed never waits on a sick Redis).
+CACHE_REDIS_TIMEOUT_S = 0.25
+CACHE_REDIS_RETRY_S = 5.0

@@ -16,6 +16,12 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # Servers started by the integration tests skip API keys, so each test can focus on its own
 # subject; tests/integration/test_auth.py and the whole-mesh tests run with keys required.
 os.environ.setdefault("RAGMESH_SERVER__REQUIRE_API_KEY", "false")
+# Every embeddings server the tests start, whatever its state folder, shares one folder of
+# converted models (issue 11): the model is converted once per checkout, not once per mesh.
+os.environ.setdefault(
+    "RAGMESH_EMBEDDINGS__RUNTIME_CACHE_DIR",
+    str(Path(__file__).resolve().parent.parent / ".ragmesh" / "models"),
+)
 # Many servers run at once in the tests: no fixed metrics ports unless a test asks for one.
 for _service in ("EMBEDDINGS", "SEARCH", "COORDINATOR"):
     os.environ.setdefault(f"RAGMESH_{_service}__METRICS_LISTEN", "")

@@ -24,6 +24,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     embeddings.add_argument("--listen", help="host:port or unix:PATH (default 127.0.0.1:50051)")
     embeddings.add_argument("--model-path", help="a local sentence-transformers model directory")
     embeddings.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    embeddings.add_argument(
+        "--runtime",
+        choices=["auto", "torch", "onnx", "openvino"],
+        help="where the model runs (auto: the fastest one matching torch on this machine)",
+    )
     embeddings.add_argument("--max-batch-texts", type=int, help="texts per model batch")
     embeddings.add_argument("--max-batch-delay-ms", type=float, help="longest wait to fill a batch")
     embeddings.add_argument("--max-queue-texts", type=int, help="queued texts before refusing")
@@ -110,6 +115,7 @@ def _serve_embeddings(args: argparse.Namespace) -> int:
             "listen",
             "model_path",
             "device",
+            "runtime",
             "max_batch_texts",
             "max_batch_delay_ms",
             "max_queue_texts",

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from services import defaults
 from services.embeddings.slicing import plan_slices
 from services.runtime import metrics
 
@@ -48,10 +49,24 @@ def resolve_device(device: str) -> str:
 
 
 class Encoder:
-    """A loaded model; `encode` is called from the batcher's single worker thread."""
+    """A loaded model; `encode` is called from the batcher's single worker thread.
 
-    def __init__(self, model_path: str, device: str, slice_overhead_tokens: float) -> None:
+    `runtime` is where the forward pass runs (torch, onnx, openvino or auto:
+    services/embeddings/runtime_choice.py); converted models are kept in `runtime_cache_dir`.
+    """
+
+    def __init__(
+        self,
+        model_path: str,
+        device: str,
+        slice_overhead_tokens: float,
+        runtime: str = "torch",
+        runtime_cache_dir: str = "",
+    ) -> None:
         from sentence_transformers import SentenceTransformer
+
+        from services.embeddings.runtime_choice import choose_runtime
+        from services.embeddings.runtimes import model_identity
 
         path = Path(model_path) if model_path else packaged_model_path()
         if not path.is_dir():
@@ -71,6 +86,15 @@ class Encoder:
         if window is None:
             raise RuntimeError(f"model at {path} does not report its token window")
         self.max_sequence_length = int(window)
+        # The model's name and a digest of its files: converted models and cached vectors
+        # are kept under it, so a changed model never meets an old one's.
+        self.identity = f"{self.name}-{model_identity(path)}"
+        cache_dir = Path(runtime_cache_dir or Path(defaults.STATE_DIR) / "models")
+        self._runtime, report = choose_runtime(
+            runtime, self._model, self.identity, self.device, cache_dir
+        )
+        self.runtime = self._runtime.name
+        _log.info("model runtime", extra={"runtime": self.runtime, "choice": report})
 
     def count_tokens(self, texts: list[str]) -> list[int]:
         """Tokens per text, special tokens included, before any truncation."""
@@ -83,13 +107,7 @@ class Encoder:
         lengths = [min(count, self.max_sequence_length) for count in token_counts]
         vectors: list[np.ndarray] = [np.empty(0)] * len(texts)
         for indices in plan_slices(lengths, self.slice_overhead_tokens):
-            encoded = self._model.encode(
-                [texts[index] for index in indices],
-                batch_size=len(indices),
-                convert_to_numpy=True,
-                normalize_embeddings=False,
-                show_progress_bar=False,
-            )
+            encoded = self._runtime.embed([texts[index] for index in indices])
             for index, vector in zip(indices, encoded, strict=True):
                 vectors[index] = vector
         return [
@@ -118,6 +136,8 @@ async def load_encoder(
     *,
     attempts: int,
     backoff_base_s: float,
+    runtime: str = "torch",
+    runtime_cache_dir: str = "",
 ) -> ModelProcess:
     """Start the model process (it loads and checks the model) off the event loop,
     retrying with exponential backoff."""
@@ -127,7 +147,12 @@ async def load_encoder(
         started = time.perf_counter()
         try:
             encoder = await asyncio.to_thread(
-                ModelProcess, model_path, device, slice_overhead_tokens
+                ModelProcess,
+                model_path,
+                device,
+                slice_overhead_tokens,
+                runtime=runtime,
+                runtime_cache_dir=runtime_cache_dir,
             )
         except Exception as exc:
             if attempt == attempts:
@@ -147,6 +172,7 @@ async def load_encoder(
             extra={
                 "model": encoder.name,
                 "device": encoder.device,
+                "runtime": encoder.runtime,
                 "dimensions": encoder.dimensions,
                 "load_seconds": round(time.perf_counter() - started, 3),
             },

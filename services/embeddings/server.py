@@ -30,6 +30,8 @@ async def serve_embeddings(settings: Settings) -> int:
             config.slice_overhead_tokens,
             attempts=config.model_load_attempts,
             backoff_base_s=config.model_load_backoff_base_s,
+            runtime=config.runtime,
+            runtime_cache_dir=config.runtime_cache_dir or str(settings.state_dir / "models"),
         )
         batcher: DynamicBatcher[EncodedText] = DynamicBatcher(
             encoder.encode,
@@ -42,6 +44,7 @@ async def serve_embeddings(settings: Settings) -> int:
         async def stop_model() -> None:
             await batcher.close()  # finish the queued work first
             await asyncio.to_thread(encoder.close)
+            await servicer.cache.close()
 
         server.on_stopped(stop_model)
         servicer.attach(encoder, batcher)

@@ -11,10 +11,13 @@ import numpy as np
 
 from ragmesh.embeddings.v1 import embeddings_service_pb2 as pb
 from ragmesh.embeddings.v1 import embeddings_service_pb2_grpc as pb_grpc
+from services import defaults
+from services.caching.redis_tier import RedisTier
 from services.config import EmbeddingsSettings, ServerSettings
 from services.embeddings.batcher import BatcherClosedError, DynamicBatcher, QueueFullError
 from services.embeddings.model import EncodedText
 from services.embeddings.validation import InvalidRequestError, check_inputs, check_token_counts
+from services.embeddings.vector_cache import VectorCache
 from services.embeddings.worker import ModelProcess
 from services.runtime.errors import RpcFailure, invalid_argument, unavailable
 from services.runtime.server import call_timeout
@@ -34,6 +37,7 @@ class EmbeddingsServicer(pb_grpc.EmbeddingsServiceServicer):
         # Set once the model has loaded; until then Embed answers UNAVAILABLE.
         self.encoder: ModelProcess | None = None
         self.batcher: DynamicBatcher[EncodedText] | None = None
+        self.cache = VectorCache(settings.cache_max_bytes, shared_tier(settings))
 
     def attach(self, encoder: ModelProcess, batcher: DynamicBatcher[EncodedText]) -> None:
         self.encoder, self.batcher = encoder, batcher
@@ -129,6 +133,8 @@ class EmbeddingsServicer(pb_grpc.EmbeddingsServiceServicer):
             response.device = self.encoder.device
             response.batches_run = self.batcher.stats.batches
             response.texts_embedded = self.batcher.stats.texts
+            response.runtime = self.encoder.runtime
+        _fill_cache_info(response.cache, self.cache)
         return response
 
     async def _embed(
@@ -172,7 +178,10 @@ class EmbeddingsServicer(pb_grpc.EmbeddingsServiceServicer):
                 " deadline); retry later with backoff",
             )
         try:
-            results = await asyncio.wait_for(batcher.submit(texts), timeout=timeout_s)
+            results = await asyncio.wait_for(
+                self.cache.embed(f"{encoder.identity}/{encoder.runtime}", texts, batcher.submit),
+                timeout=timeout_s,
+            )
         except QueueFullError as exc:
             raise RpcFailure(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc)) from None
         except BatcherClosedError as exc:
@@ -185,6 +194,29 @@ class EmbeddingsServicer(pb_grpc.EmbeddingsServiceServicer):
             ) from None
         normalize = options.normalize if options.HasField("normalize") else True
         return encoder, [_to_proto(result, normalize) for result in results]
+
+
+def shared_tier(settings: EmbeddingsSettings) -> RedisTier | None:
+    """The shared cache tier, when a Redis URL is configured."""
+    if not settings.cache_redis_url:
+        return None
+    return RedisTier(
+        "embeddings_redis",
+        settings.cache_redis_url,
+        ttl_s=settings.cache_redis_ttl_s,
+        timeout_s=defaults.CACHE_REDIS_TIMEOUT_S,
+        retry_s=defaults.CACHE_REDIS_RETRY_S,
+    )
+
+
+def _fill_cache_info(info: pb.EmbeddingCacheInfo, cache: VectorCache) -> None:
+    memory = cache.memory
+    info.max_bytes, info.bytes, info.entries = memory.max_bytes, memory.bytes, len(memory)
+    info.hits, info.misses = memory.stats.hits, memory.stats.misses
+    info.evictions = memory.stats.evictions
+    if cache.shared is not None:
+        info.shared_tier = True
+        info.shared_hits, info.shared_misses = cache.shared.hits, cache.shared.misses
 
 
 def _to_proto(result: EncodedText, normalize: bool) -> pb.Embedding:

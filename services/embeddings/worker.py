@@ -24,16 +24,31 @@ STOP_TIMEOUT_S = 10.0
 
 
 def _serve_model(
-    connection: Connection, model_path: str, device: str, slice_overhead_tokens: float
+    connection: Connection,
+    model_path: str,
+    device: str,
+    slice_overhead_tokens: float,
+    runtime: str,
+    runtime_cache_dir: str,
 ) -> None:
     try:
-        encoder = Encoder(model_path, device, slice_overhead_tokens)
+        encoder = Encoder(model_path, device, slice_overhead_tokens, runtime, runtime_cache_dir)
         encoder.self_test()
     except Exception as exc:
         connection.send(("error", f"{type(exc).__name__}: {exc}"))
         return
     connection.send(
-        ("ok", (encoder.name, encoder.dimensions, encoder.max_sequence_length, encoder.device))
+        (
+            "ok",
+            (
+                encoder.name,
+                encoder.dimensions,
+                encoder.max_sequence_length,
+                encoder.device,
+                encoder.runtime,
+                encoder.identity,
+            ),
+        )
     )
     while True:
         try:
@@ -52,12 +67,20 @@ def _serve_model(
 class ModelProcess:
     """A loaded model in a child process; the same calls as Encoder."""
 
-    def __init__(self, model_path: str, device: str, slice_overhead_tokens: float) -> None:
+    def __init__(
+        self,
+        model_path: str,
+        device: str,
+        slice_overhead_tokens: float,
+        *,
+        runtime: str = "torch",
+        runtime_cache_dir: str = "",
+    ) -> None:
         context = multiprocessing.get_context("spawn")
         self._connection, child_end = context.Pipe()
         self._process = context.Process(
             target=_serve_model,
-            args=(child_end, model_path, device, slice_overhead_tokens),
+            args=(child_end, model_path, device, slice_overhead_tokens, runtime, runtime_cache_dir),
             name="ragmesh-model",
             daemon=True,
         )
@@ -65,7 +88,14 @@ class ModelProcess:
         child_end.close()
         self._lock = threading.Lock()
         try:
-            self.name, self.dimensions, self.max_sequence_length, self.device = self._reply()
+            (
+                self.name,
+                self.dimensions,
+                self.max_sequence_length,
+                self.device,
+                self.runtime,
+                self.identity,
+            ) = self._reply()
         except Exception:
             self.close()
             raise

@@ -91,3 +91,17 @@ def serve_metrics(listen: str) -> None:
             " e.g. RAGMESH_EMBEDDINGS__METRICS_LISTEN, to a free port or to empty)"
         ) from exc
     _log.info("metrics", extra={"listen": listen, "path": "/metrics"})
+
+
+# Caches (services/caching): the embeddings vector cache ("embeddings"), its shared Redis
+# tier ("embeddings_redis") and search's result cache ("search_results").
+CACHE_HITS = Counter("ragmesh_cache_hits_total", "Lookups answered by a cache.", ["cache"])
+CACHE_MISSES = Counter("ragmesh_cache_misses_total", "Lookups a cache could not answer.", ["cache"])
+CACHE_EVICTIONS = Counter(
+    "ragmesh_cache_evictions_total", "Entries pushed out of a cache by its size bound.", ["cache"]
+)
+CACHE_BYTES = Gauge("ragmesh_cache_bytes", "Bytes held by an in-memory cache.", ["cache"])
+CACHE_ENTRIES = Gauge("ragmesh_cache_entries", "Entries held by an in-memory cache.", ["cache"])
+CACHE_ERRORS = Counter(
+    "ragmesh_cache_errors_total", "Failed calls to a shared cache tier (then skipped).", ["cache"]
+)

@@ -66,7 +66,7 @@ class InfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class InfoResponse(_message.Message):
-    __slots__ = ("model", "dimensions", "max_sequence_length", "max_client_batch", "max_input_chars", "max_batch_texts", "max_batch_delay_ms", "device", "ready", "batches_run", "texts_embedded")
+    __slots__ = ("model", "dimensions", "max_sequence_length", "max_client_batch", "max_input_chars", "max_batch_texts", "max_batch_delay_ms", "device", "ready", "batches_run", "texts_embedded", "runtime", "cache")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     DIMENSIONS_FIELD_NUMBER: _ClassVar[int]
     MAX_SEQUENCE_LENGTH_FIELD_NUMBER: _ClassVar[int]
@@ -78,6 +78,8 @@ class InfoResponse(_message.Message):
     READY_FIELD_NUMBER: _ClassVar[int]
     BATCHES_RUN_FIELD_NUMBER: _ClassVar[int]
     TEXTS_EMBEDDED_FIELD_NUMBER: _ClassVar[int]
+    RUNTIME_FIELD_NUMBER: _ClassVar[int]
+    CACHE_FIELD_NUMBER: _ClassVar[int]
     model: str
     dimensions: int
     max_sequence_length: int
@@ -89,4 +91,28 @@ class InfoResponse(_message.Message):
     ready: bool
     batches_run: int
     texts_embedded: int
-    def __init__(self, model: _Optional[str] = ..., dimensions: _Optional[int] = ..., max_sequence_length: _Optional[int] = ..., max_client_batch: _Optional[int] = ..., max_input_chars: _Optional[int] = ..., max_batch_texts: _Optional[int] = ..., max_batch_delay_ms: _Optional[int] = ..., device: _Optional[str] = ..., ready: _Optional[bool] = ..., batches_run: _Optional[int] = ..., texts_embedded: _Optional[int] = ...) -> None: ...
+    runtime: str
+    cache: EmbeddingCacheInfo
+    def __init__(self, model: _Optional[str] = ..., dimensions: _Optional[int] = ..., max_sequence_length: _Optional[int] = ..., max_client_batch: _Optional[int] = ..., max_input_chars: _Optional[int] = ..., max_batch_texts: _Optional[int] = ..., max_batch_delay_ms: _Optional[int] = ..., device: _Optional[str] = ..., ready: _Optional[bool] = ..., batches_run: _Optional[int] = ..., texts_embedded: _Optional[int] = ..., runtime: _Optional[str] = ..., cache: _Optional[_Union[EmbeddingCacheInfo, _Mapping]] = ...) -> None: ...
+
+class EmbeddingCacheInfo(_message.Message):
+    __slots__ = ("max_bytes", "bytes", "entries", "hits", "misses", "evictions", "shared_tier", "shared_hits", "shared_misses")
+    MAX_BYTES_FIELD_NUMBER: _ClassVar[int]
+    BYTES_FIELD_NUMBER: _ClassVar[int]
+    ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    HITS_FIELD_NUMBER: _ClassVar[int]
+    MISSES_FIELD_NUMBER: _ClassVar[int]
+    EVICTIONS_FIELD_NUMBER: _ClassVar[int]
+    SHARED_TIER_FIELD_NUMBER: _ClassVar[int]
+    SHARED_HITS_FIELD_NUMBER: _ClassVar[int]
+    SHARED_MISSES_FIELD_NUMBER: _ClassVar[int]
+    max_bytes: int
+    bytes: int
+    entries: int
+    hits: int
+    misses: int
+    evictions: int
+    shared_tier: bool
+    shared_hits: int
+    shared_misses: int
+    def __init__(self, max_bytes: _Optional[int] = ..., bytes: _Optional[int] = ..., entries: _Optional[int] = ..., hits: _Optional[int] = ..., misses: _Optional[int] = ..., evictions: _Optional[int] = ..., shared_tier: _Optional[bool] = ..., shared_hits: _Optional[int] = ..., shared_misses: _Optional[int] = ...) -> None: ...
