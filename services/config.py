@@ -103,6 +103,9 @@ class SearchSettings(_Section):
     rrf_k: int = Field(defaults.RRF_K, ge=1, le=1000)
     rrf_dense_weight: float = Field(defaults.RRF_DENSE_WEIGHT, ge=0, le=100)
     rrf_keyword_weight: float = Field(defaults.RRF_KEYWORD_WEIGHT, ge=0, le=100)
+    fusion_method: Literal["rrf", "min_max", "distribution"] = defaults.FUSION_METHOD
+    score_fusion_dense_weight: float = Field(defaults.SCORE_FUSION_DENSE_WEIGHT, ge=0, le=100)
+    score_fusion_keyword_weight: float = Field(defaults.SCORE_FUSION_KEYWORD_WEIGHT, ge=0, le=100)
     bm25_k1: float = Field(defaults.BM25_K1, ge=0)
     bm25_b: float = Field(defaults.BM25_B, ge=0, le=1)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -28,6 +29,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--target", help="a running search server (host:port, plaintext)")
     evaluate.add_argument("--api-key", help="the API key to send to --target")
     evaluate.add_argument("--backend", choices=["pgvector", "qdrant"], default="pgvector")
+    evaluate.add_argument(
+        "--fusion",
+        action="append",
+        default=[],
+        metavar="METHOD[:DENSE_W:KEYWORD_W[:RRF_K]]",
+        help="also evaluate HYBRID with this fusion (rrf, min_max or distribution; weights and"
+        " k as in SearchRequest); repeatable: --fusion rrf:1:1:60 --fusion min_max:0.7:0.3",
+    )
     evaluate.add_argument("--collection", help="collection name (default beir-<dataset>)")
     evaluate.add_argument("--state-dir", type=Path, help="keep the started stack's state here")
     evaluate.add_argument(
@@ -44,6 +53,7 @@ def _eval(args: argparse.Namespace) -> int:
         format_report,
         in_process_rankings,
         load_beir,
+        parse_fusion,
         score,
     )
     from services.search.server import make_splitter
@@ -51,6 +61,11 @@ def _eval(args: argparse.Namespace) -> int:
 
     settings = load_settings()
     configure_logging("eval", "WARNING")
+    try:
+        fusions = [parse_fusion(spec) for spec in args.fusion]
+    except ValueError as exc:
+        print(f"ragmesh eval: --fusion {exc}", file=sys.stderr)
+        return 2
     data = load_beir(args.beir, args.split)
     collection = args.collection or f"beir-{data.name.lower()}"[:63]
     modes = ["dense", "keyword", "hybrid"] if args.mode == "all" else [args.mode]
@@ -61,7 +76,9 @@ def _eval(args: argparse.Namespace) -> int:
     )
 
     def run(target: str) -> None:
-        asyncio.run(evaluate_service(target, data, collection, modes, report, args.api_key))
+        asyncio.run(
+            evaluate_service(target, data, collection, modes, report, args.api_key, fusions)
+        )
 
     if args.target:
         run(args.target)

@@ -1,7 +1,8 @@
 """`ragmesh bench search`: the search service's vector index and query throughput.
 
-With N seeded random unit vectors of 384 dimensions (each document a few random words too,
-for keyword search), measured through the gRPC API on the pgvector backend:
+With N seeded random unit vectors of 384 dimensions, each document with a passage of text
+(services/search/bench_text.py: Zipf-distributed words by default), measured through the
+gRPC API on the pgvector backend:
   - ingest time (UpsertDocuments with precomputed vectors; the HNSW index grows as rows
     arrive), and index build time (REINDEX of the HNSW index over all N rows at once);
   - HNSW recall@10 against exact search (numpy, cosine) for seeded random queries from the
@@ -32,12 +33,11 @@ from ragmesh.search.v1 import search_service_pb2_grpc as pb_grpc
 from services.loadgen import closed_loop
 from services.progress import Progress
 from services.runtime.channels import metadata_interceptors
+from services.search.bench_text import TEXT_MODES, TextSource
 
 DIMENSIONS = 384
 UPSERT_BATCH = 256
 UPSERT_CONCURRENCY = 4
-VOCABULARY = 5000
-WORDS_PER_DOCUMENT = 12
 RECALL_K = 10
 COLLECTION = "bench-search"
 CLUSTERS = 1000
@@ -57,6 +57,7 @@ class ModeResult:
 class BenchResult:
     vectors: int
     distribution: str = "clustered"
+    text: str = ""
     ingest_s: float = 0.0
     index_build_s: float | None = None
     recall_at_10: float = 0.0
@@ -87,19 +88,25 @@ def cluster_centers(rng: np.random.Generator) -> np.ndarray:
     return centers / np.linalg.norm(centers, axis=1, keepdims=True)
 
 
-def dataset(
-    count: int, queries: int, seed: int, distribution: str
-) -> tuple[np.ndarray, list[str], np.ndarray]:
-    """Documents (vectors and texts) and query vectors from the same distribution."""
+@dataclass
+class Dataset:
+    vectors: np.ndarray
+    texts: list[str]
+    query_vectors: np.ndarray
+    query_texts: list[str]
+    text_description: str
+
+
+def dataset(count: int, queries: int, seed: int, distribution: str, text: str) -> Dataset:
+    """Documents (vectors and texts) and queries (vectors and texts) from the same
+    distributions."""
     rng = np.random.default_rng(seed)
     centers = cluster_centers(rng) if distribution == "clustered" else None
     vectors = random_vectors(count, rng, distribution, centers)
-    # Zipf-like word frequencies, as in real text.
-    weights = 1.0 / np.arange(1, VOCABULARY + 1)
-    words = rng.choice(VOCABULARY, size=(count, WORDS_PER_DOCUMENT), p=weights / weights.sum())
-    texts = [" ".join(f"w{w}" for w in row) for row in words]
     query_vectors = random_vectors(queries, rng, distribution, centers)
-    return vectors, texts, query_vectors
+    source = TextSource(text, np.random.default_rng(seed + 2))
+    texts = source.passages(count)
+    return Dataset(vectors, texts, query_vectors, source.queries(queries, texts), source.describe())
 
 
 def exact_top_k(vectors: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
@@ -191,9 +198,7 @@ async def run_against(
     target: str,
     dsn: str,
     result: BenchResult,
-    vectors: np.ndarray,
-    texts: list[str],
-    queries: np.ndarray,
+    data: Dataset,
     *,
     recall_queries: int,
     concurrency: int,
@@ -206,16 +211,15 @@ async def run_against(
         target, options=options, interceptors=metadata_interceptors(api_key)
     ) as channel:
         stub = pb_grpc.SearchServiceStub(channel)
+        vectors, texts, queries = data.vectors, data.texts, data.query_vectors
         print(f"ingesting {len(texts)} vectors ...", flush=True)
         result.ingest_s = await ingest(stub, vectors, texts)
         if dsn:
             print("rebuilding the HNSW index ...", flush=True)
             result.index_build_s = await rebuild_index(dsn)
-        rng = np.random.default_rng(seed + 1)
         print("measuring recall ...", flush=True)
         result.recall_at_10 = await measure_recall(stub, vectors, queries[:recall_queries])
         result.recall_queries = recall_queries
-        words = [texts[int(i)].split()[:3] for i in rng.integers(0, len(texts), size=requests)]
         by_mode = {
             "dense": [
                 pb.SearchRequest(
@@ -229,7 +233,7 @@ async def run_against(
             "keyword": [
                 pb.SearchRequest(
                     collection=COLLECTION,
-                    query=" ".join(words[i]),
+                    query=data.query_texts[i],
                     mode=pb.SEARCH_MODE_KEYWORD,
                     top_k=RECALL_K,
                 )
@@ -238,7 +242,7 @@ async def run_against(
             "hybrid": [
                 pb.SearchRequest(
                     collection=COLLECTION,
-                    query=" ".join(words[i]),
+                    query=data.query_texts[i],
                     query_vector=queries[i].tolist(),
                     mode=pb.SEARCH_MODE_HYBRID,
                     top_k=RECALL_K,
@@ -260,6 +264,7 @@ def run_search_bench(
     requests: int,
     seed: int,
     distribution: str,
+    text: str,
     target: str | None,
     pg_dsn: str,
     state_dir: Path | None,
@@ -268,8 +273,8 @@ def run_search_bench(
     from services.config import load_settings
     from services.search.stack import search_stack
 
-    data, texts, queries = dataset(vectors, max(recall_queries, requests), seed, distribution)
-    result = BenchResult(vectors, distribution=distribution)
+    data = dataset(vectors, max(recall_queries, requests), seed, distribution, text)
+    result = BenchResult(vectors, distribution=distribution, text=data.text_description)
 
     def measure(search_target: str, dsn: str) -> None:
         asyncio.run(
@@ -278,8 +283,6 @@ def run_search_bench(
                 dsn,
                 result,
                 data,
-                texts,
-                queries,
                 recall_queries=recall_queries,
                 concurrency=concurrency,
                 requests=requests,
@@ -306,7 +309,7 @@ def report(result: BenchResult) -> str:
     lines = [
         f"ragmesh bench search: {result.vectors} random {DIMENSIONS}-d vectors,"
         f" {result.distribution} (pgvector, HNSW"
-        f" m=16 ef_construction=64, hnsw.ef_search={ef_search})",
+        f" m=16 ef_construction=64, hnsw.ef_search={ef_search}); {result.text}",
         f"ingest through UpsertDocuments   {result.ingest_s:8.1f} s"
         f"   ({result.vectors / result.ingest_s:.0f} documents/s, index built incrementally)",
     ]
@@ -347,6 +350,14 @@ def register_search_bench(bench_subparsers: argparse._SubParsersAction) -> None:
         help="clustered: a seeded Gaussian mixture of 1000 centres, like text embeddings"
         " (default); uniform: directions uniform on the sphere, the worst case for HNSW",
     )
+    search.add_argument(
+        "--text",
+        choices=TEXT_MODES,
+        default="zipf",
+        help="zipf: passages of 50-150 and queries of 3-10 words from a Zipf distribution over"
+        " 30,000 words, like real text (default); synthetic: 12 words of 5,000 per passage,"
+        " queries of a passage's first 3 words (the older bench)",
+    )
     search.add_argument("--target", help="a running search server (pgvector, plaintext)")
     search.add_argument("--api-key", help="the API key to send to --target")
     search.add_argument("--pg-dsn", default="", help="its database, to time the index build")
@@ -362,6 +373,7 @@ def _bench_search(args: argparse.Namespace) -> int:
         requests=args.requests,
         seed=args.seed,
         distribution=args.distribution,
+        text=args.text,
         target=args.target,
         pg_dsn=args.pg_dsn,
         state_dir=args.state_dir,

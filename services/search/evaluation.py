@@ -59,6 +59,46 @@ class ModeScore:
     seconds: float
 
 
+_FUSION_METHODS = {
+    "rrf": pb.FUSION_METHOD_RRF,
+    "min_max": pb.FUSION_METHOD_MIN_MAX,
+    "distribution": pb.FUSION_METHOD_DISTRIBUTION,
+}
+
+
+@dataclass(frozen=True)
+class FusionVariant:
+    """A HYBRID fusion to evaluate: "METHOD[:DENSE_WEIGHT:KEYWORD_WEIGHT[:RRF_K]]"."""
+
+    spec: str
+
+    def apply(self, request: pb.SearchRequest) -> None:
+        method, *numbers = self.spec.split(":")
+        request.fusion_method = _FUSION_METHODS[method]
+        if numbers:
+            request.dense_weight, request.keyword_weight = float(numbers[0]), float(numbers[1])
+        if len(numbers) > 2:
+            request.rrf_k = int(numbers[2])
+
+
+def parse_fusion(spec: str) -> FusionVariant:
+    """A FusionVariant from its spec; ValueError with the expected form otherwise."""
+    method, *numbers = spec.split(":")
+    if method not in _FUSION_METHODS or len(numbers) not in (0, 2, 3):
+        raise ValueError(
+            f"{spec!r}: expected METHOD[:DENSE_WEIGHT:KEYWORD_WEIGHT[:RRF_K]] with METHOD one"
+            f" of {', '.join(_FUSION_METHODS)}"
+        )
+    try:
+        weights = [float(n) for n in numbers[:2]]
+        rrf_k = [int(n) for n in numbers[2:]]
+    except ValueError:
+        raise ValueError(f"{spec!r}: the weights must be numbers and RRF_K an integer") from None
+    if any(w < 0 for w in weights) or any(k < 1 for k in rrf_k):
+        raise ValueError(f"{spec!r}: weights must be >= 0 and RRF_K >= 1")
+    return FusionVariant(spec)
+
+
 @dataclass
 class EvalReport:
     data: BeirData
@@ -139,16 +179,20 @@ async def ingest(stub: pb_grpc.SearchServiceStub, collection: str, corpus: dict[
 
 
 async def search_all(
-    stub: pb_grpc.SearchServiceStub, collection: str, queries: dict[str, str], mode: pb.SearchMode
+    stub: pb_grpc.SearchServiceStub,
+    collection: str,
+    queries: dict[str, str],
+    mode: pb.SearchMode,
+    fusion: FusionVariant | None = None,
 ) -> dict[str, list[str]]:
     def search(query_id: str) -> Callable[[], object]:
         async def call() -> tuple[str, list[str]]:
-            response = await stub.Search(
-                pb.SearchRequest(
-                    collection=collection, query=queries[query_id], top_k=TOP_K, mode=mode
-                ),
-                timeout=SEARCH_TIMEOUT_S,
+            request = pb.SearchRequest(
+                collection=collection, query=queries[query_id], top_k=TOP_K, mode=mode
             )
+            if fusion is not None:
+                fusion.apply(request)
+            response = await stub.Search(request, timeout=SEARCH_TIMEOUT_S)
             progress.advance()
             return query_id, [hit.document_id for hit in response.hits]
 
@@ -211,7 +255,9 @@ async def evaluate_service(
     modes: Sequence[str],
     report: EvalReport,
     api_key: str | None = None,
+    fusions: Sequence[FusionVariant] = (),
 ) -> None:
+    """Ingest, then score each mode, then HYBRID once per fusion variant."""
     async with grpc.aio.insecure_channel(
         target,
         options=[("grpc.max_receive_message_length", 64 * 1024 * 1024)],
@@ -227,6 +273,14 @@ async def evaluate_service(
             result = score(mode, rankings, data, time.perf_counter() - started)
             report.scores.append(result)
             print(f"{mode}: nDCG@10 {result.ndcg:.4f}, Recall@100 {result.recall:.4f}", flush=True)
+        for fusion in fusions:
+            started = time.perf_counter()
+            rankings = await search_all(
+                stub, collection, data.queries, pb.SEARCH_MODE_HYBRID, fusion
+            )
+            result = score(f"hybrid {fusion.spec}", rankings, data, time.perf_counter() - started)
+            report.scores.append(result)
+            print(f"{result.label}: nDCG@10 {result.ndcg:.4f}", flush=True)
 
 
 def format_report(report: EvalReport, backend: str) -> str:

@@ -126,10 +126,19 @@ class RankedHit:
     keyword_rank: int = 0
 
 
+class FusionMethod(enum.Enum):
+    """How HYBRID combines the two rankings (services/search/fusion.py)."""
+
+    RRF = "rrf"
+    MIN_MAX = "min_max"
+    DISTRIBUTION = "distribution"
+
+
 @dataclass(frozen=True)
 class FusionParams:
-    """Weighted reciprocal rank fusion: score = sum of weight / (k + rank) over the modes."""
+    """How to fuse: the method, RRF's k, and each ranking's weight."""
 
     k: int
     dense_weight: float
     keyword_weight: float
+    method: FusionMethod = FusionMethod.RRF

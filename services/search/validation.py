@@ -13,7 +13,7 @@ import numpy as np
 
 from ragmesh.search.v1 import search_service_pb2 as pb
 from services.config import SearchSettings
-from services.search.records import FusionParams, Metadata, MetadataValue, Mode
+from services.search.records import FusionMethod, FusionParams, Metadata, MetadataValue, Mode
 
 COLLECTION_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 METADATA_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -233,20 +233,37 @@ def check_search(request: pb.SearchRequest, settings: SearchSettings) -> SearchI
     return SearchInput(mode, text, vector, top_k, _fusion(request, settings))
 
 
+_FUSION_METHODS = {
+    pb.FUSION_METHOD_RRF: FusionMethod.RRF,
+    pb.FUSION_METHOD_MIN_MAX: FusionMethod.MIN_MAX,
+    pb.FUSION_METHOD_DISTRIBUTION: FusionMethod.DISTRIBUTION,
+}
+
+
 def _fusion(request: pb.SearchRequest, settings: SearchSettings) -> FusionParams:
+    if request.fusion_method == pb.FUSION_METHOD_UNSPECIFIED:
+        method = FusionMethod(settings.fusion_method)
+    elif request.fusion_method in _FUSION_METHODS:
+        method = _FUSION_METHODS[request.fusion_method]
+    else:
+        raise InvalidRequestError(
+            f"fusion_method {request.fusion_method} is not a FusionMethod: use RRF, MIN_MAX or"
+            " DISTRIBUTION"
+        )
     k = request.rrf_k if request.HasField("rrf_k") else settings.rrf_k
     low, high = RRF_K_RANGE
     if not low <= k <= high:
         raise InvalidRequestError(f"rrf_k is {k}; it must be {low} to {high}")
+    if method is FusionMethod.RRF:
+        defaults = (settings.rrf_dense_weight, settings.rrf_keyword_weight)
+    else:
+        defaults = (settings.score_fusion_dense_weight, settings.score_fusion_keyword_weight)
     weights = []
-    for name, default in (
-        ("dense_weight", settings.rrf_dense_weight),
-        ("keyword_weight", settings.rrf_keyword_weight),
-    ):
+    for name, default in zip(("dense_weight", "keyword_weight"), defaults, strict=True):
         weight = getattr(request, name) if request.HasField(name) else default
         if not (math.isfinite(weight) and 0 <= weight <= RRF_WEIGHT_MAX):
             raise InvalidRequestError(f"{name} is {weight}; it must be 0 to {RRF_WEIGHT_MAX:g}")
         weights.append(float(weight))
     if not any(weights):
         raise InvalidRequestError("dense_weight and keyword_weight are both 0; one must be > 0")
-    return FusionParams(k=k, dense_weight=weights[0], keyword_weight=weights[1])
+    return FusionParams(k=k, dense_weight=weights[0], keyword_weight=weights[1], method=method)

@@ -6,11 +6,13 @@ import pytest
 
 from services.search.fusion import (
     fuse_passages,
+    normalized_scores,
     one_per_document,
     ranked_dense,
     reciprocal_rank_fusion,
+    score_fusion,
 )
-from services.search.records import FusionParams, PassageHit, RankedHit
+from services.search.records import FusionMethod, FusionParams, PassageHit, RankedHit
 
 
 def hit(document_id: str, passage_index: int = 0, score: float = 0.0) -> PassageHit:
@@ -89,3 +91,36 @@ def test_one_per_document_keeps_the_best_passage_and_order() -> None:
         ("c", 1, 4),
     ]
     assert all(isinstance(h, RankedHit) for h in best)
+
+
+def test_min_max_score_fusion_matches_hand_computed_scores() -> None:
+    dense = [("a", 0.9), ("b", 0.7), ("c", 0.5)]  # normalised 1, 0.5, 0
+    keyword = [("b", 12.0), ("d", 4.0)]  # normalised 1, 0
+    fused = score_fusion([dense, keyword], [0.6, 0.4], FusionMethod.MIN_MAX)
+    scores = {item.key: item.score for item in fused}
+    assert scores == pytest.approx({"a": 0.6, "b": 0.6 * 0.5 + 0.4, "c": 0.0, "d": 0.0})
+    # b first; a next; c and d tie at 0: the better rank (c is 3rd, d 2nd) goes first.
+    assert [item.key for item in fused] == ["b", "a", "d", "c"]
+    assert {item.key: item.ranks for item in fused}["b"] == (2, 1)
+
+
+def test_distribution_normalisation_uses_mean_and_three_deviations() -> None:
+    scores = [1.0, 2.0, 3.0]
+    deviation = (2 / 3) ** 0.5
+    low, high = 2 - 3 * deviation, 2 + 3 * deviation
+    assert normalized_scores(scores, FusionMethod.DISTRIBUTION) == pytest.approx(
+        [(s - low) / (high - low) for s in scores]
+    )
+    assert normalized_scores([5.0, 5.0], FusionMethod.MIN_MAX) == [1.0, 1.0]
+    assert normalized_scores([], FusionMethod.DISTRIBUTION) == []
+
+
+def test_fuse_passages_dispatches_on_the_method() -> None:
+    dense = [hit("a", score=0.9), hit("b", score=0.1)]
+    keyword = [hit("b", score=30.0), hit("c", score=1.0)]
+    rrf = fuse_passages(dense, keyword, FusionParams(60, 1.0, 1.0))
+    assert [r.passage.document_id for r in rrf] == ["b", "a", "c"]
+    # Score fusion sees that the dense scores are far apart and b's keyword score dominant.
+    scored = fuse_passages(dense, keyword, FusionParams(60, 0.5, 0.5, FusionMethod.MIN_MAX))
+    assert [r.passage.document_id for r in scored] == ["a", "b", "c"]
+    assert [r.score for r in scored] == pytest.approx([0.5, 0.5, 0.0])

@@ -7,7 +7,6 @@ import math
 
 import pytest
 
-from services.search.backends.pg_keywords import keyword_columns
 from services.search.keywords import (
     bm25_idf,
     bm25_tf,
@@ -36,8 +35,6 @@ def test_passage_terms_count_frequencies_and_length_without_stop_words() -> None
     terms = passage_terms("cells of cells and a protein")
     assert terms.frequencies == {"cell": 2, "protein": 1}
     assert terms.length == 3
-    columns = keyword_columns("protein cells of cells")
-    assert (columns.terms, columns.frequencies, columns.length) == (["cell", "protein"], [2, 1], 3)
 
 
 def test_bm25_formulas() -> None:

@@ -6,7 +6,7 @@ import pytest
 
 from ragmesh.search.v1 import search_service_pb2 as pb
 from services.config import SearchSettings
-from services.search.records import Mode
+from services.search.records import FusionMethod, Mode
 from services.search.validation import (
     InvalidRequestError,
     check_collection_name,
@@ -110,10 +110,24 @@ def test_search_defaults() -> None:
     checked = check_search(pb.SearchRequest(query="cells"), SETTINGS)
     assert checked.mode is Mode.HYBRID
     assert checked.top_k == 10
-    assert (checked.fusion.k, checked.fusion.dense_weight, checked.fusion.keyword_weight) == (
-        60,
-        1.0,
-        1.0,
+    assert checked.fusion.method is FusionMethod(SETTINGS.fusion_method)
+
+
+def test_fusion_method_and_its_default_weights() -> None:
+    rrf = check_search(pb.SearchRequest(query="x", fusion_method=pb.FUSION_METHOD_RRF), SETTINGS)
+    assert (rrf.fusion.method, rrf.fusion.k, rrf.fusion.dense_weight) == (
+        FusionMethod.RRF,
+        SETTINGS.rrf_k,
+        SETTINGS.rrf_dense_weight,
+    )
+    request = pb.SearchRequest(
+        query="x", fusion_method=pb.FUSION_METHOD_DISTRIBUTION, keyword_weight=0.25
+    )
+    scored = check_search(request, SETTINGS).fusion
+    assert scored.method is FusionMethod.DISTRIBUTION
+    assert (scored.dense_weight, scored.keyword_weight) == (
+        SETTINGS.score_fusion_dense_weight,
+        0.25,
     )
 
 
@@ -134,6 +148,7 @@ def test_search_defaults() -> None:
         (pb.SearchRequest(query="x" * 2001), "2001 characters; the limit is 2000"),
         (pb.SearchRequest(query="x", mode=9), "mode 9 is not a SearchMode"),
         (pb.SearchRequest(query="x", rrf_k=0), "rrf_k is 0; it must be 1 to 1000"),
+        (pb.SearchRequest(query="x", fusion_method=7), "fusion_method 7 is not a FusionMethod"),
         (pb.SearchRequest(query="x", dense_weight=-1), "dense_weight is -1.0; it must be 0 to 100"),
         (
             pb.SearchRequest(query="x", dense_weight=0, keyword_weight=0),

@@ -1,10 +1,13 @@
 """Keyword index maintenance for the pgvector backend, done inside each write's transaction.
 
-A passage row stores its terms (services/search/keywords.py) as two aligned arrays, terms
-sorted, plus its length in terms. The collection's term table `search_terms_<id>` holds each
-term's document frequency (how many passages contain it), and the catalog row the passage
-count and total length: BM25's statistics, so a query reads them instead of counting. Every
-write holds the collection row's lock (FOR UPDATE), so the counts cannot race.
+The collection's term table `search_terms_<id>` gives every term (services/search/keywords.py)
+a small integer id and holds its document frequency (how many passages contain it); the
+catalog row holds the passage count and total length. These are BM25's statistics, so a
+query reads them instead of counting. A passage row stores its distinct term ids (sorted) and
+their frequencies as two aligned integer arrays kept uncompressed in the row (STORAGE PLAIN:
+scoring reads them for every candidate, and a compressed or out-of-line array would be
+decompressed on every read), plus its length in terms. Every write holds the collection
+row's lock (FOR UPDATE), so the counts and ids cannot race.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from services.search.keywords import passage_terms
+from services.search.keywords import PassageTerms
 
 
 def terms_table(collection_id: int) -> str:
@@ -24,17 +27,11 @@ def terms_table(collection_id: int) -> str:
 
 @dataclass(frozen=True)
 class KeywordColumns:
-    """A passage's keyword columns: distinct terms (sorted), their frequencies, its length."""
+    """A passage's keyword columns: distinct term ids (sorted), their frequencies, length."""
 
-    terms: list[str]
+    terms: list[int]
     frequencies: list[int]
     length: int
-
-
-def keyword_columns(text: str) -> KeywordColumns:
-    counted = passage_terms(text)
-    ordered = sorted(counted.frequencies)
-    return KeywordColumns(ordered, [counted.frequencies[t] for t in ordered], counted.length)
 
 
 @dataclass(frozen=True)
@@ -52,9 +49,9 @@ async def forget_passages(
     ids = list(document_ids)
     await conn.execute(
         f"UPDATE {terms_name} AS t SET passages = t.passages - gone.passages FROM ("
-        f" SELECT term, count(*) AS passages FROM {passages_table}, unnest(terms) AS term"
-        " WHERE document_id = ANY($1::text[]) GROUP BY term) AS gone"
-        " WHERE t.term = gone.term",
+        f" SELECT term_id, count(*) AS passages FROM {passages_table}, unnest(terms) AS term_id"
+        " WHERE document_id = ANY($1::text[]) GROUP BY term_id) AS gone"
+        " WHERE t.id = gone.term_id",
         ids,
     )
     row = await conn.fetchrow(
@@ -66,22 +63,36 @@ async def forget_passages(
 
 
 async def count_passages(
-    conn: asyncpg.Connection, terms_name: str, columns: Sequence[KeywordColumns]
-) -> None:
-    """Add newly written passages to the term statistics."""
+    conn: asyncpg.Connection, terms_name: str, counted: Sequence[PassageTerms]
+) -> list[KeywordColumns]:
+    """Add newly written passages to the term statistics (new terms get ids); their keyword
+    columns, in the same order."""
     frequencies: Counter[str] = Counter()
-    for passage in columns:
-        frequencies.update(passage.terms)
-    if not frequencies:
-        return
-    terms = sorted(frequencies)  # a fixed order: concurrent writers cannot deadlock
-    await conn.execute(
-        f"INSERT INTO {terms_name} AS t (term, passages)"
-        " SELECT * FROM unnest($1::text[], $2::integer[])"
-        " ON CONFLICT (term) DO UPDATE SET passages = t.passages + excluded.passages",
-        terms,
-        [frequencies[t] for t in terms],
-    )
+    for passage in counted:
+        frequencies.update(passage.frequencies.keys())
+    ids: dict[str, int] = {}
+    if frequencies:
+        terms = sorted(frequencies)  # a fixed order
+        # New terms first (only they take an id from the sequence), then every count.
+        await conn.execute(
+            f"INSERT INTO {terms_name} (term, passages)"
+            " SELECT fresh.term, 0 FROM unnest($1::text[]) AS fresh(term)"
+            f" WHERE NOT EXISTS (SELECT 1 FROM {terms_name} AS t WHERE t.term = fresh.term)",
+            terms,
+        )
+        rows = await conn.fetch(
+            f"UPDATE {terms_name} AS t SET passages = t.passages + added.passages"
+            " FROM unnest($1::text[], $2::integer[]) AS added(term, passages)"
+            " WHERE t.term = added.term RETURNING t.term, t.id",
+            terms,
+            [frequencies[t] for t in terms],
+        )
+        ids = {row["term"]: int(row["id"]) for row in rows}
+    columns = []
+    for passage in counted:
+        by_id = sorted((ids[term], n) for term, n in passage.frequencies.items())
+        columns.append(KeywordColumns([i for i, _ in by_id], [n for _, n in by_id], passage.length))
+    return columns
 
 
 def keyword_ddl(passages_table: str, terms_name: str) -> str:
@@ -89,6 +100,7 @@ def keyword_ddl(passages_table: str, terms_name: str) -> str:
     return f"""
         CREATE TABLE {terms_name} (
             term text PRIMARY KEY,
+            id integer GENERATED ALWAYS AS IDENTITY UNIQUE,
             passages integer NOT NULL CHECK (passages >= 0)
         );
         CREATE INDEX {passages_table}_terms ON {passages_table} USING gin (terms);

@@ -36,12 +36,11 @@ from services.search.backends.pg_connection import search_pool, translated_error
 from services.search.backends.pg_keywords import (
     count_passages,
     forget_passages,
-    keyword_columns,
     keyword_ddl,
     terms_table,
 )
 from services.search.filters import SqlParameters, to_sql
-from services.search.keywords import query_terms
+from services.search.keywords import passage_terms, query_terms
 from services.search.records import (
     CollectionInfo,
     CollectionSpec,
@@ -181,7 +180,8 @@ class PgVectorBackend(SearchBackend):
 
     async def upsert(self, name: str, documents: Sequence[PreparedDocument]) -> None:
         ids = [document.id for document in documents]
-        rows = [(d, p, keyword_columns(p.text)) for d in documents for p in d.passages]
+        passages = [(d, p) for d in documents for p in d.passages]
+        counted = [passage_terms(p.text) for _, p in passages]
         with translated_errors("storing documents"):
             async with self.pool.acquire() as conn, conn.transaction():
                 collection = await self._collection_row(conn, name, for_update=True)
@@ -189,6 +189,7 @@ class PgVectorBackend(SearchBackend):
                 passages_name = passages_table(collection["id"])
                 terms_name = terms_table(collection["id"])
                 removed = await forget_passages(conn, passages_name, terms_name, ids)
+                keywords = await count_passages(conn, terms_name, counted)
                 replaced = await conn.fetch(
                     f"DELETE FROM {documents_name} WHERE id = ANY($1::text[]) RETURNING id", ids
                 )
@@ -210,18 +211,17 @@ class PgVectorBackend(SearchBackend):
                             d.id, p.index, p.text, json.dumps(d.metadata), p.vector,
                             k.terms, k.frequencies, k.length,
                         )
-                        for d, p, k in rows
+                        for (d, p), k in zip(passages, keywords, strict=True)
                     ],
                 )  # fmt: skip
-                await count_passages(conn, terms_name, [k for _, _, k in rows])
                 await conn.execute(
                     "UPDATE search_collections SET document_count = document_count + $2,"
                     " passage_count = passage_count + $3, passage_terms = passage_terms + $4"
                     " WHERE id = $1",
                     collection["id"],
                     len(documents) - len(replaced),
-                    len(rows) - removed.passages,
-                    sum(k.length for _, _, k in rows) - removed.length,
+                    len(passages) - removed.passages,
+                    sum(k.length for k in keywords) - removed.length,
                 )
 
     async def delete_documents(self, name: str, ids: Sequence[str]) -> int:
@@ -354,8 +354,8 @@ def _collection_ddl(collection_id: int, spec: CollectionSpec) -> str:
             text text NOT NULL,
             metadata jsonb NOT NULL,
             embedding vector({int(spec.dimensions)}) NOT NULL,
-            terms text[] NOT NULL,
-            frequencies integer[] NOT NULL,
+            terms integer[] STORAGE PLAIN NOT NULL,
+            frequencies integer[] STORAGE PLAIN NOT NULL,
             length integer NOT NULL,
             PRIMARY KEY (document_id, passage_index)
         );

@@ -12,8 +12,8 @@ import pytest
 from services.config import SearchSettings
 from services.postgres.embedded import EmbeddedPostgres
 from services.search import migrate
-from services.search.backends.pg_keywords import keyword_columns
 from services.search.backends.pgvector import PgVectorBackend
+from services.search.keywords import passage_terms
 from services.search.records import CollectionSpec, Passage, PreparedDocument
 from tests.helpers import ragmesh_command
 from tests.integration.search.conftest import PostgresProcess, create_database
@@ -113,17 +113,18 @@ async def test_every_migration_goes_forward_and_back(postgres_server: PostgresPr
 
         # 0003: the passages' terms become the service tokenizer's, with their statistics.
         assert await migrate.MIGRATIONS.upgrade(conn) == versions[2:]
+        ids = dict(await conn.fetch(f"SELECT id, term FROM search_terms_{collection_id}"))
         rows = await conn.fetch(
             f"SELECT terms, frequencies, length FROM search_passages_{collection_id}"
             " ORDER BY document_id"
         )
         for text, stored in zip(texts, rows, strict=True):
-            expected = keyword_columns(text)
-            assert (stored["terms"], stored["frequencies"], stored["length"]) == (
-                expected.terms,
-                expected.frequencies,
-                expected.length,
-            ), text
+            expected = passage_terms(text)
+            assert stored["terms"] == sorted(stored["terms"]), text
+            assert {
+                ids[i]: n for i, n in zip(stored["terms"], stored["frequencies"], strict=True)
+            } == expected.frequencies, text
+            assert stored["length"] == expected.length, text
         frequencies = dict(
             await conn.fetch(f"SELECT term, passages FROM search_terms_{collection_id}")
         )

@@ -61,7 +61,7 @@ async def test_filtered_hnsw_scan_returns_the_limit(postgres_server: PostgresPro
                     "length",
                 ],
                 records=[
-                    (str(i), 0, "t", json.dumps({"rank": i}), vectors[i], ["t"], [1], 1)
+                    (str(i), 0, "t", json.dumps({"rank": i}), vectors[i], [1], [1], 1)
                     for i in range(ROWS)
                 ],
             )

@@ -17,10 +17,21 @@ class SearchMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     SEARCH_MODE_DENSE: _ClassVar[SearchMode]
     SEARCH_MODE_KEYWORD: _ClassVar[SearchMode]
     SEARCH_MODE_HYBRID: _ClassVar[SearchMode]
+
+class FusionMethod(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    FUSION_METHOD_UNSPECIFIED: _ClassVar[FusionMethod]
+    FUSION_METHOD_RRF: _ClassVar[FusionMethod]
+    FUSION_METHOD_MIN_MAX: _ClassVar[FusionMethod]
+    FUSION_METHOD_DISTRIBUTION: _ClassVar[FusionMethod]
 SEARCH_MODE_UNSPECIFIED: SearchMode
 SEARCH_MODE_DENSE: SearchMode
 SEARCH_MODE_KEYWORD: SearchMode
 SEARCH_MODE_HYBRID: SearchMode
+FUSION_METHOD_UNSPECIFIED: FusionMethod
+FUSION_METHOD_RRF: FusionMethod
+FUSION_METHOD_MIN_MAX: FusionMethod
+FUSION_METHOD_DISTRIBUTION: FusionMethod
 
 class IndexSettings(_message.Message):
     __slots__ = ("hnsw_m", "hnsw_ef_construction")
@@ -224,7 +235,7 @@ class NumericRange(_message.Message):
     def __init__(self, gt: _Optional[float] = ..., gte: _Optional[float] = ..., lt: _Optional[float] = ..., lte: _Optional[float] = ...) -> None: ...
 
 class SearchRequest(_message.Message):
-    __slots__ = ("collection", "query", "query_vector", "top_k", "filter", "mode", "rrf_k", "dense_weight", "keyword_weight")
+    __slots__ = ("collection", "query", "query_vector", "top_k", "filter", "mode", "rrf_k", "dense_weight", "keyword_weight", "fusion_method")
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     QUERY_FIELD_NUMBER: _ClassVar[int]
     QUERY_VECTOR_FIELD_NUMBER: _ClassVar[int]
@@ -234,6 +245,7 @@ class SearchRequest(_message.Message):
     RRF_K_FIELD_NUMBER: _ClassVar[int]
     DENSE_WEIGHT_FIELD_NUMBER: _ClassVar[int]
     KEYWORD_WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    FUSION_METHOD_FIELD_NUMBER: _ClassVar[int]
     collection: str
     query: str
     query_vector: _containers.RepeatedScalarFieldContainer[float]
@@ -243,7 +255,8 @@ class SearchRequest(_message.Message):
     rrf_k: int
     dense_weight: float
     keyword_weight: float
-    def __init__(self, collection: _Optional[str] = ..., query: _Optional[str] = ..., query_vector: _Optional[_Iterable[float]] = ..., top_k: _Optional[int] = ..., filter: _Optional[_Union[MetadataFilter, _Mapping]] = ..., mode: _Optional[_Union[SearchMode, str]] = ..., rrf_k: _Optional[int] = ..., dense_weight: _Optional[float] = ..., keyword_weight: _Optional[float] = ...) -> None: ...
+    fusion_method: FusionMethod
+    def __init__(self, collection: _Optional[str] = ..., query: _Optional[str] = ..., query_vector: _Optional[_Iterable[float]] = ..., top_k: _Optional[int] = ..., filter: _Optional[_Union[MetadataFilter, _Mapping]] = ..., mode: _Optional[_Union[SearchMode, str]] = ..., rrf_k: _Optional[int] = ..., dense_weight: _Optional[float] = ..., keyword_weight: _Optional[float] = ..., fusion_method: _Optional[_Union[FusionMethod, str]] = ...) -> None: ...
 
 class SearchHit(_message.Message):
     __slots__ = ("document_id", "passage_text", "passage_index", "metadata", "score", "dense_rank", "keyword_rank")
