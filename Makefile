@@ -93,8 +93,9 @@ image: wheelhouse
 	$(CONTAINER_ENGINE) $(ENGINE_FLAGS) build --network=none $(RUN_LIMITS) \
 	  --build-arg BASE_IMAGE=$(BASE_IMAGE) -f deploy/Containerfile -t $(IMAGE):$(IMAGE_TAG) build
 
-# The built image, run as the manifests run it (read-only root, non-root, no network).
-image-test: image
+# The built image (`make image` first), run as the manifests run it (read-only root, non-root,
+# no network).
+image-test: install
 	IMAGE=$(IMAGE):$(IMAGE_TAG) CONTAINER_RUN="$(CONTAINER_ENGINE) $(ENGINE_FLAGS) run $(RUN_LIMITS)" \
 	  $(BIN)/python -m pytest -q -p no:cacheprovider tests/deploy/image_check.py
 

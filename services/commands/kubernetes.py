@@ -10,8 +10,14 @@ from pathlib import Path
 
 from services.config import load_settings
 from services.mesh.envoy_admin import ADMIN_TIMEOUT_S
-from services.mesh.envoy_config import EnvoyConfigError, validate_config, write_config
-from services.mesh.kubernetes import DEFAULT_NAMESPACE, kubernetes_topology
+from services.mesh.envoy_config import EnvoyConfigError, validate_config
+from services.mesh.kubernetes import (
+    DEFAULT_NAMESPACE,
+    PROBE_LISTEN,
+    READY_PATH,
+    kubernetes_topology,
+    write_kubernetes_config,
+)
 
 # How long Envoy keeps serving open connections after it stops accepting new ones, when its pod
 # is stopped (the pod's terminationGracePeriodSeconds leaves room for it).
@@ -35,6 +41,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     config.add_argument("--namespace", default=DEFAULT_NAMESPACE)
     config.add_argument("--out", required=True, type=Path, help="the bootstrap file to write")
     config.add_argument(
+        "--probe-listen",
+        default=PROBE_LISTEN,
+        help=f"plaintext listener answering GET {READY_PATH} for the kubelet"
+        f" (default {PROBE_LISTEN})",
+    )
+    config.add_argument(
         "--validate", action="store_true", help="also check it with `envoy --mode validate`"
     )
     config.set_defaults(handler=_envoy_config)
@@ -42,9 +54,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     drain = actions.add_parser(
         "drain-envoy",
         help="drain Envoy before its pod stops (the container's preStop hook)",
-        description="Ask Envoy's admin interface to drain its listeners gracefully (no new"
-        " connections, open ones are closed as their calls finish), then wait --seconds so"
-        " calls in flight complete before Kubernetes sends SIGTERM.",
+        description="Through Envoy's admin interface: fail its readiness (GET /ready on the"
+        " probe listener answers 503, so the pod leaves its Service), drain its listeners"
+        " gracefully (no new connections, open ones close as their calls finish), then wait"
+        " --seconds so calls in flight complete before Kubernetes sends SIGTERM.",
     )
     drain.add_argument("--seconds", type=float, default=ENVOY_DRAIN_S)
     drain.set_defaults(handler=_drain_envoy)
@@ -57,7 +70,7 @@ def _envoy_config(args: argparse.Namespace) -> int:
         topology = kubernetes_topology(
             settings, namespace=args.namespace, sds_dir=out.parent / "sds"
         )
-        write_config(topology, out)
+        write_kubernetes_config(topology, out, args.probe_listen)
         if args.validate:
             validate_config(out)
     except (ValueError, EnvoyConfigError) as exc:
@@ -69,15 +82,20 @@ def _envoy_config(args: argparse.Namespace) -> int:
 
 def _drain_envoy(args: argparse.Namespace) -> int:
     admin = load_settings().mesh.admin_listen
-    request = urllib.request.Request(
-        f"http://{admin}/drain_listeners?graceful", data=b"", method="POST"
-    )
     try:
-        # A fixed http:// URL to Envoy's admin address from the settings (bandit B310).
-        with urllib.request.urlopen(request, timeout=ADMIN_TIMEOUT_S):  # nosec B310
-            pass
+        # First fail the readiness probe (the pod leaves its Service's endpoints), then stop
+        # taking connections while those open finish their calls.
+        _admin_post(admin, "/healthcheck/fail")
+        _admin_post(admin, "/drain_listeners?graceful")
     except OSError as exc:
         print(f"ragmesh kubernetes drain-envoy: {admin}: {exc}", file=sys.stderr)
         return 1
     time.sleep(args.seconds)
     return 0
+
+
+def _admin_post(admin: str, path: str) -> None:
+    request = urllib.request.Request(f"http://{admin}{path}", data=b"", method="POST")
+    # A fixed http:// URL to Envoy's admin address from the settings (bandit B310).
+    with urllib.request.urlopen(request, timeout=ADMIN_TIMEOUT_S):  # nosec B310
+        pass

@@ -14,17 +14,29 @@ through SDS so a renewal needs no restart.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+import yaml
 
 from services.config import Settings
 from services.mesh.certs import CertificatePaths, Identity
-from services.mesh.envoy_config import HttpGateway, Topology, UpstreamCluster
+from services.mesh.envoy_config import (
+    HttpGateway,
+    Topology,
+    UpstreamCluster,
+    _render,  # the templates' one renderer, for this module's own template
+    write_config,
+)
 from services.mesh.plan import RETRY_METHODS, grpc_service_name, split_address
 
 DEFAULT_NAMESPACE = "ragmesh"
 CLUSTER_DOMAIN = "cluster.local"
 # Kubernetes serves the services in this order; Envoy needs all of them.
 SERVICES = ("embeddings", "search", "coordinator")
+# Envoy's plaintext probe listener (envoy/probe_listener.yaml) and the path it answers.
+PROBE_LISTEN = "0.0.0.0:8099"
+READY_PATH = "/ready"
 
 
 def service_host(service: str, namespace: str, domain: str = CLUSTER_DOMAIN) -> str:
@@ -83,3 +95,21 @@ def kubernetes_topology(
         sds_dir=sds_dir,
         internal_listener_remote=True,
     )
+
+
+def write_kubernetes_config(topology: Topology, path: Path, probe_listen: str) -> Path:
+    """Write Envoy's configuration for `topology` (and its SDS files), plus the plaintext
+    probe listener on `probe_listen` for the kubelet."""
+    write_config(topology, path)
+    config = yaml.safe_load(path.read_text())
+    host, port = split_address(probe_listen)
+    if port in {topology.client_listener[1], topology.internal_listener[1], topology.admin[1]}:
+        raise ValueError(f"the probe listener {probe_listen} collides with another listener")
+    config["static_resources"]["listeners"].append(
+        _render("probe_listener.yaml", address=host, port=port, ready_path=READY_PATH)
+    )
+    header = "# Rendered by `ragmesh kubernetes envoy-config`; do not edit.\n"
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(header + yaml.safe_dump(config, sort_keys=False, width=100))
+    os.replace(temporary, path)
+    return path

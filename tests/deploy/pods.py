@@ -15,6 +15,7 @@ import signal
 import socket
 import subprocess
 import time
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -137,13 +138,13 @@ def probe(pod: Pod, name: str, ports: PortMap, timeout_s: float) -> None:
     while time.monotonic() < deadline:
         if pod.popen.poll() is not None:
             raise AssertionError(f"{pod.container.name} exited before its {name}:\n{pod.log()}")
-        if _probe_once(spec, ports):
+        if probe_passes(spec, ports):
             return
         time.sleep(0.25)
     raise AssertionError(f"{pod.container.name}: {name} {spec} never passed:\n{pod.log()}")
 
 
-def _probe_once(spec: Doc, ports: PortMap) -> bool:
+def probe_passes(spec: Doc, ports: PortMap) -> bool:
     if "grpc" in spec:
         target = f"127.0.0.1:{ports.port(spec['grpc']['port'])}"
         with grpc.insecure_channel(target) as channel:
@@ -155,6 +156,13 @@ def _probe_once(spec: Doc, ports: PortMap) -> bool:
             except grpc.RpcError:
                 return False
         return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+    if "httpGet" in spec:
+        url = f"http://127.0.0.1:{ports.port(spec['httpGet']['port'])}{spec['httpGet']['path']}"
+        try:
+            with urllib.request.urlopen(url, timeout=1) as response:  # nosec B310: loopback
+                return bool(200 <= response.status < 400)
+        except OSError:
+            return False
     if "tcpSocket" in spec:
         try:
             with socket.create_connection(("127.0.0.1", ports.port(spec["tcpSocket"]["port"])), 1):

@@ -54,6 +54,9 @@ def test_rendered_for_kubernetes_validates_with_per_pod_clusters(tmp_path: Path)
         for listener in config["static_resources"]["listeners"]
     }
     assert listeners["internal"]["address"] == "0.0.0.0"
+    # The kubelet's plaintext probe listener, where the Deployment's probes look for it.
+    (envoy,) = [c for c in containers(docs) if c.deployment == "envoy" and not c.init]
+    assert listeners["probe"]["port_value"] == envoy.spec["readinessProbe"]["httpGet"]["port"]
     assert config["admin"]["address"]["socket_address"]["address"] == "127.0.0.1"
     assert sorted(p.name for p in (out.parent / "sds").iterdir()) == [
         "envoy_server.yaml",

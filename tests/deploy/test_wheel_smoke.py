@@ -12,6 +12,7 @@ import asyncio
 import shutil
 import signal
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -32,7 +33,16 @@ from services.runtime.channels import metadata_interceptors
 from services.runtime.tls import channel_credentials
 from tests.deploy.installed import Installed, install_wheel
 from tests.deploy.manifests import Doc, containers, find, one, render
-from tests.deploy.pods import PortMap, hosts_file, localize, pod_root, probe, started, with_hosts
+from tests.deploy.pods import (
+    PortMap,
+    hosts_file,
+    localize,
+    pod_root,
+    probe,
+    probe_passes,
+    started,
+    with_hosts,
+)
 from tests.helpers import ServerProcess, wait_postgres
 
 pytestmark = pytest.mark.e2e
@@ -127,7 +137,10 @@ def test_manifests_run_from_the_installed_wheel(installed: Installed, tmp_path: 
 
     with ExitStack() as stack:
         # CloudNativePG's place: the embedded PostgreSQL + pgvector, from the installed wheel.
-        postgres_state = tmp_path / "postgres"
+        # Outside pytest's base directory: a concurrent pytest run resets that to mode 0700,
+        # which the PostgreSQL user (not root) could then not traverse.
+        postgres_state = Path(tempfile.mkdtemp(prefix="ragmesh-k8s-smoke-"))
+        stack.callback(shutil.rmtree, postgres_state, ignore_errors=True)
         postgres = stack.enter_context(
             _process(installed, ["ragmesh", "serve", "postgres"], postgres_state, logs)
         )
@@ -136,8 +149,12 @@ def test_manifests_run_from_the_installed_wheel(installed: Installed, tmp_path: 
         secret_values = {("ragmesh-db-app", "uri"): dsn}
 
         pods = {}
-        # Init containers run to completion first (Envoy's renders its configuration).
-        ordered = sorted(containers(docs), key=lambda c: not c.init)
+        # Pods start together, as in a cluster; within a pod, init containers run to completion
+        # first (Envoy's renders its configuration) while the other pods load.
+        ordered = sorted(
+            containers(docs),
+            key=lambda c: (c.pod["spec"].get("initContainers") is not None, not c.init),
+        )
         for container in ordered:
             root = pod_root(container, tmp_path / "pods", secrets)
             env = {
@@ -155,6 +172,8 @@ def test_manifests_run_from_the_installed_wheel(installed: Installed, tmp_path: 
                 assert process.popen.wait(60) == 0, process.log()
             else:
                 pods[container.deployment] = process
+            if container.deployment == "envoy":
+                envoy_root, envoy_env = root, env
 
         for name in ("startupProbe", "readinessProbe", "livenessProbe"):
             for process in pods.values():
@@ -170,6 +189,19 @@ def test_manifests_run_from_the_installed_wheel(installed: Installed, tmp_path: 
         api_key = (secrets["ragmesh-api-keys"] / f"{DEFAULT_KEY_NAME}.key").read_text().strip()
         endpoint = f"127.0.0.1:{ports.port(8443)}"
         asyncio.run(_traffic(endpoint, client, api_key))
+
+        # Envoy's preStop hook (without its wait): its readiness probe fails from then on.
+        envoy = pods["envoy"]
+        pre_stop = envoy.container.spec["lifecycle"]["preStop"]["exec"]["command"]
+        argv = [localize(word, envoy.container, envoy_root, ports) for word in pre_stop]
+        argv[0] = str(installed.bin / argv[0])
+        argv[argv.index("--seconds") + 1] = "0"
+        hook = subprocess.run(
+            argv, env=installed.env(envoy_env), cwd=installed.home, capture_output=True,
+            text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert hook.returncode == 0, hook.stderr
+        assert not probe_passes(envoy.container.spec["readinessProbe"], ports)
 
         # Graceful termination: every server drains and exits 0 on SIGTERM (all at once, as
         # when a namespace is deleted).
