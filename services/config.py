@@ -130,6 +130,10 @@ class SearchSettings(_Section):
     hnsw_ef_construction: int = Field(defaults.HNSW_EF_CONSTRUCTION, ge=4, le=1000)
     hnsw_ef_search: int = Field(defaults.HNSW_EF_SEARCH, ge=1, le=1000)
 
+    # The result cache (issue 11): TTL (0 turns it off) and bytes per replica; pgvector only.
+    result_cache_ttl_s: float = Field(defaults.SEARCH_RESULT_CACHE_TTL_S, ge=0)
+    result_cache_max_bytes: int = Field(defaults.SEARCH_RESULT_CACHE_MAX_BYTES, ge=0)
+
     qdrant_location: str = defaults.QDRANT_LOCATION
     qdrant_prefer_grpc: bool = defaults.QDRANT_PREFER_GRPC
 

@@ -233,3 +233,9 @@ EMBEDDINGS_CACHE_REDIS_TTL_S = 7 * 24 * 3600
 # for CACHE_REDIS_RETRY_S (the cache is an optimisation: Embed never waits on a sick Redis).
 CACHE_REDIS_TIMEOUT_S = 0.25
 CACHE_REDIS_RETRY_S = 5.0
+
+# Search: the result cache (issue 11). A Search answered before is answered from memory for
+# up to this long, and no longer once its collection is written to (on every replica: see
+# services/search/result_cache.py); 0 turns it off. Each replica keeps at most this many bytes.
+SEARCH_RESULT_CACHE_TTL_S = 60.0
+SEARCH_RESULT_CACHE_MAX_BYTES = 32 * 1024 * 1024

@@ -19,6 +19,7 @@ from services.search.backends.base import SearchBackend
 from services.search.chunking import PassageSplitter, load_tokenizer
 from services.search.embedder import Embedder
 from services.search.health import store_monitor
+from services.search.result_cache import ResultCache
 from services.search.servicer import SearchServicer
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["SearchService"].full_name
@@ -66,7 +67,12 @@ async def serve_search(settings: Settings) -> int:
         channel_options=[("grpc.max_receive_message_length", settings.server.max_message_bytes)],
         interceptors=[*client_interceptors(), *outgoing_interceptors(settings, "search")],
     )
-    servicer = SearchServicer(config, settings.server, backend, embedder)
+    results = ResultCache(
+        pg_dsn(settings) if config.backend == "pgvector" else None,
+        max_bytes=config.result_cache_max_bytes,
+        ttl_s=config.result_cache_ttl_s,
+    )
+    servicer = SearchServicer(config, settings.server, backend, embedder, results)
     pb_grpc.add_SearchServiceServicer_to_server(servicer, server.grpc)
 
     def record_outage(since: float | None) -> None:
@@ -83,6 +89,7 @@ async def serve_search(settings: Settings) -> int:
         await monitor.stop()
         await embedder.close()
         await backend.close()
+        await results.close()
 
     server.on_stopped(stop_dependencies)
     await server.start()
@@ -90,6 +97,7 @@ async def serve_search(settings: Settings) -> int:
     async def connect() -> None:
         _log.info("connecting the store", extra={"backend": backend.name})
         await backend.start()
+        await results.start()  # after the backend's migrations made its table
         servicer.attach(await asyncio.to_thread(make_splitter, settings))
         monitor.start()
 

@@ -44,6 +44,7 @@ from services.search.records import (
     PreparedDocument,
     RankedHit,
 )
+from services.search.result_cache import InvalidationError, ResultCache
 from services.search.validation import DocumentInput, InvalidRequestError
 
 # Recorded as a collection's model when it was created with explicit dimensions only.
@@ -70,6 +71,8 @@ def _as_rpc_failures() -> Iterator[None]:
         raise RpcFailure(grpc.StatusCode.DEADLINE_EXCEEDED, str(exc)) from None
     except EmbeddingsRejectedError as exc:
         raise RpcFailure(exc.code, f"the embeddings service refused the text: {exc}") from None
+    except InvalidationError as exc:
+        raise unavailable(str(exc)) from None
 
 
 class SearchServicer(pb_grpc.SearchServiceServicer):
@@ -79,8 +82,11 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
         server_settings: ServerSettings,
         backend: SearchBackend,
         embedder: Embedder,
+        results: ResultCache | None = None,
     ) -> None:
         self._settings = settings
+        # Search results, invalidated by every write (services/search/result_cache.py).
+        self._results = results or ResultCache(None, max_bytes=0, ttl_s=0)
         self._default_deadline_s = server_settings.default_deadline_s
         self._backend = backend
         self._embedder = embedder
@@ -125,6 +131,7 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
                 dimensions, model = info.dimensions, model or info.model
             spec = CollectionSpec(name, dimensions, model or EXTERNAL_MODEL, m, ef_construction)
             created = await self._backend.create_collection(spec)
+            await self._results.invalidate(name)  # a dropped collection's name may come back
         return pb.CreateCollectionResponse(collection=collection_to_proto(created))
 
     async def ListCollections(
@@ -150,7 +157,9 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
     ) -> pb.DeleteCollectionResponse:
         self._check_available()
         with _as_rpc_failures():
-            await self._backend.delete_collection(validation.check_collection_name(request.name))
+            name = validation.check_collection_name(request.name)
+            await self._backend.delete_collection(name)
+            await self._results.invalidate(name)
         return pb.DeleteCollectionResponse()
 
     # -- documents ---------------------------------------------------------------------
@@ -172,6 +181,7 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
                 inputs, collection, splitter, call_timeout(context, self._default_deadline_s)
             )
             await self._backend.upsert(name, documents)
+            await self._results.invalidate(name)
         return pb.UpsertDocumentsResponse(
             document_count=len(documents),
             passage_count=sum(len(document.passages) for document in documents),
@@ -230,6 +240,7 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
             name = validation.check_collection_name(request.collection, "collection")
             ids = validation.check_ids(request.ids, self._settings)
             deleted = await self._backend.delete_documents(name, ids)
+            await self._results.invalidate(name)
         return pb.DeleteDocumentsResponse(deleted_count=deleted)
 
     async def GetDocument(
@@ -261,6 +272,14 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
     # -- search ------------------------------------------------------------------------
 
     async def Search(
+        self, request: pb.SearchRequest, context: grpc.aio.ServicerContext
+    ) -> pb.SearchResponse:
+        with _as_rpc_failures():
+            return await self._results.search(
+                request.collection, request, lambda: self._search(request, context)
+            )
+
+    async def _search(
         self, request: pb.SearchRequest, context: grpc.aio.ServicerContext
     ) -> pb.SearchResponse:
         self._check_available()

@@ -157,8 +157,8 @@ def test_db_command(postgres_server: PostgresProcess) -> None:
         return result.stdout
 
     assert "pending" in db("status")
-    assert "applied: 1, 2, 3" in db("upgrade")
-    assert "reverted: 3" in db("downgrade")
+    assert "applied: 1, 2, 3, 4" in db("upgrade")
+    assert "reverted: 4" in db("downgrade")
     out = db("downgrade", "--to", "0")
-    assert "reverted: 2, 1" in out and out.count("pending") == 3
+    assert "reverted: 3, 2, 1" in out and out.count("pending") == 4
     assert "applied: 1" in db("upgrade", "--to", "1")
