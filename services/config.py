@@ -68,6 +68,9 @@ class EmbeddingsSettings(_Section):
     # A shared cache tier, e.g. redis://127.0.0.1:6379/0; empty means none.
     cache_redis_url: str = ""
     cache_redis_ttl_s: int = Field(defaults.EMBEDDINGS_CACHE_REDIS_TTL_S, ge=1)
+    # A batch the model process has not answered after this long is hung: the process is
+    # killed and replaced (self-healing, issue 9).
+    model_batch_timeout_s: float = Field(defaults.MODEL_BATCH_TIMEOUT_S, gt=0)
 
 
 class SearchSettings(_Section):
@@ -251,6 +254,12 @@ class MeshSettings(_Section):
     # How long a stopping server under `up` stays NOT_SERVING before it stops taking calls,
     # so Envoy's health checks (1 s interval, 2 failures) have taken it out of rotation.
     drain_s: float = Field(defaults.MESH_DRAIN_S, ge=0)
+    # Self-healing: restarting children that exit without being asked (defaults.py explains).
+    restart_first_delay_s: float = Field(defaults.RESTART_FIRST_DELAY_S, ge=0)
+    restart_max_delay_s: float = Field(defaults.RESTART_MAX_DELAY_S, ge=0)
+    restart_reset_after_s: float = Field(defaults.RESTART_RESET_AFTER_S, gt=0)
+    crash_loop_exits: int = Field(defaults.CRASH_LOOP_EXITS, ge=1)
+    crash_loop_window_s: float = Field(defaults.CRASH_LOOP_WINDOW_S, gt=0)
 
 
 # --- the OpenAI-compatible HTTP adapter (services/openai_compat) ---------------------------

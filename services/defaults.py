@@ -239,3 +239,16 @@ CACHE_REDIS_RETRY_S = 5.0
 # services/search/result_cache.py); 0 turns it off. Each replica keeps at most this many bytes.
 SEARCH_RESULT_CACHE_TTL_S = 60.0
 SEARCH_RESULT_CACHE_MAX_BYTES = 32 * 1024 * 1024
+
+# Self-healing (issue 9): `ragmesh up` starts a child that exits without being asked again
+# after RESTART_FIRST_DELAY_S, doubling per consecutive exit up to RESTART_MAX_DELAY_S; a child
+# healthy for RESTART_RESET_AFTER_S starts again from the first delay. CRASH_LOOP_EXITS exits
+# within CRASH_LOOP_WINDOW_S stop the whole mesh (exit code 1).
+RESTART_FIRST_DELAY_S = 1.0
+RESTART_MAX_DELAY_S = 30.0
+RESTART_RESET_AFTER_S = 60.0
+CRASH_LOOP_EXITS = 5
+CRASH_LOOP_WINDOW_S = 120.0
+# Embeddings: a batch the model process has not answered after this long counts as hung: the
+# process is killed and replaced (a 64-text batch takes well under 2 s on 2 CPU cores).
+MODEL_BATCH_TIMEOUT_S = 30.0

@@ -168,3 +168,19 @@ async def call_every_rpc(
                 except grpc.aio.AioRpcError as error:
                     codes[path] = error.code().name
     return codes
+
+
+def model_process_pid(server_pid: int, timeout_s: float = 30.0) -> int:
+    """The pid of an embeddings server's model process (its multiprocessing child)."""
+    import psutil
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for child in psutil.Process(server_pid).children():
+            try:
+                if any("spawn_main" in part for part in child.cmdline()):
+                    return int(child.pid)
+            except psutil.NoSuchProcess:
+                continue
+        time.sleep(0.1)
+    raise AssertionError(f"embeddings server {server_pid} has no model process")

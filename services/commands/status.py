@@ -22,7 +22,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "status",
         help="health of every service replica and Envoy's counters",
         description="Reads STATE_DIR/mesh.json (written by a running `ragmesh up`), asks each"
-        " replica for its grpc.health.v1 status over mTLS, and prints Envoy's per-cluster"
+        " replica for its grpc.health.v1 status over mTLS, shows every process's pid, how often"
+        " `up` restarted it and how it last exited, and prints Envoy's per-cluster"
         " requests, retries, ejections and health-check failures. Exits 1 if anything is"
         " not serving.",
     )
@@ -48,11 +49,20 @@ async def report(settings: Settings, state: MeshState) -> int:
         )
     )
     healthy = True
-    print(f"{'replica':<18} {'address':<18} health")
+    health_by_name = {}
     for replica, status in zip(state.replicas, statuses, strict=True):
-        name = health_pb2.HealthCheckResponse.ServingStatus.Name(status)
+        health_by_name[replica.name] = health_pb2.HealthCheckResponse.ServingStatus.Name(status)
         healthy &= status == health_pb2.HealthCheckResponse.SERVING
-        print(f"{replica.name:<18} {replica.target:<18} {name}")
+    address_by_name = {replica.name: replica.target for replica in state.replicas}
+    # Replicas first, then the other children (PostgreSQL, Envoy).
+    names = [*address_by_name, *(name for name in state.pids if name not in address_by_name)]
+    print(f"{'process':<18} {'address':<18} {'health':<12} {'pid':>8} {'restarts':>9}  last exit")
+    for name in names:
+        print(
+            f"{name:<18} {address_by_name.get(name, '-'):<18}"
+            f" {health_by_name.get(name, '-'):<12} {state.pids.get(name, '-'):>8}"
+            f" {state.restarts.get(name, 0):>9}  {state.last_exit.get(name) or '-'}"
+        )
 
     clusters = list(dict.fromkeys(replica.service for replica in state.replicas))
     print(f"\nEnvoy (admin http://{state.admin_listen}, clients on {state.client_listen})")

@@ -193,7 +193,7 @@ async def serve_coordinator(
             timeout_s=config.pg_health_timeout_s,
             set_serving=server.set_serving,
         )
-        monitor.start()
+        server.watch(monitor.start(), "database monitor")
         stopping.append(monitor.stop)
         _log.info(
             "coordinator ready",

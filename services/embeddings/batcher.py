@@ -6,11 +6,17 @@ arrived for a batch to fill, sorts the batch by length (similar lengths pad less
 it in one worker thread, so the event loop never blocks and the model is used by one batch at
 a time (in the server that thread hands the batch to the model process, worker.py). Texts of
 a call that was cancelled or timed out are dropped from the queue.
+
+The loop never dies silently: a batch that takes longer than `batch_timeout_s` fails its
+calls at once with BatchTimeoutError and calls `on_batch_timeout` (the server then kills
+and replaces the model process, which frees the worker thread); any other unexpected error
+fails the batch's calls, is logged, and the loop goes on.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -25,6 +31,8 @@ from opentelemetry import trace
 from services.runtime import metrics
 from services.runtime.tracing import tracer
 
+_log = logging.getLogger("ragmesh.embeddings.batcher")
+
 Result = TypeVar("Result")
 # Runs one batch in the worker thread: texts in, one result per text out, same order.
 BatchFunction = Callable[[list[str]], Sequence[Result]]
@@ -36,6 +44,10 @@ class QueueFullError(Exception):
 
 class BatcherClosedError(Exception):
     """The batcher is shutting down and takes no new work."""
+
+
+class BatchTimeoutError(Exception):
+    """The batch holding the call's texts took longer than the batch time limit."""
 
 
 @dataclass
@@ -84,8 +96,12 @@ class DynamicBatcher(Generic[Result]):
         max_batch_texts: int,
         max_batch_delay_s: float,
         max_queue_texts: int,
+        batch_timeout_s: float | None = None,
+        on_batch_timeout: Callable[[], None] | None = None,
     ) -> None:
         self._run_batch = run_batch
+        self._batch_timeout_s = batch_timeout_s
+        self._on_batch_timeout = on_batch_timeout
         self._max_batch_texts = max_batch_texts
         self._max_batch_delay_s = max_batch_delay_s
         self._max_queue_texts = max_queue_texts
@@ -111,9 +127,21 @@ class DynamicBatcher(Generic[Result]):
             return 0.0
         return beyond_next_batch / self.stats.texts_per_s
 
-    def start(self) -> None:
+    def start(self) -> asyncio.Task[None]:
+        """Start the batch loop; its task (it ends only when the batcher closes)."""
         metrics.QUEUE_DEPTH.set_function(lambda: len(self._queue))
         self._loop_task = asyncio.create_task(self._batch_loop(), name="batcher")
+        return self._loop_task
+
+    def fail_queued(self, error: Exception) -> int:
+        """Fail every call still waiting in the queue with `error` (the model is gone);
+        returns how many calls that was."""
+        calls = {id(entry.call): entry.call for entry in self._queue}
+        self._queue.clear()
+        for call in calls.values():
+            if not call.done.done():
+                call.done.set_exception(error)
+        return len(calls)
 
     async def close(self) -> None:
         """Stop taking calls, finish everything queued, stop the worker."""
@@ -164,8 +192,13 @@ class DynamicBatcher(Generic[Result]):
                 continue
             await self._wait_for_fill()
             batch = self._take_batch()
-            if batch:
+            if not batch:
+                continue
+            try:
                 await self._run(batch)
+            except Exception as exc:  # a bug must not stop every later call too
+                _log.exception("batch failed unexpectedly", extra={"texts": len(batch)})
+                _fail(batch, exc)
 
     async def _wait_for_fill(self) -> None:
         """Wait until a full batch is queued or the oldest text has waited long enough."""
@@ -202,12 +235,11 @@ class DynamicBatcher(Generic[Result]):
         try:
             with _batch_span(batch):
                 started = time.monotonic()
-                results = await loop.run_in_executor(self._executor, self._run_batch, texts)
+                running = loop.run_in_executor(self._executor, self._run_batch, texts)
+                results = await self._within_time_limit(running, batch)
                 self._measure(len(texts), time.monotonic() - started)
         except Exception as exc:
-            for entry in batch:
-                if not entry.call.done.done():
-                    entry.call.done.set_exception(exc)
+            _fail(batch, exc)
             return
         self.stats.batches += 1
         self.stats.texts += len(texts)
@@ -228,6 +260,34 @@ class DynamicBatcher(Generic[Result]):
         self.stats.texts_per_s = (
             rate if previous <= 0 else previous + _THROUGHPUT_SMOOTHING * (rate - previous)
         )
+
+    async def _within_time_limit(
+        self, running: asyncio.Future[Sequence[Result]], batch: list[_Entry[Result]]
+    ) -> Sequence[Result]:
+        """The batch's results; past the time limit its calls fail at once, the owner is
+        told (it frees the worker thread), and the loop waits for the thread to come back
+        before the next batch uses it."""
+        if self._batch_timeout_s is None:
+            return await running
+        done, _ = await asyncio.wait({running}, timeout=self._batch_timeout_s)
+        if done:
+            return running.result()
+        error = BatchTimeoutError(
+            f"the model did not finish a batch of {len(batch)} texts within"
+            f" {self._batch_timeout_s:.1f} s; it is being restarted"
+        )
+        _log.error("batch hung", extra={"texts": len(batch), "limit_s": self._batch_timeout_s})
+        _fail(batch, error)
+        if self._on_batch_timeout is not None:
+            self._on_batch_timeout()
+        await asyncio.gather(running, return_exceptions=True)
+        raise error
+
+
+def _fail(batch: list[_Entry[Result]], error: BaseException) -> None:
+    for entry in batch:
+        if not entry.call.done.done():
+            entry.call.done.set_exception(error)
 
 
 def _batch_span(batch: list[_Entry[Result]]) -> AbstractContextManager[trace.Span]:

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from ragmesh.embeddings.v1 import embeddings_service_pb2 as pb
 from ragmesh.embeddings.v1 import embeddings_service_pb2_grpc as pb_grpc
 from services.config import Settings
 from services.embeddings.batcher import DynamicBatcher
+from services.embeddings.keeper import ModelKeeper
 from services.embeddings.model import EncodedText, load_encoder
 from services.embeddings.servicer import EmbeddingsServicer
 from services.runtime.server import service_server
@@ -24,29 +23,38 @@ async def serve_embeddings(settings: Settings) -> int:
     await server.start()
 
     async def load_model() -> None:
-        encoder = await load_encoder(
-            config.model_path,
-            config.device,
-            config.slice_overhead_tokens,
-            attempts=config.model_load_attempts,
-            backoff_base_s=config.model_load_backoff_base_s,
-            runtime=config.runtime,
-            runtime_cache_dir=config.runtime_cache_dir or str(settings.state_dir / "models"),
+        keeper = ModelKeeper(
+            lambda: load_encoder(
+                config.model_path,
+                config.device,
+                config.slice_overhead_tokens,
+                attempts=config.model_load_attempts,
+                backoff_base_s=config.model_load_backoff_base_s,
+                runtime=config.runtime,
+                runtime_cache_dir=config.runtime_cache_dir or str(settings.state_dir / "models"),
+            ),
+            set_serving=server.set_serving,
+            # A replacement ends when the new process serves; it must not fail.
+            watch=lambda task, what: server.watch(task, what, may_finish=True),
         )
+        await keeper.start()
         batcher: DynamicBatcher[EncodedText] = DynamicBatcher(
-            encoder.encode,
+            keeper.encode,
             max_batch_texts=config.max_batch_texts,
             max_batch_delay_s=config.max_batch_delay_ms / 1000,
             max_queue_texts=config.max_queue_texts,
+            batch_timeout_s=config.model_batch_timeout_s,
+            on_batch_timeout=keeper.on_batch_timeout,
         )
-        batcher.start()
+        keeper.on_lost = batcher.fail_queued
+        server.watch(batcher.start(), "batcher")
 
         async def stop_model() -> None:
             await batcher.close()  # finish the queued work first
-            await asyncio.to_thread(encoder.close)
+            await keeper.close()
             await servicer.cache.close()
 
         server.on_stopped(stop_model)
-        servicer.attach(encoder, batcher)
+        servicer.attach(keeper, batcher)
 
     return await server.run(load_model())

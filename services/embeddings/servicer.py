@@ -14,11 +14,17 @@ from ragmesh.embeddings.v1 import embeddings_service_pb2_grpc as pb_grpc
 from services import defaults
 from services.caching.redis_tier import RedisTier
 from services.config import EmbeddingsSettings, ServerSettings
-from services.embeddings.batcher import BatcherClosedError, DynamicBatcher, QueueFullError
+from services.embeddings.batcher import (
+    BatcherClosedError,
+    BatchTimeoutError,
+    DynamicBatcher,
+    QueueFullError,
+)
+from services.embeddings.keeper import ModelKeeper
 from services.embeddings.model import EncodedText
 from services.embeddings.validation import InvalidRequestError, check_inputs, check_token_counts
 from services.embeddings.vector_cache import VectorCache
-from services.embeddings.worker import ModelProcess
+from services.embeddings.worker import ModelProcess, ModelUnavailableError
 from services.runtime.errors import RpcFailure, invalid_argument, unavailable
 from services.runtime.server import call_timeout
 
@@ -34,13 +40,19 @@ class EmbeddingsServicer(pb_grpc.EmbeddingsServiceServicer):
     def __init__(self, settings: EmbeddingsSettings, server_settings: ServerSettings) -> None:
         self._settings = settings
         self._default_deadline_s = server_settings.default_deadline_s
-        # Set once the model has loaded; until then Embed answers UNAVAILABLE.
-        self.encoder: ModelProcess | None = None
+        # Set once the model has loaded; until then, and while the keeper replaces a failed
+        # model process, Embed answers UNAVAILABLE.
+        self.keeper: ModelKeeper | None = None
         self.batcher: DynamicBatcher[EncodedText] | None = None
         self.cache = VectorCache(settings.cache_max_bytes, shared_tier(settings))
 
-    def attach(self, encoder: ModelProcess, batcher: DynamicBatcher[EncodedText]) -> None:
-        self.encoder, self.batcher = encoder, batcher
+    def attach(self, keeper: ModelKeeper, batcher: DynamicBatcher[EncodedText]) -> None:
+        self.keeper, self.batcher = keeper, batcher
+
+    @property
+    def encoder(self) -> ModelProcess | None:
+        """The model process now serving, if any."""
+        return self.keeper.encoder if self.keeper is not None else None
 
     async def Embed(
         self, request: pb.EmbedRequest, context: grpc.aio.ServicerContext
@@ -119,21 +131,22 @@ class EmbeddingsServicer(pb_grpc.EmbeddingsServiceServicer):
         self, request: pb.InfoRequest, context: grpc.aio.ServicerContext
     ) -> pb.InfoResponse:
         s = self._settings
+        encoder = self.encoder
         response = pb.InfoResponse(
             max_client_batch=s.max_client_batch,
             max_input_chars=s.max_input_chars,
             max_batch_texts=s.max_batch_texts,
             max_batch_delay_ms=int(s.max_batch_delay_ms),
-            ready=self.encoder is not None,
+            ready=encoder is not None,
         )
-        if self.encoder is not None and self.batcher is not None:
-            response.model = self.encoder.name
-            response.dimensions = self.encoder.dimensions
-            response.max_sequence_length = self.encoder.max_sequence_length
-            response.device = self.encoder.device
+        if encoder is not None and self.batcher is not None:
+            response.model = encoder.name
+            response.dimensions = encoder.dimensions
+            response.max_sequence_length = encoder.max_sequence_length
+            response.device = encoder.device
             response.batches_run = self.batcher.stats.batches
             response.texts_embedded = self.batcher.stats.texts
-            response.runtime = self.encoder.runtime
+            response.runtime = encoder.runtime
         _fill_cache_info(response.cache, self.cache)
         return response
 
@@ -149,9 +162,9 @@ class EmbeddingsServicer(pb_grpc.EmbeddingsServiceServicer):
         """Validate and embed one call's texts; failures raise RpcFailure. `shed`: refuse
         them at once when the queue is too long (a stream's messages are not shed: the stream
         is paced by its few messages in flight instead)."""
-        encoder, batcher = self.encoder, self.batcher
-        if encoder is None or batcher is None:
-            raise unavailable("the embedding model is still loading; retry shortly")
+        keeper, encoder, batcher = self.keeper, self.encoder, self.batcher
+        if keeper is None or encoder is None or batcher is None:
+            raise unavailable("the embedding model is loading or restarting; retry shortly")
         texts = list(inputs)
         try:
             check_inputs(
@@ -161,10 +174,12 @@ class EmbeddingsServicer(pb_grpc.EmbeddingsServiceServicer):
             )
             truncate = options.truncate if options.HasField("truncate") else True
             if not truncate:
-                counts = await asyncio.to_thread(encoder.count_tokens, texts)
+                counts = await asyncio.to_thread(keeper.count_tokens, texts)
                 check_token_counts(counts, max_sequence_length=encoder.max_sequence_length)
         except InvalidRequestError as exc:
             raise invalid_argument(prefix + str(exc)) from None
+        except ModelUnavailableError as exc:
+            raise unavailable(prefix + str(exc)) from None
 
         # Load shedding: texts that would wait longer than the server may keep them (or than
         # the caller's deadline) are refused now rather than time out later.
@@ -184,8 +199,10 @@ class EmbeddingsServicer(pb_grpc.EmbeddingsServiceServicer):
             )
         except QueueFullError as exc:
             raise RpcFailure(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc)) from None
-        except BatcherClosedError as exc:
-            raise unavailable(str(exc)) from None
+        except (BatcherClosedError, BatchTimeoutError, ModelUnavailableError) as exc:
+            # The model failed or the server stops: not the call's fault, and another
+            # replica (Envoy retries UNAVAILABLE) may answer it.
+            raise unavailable(prefix + str(exc)) from None
         except TimeoutError:
             raise RpcFailure(
                 grpc.StatusCode.DEADLINE_EXCEEDED,

@@ -7,7 +7,9 @@ loop. Measured side by side on 2 cores (docs/benchmarks.md): +17 % texts/s and a
 The server talks to it over a pipe, one request at a time (a lock keeps the batcher's thread
 and a token count from interleaving): ("encode" | "count", texts) → ("ok", result) or
 ("error", message). The process loads and checks the model before it reports ready, and
-exits when the pipe closes, so it never outlives the server.
+exits when the pipe closes, so it never outlives the server. When it dies, every call on it
+raises ModelUnavailableError; `kill` ends a hung one (services/embeddings/keeper.py replaces
+it).
 """
 
 from __future__ import annotations
@@ -21,6 +23,10 @@ from services.embeddings.model import EncodedText, Encoder
 
 # How long a stopping server waits for the model process before killing it.
 STOP_TIMEOUT_S = 10.0
+
+
+class ModelUnavailableError(Exception):
+    """The model process is gone (died, killed as hung, or being replaced)."""
 
 
 def _serve_model(
@@ -100,13 +106,29 @@ class ModelProcess:
             self.close()
             raise
 
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid
+
+    @property
+    def sentinel(self) -> int:
+        """A file descriptor that becomes readable when the process has ended."""
+        return self._process.sentinel
+
+    @property
+    def exit_description(self) -> str:
+        code = self._process.exitcode
+        if code is None:
+            return "still running"
+        return f"signal {-code}" if code < 0 else f"exit code {code}"
+
     def _reply(self) -> Any:
         try:
             status, payload = self._connection.recv()
-        except EOFError:
+        except (EOFError, OSError):
             self._process.join(1)
-            raise RuntimeError(
-                f"the model process exited (exit code {self._process.exitcode})"
+            raise ModelUnavailableError(
+                f"the model process ended ({self.exit_description}); it is being restarted"
             ) from None
         if status == "error":
             raise RuntimeError(payload)
@@ -114,7 +136,14 @@ class ModelProcess:
 
     def _call(self, operation: str, texts: list[str]) -> Any:
         with self._lock:
-            self._connection.send((operation, texts))
+            if self._connection.closed:
+                raise ModelUnavailableError("the model process was stopped")
+            try:
+                self._connection.send((operation, texts))
+            except OSError:  # the pipe broke: the process is gone
+                raise ModelUnavailableError(
+                    "the model process ended; it is being restarted"
+                ) from None
             return self._reply()
 
     def encode(self, texts: list[str]) -> list[EncodedText]:
@@ -123,9 +152,24 @@ class ModelProcess:
     def count_tokens(self, texts: list[str]) -> list[int]:
         return list(self._call("count", texts))
 
+    def kill(self) -> None:
+        """SIGKILL the process (a hung or dead one); calls waiting on it then fail at once.
+        Then close the pipe, once no call is using it."""
+        if self._process.exitcode is None:
+            self._process.kill()
+        self._process.join()
+        with self._lock:
+            self._connection.close()
+
     def close(self) -> None:
         """Close the pipe (the process then exits) and wait for it."""
-        self._connection.close()
+        if not self._lock.acquire(timeout=STOP_TIMEOUT_S):  # a call hangs: end it
+            self._process.kill()
+            self._lock.acquire()
+        try:
+            self._connection.close()
+        finally:
+            self._lock.release()
         self._process.join(STOP_TIMEOUT_S)
         if self._process.is_alive():
             self._process.kill()

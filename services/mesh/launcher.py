@@ -29,6 +29,7 @@ from services.mesh.plan import (
     split_address,
 )
 from services.mesh.prometheus import prometheus_config
+from services.mesh.restarts import RestartPolicy
 from services.mesh.supervisor import ManagedProcess, ProcessSpec, Supervisor
 from services.postgres.embedded import EmbeddedPostgres, accepts_connections
 from services.progress import Progress
@@ -41,6 +42,8 @@ _DEPENDENCY_TARGET = {
     "search": "RAGMESH_SEARCH__EMBEDDINGS_TARGET",
     "coordinator": "RAGMESH_COORDINATOR__SEARCH_TARGET",
 }
+# The services that cannot start without the database.
+_NEEDS_DATABASE = ("search", "coordinator")
 
 
 class MeshLauncher:
@@ -56,7 +59,18 @@ class MeshLauncher:
         for service in SERVICE_ORDER:
             keys.ensure_named_key(f"service-{service}")
         self.replicas = plan_replicas(settings, counts)
-        self.supervisor = Supervisor()
+        mesh = settings.mesh
+        self.supervisor = Supervisor(
+            RestartPolicy(
+                first_delay_s=mesh.restart_first_delay_s,
+                max_delay_s=mesh.restart_max_delay_s,
+                reset_after_s=mesh.restart_reset_after_s,
+                crash_loop_exits=mesh.crash_loop_exits,
+                crash_loop_window_s=mesh.crash_loop_window_s,
+            ),
+            # `ragmesh status` reads the new pids, restart counts and last exits.
+            on_change=self.write_state,
+        )
         # Health probes go straight to each replica, as Envoy's own would.
         self._probe_credentials = channel_credentials(
             self.certs.ca, self.certs.envoy_upstream.cert, self.certs.envoy_upstream.key
@@ -141,7 +155,7 @@ class MeshLauncher:
     def _postgres_spec(self) -> ProcessSpec | None:
         """The embedded PostgreSQL, when a service needs it and no external DSN is set."""
         search = self.settings.search
-        needs_database = {"search", "coordinator"} & set(self.services)
+        needs_database = set(_NEEDS_DATABASE) & set(self.services)
         if not needs_database or search.pg_dsn or search.backend != "pgvector":
             return None
         dsn = EmbeddedPostgres(self.settings.state_dir).dsn()
@@ -164,6 +178,13 @@ class MeshLauncher:
                 log_path=self.layout.log_path(replica.name),
                 is_ready=self._health_probe(replica),
                 env=self.child_env(replica),
+                # Search and the coordinator give up starting when the database stays away;
+                # restarted, they wait for it instead of counting towards a crash loop.
+                depends_on=(
+                    [postgres.name]
+                    if postgres is not None and replica.service in _NEEDS_DATABASE
+                    else []
+                ),
             )
             for replica in self.replicas
         ]
@@ -194,11 +215,18 @@ class MeshLauncher:
         self.layout.prometheus_config.write_text(
             prometheus_config(self.replicas, self.settings.mesh.admin_listen)
         )
+        self.write_state()
+
+    def write_state(self) -> None:
+        """mesh.json for `ragmesh status`: rewritten whenever a child restarts."""
+        processes = self.supervisor.processes
         MeshState(
             replicas=self.replicas,
             client_listen=self.settings.mesh.client_listen,
             admin_listen=self.settings.mesh.admin_listen,
-            pids={process.spec.name: process.pid for process in self.supervisor.processes},
+            pids={process.spec.name: process.pid for process in processes},
+            restarts={process.spec.name: process.history.restarts for process in processes},
+            last_exit={process.spec.name: process.history.last_exit for process in processes},
         ).write(self.layout.mesh_state)
 
     async def stop(self) -> None:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
-from dataclasses import asdict, dataclass
+import os
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from services.config import Settings
@@ -123,9 +124,15 @@ class MeshState:
     client_listen: str
     admin_listen: str
     pids: dict[str, int]
+    # Per child: how often the supervisor restarted it, and how it last exited ("" never).
+    restarts: dict[str, int] = field(default_factory=dict)
+    last_exit: dict[str, str] = field(default_factory=dict)
 
     def write(self, path: Path) -> None:
-        path.write_text(json.dumps(asdict(self), indent=2))
+        """Replaced atomically: `ragmesh status` never reads half a file."""
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(json.dumps(asdict(self), indent=2))
+        os.replace(tmp, path)
 
     @classmethod
     def read(cls, path: Path) -> MeshState:
@@ -135,4 +142,6 @@ class MeshState:
             client_listen=raw["client_listen"],
             admin_listen=raw["admin_listen"],
             pids=raw["pids"],
+            restarts=raw.get("restarts", {}),
+            last_exit=raw.get("last_exit", {}),
         )

@@ -1,9 +1,16 @@
-"""Starting ragmesh's processes in dependency order and stopping them gracefully.
+"""Starting ragmesh's processes in dependency order, restarting them, stopping them gracefully.
 
 Each child runs in its own process group. Its stdout (ragmesh's JSON log lines, Envoy's JSON
 access log) goes to `<name>.log` and its stderr (tracebacks of a crash, native libraries'
 own messages, Envoy's and PostgreSQL's logs) to `<name>.stderr.log`, so the first stays
 machine-readable. Readiness is its gRPC health turning SERVING (polled, no fixed sleeps).
+
+Once the mesh is up, `supervise` watches every child: one that exits without being asked is
+started again after a backoff (services/mesh/restarts.py), once the children it depends on
+are healthy again, and one JSON log line records each restart. A crash loop stops the mesh.
+No process-manager library fits this job: supervisord and circus are daemons of their own
+(config files, XML-RPC or ZeroMQ) without health-gated start order or a capped exponential
+backoff, and honcho restarts nothing; the loop below is the small part of them `up` needs.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from services.mesh.restarts import RestartHistory, RestartPolicy, exit_fields
 from services.progress import Progress
 
 _log = logging.getLogger("ragmesh.supervisor")
@@ -32,6 +40,10 @@ class StartupFailedError(Exception):
     """A child did not become ready; the message names it and ends with its last log lines."""
 
 
+class CrashLoopError(Exception):
+    """A child kept exiting; the message names it and ends with its last log lines."""
+
+
 @dataclass
 class ProcessSpec:
     """One child process: how to start it and how to tell it is ready."""
@@ -42,16 +54,34 @@ class ProcessSpec:
     # Awaited repeatedly until it returns True; None means ready once started.
     is_ready: Callable[[], Awaitable[bool]] | None = None
     env: dict[str, str] = field(default_factory=dict)
+    # Names of the children it cannot start without: a restart waits until they are ready.
+    depends_on: Sequence[str] = ()
 
 
 @dataclass
 class ManagedProcess:
     spec: ProcessSpec
     popen: subprocess.Popen[bytes]
+    history: RestartHistory
+    # time.monotonic() since when it has been ready; None while starting or restarting.
+    healthy_since: float | None = None
+    # Set when the supervisor itself stops it: its exit is then no reason to restart it.
+    stopping: bool = False
+    # Set from its exit until it runs again.
+    restart_pending: bool = False
 
     @property
     def pid(self) -> int:
         return self.popen.pid
+
+    async def is_ready(self) -> bool:
+        """One readiness probe; a probe that fails counts as not ready."""
+        if self.spec.is_ready is None:
+            return True
+        try:
+            return await self.spec.is_ready()
+        except Exception:  # a probe's own failure is a "no", never the supervisor's end
+            return False
 
     def last_log_lines(self, count: int = LOG_LINES_ON_FAILURE) -> str:
         """The end of both of its logs, for a start-up failure message."""
@@ -67,30 +97,21 @@ class ManagedProcess:
 
 
 class Supervisor:
-    """Owns the children it started; stops them in reverse order."""
+    """Owns the children it started; restarts them; stops them in reverse order."""
 
-    def __init__(self) -> None:
+    def __init__(
+        self, policy: RestartPolicy | None = None, on_change: Callable[[], None] | None = None
+    ) -> None:
         self.processes: list[ManagedProcess] = []
+        self.policy = policy or RestartPolicy()
+        # Called after a child's pid, restart count or last exit changed.
+        self._on_change = on_change or (lambda: None)
+        self._tasks: set[asyncio.Task[None]] = set()
 
     def start(self, spec: ProcessSpec) -> ManagedProcess:
-        spec.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with (
-            spec.log_path.open("ab") as log_file,
-            stderr_path(spec.log_path).open("ab") as error_file,
-        ):
-            popen = subprocess.Popen(
-                list(spec.argv),
-                stdout=log_file,
-                stderr=error_file,
-                stdin=subprocess.DEVNULL,
-                env={**os.environ, **spec.env},
-                # Its own group: a terminal's Ctrl-C reaches only the supervisor, which then
-                # stops the children in order.
-                start_new_session=True,
-            )
-        process = ManagedProcess(spec, popen)
+        process = ManagedProcess(spec, _spawn(spec), RestartHistory(self.policy))
         self.processes.append(process)
-        _log.info("started", extra={"child": spec.name, "pid": popen.pid})
+        _log.info("started", extra={"child": spec.name, "pid": process.pid})
         return process
 
     async def wait_ready(self, process: ManagedProcess, deadline: float) -> None:
@@ -103,7 +124,8 @@ class Supervisor:
                     f"{spec.name} exited with code {exit_code} before it became healthy;"
                     f" the end of its logs:\n{process.last_log_lines()}"
                 )
-            if spec.is_ready is None or await spec.is_ready():
+            if await process.is_ready():
+                process.healthy_since = time.monotonic()
                 return
             if time.monotonic() > deadline:
                 raise StartupFailedError(
@@ -125,8 +147,95 @@ class Supervisor:
             if progress is not None:
                 progress.advance()
 
+    async def supervise(self) -> None:
+        """Restart every child that exits without being asked, until a crash loop (raises
+        CrashLoopError). Cancelling it stops the watching and any restart under way."""
+        try:
+            while True:
+                for process in list(self.processes):
+                    if process.stopping or process.restart_pending:
+                        continue
+                    returncode = process.popen.poll()
+                    if returncode is not None:
+                        self._schedule_restart(process, returncode)
+                await asyncio.sleep(HEALTH_POLL_INTERVAL_S)
+        finally:
+            for task in self._tasks:
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def _schedule_restart(self, process: ManagedProcess, returncode: int) -> None:
+        name = process.spec.name
+        decision = process.history.record_exit(returncode, time.monotonic(), process.healthy_since)
+        process.healthy_since = None
+        if decision.crash_loop:
+            policy = self.policy
+            _log.error(
+                "crash loop; stopping the mesh",
+                extra={"child": name, **exit_fields(returncode), "exits": policy.crash_loop_exits},
+            )
+            raise CrashLoopError(
+                f"{name} exited {policy.crash_loop_exits} times within"
+                f" {policy.crash_loop_window_s:.0f} s (last: {process.history.last_exit});"
+                f" the end of its logs:\n{process.last_log_lines()}"
+            )
+        _log.warning(
+            "child exited; restarting",
+            extra={
+                "child": name,
+                **exit_fields(returncode),
+                "attempt": decision.attempt,
+                "next_delay_s": decision.delay_s,
+            },
+        )
+        process.restart_pending = True
+        self._on_change()
+        task = asyncio.create_task(self._restart(process, decision.delay_s), name=f"restart {name}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _restart(self, process: ManagedProcess, delay_s: float) -> None:
+        """After the backoff and once its dependencies are ready, start it again; it counts
+        as healthy (for the backoff's reset) once its readiness probe says so."""
+        await asyncio.sleep(delay_s)
+        await self._wait_for_dependencies(process)
+        process.popen = _spawn(process.spec)
+        process.history.restarts += 1
+        process.restart_pending = False
+        name = process.spec.name
+        _log.info(
+            "restarted",
+            extra={"child": name, "pid": process.pid, "restarts": process.history.restarts},
+        )
+        self._on_change()
+        popen = process.popen
+        while popen.poll() is None and not process.stopping:
+            if await process.is_ready():
+                process.healthy_since = time.monotonic()
+                _log.info("healthy again", extra={"child": name, "pid": popen.pid})
+                return
+            await asyncio.sleep(HEALTH_POLL_INTERVAL_S)
+
+    async def _wait_for_dependencies(self, process: ManagedProcess) -> None:
+        by_name = {p.spec.name: p for p in self.processes}
+        dependencies = [by_name[name] for name in process.spec.depends_on if name in by_name]
+        logged = False
+        while True:
+            waiting = [d.spec.name for d in dependencies if not await d.is_ready()]
+            if not waiting:
+                return
+            if not logged:
+                _log.info(
+                    "restart waits for its dependencies",
+                    extra={"child": process.spec.name, "waiting_for": waiting},
+                )
+                logged = True
+            await asyncio.sleep(HEALTH_POLL_INTERVAL_S)
+
     async def stop(self, processes: Sequence[ManagedProcess]) -> None:
         """SIGTERM these children together and wait for each; SIGKILL any that hang."""
+        for process in processes:
+            process.stopping = True
         await asyncio.gather(
             *(asyncio.to_thread(stop_process, p.popen, STOP_TIMEOUT_S) for p in processes)
         )
@@ -140,6 +249,24 @@ class Supervisor:
         """Stop every child, last started first."""
         for process in reversed(list(self.processes)):
             await self.stop([process])
+
+
+def _spawn(spec: ProcessSpec) -> subprocess.Popen[bytes]:
+    spec.log_path.parent.mkdir(parents=True, exist_ok=True)
+    with (
+        spec.log_path.open("ab") as log_file,
+        stderr_path(spec.log_path).open("ab") as error_file,
+    ):
+        return subprocess.Popen(
+            list(spec.argv),
+            stdout=log_file,
+            stderr=error_file,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, **spec.env},
+            # Its own group: a terminal's Ctrl-C reaches only the supervisor, which then
+            # stops the children in order.
+            start_new_session=True,
+        )
 
 
 def stderr_path(log_path: Path) -> Path:

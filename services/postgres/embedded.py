@@ -149,7 +149,14 @@ class EmbeddedPostgres:
         if run_as is not None and socket_dir != self.data_dir:
             entry = pwd.getpwnam(run_as)
             os.chown(socket_dir, entry.pw_uid, entry.pw_gid)
-        child = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL, **_as_user(run_as))
+        child = subprocess.Popen(
+            self.command(),
+            stdin=subprocess.DEVNULL,
+            # Killed outright, this process must not leave a postmaster behind: the one the
+            # supervisor starts next could not take over the data directory.
+            preexec_fn=_quit_when_parent_dies,
+            **_as_user(run_as),
+        )
         _log.info(
             "postgres started",
             extra={"pid": child.pid, "socket_dir": str(socket_dir), "dsn": self.dsn()},
@@ -165,6 +172,15 @@ class EmbeddedPostgres:
         code = child.wait()
         _log.info("postgres exited", extra={"exit_code": code})
         return code
+
+
+def _quit_when_parent_dies() -> None:
+    """In the postgres child before exec: SIGQUIT (PostgreSQL's immediate shutdown) when
+    this process dies (Linux's parent-death signal; it survives exec)."""
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGQUIT)
 
 
 def _as_user(user: str | None) -> dict[str, Any]:

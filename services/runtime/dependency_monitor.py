@@ -42,8 +42,10 @@ class DependencyMonitor:
         self._task: asyncio.Task[None] | None = None
         self.available = True
 
-    def start(self) -> None:
+    def start(self) -> asyncio.Task[None]:
+        """Start probing; the task (a server watches it: it never ends by itself)."""
         self._task = asyncio.create_task(self._loop(), name=self._task_name)
+        return self._task
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -53,7 +55,11 @@ class DependencyMonitor:
 
     async def check(self) -> bool:
         """Probe once and flip health if the answer changed; returns availability."""
-        error = await self._probe()
+        try:
+            error = await self._probe()
+        except Exception as exc:  # a probe's own bug counts as "down", never ends the loop
+            self._log.exception(f"{self._what} probe failed", extra=self._log_fields)
+            error = f"{type(exc).__name__}: {exc}"
         available = error is None
         if available != self.available:
             self.available = available

@@ -7,14 +7,22 @@
 
 `run` returns when SIGTERM/SIGINT arrives (graceful: NOT_SERVING, drain, finish in-flight
 calls, stop) or when `ready` fails (the failure is logged and the exit code is 1).
+
+    server.watch(monitor.start(), "store monitor")
+
+A watched background task the server cannot work without (a dependency monitor, a batch
+loop) that ends while the server runs turns it NOT_SERVING at once and stops it with exit
+code 1: Envoy routes around it, and `ragmesh up` starts a fresh one.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import signal
 from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -84,6 +92,11 @@ class GrpcServer:
         self.port = 0
         self._health_listen = health_listen
         self._health_only: grpc.aio.Server | None = None
+        # Set by a stop signal or a watched task that ended; `run` then shuts down.
+        self._stop = asyncio.Event()
+        self._exit_code = 0
+        self._shutting_down = False
+        self._background: set[asyncio.Future[Any]] = set()
 
     def on_stopped(self, hook: Callable[[], Awaitable[None]]) -> None:
         """Run `hook` after the server has stopped taking calls (e.g. drain a batcher)."""
@@ -120,6 +133,28 @@ class GrpcServer:
         await self.health.set(LIVENESS_SERVICE, _SERVING)
         await self._health_only.start()
 
+    def watch(self, task: asyncio.Future[Any], what: str, *, may_finish: bool = False) -> None:
+        """`task` must run as long as the server does (or, with `may_finish`, must not
+        fail); if it ends first, the server turns NOT_SERVING and stops with exit code 1."""
+        task.add_done_callback(functools.partial(self._watched_task_ended, what, may_finish))
+
+    def _watched_task_ended(self, what: str, may_finish: bool, task: asyncio.Future[Any]) -> None:
+        if self._shutting_down:
+            return
+        error = None if task.cancelled() else task.exception()
+        if may_finish and error is None and not task.cancelled():
+            return
+        _log.error(
+            "a background task the server needs stopped; NOT_SERVING, stopping",
+            extra={"task": what, "error": repr(error) if error else "it returned"},
+            exc_info=error,
+        )
+        self._exit_code = 1
+        turning = asyncio.ensure_future(self.set_serving(False))
+        self._background.add(turning)
+        turning.add_done_callback(self._background.discard)
+        self._stop.set()
+
     async def set_serving(self, serving: bool) -> None:
         status = _SERVING if serving else _NOT_SERVING
         for service_name in self._health_names:
@@ -128,7 +163,7 @@ class GrpcServer:
 
     async def run(self, ready: Awaitable[None]) -> int:
         """Serve until a stop signal; returns the process exit code."""
-        stop = asyncio.Event()
+        stop = self._stop
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
@@ -137,23 +172,24 @@ class GrpcServer:
         stop_wait = asyncio.ensure_future(stop.wait())
         await asyncio.wait({readiness, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
 
-        exit_code = 0
         if readiness.done() and readiness.exception() is not None:
             error = readiness.exception()
             _log.error("start-up failed: %s", error, exc_info=error)
-            exit_code = 1
+            self._exit_code = 1
         elif readiness.done():
-            await self.set_serving(True)
+            if not stop.is_set():  # a watched task may already have failed
+                await self.set_serving(True)
             await stop_wait
         else:
             readiness.cancel()
         stop_wait.cancel()
 
         await self.shutdown()
-        return exit_code
+        return self._exit_code
 
     async def shutdown(self) -> None:
         """NOT_SERVING, give the proxy time to notice, finish in-flight calls, stop."""
+        self._shutting_down = True
         _log.info("shutting down", extra={"drain_s": self._settings.shutdown_drain_s})
         await self.health.enter_graceful_shutdown()
         if self._settings.shutdown_drain_s:

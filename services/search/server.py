@@ -99,6 +99,6 @@ async def serve_search(settings: Settings) -> int:
         await backend.start()
         await results.start()  # after the backend's migrations made its table
         servicer.attach(await asyncio.to_thread(make_splitter, settings))
-        monitor.start()
+        server.watch(monitor.start(), "store monitor")
 
     return await server.run(connect())

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from services.embeddings.batcher import DynamicBatcher, QueueFullError
+from services.embeddings.batcher import BatchTimeoutError, DynamicBatcher, QueueFullError
 
 
 class RecordingModel:
@@ -202,4 +202,64 @@ async def test_expected_wait_follows_the_measured_throughput() -> None:
     assert batcher.expected_wait_s(2) == pytest.approx(6 / rate)
     model.release.set()
     await asyncio.gather(held, *queued)
+
+
+async def test_a_hung_batch_fails_its_calls_at_the_limit_and_the_owner_is_told() -> None:
+    model = RecordingModel()
+    model.release.clear()  # the model hangs
+    told: list[float] = []
+    batcher: DynamicBatcher[str] = DynamicBatcher(
+        model,
+        max_batch_texts=4,
+        max_batch_delay_s=0.0,
+        max_queue_texts=100,
+        batch_timeout_s=0.3,
+        # The server kills the model process here; that frees the worker thread.
+        on_batch_timeout=lambda: (told.append(time.monotonic()), model.release.set()),
+    )
+    batcher.start()
+    started = time.monotonic()
+    with pytest.raises(BatchTimeoutError, match=r"within 0\.3 s"):
+        await batcher.submit(["stuck"])
+    assert 0.3 <= time.monotonic() - started < 10.0  # not a performance bound
+    assert len(told) == 1
+    # The loop goes on with the next batch.
+    assert await batcher.submit(["next"]) == ["NEXT"]
+    await batcher.close()
+
+
+async def test_fail_queued_fails_every_waiting_call_at_once() -> None:
+    model = RecordingModel()
+    model.release.clear()
+    batcher = make_batcher(model, max_batch_texts=1, max_batch_delay_s=0.0)
+    running = asyncio.ensure_future(batcher.submit(["first"]))
+    await asyncio.sleep(0.1)  # "first" is in the model; these two wait in the queue
+    waiting = [asyncio.ensure_future(batcher.submit([f"w{i}"])) for i in range(2)]
+    await asyncio.sleep(0.05)
+    assert batcher.fail_queued(ConnectionError("model gone")) == 2
+    for call in waiting:
+        with pytest.raises(ConnectionError):
+            await call
+    model.release.set()
+    assert await running == ["FIRST"]
+    await batcher.close()
+
+
+async def test_an_unexpected_error_fails_the_batch_and_the_loop_goes_on() -> None:
+    calls = 0
+
+    def flaky(texts: list[str]) -> list[str]:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            return []  # a bug: fewer results than texts
+        return [text.upper() for text in texts]
+
+    batcher: DynamicBatcher[str] = DynamicBatcher(
+        flaky, max_batch_texts=4, max_batch_delay_s=0.0, max_queue_texts=100
+    )
+    batcher.start()
+    with pytest.raises(ValueError):
+        await batcher.submit(["a"])
+    assert await batcher.submit(["b"]) == ["B"]
     await batcher.close()
