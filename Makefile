@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 TORCH_PIN := torch==2.13.0
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: install test-tools up test lint generate bench load clean image-base wheelhouse image image-test
+.PHONY: install test-tools up test chaos lint generate bench load clean image-base wheelhouse image image-test
 
 install: $(STAMP)
 
@@ -32,6 +32,11 @@ test-tools:
 
 test: install test-tools
 	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+# The whole chaos suite: the short SIGKILL scenarios of `make test` plus a replica frozen for
+# 20 s and the database frozen for 30 s (tests/chaos/).
+chaos: install test-tools
+	RAGMESH_CHAOS_LONG=1 $(BIN)/python -m pytest -q -p no:cacheprovider tests/chaos
 
 lint: install
 	$(BIN)/ruff check services tests

@@ -146,6 +146,8 @@ class EmbeddedPostgres:
         run_as = self._run_as()
         socket_dir = self.socket_dir
         socket_dir.mkdir(parents=True, exist_ok=True)
+        if run_as is not None:
+            _make_traversable(self.data_dir, postgres_bin_dir())
         if run_as is not None and socket_dir != self.data_dir:
             entry = pwd.getpwnam(run_as)
             os.chown(socket_dir, entry.pw_uid, entry.pw_gid)
@@ -171,7 +173,8 @@ class EmbeddedPostgres:
         signal.signal(signal.SIGINT, fast_shutdown)
         code = child.wait()
         _log.info("postgres exited", extra={"exit_code": code})
-        return code
+        # Killed by a signal: exit as a shell reports it (128 + the signal, 137 for SIGKILL).
+        return code if code >= 0 else 128 - code
 
 
 def _quit_when_parent_dies() -> None:
@@ -201,6 +204,17 @@ def _run(argv: list[str], run_as: str | None, what: str) -> None:
         )
 
 
+def _make_traversable(*paths: Path) -> None:
+    """Every directory above `paths` lets others pass through (the unprivileged user must
+    reach the data directory and the binaries). Checked at every start: something may have
+    tightened a parent since (pytest, for one, resets its temporary root to 0700)."""
+    for path in paths:
+        for parent in path.parents:
+            mode = parent.stat().st_mode
+            if not mode & stat.S_IXOTH:
+                parent.chmod(mode | stat.S_IXOTH)
+
+
 def _prepare_for_user(user: str, data_dir: Path, install_dir: Path) -> None:
     """As root: make `user` exist, own the data directory, and able to reach the binaries."""
     try:
@@ -210,12 +224,7 @@ def _prepare_for_user(user: str, data_dir: Path, install_dir: Path) -> None:
         entry = pwd.getpwnam(user)
     os.chown(data_dir, entry.pw_uid, entry.pw_gid)
     data_dir.chmod(0o700)
-    # Every directory above the data directory and the installation must be traversable.
-    for path in (data_dir, install_dir):
-        for parent in path.parents:
-            mode = parent.stat().st_mode
-            if not mode & stat.S_IXOTH:
-                parent.chmod(mode | stat.S_IXOTH)
+    _make_traversable(data_dir, install_dir)
     for root, directories, files in os.walk(install_dir):
         for name in directories:
             child = Path(root) / name

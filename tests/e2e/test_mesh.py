@@ -293,24 +293,6 @@ async def prometheus_value(address: str, query: str) -> float:
     return float(result[0]["value"][1]) if result else 0.0
 
 
-def start_replica(mesh: Mesh, target: str, log_path: Path) -> subprocess.Popen[bytes]:
-    """An embeddings replica with the settings `ragmesh up` gives one."""
-    env = {
-        **os.environ,
-        **mesh.env,
-        "RAGMESH_MESH__TLS": "true",
-        "RAGMESH_EMBEDDINGS__LISTEN": target,
-    }
-    with log_path.open("wb") as log_file:
-        return subprocess.Popen(
-            ragmesh_command("serve", "embeddings"),
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            cwd=REPO_ROOT,
-            env=env,
-        )
-
-
 async def test_killing_a_replica_under_load_is_invisible_to_clients(mesh: Mesh) -> None:
     victim = next(r for r in mesh.state.replicas if r.name == "embeddings-0")
     victim_pid = mesh.state.pids[victim.name]
@@ -348,27 +330,27 @@ async def test_killing_a_replica_under_load_is_invisible_to_clients(mesh: Mesh) 
     health_failures = await envoy_counter(mesh, "cluster.embeddings.health_check.failure")
     assert ejected >= 1, f"no ejection (health-check failures: {health_failures})"
 
-    # Restart the replica as `up` started it: it returns to rotation through health checks.
-    log_path = mesh.state_dir / "embeddings-0-restarted.log"
-    restarted = start_replica(mesh, victim.target, log_path)
-    try:
-        deadline = time.monotonic() + 120
-        host = f"embeddings::{victim.target}::health_flags::healthy"
-        while host not in await admin_get(mesh.admin, "/clusters"):
-            assert restarted.poll() is None, log_path.read_text()
-            assert time.monotonic() < deadline, await admin_get(mesh.admin, "/clusters")
-            await asyncio.sleep(0.5)
-        # Back in rotation: calls through Envoy reach it again.
-        async with mesh.channel() as channel:
-            client = embeddings_grpc.EmbeddingsServiceStub(channel)
-            for call in range(200):
-                await client.Embed(embeddings_pb.EmbedRequest(inputs=[f"back {call}"]), timeout=30)
-                if "EmbeddingsService/Embed" in log_path.read_text():
-                    break
-                await asyncio.sleep(0.1)
-        assert "EmbeddingsService/Embed" in log_path.read_text(), await admin_get(
-            mesh.admin, "/clusters"
-        )
-    finally:
-        restarted.terminate()
-        restarted.wait(30)
+    # `ragmesh up` starts it again; it returns to rotation through health checks.
+    deadline = time.monotonic() + 120
+    while mesh.state.pids[victim.name] == victim_pid:
+        assert time.monotonic() < deadline, "embeddings-0 was not restarted"
+        await asyncio.sleep(0.2)
+    assert mesh.state.restarts[victim.name] >= 1
+    assert mesh.state.last_exit[victim.name] == "signal SIGKILL"
+    log_path = mesh.state_dir / "logs" / f"{victim.name}.log"
+    calls_before = log_path.read_text().count("EmbeddingsService/Embed")
+    host = f"embeddings::{victim.target}::health_flags::healthy"
+    while host not in await admin_get(mesh.admin, "/clusters"):
+        assert time.monotonic() < deadline, await admin_get(mesh.admin, "/clusters")
+        await asyncio.sleep(0.5)
+    # Back in rotation: calls through Envoy reach it again.
+    async with mesh.channel() as channel:
+        client = embeddings_grpc.EmbeddingsServiceStub(channel)
+        for call in range(200):
+            await client.Embed(embeddings_pb.EmbedRequest(inputs=[f"back {call}"]), timeout=30)
+            if log_path.read_text().count("EmbeddingsService/Embed") > calls_before:
+                break
+            await asyncio.sleep(0.1)
+    assert log_path.read_text().count("EmbeddingsService/Embed") > calls_before, await admin_get(
+        mesh.admin, "/clusters"
+    )

@@ -1,0 +1,95 @@
+"""SIGKILL each part of a mesh with one replica of every service under steady traffic through
+Envoy: traffic succeeds again within 30 s, no client ever sees INTERNAL or UNKNOWN, and
+after the database is killed every acknowledged write is still readable."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Callable
+
+import pytest
+
+from tests.chaos.conftest import (
+    RECOVERY_LIMIT_S,
+    RECOVERY_S,
+    postgres_processes,
+    read_every_acknowledged_write,
+    wait_for,
+)
+from tests.chaos.traffic import OUTAGE_CODES, Traffic
+from tests.e2e.conftest import Mesh
+from tests.helpers import model_process_pid
+
+pytestmark = pytest.mark.e2e
+
+# One replica of each service (the fixture's default).
+CHAOS_REPLICAS: list[str] = []
+
+
+async def survive(name: str, traffic: Traffic, fault: Callable[[], None]) -> None:
+    """Cause `fault` under traffic; assert recovery in time and no unexpected status."""
+    await traffic.wait_all_succeed(time.monotonic(), timeout_s=60)  # healthy before
+    fault_at = time.monotonic()
+    fault()
+    recovery = await traffic.wait_all_succeed(fault_at, timeout_s=120)
+    RECOVERY_S[name] = recovery
+    seen = traffic.summary(fault_at)
+    print(f"chaos {name}: seconds until calls succeed again {recovery}; answers: {seen}")
+    unexpected = {a.code for a in traffic.since(fault_at)} - {"OK"} - OUTAGE_CODES
+    assert not unexpected, f"clients saw {unexpected}: {seen}"
+    assert max(recovery.values()) <= RECOVERY_LIMIT_S, (recovery, seen)
+
+
+def restarts(mesh: Mesh, child: str) -> int:
+    return mesh.state.restarts.get(child, 0)
+
+
+async def kill_child(mesh: Mesh, traffic: Traffic, child: str) -> None:
+    before = restarts(mesh, child)
+    await survive(
+        f"SIGKILL {child}", traffic, lambda: os.kill(mesh.state.pids[child], signal.SIGKILL)
+    )
+    # It was `ragmesh up` that brought it back.
+    await wait_for(lambda: restarts(mesh, child) == before + 1, 30, f"{child} restarted")
+    assert mesh.state.last_exit[child] == "signal SIGKILL"
+
+
+async def test_killed_model_process_is_replaced(chaos_mesh: Mesh, traffic: Traffic) -> None:
+    server_pid = chaos_mesh.state.pids["embeddings-0"]
+    old_model = model_process_pid(server_pid)
+    await survive(
+        "SIGKILL embeddings model process", traffic, lambda: os.kill(old_model, signal.SIGKILL)
+    )
+    assert model_process_pid(server_pid) != old_model
+    assert chaos_mesh.state.pids["embeddings-0"] == server_pid  # the server itself stayed up
+
+
+async def test_killed_search_server_is_restarted(chaos_mesh: Mesh, traffic: Traffic) -> None:
+    await kill_child(chaos_mesh, traffic, "search-0")
+
+
+async def test_killed_coordinator_is_restarted(chaos_mesh: Mesh, traffic: Traffic) -> None:
+    await kill_child(chaos_mesh, traffic, "coordinator-0")
+
+
+async def test_killed_postgres_loses_no_acknowledged_write(
+    chaos_mesh: Mesh, traffic: Traffic
+) -> None:
+    before = restarts(chaos_mesh, "postgres")
+    postmaster = postgres_processes(chaos_mesh)[0]
+    await survive(
+        "SIGKILL PostgreSQL (postmaster)", traffic, lambda: postmaster.send_signal(signal.SIGKILL)
+    )
+    await wait_for(lambda: restarts(chaos_mesh, "postgres") == before + 1, 30, "postgres restarted")
+    acknowledged = list(traffic.acknowledged)
+    assert len(acknowledged) > 10
+    missing = await read_every_acknowledged_write(chaos_mesh, acknowledged)
+    assert not missing, (
+        f"{len(missing)} of {len(acknowledged)} acknowledged writes lost: {missing[:5]}"
+    )
+
+
+async def test_killed_envoy_is_restarted(chaos_mesh: Mesh, traffic: Traffic) -> None:
+    await kill_child(chaos_mesh, traffic, "envoy")
