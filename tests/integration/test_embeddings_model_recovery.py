@@ -22,8 +22,9 @@ from tests.integration.conftest import start_embeddings
 
 pytestmark = pytest.mark.integration
 
-# A hung batch is given up after this long (the default is 30 s).
-BATCH_TIMEOUT_S = 2.0
+# A hung batch is given up after this long (the default is 30 s; a real batch on a busy
+# 2-core machine can take a few seconds, so not much less).
+BATCH_TIMEOUT_S = 10.0
 CALL_DEADLINE_S = 60.0
 
 
@@ -47,38 +48,43 @@ async def health(target: str) -> int:
         return int(reply.status)
 
 
-async def steady_calls(target: str, stop: asyncio.Event) -> list[tuple[str, float]]:
-    """Embed calls back to back (8 at a time) until `stop`: (status name, seconds) each."""
-    results: list[tuple[str, float]] = []
+# One call's answer: (status name, seconds it took, time.monotonic() it ended).
+Result = tuple[str, float, float]
+
+
+async def steady_calls(target: str, stop: asyncio.Event, results: list[Result]) -> None:
+    """Embed calls back to back (8 at a time) until `stop`, each answer into `results`."""
 
     async def caller(client: pb_grpc.EmbeddingsServiceStub, number: int) -> None:
         while not stop.is_set():
             started = time.monotonic()
+            code = "OK"
             try:
                 await client.Embed(
                     pb.EmbedRequest(inputs=[f"call {number} {time.time()}"] * 4),
                     timeout=CALL_DEADLINE_S,
                 )
-                results.append(("OK", time.monotonic() - started))
             except grpc.aio.AioRpcError as error:
-                results.append((error.code().name, time.monotonic() - started))
+                code = error.code().name
+            results.append((code, time.monotonic() - started, time.monotonic()))
+            if code != "OK":
                 await asyncio.sleep(0.05)
 
     async with grpc.aio.insecure_channel(target) as channel:
         client = pb_grpc.EmbeddingsServiceStub(channel)
         await asyncio.gather(*(caller(client, n) for n in range(8)))
-    return results
 
 
-async def recover_from(server: ServerProcess, fault: int) -> list[tuple[str, float]]:
+async def recover_from(server: ServerProcess, fault: int) -> list[Result]:
     """Send `fault` to the model process under steady calls; wait until the server is
-    NOT_SERVING and then SERVING with a new model process; the calls' results."""
+    NOT_SERVING, then SERVING with a new model process, then answering; the calls' results."""
     old_pid = model_process_pid(server.popen.pid)
     stop = asyncio.Event()
-    calls = asyncio.ensure_future(steady_calls(server.target, stop))
+    results: list[Result] = []
+    calls = asyncio.ensure_future(steady_calls(server.target, stop, results))
     await asyncio.sleep(1.0)
     os.kill(old_pid, fault)
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 180
     saw_not_serving = False
     while time.monotonic() < deadline:
         status = await health(server.target)
@@ -88,30 +94,32 @@ async def recover_from(server: ServerProcess, fault: int) -> list[tuple[str, flo
         await asyncio.sleep(0.1)
     else:
         raise AssertionError(f"the server did not recover:\n{server.log()}")
-    await asyncio.sleep(1.0)  # calls succeed again
+    serving_at = time.monotonic()
+    while not any(code == "OK" and ended > serving_at for code, _, ended in results):
+        assert time.monotonic() < deadline, f"no call succeeded after recovery:\n{server.log()}"
+        await asyncio.sleep(0.1)
     stop.set()
-    results = await calls
+    await calls
     assert model_process_pid(server.popen.pid) != old_pid
     return results
 
 
-def check(results: list[tuple[str, float]], slowest_failure_s: float) -> None:
-    codes = {code for code, _ in results}
+def check(results: list[Result]) -> None:
+    codes = {code for code, _, _ in results}
+    # Never INTERNAL, and never DEADLINE_EXCEEDED: nobody waited for the deadline.
     assert codes <= {"OK", "UNAVAILABLE"}, codes
-    assert "UNAVAILABLE" in codes  # the fault was seen...
-    assert results[-1][0] == "OK"  # ...and is over
-    failures = [seconds for code, seconds in results if code != "OK"]
-    # Nobody waited for the deadline.
-    assert max(failures) < slowest_failure_s, max(failures)
+    assert "UNAVAILABLE" in codes  # the fault was seen
+    failures = [seconds for code, seconds, _ in results if code != "OK"]
+    assert max(failures) < CALL_DEADLINE_S / 2, max(failures)
 
 
 async def test_a_killed_model_process_is_replaced(server: ServerProcess) -> None:
     results = await recover_from(server, signal.SIGKILL)
-    check(results, slowest_failure_s=5.0)
+    check(results)
     assert '"model process replaced"' in server.log()
 
 
 async def test_a_hung_model_process_is_killed_and_replaced(server: ServerProcess) -> None:
     results = await recover_from(server, signal.SIGSTOP)
-    check(results, slowest_failure_s=BATCH_TIMEOUT_S + 5.0)
+    check(results)
     assert '"batch hung"' in server.log()
