@@ -62,7 +62,9 @@ def chaos_mesh(request: pytest.FixtureRequest) -> Iterator[Mesh]:
     up_args = [arg for value in replicas for arg in ("--replicas", value)]
     state_dir = Path(tempfile.mkdtemp(prefix="ragmesh-chaos-"))
     try:
-        with running_mesh(state_dir, None, *up_args) as mesh:
+        # Recovery does not depend on the model runtime; torch skips converting the model on
+        # the mesh's first start (minutes on a busy 2-core machine).
+        with running_mesh(state_dir, {"RAGMESH_EMBEDDINGS__RUNTIME": "torch"}, *up_args) as mesh:
             yield mesh
     finally:
         shutil.rmtree(state_dir, ignore_errors=True)

@@ -34,6 +34,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     env = {
         "RAGMESH_EMBEDDINGS__MODEL_BATCH_TIMEOUT_S": str(BATCH_TIMEOUT_S),
         "RAGMESH_EMBEDDINGS__MODEL_LOAD_BACKOFF_BASE_S": "0.5",
+        # The keeper does not depend on the runtime; torch skips the first start's conversion.
+        "RAGMESH_EMBEDDINGS__RUNTIME": "torch",
     }
     with start_embeddings(log, env=env) as process:
         wait_serving(process.target, SERVICE_NAME, process)
