@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 TORCH_PIN := torch==2.13.0
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: install test-tools up test chaos lint generate bench load clean image-base wheelhouse image image-test
+.PHONY: install test-tools up test chaos fuzz lint generate bench load clean image-base wheelhouse image image-test
 
 install: $(STAMP)
 
@@ -37,6 +37,11 @@ test: install test-tools
 # 20 s and the database frozen for 30 s (tests/chaos/).
 chaos: install test-tools
 	RAGMESH_CHAOS_LONG=1 $(BIN)/python -m pytest -q -p no:cacheprovider tests/chaos
+
+# The fuzz suite at length: 2,000 typed and 2,000 undecodable requests per RPC through Envoy
+# (make test runs the same suite with RAGMESH_FUZZ_EXAMPLES' default).
+fuzz: install
+	RAGMESH_FUZZ_EXAMPLES=2000 $(BIN)/python -m pytest -q -p no:cacheprovider -o timeout=7200 -s tests/fuzz
 
 lint: install
 	$(BIN)/ruff check services tests

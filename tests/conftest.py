@@ -40,3 +40,19 @@ def reference_model():  # type: ignore[no-untyped-def]
 @pytest.fixture(scope="session")
 def session_tmp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     yield tmp_path_factory.mktemp("ragmesh")
+
+
+# The shared mesh's servers take this many calls at once (server.max_concurrent_rpcs), few
+# enough that a test can fill an embeddings replica (tests/e2e/test_retry_budget.py).
+SHARED_MESH_MAX_CONCURRENT_RPCS = 32
+
+
+@pytest.fixture(scope="session")
+def mesh(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """One whole mesh (`ragmesh up`, two embeddings replicas) shared by tests/e2e and
+    tests/fuzz, started on first use."""
+    from tests.e2e.conftest import running_mesh
+
+    env = {"RAGMESH_SERVER__MAX_CONCURRENT_RPCS": str(SHARED_MESH_MAX_CONCURRENT_RPCS)}
+    with running_mesh(tmp_path_factory.mktemp("mesh"), env, "--replicas", "embeddings=2") as m:
+        yield m

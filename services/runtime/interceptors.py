@@ -230,9 +230,13 @@ class ErrorInterceptor(WrappingInterceptor):
     """Never lets exception text reach a client.
 
     A request that does not parse becomes INVALID_ARGUMENT; an RpcFailure becomes its own
-    code and message. Any other exception that is not a
-    deliberate abort becomes INTERNAL with the message ``internal error (error_id=<id>)``;
-    the traceback is logged at ERROR under the same id.
+    code and message (cut to MAX_STATUS_MESSAGE_CHARS: a message that quotes a huge input
+    would not fit in a header, and Envoy would report the reply as a protocol error). Any
+    other exception that is not a deliberate abort becomes INTERNAL with the message
+    ``internal error (error_id=<id>)``; the traceback is logged at ERROR under the same id.
+    When the client has already left (cancelled, or its deadline passed) nothing is sent
+    and nothing is logged as an error: code that turned the cancellation into another
+    exception is not a failure of the server.
     """
 
     def wrap_deserializer(self, deserializer: Any) -> Any:
@@ -240,6 +244,12 @@ class ErrorInterceptor(WrappingInterceptor):
 
     def wrap(self, method: str, behaviour: Behaviour, yields: bool) -> Behaviour:
         async def fail(context: grpc.aio.ServicerContext, exc: Exception) -> None:
+            if _client_left(context):
+                _log.info(
+                    "call ended after its client left",
+                    extra={"grpc_method": method, "error": type(exc).__name__},
+                )
+                raise asyncio.CancelledError from exc
             error_id = uuid.uuid4().hex[:16]
             _log.error(
                 "unhandled exception",
@@ -265,7 +275,7 @@ class ErrorInterceptor(WrappingInterceptor):
                 except grpc.aio.AbortError:
                     raise
                 except RpcFailure as failure:
-                    await context.abort(failure.code, failure.details)
+                    await _abort(context, failure)
                 except Exception as exc:
                     await fail(context, exc)
 
@@ -277,18 +287,43 @@ class ErrorInterceptor(WrappingInterceptor):
             except grpc.aio.AbortError:
                 raise
             except RpcFailure as failure:
-                await context.abort(failure.code, failure.details)
+                await _abort(context, failure)
             except Exception as exc:
                 await fail(context, exc)
 
         return guarded_unary
 
 
+# The longest status message sent: gRPC carries it in a header (grpc-message), and a reply
+# whose headers pass Envoy's limit (60 KiB) reaches the client as UNAVAILABLE.
+MAX_STATUS_MESSAGE_CHARS = 1000
+
+
+def status_message(details: str) -> str:
+    """`details`, cut to MAX_STATUS_MESSAGE_CHARS with a note saying so."""
+    if len(details) <= MAX_STATUS_MESSAGE_CHARS:
+        return details
+    return f"{details[: MAX_STATUS_MESSAGE_CHARS - 40]}... (cut from {len(details)} characters)"
+
+
+def _client_left(context: grpc.aio.ServicerContext) -> bool:
+    """The client cancelled the call or its deadline has passed: no answer reaches it."""
+    remaining = context.time_remaining()
+    return context.cancelled() or (remaining is not None and remaining <= 0)
+
+
+async def _abort(context: grpc.aio.ServicerContext, failure: RpcFailure) -> None:
+    if _client_left(context):
+        raise asyncio.CancelledError  # the client left: nobody to tell
+    await context.abort(failure.code, status_message(failure.details))
+
+
 async def _reject_undecodable(
     request: UndecodableRequest, context: grpc.aio.ServicerContext
 ) -> None:
     await context.abort(
-        grpc.StatusCode.INVALID_ARGUMENT, f"the request message does not parse: {request.problem}"
+        grpc.StatusCode.INVALID_ARGUMENT,
+        status_message(f"the request message does not parse: {request.problem}"),
     )
 
 

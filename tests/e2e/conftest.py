@@ -1,4 +1,5 @@
-"""One whole mesh, started with `ragmesh up` on free ports, shared by the e2e tests."""
+"""Starting whole meshes (`ragmesh up` on free ports); the session's shared one is the `mesh`
+fixture in tests/conftest.py, used by tests/e2e and tests/fuzz."""
 
 from __future__ import annotations
 
@@ -13,7 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
-import pytest
 
 from services.mesh.plan import MeshState
 from services.runtime.channels import metadata_interceptors
@@ -172,9 +172,3 @@ def running_mesh(
         )
     finally:
         stop_mesh(popen)
-
-
-@pytest.fixture(scope="session")
-def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
-    with running_mesh(tmp_path_factory.mktemp("mesh"), None, "--replicas", "embeddings=2") as m:
-        yield m

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import logging
@@ -29,6 +30,19 @@ async def refuse(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
     raise invalid_argument("field x must be positive")
 
 
+async def refuse_at_length(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+    raise invalid_argument("name " + "a" * 200_000 + " is too long")
+
+
+async def fail_after_client_left(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+    try:
+        await asyncio.sleep(0.5)
+    except asyncio.CancelledError:
+        # Domain code that turns the cancellation into an error of its own.
+        raise RuntimeError("pool closed while waiting") from None
+    raise RuntimeError("the client should have left")
+
+
 async def echo(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
     logging.getLogger("ragmesh.test").info("handled")
     return request
@@ -41,6 +55,8 @@ def handlers() -> grpc.GenericRpcHandler:
             "Explode": grpc.unary_unary_rpc_method_handler(explode),
             "Refuse": grpc.unary_unary_rpc_method_handler(refuse),
             "Echo": grpc.unary_unary_rpc_method_handler(echo),
+            "RefuseAtLength": grpc.unary_unary_rpc_method_handler(refuse_at_length),
+            "FailAfterClientLeft": grpc.unary_unary_rpc_method_handler(fail_after_client_left),
         },
     )
 
@@ -171,3 +187,33 @@ def test_the_store_keeps_only_hashes_in_a_private_file(tmp_path) -> None:  # typ
     assert key_file.stat().st_mode & 0o777 == 0o600
     assert store.ensure_named_key("admin") == key_file
     assert [k.name for k in store.load()] == ["user", "admin"]
+
+
+async def test_a_huge_status_message_is_cut_to_fit_a_header() -> None:
+    server, target = await start()
+    try:
+        with pytest.raises(grpc.aio.AioRpcError) as error:
+            await call(target, "RefuseAtLength")
+    finally:
+        await server.stop(None)
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    details = error.value.details() or ""
+    assert len(details) <= 1000 and details.endswith("(cut from 200017 characters)")
+
+
+async def test_a_failure_after_the_client_left_is_not_logged_as_internal(
+    captured_log: io.StringIO,
+) -> None:
+    server, target = await start()
+    try:
+        async with grpc.aio.insecure_channel(target) as channel:
+            with pytest.raises(grpc.aio.AioRpcError) as error:
+                await channel.unary_unary(f"/{SERVICE}/FailAfterClientLeft")(b"", timeout=0.05)
+            assert error.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+            await asyncio.sleep(0.3)  # the handler runs on after the client's deadline
+    finally:
+        await server.stop(None)
+    lines = [json.loads(line) for line in captured_log.getvalue().splitlines()]
+    events = [line["event"] for line in lines]
+    assert "unhandled exception" not in events
+    assert "call ended after its client left" in events
