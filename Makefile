@@ -47,6 +47,7 @@ lint: install
 	$(BIN)/ruff check services tests
 	$(BIN)/ruff format --check services tests
 	$(BIN)/mypy
+	$(BIN)/bandit -q -c pyproject.toml -r services --severity-level medium
 	$(BIN)/buf lint
 	$(BIN)/buf format --diff --exit-code
 

@@ -8,6 +8,7 @@ import os
 import sys
 
 from services import __version__
+from services.runtime.private_files import restrict_umask
 
 # Each module adds its subcommands with `register(subparsers)` and sets `handler` on them.
 COMMAND_MODULES = [
@@ -45,6 +46,9 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    # Keys, logs, certificates and configs this process or its children write are theirs
+    # alone (services/runtime/private_files.py).
+    restrict_umask()
     args = build_parser().parse_args(argv)
     sys.exit(args.handler(args))
 

@@ -165,6 +165,10 @@ class CoordinatorSettings(_Section):
     interactions_collection: str = Field(
         defaults.INTERACTIONS_COLLECTION, pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$"
     )
+    # Security (issue 10): the interactions collection holds users' +1 rated questions and
+    # answers, so a request that names no collection searches it only when this is true (or
+    # default_collections names it); otherwise one user's text could reach every prompt.
+    search_interactions_by_default: bool = False
     # The embedding model directory whose tokenizer counts context tokens; empty means the
     # embeddings section's model_path, or the packaged all-MiniLM-L6-v2 when that is empty
     # too (the model the search service splits passages for).

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -158,11 +159,23 @@ async def stream_answer(
                     outcome.parts.append(text)
             except BackendError as exc:
                 slot.breaker.record_failure()
-                outcome.failures.append(f"{side.value}: {exc}")
+                # A backend's error text (its HTTP error body, a URL) is for the operator:
+                # it goes to the log under an id; the client and the stored interaction get
+                # only the id and a generic reason.
+                failure_id = uuid.uuid4().hex[:16]
+                outcome.failures.append(
+                    f"{side.value}: the backend failed (failure id {failure_id}, details in"
+                    " the coordinator's log)"
+                )
                 outcome.parts.clear()
                 _log.warning(
                     "backend failed",
-                    extra={"backend": side.value, "error": str(exc), "after_text": produced},
+                    extra={
+                        "backend": side.value,
+                        "error": str(exc),
+                        "after_text": produced,
+                        "failure_id": failure_id,
+                    },
                 )
                 continue
             except BaseException:

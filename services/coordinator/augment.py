@@ -72,7 +72,12 @@ class Augmenter:
             return requested, True
         if self._settings.default_collections:
             return list(self._settings.default_collections), False
-        return await self._search.list_collections(timeout_s=timeout_s), False
+        every = await self._search.list_collections(timeout_s=timeout_s)
+        # The interactions collection holds what users wrote (+1 feedback): untrusted, so it
+        # is searched only when a request names it or the settings turn it on.
+        if not self._settings.search_interactions_by_default:
+            every = [name for name in every if name != self._settings.interactions_collection]
+        return every, False
 
     async def augment(self, params: AugmentParams, timeout_s: float) -> Context:
         """Raises CollectionNotFoundError for a named collection that does not exist, and the

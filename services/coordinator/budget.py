@@ -38,7 +38,12 @@ class HuggingFaceTokenCounter:
     def from_model_dir(cls, model_dir: Path) -> HuggingFaceTokenCounter:
         from transformers import AutoTokenizer
 
-        return cls(AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True))
+        # A local directory, local_files_only: nothing is downloaded, so there is no
+        # revision to pin.
+        tokenizer = AutoTokenizer.from_pretrained(  # nosec B615
+            str(model_dir), local_files_only=True
+        )
+        return cls(tokenizer)
 
     def count(self, text: str) -> int:
         return len(self._tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"])

@@ -482,7 +482,8 @@ def _write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
 
 
 def _write_cert(path: Path, cert: x509.Certificate) -> None:
-    _write_atomic(path, cert.public_bytes(serialization.Encoding.PEM), 0o644)
+    # Owner-only like everything in the state folder: only ragmesh and Envoy read them.
+    _write_atomic(path, cert.public_bytes(serialization.Encoding.PEM), 0o600)
 
 
 def _write_atomic(path: Path, data: bytes, mode: int) -> None:

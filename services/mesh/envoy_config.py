@@ -36,7 +36,9 @@ from services.mesh.envoy_sds import sds_path, sds_resources, use_sds
 TEMPLATES_DIR = Path(__file__).resolve().parent / "envoy_templates"
 
 # Listeners and admin.
-CLIENT_LISTEN = ("0.0.0.0", 8443)
+# The client listener is the mesh's one public entrance (mTLS + API key), on every interface
+# by design; everything else is on loopback.
+CLIENT_LISTEN = ("0.0.0.0", 8443)  # nosec B104
 INTERNAL_LISTEN = ("127.0.0.1", 8444)
 ADMIN_LISTEN = ("127.0.0.1", 9901)
 # Time a downstream client gets to finish its TLS handshake.

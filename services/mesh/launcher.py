@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import os
+import shlex
 from collections.abc import Awaitable, Callable
 
 from services.config import Settings
@@ -33,8 +35,9 @@ from services.mesh.restarts import RestartPolicy
 from services.mesh.supervisor import ManagedProcess, ProcessSpec, Supervisor
 from services.postgres.embedded import EmbeddedPostgres, accepts_connections
 from services.progress import Progress
-from services.runtime.auth import DEFAULT_KEY_NAME, KeyStore
 from services.runtime.health_client import SERVING, check_health
+from services.runtime.keystore import DEFAULT_KEY_NAME, KeyStore
+from services.runtime.private_files import secure_state_dir
 from services.runtime.tls import channel_credentials
 
 # The setting that points each service at the service it calls.
@@ -52,6 +55,8 @@ class MeshLauncher:
     def __init__(self, settings: Settings, layout: MeshLayout, counts: dict[str, int]) -> None:
         self.settings = settings
         self.layout = layout
+        # As root the embedded PostgreSQL runs as its own user and must pass through.
+        secure_state_dir(layout.state_dir, traversable=os.geteuid() == 0)
         self.certs = ensure_certificates(layout.certs_dir)
         # The user's key and each service's own, made before any server starts.
         keys = KeyStore(layout.state_dir / "keys")
@@ -245,11 +250,15 @@ class MeshLauncher:
     def banner(self) -> str:
         certs = self.certs
         host, port = split_address(self.settings.mesh.client_listen)
-        endpoint = f"{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
-        api_key = self.admin_key_file.read_text().strip()
+        # A wildcard listen address is reached from this host as 127.0.0.1 (no bind here).
+        wildcard = host in ("0.0.0.0", "::")  # nosec B104
+        endpoint = f"{'127.0.0.1' if wildcard else host}:{port}"
+        # The banner names the key's file, never the key: banners end up in terminals' scroll
+        # back, CI logs and journals. The shell reads the file when the command runs.
+        key_file = shlex.quote(str(self.admin_key_file))
         tls_flags = (
             f"-cacert {certs.ca} -cert {certs.client.cert} -key {certs.client.key}"
-            f" -H 'authorization: Bearer {api_key}'"
+            f' -H "authorization: Bearer $(cat {key_file})"'
         )
         grpcurl = grpcurl_path()
         lines = [

@@ -1,132 +1,62 @@
-"""API keys: generation, the hashed key store, and the server interceptor that checks them.
-
-A key looks like `rmk_<id>_<secret>`. The store (`STATE_DIR/keys/keys.json`) keeps, per key,
-its id, a name, when it was made, whether it is revoked, and the SHA-256 of the secret; the
-secret itself is shown once when the key is made and is never stored by servers. The key made
-on first start for the user, and one per service for service-to-service calls, are written
-to `STATE_DIR/keys/<name>.key` (mode 0600) so the owner can read them.
+"""The server interceptor that checks API keys and their scopes (the keys: runtime/keystore.py).
 
 Every RPC except grpc.health.v1 needs `authorization: Bearer <key>` or `x-api-key: <key>`.
-A missing, unknown or revoked key is UNAUTHENTICATED with one message for all three.
+A missing, unknown or revoked key is UNAUTHENTICATED with one message for all three (an
+expired one says so); a valid key without the scope the RPC needs is PERMISSION_DENIED naming
+that scope. Refusals are logged with the key's id, at most REFUSAL_LOG_BURST lines per
+REFUSAL_LOG_WINDOW_S (then one line counting the ones left out), so a flood of bad keys
+cannot flood the log.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
-import hashlib
 import hmac
-import json
-import os
-import re
-import secrets
+import logging
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import grpc
 
 from services.runtime.interceptors import HEALTH_PREFIX
+from services.runtime.keystore import (
+    DEFAULT_KEY_NAME,
+    KEY_PATTERN,
+    ApiKeyError,
+    KeyStore,
+    StoredKey,
+    digest,
+    presented_key,
+    presented_key_id,
+)
+from services.runtime.scopes import allows, required_scope
 
-KEY_PREFIX = "rmk"
-_KEY = re.compile(rf"^{KEY_PREFIX}_([0-9a-f]{{12}})_([A-Za-z0-9_-]{{43}})$")
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
-# The key `ragmesh up` and `ragmesh serve` make on first start, for the person running it.
-DEFAULT_KEY_NAME = "admin"
+# Re-exported: callers have imported these from here since before keystore.py existed.
+__all__ = ["DEFAULT_KEY_NAME", "ApiKeyError", "AuthInterceptor", "KeyStore", "KeyVerifier"]
+
+_log = logging.getLogger("ragmesh.auth")
 # How often a server looks at the store's modification time to pick up revocations.
 RELOAD_INTERVAL_S = 1.0
 # How long a refused client-streaming call may keep sending before the refusal is sent.
 REFUSED_STREAM_DRAIN_S = 2.0
+REFUSAL_LOG_WINDOW_S = 10.0
+REFUSAL_LOG_BURST = 20
 UNAUTHENTICATED_MESSAGE = (
     "missing or invalid API key: send `authorization: Bearer <key>` or `x-api-key: <key>`"
 )
 
 
-class ApiKeyError(Exception):
-    """A key-store operation failed; the message says why."""
-
-
 @dataclass(frozen=True)
-class StoredKey:
-    key_id: str
-    name: str
-    secret_sha256: str
-    created_at: float
-    revoked: bool = False
+class Verdict:
+    """What the key check decided: a status to refuse with (None: allowed) and why."""
 
-
-def _digest(secret: str) -> str:
-    return hashlib.sha256(secret.encode()).hexdigest()
-
-
-class KeyStore:
-    """The hashed keys in one JSON file; every change rewrites it atomically under a lock."""
-
-    def __init__(self, keys_dir: Path) -> None:
-        self.keys_dir = keys_dir
-        self.path = keys_dir / "keys.json"
-
-    def load(self) -> list[StoredKey]:
-        if not self.path.exists():
-            return []
-        return [StoredKey(**entry) for entry in json.loads(self.path.read_text())["keys"]]
-
-    @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
-        self.keys_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        with (self.keys_dir / ".lock").open("w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            yield
-
-    def _save(self, keys: list[StoredKey]) -> None:
-        temporary = self.path.with_suffix(".tmp")
-        temporary.write_text(json.dumps({"keys": [asdict(key) for key in keys]}, indent=2))
-        os.chmod(temporary, 0o600)
-        os.replace(temporary, self.path)
-
-    def create(self, name: str) -> str:
-        """Make a key, store its hash, and return the key (the only time it is seen)."""
-        if not _NAME.match(name):
-            raise ApiKeyError(
-                f"invalid key name {name!r}: letters, digits and . _ : - (at most 64 characters)"
-            )
-        key_id, secret = secrets.token_hex(6), secrets.token_urlsafe(32)
-        with self._locked():
-            keys = self.load()
-            keys.append(StoredKey(key_id, name, _digest(secret), time.time()))
-            self._save(keys)
-        return f"{KEY_PREFIX}_{key_id}_{secret}"
-
-    def revoke(self, key_id: str) -> StoredKey:
-        with self._locked():
-            keys = self.load()
-            for index, key in enumerate(keys):
-                if key.key_id == key_id:
-                    keys[index] = StoredKey(**{**asdict(key), "revoked": True})
-                    self._save(keys)
-                    return keys[index]
-        raise ApiKeyError(f"no key with id {key_id!r} (see `ragmesh keys list`)")
-
-    def ensure_named_key(self, name: str) -> Path:
-        """The file holding the key called `name`, made (with its key) if missing."""
-        key_file = self.keys_dir / f"{name}.key"
-        # A key file never disappears once written, so one that exists needs no lock: keys
-        # mounted read-only (a Kubernetes Secret) have no room for the lock file.
-        if key_file.exists():
-            return key_file
-        with self._locked():
-            if key_file.exists():
-                return key_file
-        key = self.create(name)
-        with self._locked():
-            if not key_file.exists():
-                descriptor = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-                with os.fdopen(descriptor, "w") as handle:
-                    handle.write(key + "\n")
-        return key_file
+    code: grpc.StatusCode | None
+    message: str = ""
+    key: StoredKey | None = None
 
 
 class KeyVerifier:
@@ -155,34 +85,77 @@ class KeyVerifier:
             self._by_id = {key.key_id: key for key in self._store.load()}
             self._loaded_version = version
 
-    def is_valid(self, presented: str | None) -> bool:
+    def authenticate(self, presented: str | None) -> StoredKey | None:
+        """The stored key whose secret was presented (revoked or expired ones included)."""
         self._refresh()
-        match = _KEY.match(presented or "")
+        match = KEY_PATTERN.match(presented or "")
         # Compare against a real or a dummy digest alike, so timing says nothing about
         # which part of the key was wrong.
         stored = self._by_id.get(match.group(1)) if match else None
-        expected = stored.secret_sha256 if stored else _digest("")
-        offered = _digest(match.group(2)) if match else _digest("-")
-        digests_match = hmac.compare_digest(expected, offered)
-        return digests_match and stored is not None and not stored.revoked
+        expected = stored.secret_sha256 if stored else digest("")
+        offered = digest(match.group(2)) if match else digest("-")
+        return stored if hmac.compare_digest(expected, offered) and stored else None
+
+    def is_valid(self, presented: str | None) -> bool:
+        stored = self.authenticate(presented)
+        return stored is not None and stored.usable()
+
+    def check(self, presented: str | None, method: str) -> Verdict:
+        """May the holder of `presented` call `method`?"""
+        stored = self.authenticate(presented)
+        if stored is None or stored.revoked:
+            return Verdict(grpc.StatusCode.UNAUTHENTICATED, UNAUTHENTICATED_MESSAGE, stored)
+        if stored.expired():
+            when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(stored.expires_at))
+            return Verdict(
+                grpc.StatusCode.UNAUTHENTICATED,
+                f"API key {stored.key_id} expired at {when}; ask for a new key",
+                stored,
+            )
+        needed = required_scope(method)
+        if not allows(stored.scopes, needed):
+            return Verdict(
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"API key {stored.key_id} lacks the scope {needed!r} that {method} needs",
+                stored,
+            )
+        return Verdict(None, key=stored)
 
 
-def presented_key(metadata: Sequence[tuple[str, Any]] | None) -> str | None:
-    """The key in `authorization: Bearer …` or `x-api-key`, if any."""
-    for name, value in metadata or ():
-        text = value.decode() if isinstance(value, bytes) else str(value)
-        if name == "authorization" and text[:7].lower() == "bearer ":
-            return text[7:].strip()
-        if name == "x-api-key":
-            return text.strip()
-    return None
+class RefusalLog:
+    """Logs refused calls, at most `burst` lines per `window_s`; the rest are counted."""
+
+    def __init__(self, window_s: float = REFUSAL_LOG_WINDOW_S, burst: int = REFUSAL_LOG_BURST):
+        self._window_s, self._burst = window_s, burst
+        self._window_start = time.monotonic()
+        self._logged = self._suppressed = 0
+
+    def refused(self, method: str, code: grpc.StatusCode, key_id: str | None, peer: str) -> None:
+        now = time.monotonic()
+        if now - self._window_start >= self._window_s:
+            if self._suppressed:
+                _log.warning(
+                    "refused calls left out of the log",
+                    extra={"suppressed": self._suppressed, "window_s": self._window_s},
+                )
+            self._window_start, self._logged, self._suppressed = now, 0, 0
+        if self._logged >= self._burst:
+            self._suppressed += 1
+            return
+        self._logged += 1
+        _log.warning(
+            "call refused",
+            extra={"grpc_method": method, "grpc_code": code.name, "key_id": key_id, "peer": peer},
+        )
 
 
 class AuthInterceptor(grpc.aio.ServerInterceptor):
-    """Refuses every RPC but health checks without a valid key, before any handler runs."""
+    """Refuses every RPC but health checks without a valid key holding the RPC's scope,
+    before any handler runs."""
 
-    def __init__(self, verifier: KeyVerifier) -> None:
+    def __init__(self, verifier: KeyVerifier, refusals: RefusalLog | None = None) -> None:
         self._verifier = verifier
+        self._refusals = refusals or RefusalLog()
 
     async def intercept_service(
         self,
@@ -192,17 +165,29 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         method = handler_call_details.method
         if method.startswith(HEALTH_PREFIX):
             return await continuation(handler_call_details)
-        if self._verifier.is_valid(presented_key(handler_call_details.invocation_metadata)):
-            return await continuation(handler_call_details)
+        presented = presented_key(handler_call_details.invocation_metadata)
+        verdict = self._verifier.check(presented, method)
         handler = await continuation(handler_call_details)
-        return _refusing(handler)
+        if verdict.code is None:
+            return handler
+        key_id = verdict.key.key_id if verdict.key else presented_key_id(presented)
+        code = verdict.code
+
+        def record(peer: str) -> None:
+            self._refusals.refused(method, code, key_id, peer)
+
+        return _refusing(handler, verdict, record)
 
 
-def _refusing(handler: grpc.RpcMethodHandler | None) -> grpc.RpcMethodHandler:
-    """A handler of the same shape that answers UNAUTHENTICATED."""
+def _refusing(
+    handler: grpc.RpcMethodHandler | None, verdict: Verdict, record: Callable[[str], None]
+) -> grpc.RpcMethodHandler:
+    """A handler of the same shape that answers with the verdict's status."""
+    code = verdict.code or grpc.StatusCode.UNAUTHENTICATED
 
     async def refuse(request: Any, context: grpc.aio.ServicerContext) -> None:
-        await context.abort(grpc.StatusCode.UNAUTHENTICATED, UNAUTHENTICATED_MESSAGE)
+        record(context.peer())
+        await context.abort(code, verdict.message)
 
     async def refuse_stream(requests: Any, context: grpc.aio.ServicerContext) -> None:
         # Answering while the client is still sending makes some clients report their own

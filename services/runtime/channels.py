@@ -8,8 +8,8 @@ from typing import Any
 import grpc
 
 from services.config import Settings
-from services.runtime.auth import KeyStore
 from services.runtime.context import REQUEST_ID_HEADER, request_id
+from services.runtime.keystore import KeyStore
 
 
 class _OutgoingMetadata:

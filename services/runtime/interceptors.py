@@ -5,7 +5,7 @@
 1. AuthInterceptor (services/runtime/auth.py): refuses calls without a valid API key.
 2. AccessLogInterceptor: takes the request id from `x-request-id` (or makes one) for every
    log line of the call and its outgoing calls, and logs one line per RPC with method,
-   status code and duration.
+   status code, duration and the API key's id.
 3. MetricsInterceptor: grpc_server_started/handled_total and grpc_server_handling_seconds.
 4. AdmissionInterceptor (services/runtime/admission.py): refuses calls past the server's
    concurrency limit with RESOURCE_EXHAUSTED (logged and counted by the two above).
@@ -30,6 +30,7 @@ import grpc
 from services.runtime import metrics
 from services.runtime.context import REQUEST_ID_HEADER, new_request_id, request_id
 from services.runtime.errors import RpcFailure
+from services.runtime.keystore import presented_key, presented_key_id
 from services.runtime.tracing import TracingServerInterceptor
 
 _log = logging.getLogger("ragmesh.rpc")
@@ -185,6 +186,8 @@ class AccessLogInterceptor(_ObservingInterceptor):
                 "grpc_code": code,
                 "duration_ms": round(seconds * 1000, 3),
                 "peer": context.peer(),
+                # The key's id (never the key): which credential made the call.
+                "key_id": presented_key_id(presented_key(context.invocation_metadata())),
             },
         )
 

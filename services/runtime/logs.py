@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import time
 import traceback
@@ -13,6 +14,26 @@ from opentelemetry import trace
 
 from services import __version__
 from services.runtime.context import request_id
+
+# Secrets that must never reach a log, whatever logs them: a DSN's password (URI userinfo or
+# a `password=` parameter, e.g. postgresql://user:pw@host/db?password=pw) and API keys'
+# secrets (rmk_<id>_<secret> keeps its id, which is not secret).
+_SECRET_PATTERNS = (
+    (re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*:)[^@\s]*(?P<tail>@)"), "***"),
+    (
+        re.compile(r"(?P<head>\bpassword\s*=\s*)(?:'[^']*'|\"[^\"]*\"|[^&\s;]*)(?P<tail>)", re.I),
+        "***",
+    ),
+    (re.compile(r"(?P<head>\brmk_[0-9a-f]{12}_)[A-Za-z0-9_-]+(?P<tail>)"), "***"),
+)
+
+
+def redact(text: str) -> str:
+    """`text` with passwords in DSNs and API key secrets replaced by ***."""
+    for pattern, replacement in _SECRET_PATTERNS:
+        text = pattern.sub(rf"\g<head>{replacement}\g<tail>", text)
+    return text
+
 
 # LogRecord attributes that are not user fields.
 _RESERVED = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message"}
@@ -33,7 +54,7 @@ class JsonFormatter(logging.Formatter):
             "service": self._service,
             "version": __version__,
             "logger": record.name,
-            "event": record.getMessage(),
+            "event": redact(record.getMessage()),
             **_trace_ids(),
         }
         current_request = request_id.get()
@@ -41,9 +62,9 @@ class JsonFormatter(logging.Formatter):
             entry["request_id"] = current_request
         for key, value in vars(record).items():
             if key not in _RESERVED and not key.startswith("_"):
-                entry[key] = value
+                entry[key] = redact(value) if isinstance(value, str) else value
         if record.exc_info:
-            entry["traceback"] = "".join(traceback.format_exception(*record.exc_info))
+            entry["traceback"] = redact("".join(traceback.format_exception(*record.exc_info)))
         return json.dumps(entry, default=str)
 
 

@@ -123,13 +123,15 @@ def test_make_up_prints_a_banner_whose_grpcurl_command_works(tmp_path: Path) -> 
         assert "ragmesh is up." in banner, banner
         commands = [line.strip() for line in output if "grpcurl" in line and " -cacert " in line]
         assert len(commands) == 2, banner
+        # The banner names the key file, not the key; the commands read it in a shell.
+        assert (tmp_path / "keys" / "admin.key").read_text().strip() not in banner
         listed = subprocess.run(
-            shlex.split(commands[0]), capture_output=True, text=True, timeout=60
+            ["bash", "-c", commands[0]], capture_output=True, text=True, timeout=60
         )
         assert listed.returncode == 0, listed.stderr
         assert "ragmesh.embeddings.v1.EmbeddingsService" in listed.stdout
         called = subprocess.run(
-            shlex.split(commands[1]), capture_output=True, text=True, timeout=60
+            ["bash", "-c", commands[1]], capture_output=True, text=True, timeout=60
         )
         assert called.returncode == 0, called.stderr
         assert '"dimensions": 384' in called.stdout

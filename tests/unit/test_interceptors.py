@@ -158,7 +158,8 @@ async def test_metrics_count_rpcs_by_method_and_code() -> None:
 async def test_keys_are_checked_and_revocation_takes_effect(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     monkeypatch.setattr("services.runtime.auth.RELOAD_INTERVAL_S", 0.0)
     store = KeyStore(tmp_path / "keys")
-    key = store.create("user")
+    # The probe service is no ragmesh API, so only `admin` may call it.
+    key = store.create("user", scopes=("admin",))
     server, target = await start(AuthInterceptor(KeyVerifier(store)))
     try:
         assert await call(target, "Echo", interceptors=metadata_interceptors(key)) == b"payload"

@@ -1,0 +1,157 @@
+"""Least privilege through Envoy, as a client sees it: scoped keys, key ids in the access log,
+refusals logged, `ragmesh keys` on a running mesh, private files (issue 10)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import stat
+import subprocess
+
+import grpc
+import pytest
+
+from ragmesh.coordinator.v1 import coordinator_service_pb2 as coordinator_pb
+from ragmesh.coordinator.v1 import coordinator_service_pb2_grpc as coordinator_grpc
+from ragmesh.search.v1 import search_service_pb2 as search_pb
+from ragmesh.search.v1 import search_service_pb2_grpc as search_grpc
+from services.runtime.channels import metadata_interceptors
+from services.runtime.keystore import presented_key_id
+from services.runtime.scopes import METHOD_SCOPES
+from tests.e2e.conftest import Mesh
+from tests.helpers import REPO_ROOT, call_every_rpc, ragmesh_command
+
+pytestmark = pytest.mark.e2e
+
+RELOAD_WAIT_S = 1.5  # servers re-read the key store within a second
+
+
+def keys_cli(mesh: Mesh, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ragmesh_command("keys", *args),
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+        env={**os.environ, **mesh.env},
+        timeout=60,
+        check=False,
+    )
+
+
+def channel_with(mesh: Mesh, key: str) -> grpc.aio.Channel:
+    return grpc.aio.secure_channel(
+        mesh.endpoint, mesh.client_credentials(), interceptors=metadata_interceptors(key)
+    )
+
+
+async def test_a_key_reaches_only_the_rpcs_its_scopes_name(mesh: Mesh) -> None:
+    created = keys_cli(mesh, "create", "embed-only", "--scopes", "embed", "--expires", "30d")
+    assert created.returncode == 0, created.stderr
+    key = created.stdout.strip()
+    await asyncio.sleep(RELOAD_WAIT_S)
+    async with channel_with(mesh, key) as channel:
+        codes = await call_every_rpc(channel)
+        with pytest.raises(grpc.aio.AioRpcError) as error:
+            await search_grpc.SearchServiceStub(channel).DeleteCollection(
+                search_pb.DeleteCollectionRequest(name="anything"), timeout=10
+            )
+    assert error.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert "lacks the scope 'search.admin'" in (error.value.details() or "")
+    for method, code in codes.items():
+        if METHOD_SCOPES[method] == "embed":
+            assert code not in ("PERMISSION_DENIED", "UNAUTHENTICATED"), (method, code)
+        else:
+            assert code == "PERMISSION_DENIED", (method, code)
+
+    listed = keys_cli(mesh, "list")
+    row = next(row for row in listed.stdout.splitlines() if "embed-only" in row).split()
+    # id, name, scopes, rate, created (date time), expires (date time), state
+    assert row[1:4] == ["embed-only", "embed", "-"] and row[-1] == "active"
+    assert row[6] != "never"
+
+
+async def test_feedback_needs_its_scope_and_service_keys_only_theirs(mesh: Mesh) -> None:
+    default = keys_cli(mesh, "create", "asker")  # embed, search.read, ask
+    assert default.returncode == 0, default.stderr
+    await asyncio.sleep(RELOAD_WAIT_S)
+    async with channel_with(mesh, default.stdout.strip()) as channel:
+        with pytest.raises(grpc.aio.AioRpcError) as error:
+            await coordinator_grpc.CoordinatorServiceStub(channel).RecordFeedback(
+                coordinator_pb.RecordFeedbackRequest(interaction_id="x", rating=1), timeout=10
+            )
+    assert error.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert "'feedback'" in (error.value.details() or "")
+
+    # The search service's own key may embed, and nothing else, even through Envoy.
+    service_key = (mesh.state_dir / "keys" / "service-search.key").read_text().strip()
+    async with channel_with(mesh, service_key) as channel:
+        codes = await call_every_rpc(channel)
+    allowed = {method for method, code in codes.items() if code != "PERMISSION_DENIED"}
+    assert allowed == {m for m, scope in METHOD_SCOPES.items() if scope == "embed"}
+
+
+async def test_access_log_names_the_key_id_and_refusals_are_logged(mesh: Mesh) -> None:
+    created = keys_cli(mesh, "create", "logged", "--scopes", "search.read")
+    key = created.stdout.strip()
+    key_id = presented_key_id(key)
+    await asyncio.sleep(RELOAD_WAIT_S)
+    async with channel_with(mesh, key) as channel:
+        search = search_grpc.SearchServiceStub(channel)
+        await search.ListCollections(search_pb.ListCollectionsRequest(), timeout=10)
+        with pytest.raises(grpc.aio.AioRpcError):
+            await search.CreateCollection(search_pb.CreateCollectionRequest(name="no"), timeout=10)
+    await asyncio.sleep(0.5)
+    lines = []
+    for log in (mesh.state_dir / "logs").glob("search-*.log"):
+        text = log.read_text()
+        assert key.split("_", 2)[2] not in text  # never the secret
+        lines += [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+    finished = [
+        line
+        for line in lines
+        if line.get("event") == "rpc finished"
+        and line.get("grpc_method", "").endswith("/ListCollections")
+    ]
+    assert any(line.get("key_id") == key_id for line in finished)
+    refused = [line for line in lines if line.get("event") == "call refused"]
+    assert any(
+        line.get("key_id") == key_id and line.get("grpc_code") == "PERMISSION_DENIED"
+        for line in refused
+    )
+
+
+async def test_a_rotated_key_works_through_its_grace_period_only(mesh: Mesh) -> None:
+    old = keys_cli(mesh, "create", "rotating", "--scopes", "search.read").stdout.strip()
+    old_id = presented_key_id(old)
+    assert old_id is not None
+    rotated = keys_cli(mesh, "rotate", old_id, "--grace", "1h")
+    assert rotated.returncode == 0, rotated.stderr
+    new = rotated.stdout.strip()
+    await asyncio.sleep(RELOAD_WAIT_S)
+    for key in (old, new):
+        async with channel_with(mesh, key) as channel:
+            await search_grpc.SearchServiceStub(channel).ListCollections(
+                search_pb.ListCollectionsRequest(), timeout=10
+            )
+    ended = keys_cli(mesh, "rotate", presented_key_id(new) or "", "--grace", "0s")
+    assert ended.returncode == 0, ended.stderr
+    await asyncio.sleep(RELOAD_WAIT_S)
+    async with channel_with(mesh, new) as channel:
+        with pytest.raises(grpc.aio.AioRpcError) as error:
+            await search_grpc.SearchServiceStub(channel).ListCollections(
+                search_pb.ListCollectionsRequest(), timeout=10
+            )
+    assert error.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_the_state_folder_and_its_secrets_are_private(mesh: Mesh) -> None:
+    mode = stat.S_IMODE(mesh.state_dir.stat().st_mode)
+    # As root the embedded PostgreSQL's own user must pass through (not list or read).
+    assert mode == (0o711 if os.geteuid() == 0 else 0o700), oct(mode)
+    for folder in ("keys", "logs", "certs"):
+        for path in (mesh.state_dir / folder).rglob("*"):
+            if path.is_file():
+                assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+            elif path.is_dir():
+                assert stat.S_IMODE(path.stat().st_mode) == 0o700, path
