@@ -100,6 +100,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     postgres.set_defaults(handler=_serve_postgres)
 
+    ratelimit = services.add_parser(
+        "ratelimit",
+        help="Envoy's rate-limit service: per-key limits for the whole mesh",
+        description="Serve envoy.service.ratelimit.v3.RateLimitService on the unix socket"
+        " STATE_DIR/run/ratelimit.sock; Envoy asks it about every call that carries an API key"
+        " and refuses calls of a key over its `ragmesh keys create --rate` limit.",
+    )
+    ratelimit.set_defaults(handler=_serve_ratelimit)
+
 
 def _section_overrides(args: argparse.Namespace, names: list[str]) -> dict[str, Any]:
     """The flags the user actually gave, keyed by setting name."""
@@ -183,3 +192,11 @@ def _serve_postgres(args: argparse.Namespace) -> int:
     except EmbeddedPostgresError as exc:
         logging.getLogger("ragmesh.postgres").error("%s", exc)
         return 1
+
+
+def _serve_ratelimit(args: argparse.Namespace) -> int:
+    from services.ratelimit.server import serve_ratelimit
+
+    settings = load_settings()
+    configure_logging("ratelimit", settings.log_level)
+    return asyncio.run(serve_ratelimit(settings))

@@ -31,6 +31,7 @@ import yaml
 from services.mesh import envoy_limits
 from services.mesh.certs import CertificatePaths, identity_uri, service_dns_name
 from services.mesh.envoy_sds import sds_path, sds_resources, use_sds
+from services.mesh.envoy_security import ratelimit_cluster, secure_listener
 
 # envoy/ at the top of the repository, through the symlink that also ships it in the wheel.
 TEMPLATES_DIR = Path(__file__).resolve().parent / "envoy_templates"
@@ -186,6 +187,8 @@ class Topology:
     access_log: bool = True
     # The OTLP/gRPC collector (host, port) for Envoy's trace spans; None: no tracing.
     otlp_endpoint: Address | None = None
+    # The rate-limit service's unix socket (`ragmesh serve ratelimit`); None: no key limits.
+    ratelimit_socket: Path | None = None
     # The share of calls without a caller's trace context that start a trace.
     trace_sampling_ratio: float = 1.0
     # HTTP/JSON and HTTP adapters on the client listener; None: gRPC only.
@@ -250,10 +253,21 @@ def render_config(topology: Topology) -> str:
             peer_uri_prefix=INTERNAL_PEER_URI_PREFIX,
         ),
     ]
+    for listener in listeners:
+        secure_listener(
+            listener,
+            _render,
+            _duration,
+            rate_limited=listener["name"] == "client" and topology.ratelimit_socket is not None,
+        )
     clusters = [_cluster(cluster, certs) for cluster in topology.clusters]
     if topology.http_gateway is not None:
         _add_http_gateway(listeners[0], topology.http_gateway)
         clusters += [_http_cluster(a, certs) for a in topology.http_gateway.adapters]
+    if topology.ratelimit_socket is not None:
+        clusters.append(
+            ratelimit_cluster(topology.ratelimit_socket, _render, _duration(CONNECT_TIMEOUT_S))
+        )
     if topology.otlp_endpoint is not None:
         clusters.append(_otlp_cluster(topology.otlp_endpoint))
     bootstrap = _render(

@@ -35,6 +35,8 @@ from services.mesh.restarts import RestartPolicy
 from services.mesh.supervisor import ManagedProcess, ProcessSpec, Supervisor
 from services.postgres.embedded import EmbeddedPostgres, accepts_connections
 from services.progress import Progress
+from services.ratelimit.rls_messages import SERVICE as RATELIMIT_SERVICE
+from services.ratelimit.server import ratelimit_socket
 from services.runtime.health_client import SERVING, check_health
 from services.runtime.keystore import DEFAULT_KEY_NAME, KeyStore
 from services.runtime.private_files import secure_state_dir
@@ -106,6 +108,7 @@ class MeshLauncher:
             internal_listener=split_address(mesh.internal_listen),
             admin=split_address(mesh.admin_listen),
             otlp_endpoint=self.settings.telemetry.otlp_address,
+            ratelimit_socket=ratelimit_socket(self.settings.state_dir),
             trace_sampling_ratio=self.settings.telemetry.sampling_ratio,
             http_gateway=HttpGateway(
                 services=[cluster.grpc_service for cluster in clusters],
@@ -172,6 +175,21 @@ class MeshLauncher:
             env={"RAGMESH_STATE_DIR": str(self.settings.state_dir)},
         )
 
+    def _ratelimit_spec(self) -> ProcessSpec:
+        """Envoy's rate-limit service (per-key limits, services/ratelimit/), before Envoy."""
+        target = f"unix:{ratelimit_socket(self.settings.state_dir)}"
+
+        async def is_serving() -> bool:
+            return await check_health(target, RATELIMIT_SERVICE) == SERVING
+
+        return ProcessSpec(
+            name="ratelimit",
+            argv=ragmesh_argv("serve", "ratelimit"),
+            log_path=self.layout.log_path("ratelimit"),
+            is_ready=is_serving,
+            env={"RAGMESH_STATE_DIR": str(self.settings.state_dir)},
+        )
+
     def specs(self) -> list[ProcessSpec]:
         """Every process, in start order: each waits for the previous to be healthy."""
         postgres = self._postgres_spec()
@@ -195,6 +213,7 @@ class MeshLauncher:
         ]
         if self._runs_openai:
             specs.append(self._openai_spec())
+        specs.append(self._ratelimit_spec())
         admin = self.settings.mesh.admin_listen
         services = self.services + ([OPENAI] if self._runs_openai else [])
 

@@ -8,12 +8,15 @@ import json
 import os
 import stat
 import subprocess
+import time
 
 import grpc
 import pytest
 
 from ragmesh.coordinator.v1 import coordinator_service_pb2 as coordinator_pb
 from ragmesh.coordinator.v1 import coordinator_service_pb2_grpc as coordinator_grpc
+from ragmesh.embeddings.v1 import embeddings_service_pb2 as embeddings_pb
+from ragmesh.embeddings.v1 import embeddings_service_pb2_grpc as embeddings_grpc
 from ragmesh.search.v1 import search_service_pb2 as search_pb
 from ragmesh.search.v1 import search_service_pb2_grpc as search_grpc
 from services.runtime.channels import metadata_interceptors
@@ -155,3 +158,47 @@ def test_the_state_folder_and_its_secrets_are_private(mesh: Mesh) -> None:
                 assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
             elif path.is_dir():
                 assert stat.S_IMODE(path.stat().st_mode) == 0o700, path
+
+
+async def test_a_keys_rate_limit_holds_across_replicas_with_a_retry_hint(mesh: Mesh) -> None:
+    created = keys_cli(
+        mesh, "create", "limited", "--scopes", "embed", "--rate", "5/s", "--burst", "5"
+    )
+    assert created.returncode == 0, created.stderr
+    key = created.stdout.strip()
+    await asyncio.sleep(RELOAD_WAIT_S)
+    codes: list[grpc.StatusCode] = []
+    hints: list[dict[str, str]] = []
+    async with channel_with(mesh, key) as channel:
+        stub = embeddings_grpc.EmbeddingsServiceStub(channel)
+        started = time.monotonic()
+        for _ in range(4):  # 4 waves of 10 concurrent calls, spread over both replicas
+            calls = [stub.Info(embeddings_pb.InfoRequest(), timeout=10) for _ in range(10)]
+            for outcome in await asyncio.gather(*calls, return_exceptions=True):
+                if isinstance(outcome, grpc.aio.AioRpcError):
+                    codes.append(outcome.code())
+                    hints.append({k: str(v) for k, v in outcome.trailing_metadata() or ()})
+                else:
+                    codes.append(grpc.StatusCode.OK)
+        elapsed = time.monotonic() - started
+    accepted = codes.count(grpc.StatusCode.OK)
+    assert set(codes) == {grpc.StatusCode.OK, grpc.StatusCode.RESOURCE_EXHAUSTED}, codes
+    # Mesh-wide, not per replica: the burst plus what flowed in while the calls ran.
+    assert 5 <= accepted <= 5 + 5 * elapsed + 1, (accepted, elapsed)
+    assert all(int(hint["retry-after"]) >= 1 and int(hint["retry-after-ms"]) > 0 for hint in hints)
+
+    # Envoy's access log names the key by its id (Envoy flushes its log about every second).
+    key_id = presented_key_id(key)
+    deadline = time.monotonic() + 10
+    while True:
+        envoy_lines = [
+            json.loads(line)
+            for line in (mesh.state_dir / "logs" / "envoy.log").read_text().splitlines()
+            if line.startswith("{")
+        ]
+        limited = [line for line in envoy_lines if line.get("key_id") == key_id]
+        if len(limited) >= len(codes) or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.5)
+    assert len(limited) == len(codes), limited[-3:]
+    assert key.split("_", 2)[2] not in json.dumps(envoy_lines)

@@ -471,3 +471,17 @@ async def test_grpcurl_lists_services_through_envoy(mesh: Mesh) -> None:
     output, _ = await asyncio.wait_for(process.communicate(), 30)
     assert process.returncode == 0, output.decode()
     assert SERVICE in output.decode().split()
+
+
+def test_key_rate_limits_and_key_ids_pass_envoy_validate(
+    certs: CertificatePaths, tmp_path: Path
+) -> None:
+    topology = Topology(
+        clusters=[UpstreamCluster("smoke", SERVICE, [("127.0.0.1", 1)])],
+        certificates=certs,
+        ratelimit_socket=tmp_path / "run" / "ratelimit.sock",
+    )
+    path = write_config(topology, tmp_path / "envoy.yaml")
+    validate_config(path)
+    text = path.read_text()
+    assert "envoy.filters.http.ratelimit" in text and "ragmesh:key_id" in text

@@ -1,0 +1,139 @@
+"""`ragmesh serve ratelimit`: Envoy's rate-limit service (envoy.service.ratelimit.v3).
+
+Envoy's client listener asks it, before routing, about every call that carries a key (the
+descriptor is the presented `authorization` or `x-api-key` value). It verifies the key against
+the key store (so nobody can spend another key's budget by naming its id) and answers
+OVER_LIMIT when that key's bucket is empty, with `retry-after` (seconds) and
+`retry-after-ms` headers, which Envoy adds to its RESOURCE_EXHAUSTED reply (a gRPC client
+reads them as trailing metadata). Calls without a key or with a key that has no limit are
+let through: the replicas refuse bad keys themselves.
+
+One process for the mesh, so a key's limit holds across every replica. It listens on a unix
+socket in STATE_DIR/run (mode 0700 folder), which only Envoy, as the same user, reaches.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from services.config import Settings
+from services.ratelimit.buckets import KeyBuckets
+from services.ratelimit.rls_messages import (
+    METHOD,
+    OK,
+    OVER_LIMIT,
+    SECOND,
+    SERVICE,
+    RateLimitRequest,
+    RateLimitResponse,
+)
+from services.runtime.auth import KeyVerifier
+from services.runtime.keystore import KeyStore
+from services.runtime.server import GrpcServer
+
+_log = logging.getLogger("ragmesh.ratelimit")
+
+# The descriptor keys Envoy sends (services/mesh/envoy_security.py sets them).
+KEY_DESCRIPTORS = ("authorization", "x-api-key")
+
+
+def ratelimit_socket(state_dir: Path) -> Path:
+    """The unix socket the rate-limit service listens on and Envoy calls."""
+    return state_dir / "run" / "ratelimit.sock"
+
+
+class KeyRateLimiter:
+    """Decides ShouldRateLimit calls from the key store and one token bucket per key."""
+
+    def __init__(self, verifier: KeyVerifier, buckets: KeyBuckets | None = None) -> None:
+        self._verifier = verifier
+        self._buckets = buckets or KeyBuckets()
+
+    async def should_rate_limit(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        return self.decide_request(request)
+
+    def decide_request(self, request: Any) -> Any:
+        """The answer to one RateLimitRequest: the first key descriptor decides."""
+        hits = request.hits_addend or 1
+        for descriptor in request.descriptors:
+            for entry in descriptor.entries:
+                if entry.key in KEY_DESCRIPTORS:
+                    return self.decide(_key_from(entry.key, entry.value), hits)
+        return RateLimitResponse(overall_code=OK)
+
+    def decide(self, presented: str, hits: int = 1) -> Any:
+        stored = self._verifier.authenticate(presented)
+        limit = stored.rate_limit if stored is not None and stored.usable() else None
+        if stored is None or limit is None:
+            return RateLimitResponse(overall_code=OK)
+        decision = self._buckets.take(stored.key_id, limit, hits)
+        response = RateLimitResponse(overall_code=OK if decision.allowed else OVER_LIMIT)
+        status = response.statuses.add(
+            code=OK if decision.allowed else OVER_LIMIT, limit_remaining=decision.remaining
+        )
+        status.current_limit.requests_per_unit = max(1, round(limit.per_second))
+        status.current_limit.unit = SECOND
+        if decision.allowed:
+            return response
+        # HTTP's retry-after is whole seconds; retry-after-ms says it exactly.
+        wait_ms = max(1, math.ceil(decision.retry_after_s * 1000))
+        wait_s = math.ceil(wait_ms / 1000)
+        status.duration_until_reset.seconds = wait_s
+        response.response_headers_to_add.add(key="retry-after", value=str(wait_s))
+        response.response_headers_to_add.add(key="retry-after-ms", value=str(wait_ms))
+        _log.info(
+            "rate limited",
+            extra={
+                "key_id": stored.key_id,
+                "retry_after_ms": wait_ms,
+                "per_second": limit.per_second,
+            },
+        )
+        return response
+
+    def handler(self) -> grpc.GenericRpcHandler:
+        return grpc.method_handlers_generic_handler(
+            SERVICE,
+            {
+                METHOD: grpc.unary_unary_rpc_method_handler(
+                    self.should_rate_limit,
+                    request_deserializer=RateLimitRequest.FromString,
+                    response_serializer=RateLimitResponse.SerializeToString,
+                )
+            },
+        )
+
+
+def _key_from(header: str, value: str) -> str:
+    if header == "authorization":
+        return value[7:].strip() if value[:7].lower() == "bearer " else ""
+    return value.strip()
+
+
+async def serve_ratelimit(settings: Settings) -> int:
+    """Run the rate-limit service until SIGTERM/SIGINT; its exit code."""
+    socket = ratelimit_socket(settings.state_dir)
+    socket.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    socket.unlink(missing_ok=True)
+    server = GrpcServer(
+        "ratelimit",
+        f"unix:{socket}",
+        settings.server,
+        health_names=[SERVICE],
+    )
+    # Envoy's access log already has a line per client call (with the key id); one more per
+    # rate-limit check would double the log for nothing.
+    logging.getLogger("ragmesh.rpc").setLevel(logging.WARNING)
+    verifier = KeyVerifier(KeyStore(settings.state_dir / "keys"))
+    server.grpc.add_generic_rpc_handlers([KeyRateLimiter(verifier).handler()])
+    await server.start()
+
+    async def ready() -> None:
+        return None
+
+    return await server.run(ready())

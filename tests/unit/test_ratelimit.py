@@ -1,0 +1,67 @@
+"""Per-key token buckets and the rate-limit service's answers (no processes)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from services.ratelimit.buckets import KeyBuckets
+from services.ratelimit.rls_messages import OK, OVER_LIMIT, RateLimitRequest, RateLimitResponse
+from services.ratelimit.server import KeyRateLimiter
+from services.runtime.auth import KeyVerifier
+from services.runtime.keystore import KeyStore, RateLimit
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_bucket_allows_its_burst_then_its_rate() -> None:
+    clock = Clock()
+    buckets = KeyBuckets(clock)
+    limit = RateLimit(per_second=5, burst=3)
+    assert [buckets.take("k", limit).allowed for _ in range(4)] == [True, True, True, False]
+    refused = buckets.take("k", limit)
+    assert refused.retry_after_s == pytest.approx(0.2)
+    clock.now = 0.2
+    assert buckets.take("k", limit).allowed
+    assert not buckets.take("k", limit).allowed
+    clock.now = 100.0  # a long pause refills only up to the burst
+    assert [buckets.take("k", limit).allowed for _ in range(4)] == [True, True, True, False]
+    assert buckets.take("other", limit).allowed  # each key its own bucket
+
+
+async def test_the_service_limits_verified_keys_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("services.runtime.auth.RELOAD_INTERVAL_S", 0.0)
+    store = KeyStore(tmp_path / "keys")
+    limited = store.create("limited", rate=RateLimit(1, 1))
+    free = store.create("free")
+    limiter = KeyRateLimiter(KeyVerifier(store), KeyBuckets(Clock()))
+
+    def ask(header: str, value: str) -> RateLimitResponse:
+        request = RateLimitRequest(domain="ragmesh")
+        request.descriptors.add().entries.add(key=header, value=value)
+        wire = RateLimitResponse.FromString(
+            limiter.decide_request(
+                RateLimitRequest.FromString(request.SerializeToString())
+            ).SerializeToString()
+        )
+        return wire
+
+    assert ask("authorization", f"Bearer {limited}").overall_code == OK
+    over = ask("x-api-key", limited)
+    assert over.overall_code == OVER_LIMIT
+    headers = {h.key: h.value for h in over.response_headers_to_add}
+    assert headers == {"retry-after": "1", "retry-after-ms": "1000"}
+    # A wrong secret with the limited key's id spends nothing (and is not limited here:
+    # the replicas refuse it).
+    forged = limited[: limited.rindex("_") + 1] + "A" * 43
+    assert ask("authorization", f"Bearer {forged}").overall_code == OK
+    assert all(ask("authorization", f"Bearer {free}").overall_code == OK for _ in range(5))
