@@ -63,7 +63,7 @@ def test_without_a_gateway_the_listeners_speak_grpc_only(certs: CertificatePaths
     config = yaml.safe_load(render_config(topology(certs, None)))
     client = manager(config, "client")
     assert client["codec_type"] == "HTTP2"
-    assert [f["name"] for f in client["http_filters"]] == ["envoy.filters.http.router"]
+    assert [f["name"] for f in gateway_filters(client)] == ["envoy.filters.http.router"]
 
 
 def test_the_client_listener_transcodes_and_routes_the_adapter(certs: CertificatePaths) -> None:
@@ -73,7 +73,7 @@ def test_the_client_listener_transcodes_and_routes_the_adapter(certs: Certificat
     tls = listener(config, "client")["filter_chains"][0]["transport_socket"]["typed_config"]
     assert tls["common_tls_context"]["alpn_protocols"] == ["h2", "http/1.1"]
     assert tls["require_client_certificate"] is True
-    transcoder, router = client["http_filters"]
+    transcoder, router = gateway_filters(client)
     assert transcoder["name"] == "envoy.filters.http.grpc_json_transcoder"
     assert router["name"] == "envoy.filters.http.router"
     settings = transcoder["typed_config"]
@@ -92,7 +92,7 @@ def test_the_client_listener_transcodes_and_routes_the_adapter(certs: Certificat
     assert routes[0]["route"]["cluster"] == "openai"
     # The internal listener is untouched: gRPC over HTTP/2 between services only.
     internal = manager(config, "internal")
-    assert internal["codec_type"] == "HTTP2" and len(internal["http_filters"]) == 1
+    assert internal["codec_type"] == "HTTP2" and len(gateway_filters(internal)) == 1
     (cluster,) = [c for c in config["static_resources"]["clusters"] if c["name"] == "openai"]
     upstream_tls = cluster["transport_socket"]["typed_config"]
     assert upstream_tls["sni"] == "openai.ragmesh.internal"
@@ -130,3 +130,9 @@ def test_the_gateway_passes_envoy_validate_without_warnings(
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
     assert "deprecated" not in output.lower() and "[warning]" not in output
+
+
+def gateway_filters(manager: dict) -> list[dict]:
+    """The HTTP filters but the key-id and rate-limit filters (services/mesh/envoy_security.py)."""
+    security = ("envoy.filters.http.lua", "envoy.filters.http.ratelimit")
+    return [f for f in manager["http_filters"] if f["name"] not in security]
