@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from services.commands.bench_overload import register_overload_bench
 from services.search.bench import register_search_bench
 
 
@@ -30,6 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     embed.set_defaults(handler=_bench_embed)
 
     register_search_bench(targets)
+    register_overload_bench(targets)
 
 
 def _bench_embed(args: argparse.Namespace) -> int:
