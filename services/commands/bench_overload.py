@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import ipaddress
 import json
 import os
 import socket
@@ -260,7 +261,7 @@ def _access(state_dir: Path) -> MeshAccess:
     host, _, port = state["client_listen"].rpartition(":")
     certs = state_dir / "certs"
     return MeshAccess(
-        endpoint=f"{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}",
+        endpoint=f"{_reachable(host)}:{port}",
         admin=state["admin_listen"],
         clusters=sorted({replica["service"] for replica in state["replicas"]}),
         credentials=channel_credentials(
@@ -268,6 +269,13 @@ def _access(state_dir: Path) -> MeshAccess:
         ),
         api_key=(state_dir / "keys" / "admin.key").read_text().strip(),
     )
+
+
+def _reachable(host: str) -> str:
+    """A listener on every interface is reached on loopback here."""
+    if not host or ipaddress.ip_address(host.strip("[]")).is_unspecified:
+        return "127.0.0.1"
+    return host
 
 
 def _free_port() -> int:
