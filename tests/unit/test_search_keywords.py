@@ -7,6 +7,7 @@ import math
 
 import pytest
 
+from services.search.backends.bm25_planner import sufficient_sets
 from services.search.keywords import (
     bm25_idf,
     bm25_tf,
@@ -63,3 +64,17 @@ def test_sparse_query_terms_are_distinct_with_weight_one() -> None:
     assert terms.indices == [term_id("cell")]
     assert terms.values == [1.0]
     assert sparse_query("the of and").indices == []
+
+
+def test_sufficient_sets_are_the_minimal_sets_reaching_theta() -> None:
+    bounds = [5.0, 3.0, 2.0, 0.5]
+    sets = sufficient_sets(bounds, theta=4.0)
+    assert sets is not None
+    assert sorted(sorted(s) for s in sets) == [[0], [1, 2]]
+    # Brute force: every set of terms reaching theta contains one of them.
+    for mask in range(16):
+        chosen = {i for i in range(4) if mask >> i & 1}
+        reaches = sum(bounds[i] for i in chosen) >= 4.0
+        assert reaches == any(set(s) <= chosen for s in sets), chosen
+    assert sufficient_sets(bounds, theta=11.0) == []
+    assert sufficient_sets([1.0] * 12, theta=6.0) is None  # C(12, 6) sets: too many

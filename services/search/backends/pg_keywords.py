@@ -1,7 +1,8 @@
 """Keyword index maintenance for the pgvector backend, done inside each write's transaction.
 
 The collection's term table `search_terms_<id>` gives every term (services/search/keywords.py)
-a small integer id and holds its document frequency (how many passages contain it); the
+a small integer id and holds its document frequency (how many passages contain it), its
+highest frequency in a passage and the shortest passage it occurs in (for pruning); the
 catalog row holds the passage count and total length. These are BM25's statistics, so a
 query reads them instead of counting. A passage row stores its distinct term ids (sorted) and
 their frequencies as two aligned integer arrays kept uncompressed in the row (STORAGE PLAIN:
@@ -68,24 +69,34 @@ async def count_passages(
     """Add newly written passages to the term statistics (new terms get ids); their keyword
     columns, in the same order."""
     frequencies: Counter[str] = Counter()
+    max_frequency: dict[str, int] = {}
+    min_length: dict[str, int] = {}
     for passage in counted:
         frequencies.update(passage.frequencies.keys())
+        for term, n in passage.frequencies.items():
+            max_frequency[term] = max(max_frequency.get(term, 0), n)
+            min_length[term] = min(min_length.get(term, passage.length), passage.length)
     ids: dict[str, int] = {}
     if frequencies:
         terms = sorted(frequencies)  # a fixed order
         # New terms first (only they take an id from the sequence), then every count.
         await conn.execute(
-            f"INSERT INTO {terms_name} (term, passages)"
-            " SELECT fresh.term, 0 FROM unnest($1::text[]) AS fresh(term)"
+            f"INSERT INTO {terms_name} (term, passages, max_frequency, min_length)"
+            " SELECT fresh.term, 0, 0, 2147483647 FROM unnest($1::text[]) AS fresh(term)"
             f" WHERE NOT EXISTS (SELECT 1 FROM {terms_name} AS t WHERE t.term = fresh.term)",
             terms,
         )
         rows = await conn.fetch(
-            f"UPDATE {terms_name} AS t SET passages = t.passages + added.passages"
-            " FROM unnest($1::text[], $2::integer[]) AS added(term, passages)"
+            f"UPDATE {terms_name} AS t SET passages = t.passages + added.passages,"
+            " max_frequency = greatest(t.max_frequency, added.max_frequency),"
+            " min_length = least(t.min_length, added.min_length)"
+            " FROM unnest($1::text[], $2::integer[], $3::integer[], $4::integer[])"
+            " AS added(term, passages, max_frequency, min_length)"
             " WHERE t.term = added.term RETURNING t.term, t.id",
             terms,
             [frequencies[t] for t in terms],
+            [max_frequency[t] for t in terms],
+            [min_length[t] for t in terms],
         )
         ids = {row["term"]: int(row["id"]) for row in rows}
     columns = []
@@ -101,7 +112,10 @@ def keyword_ddl(passages_table: str, terms_name: str) -> str:
         CREATE TABLE {terms_name} (
             term text PRIMARY KEY,
             id integer GENERATED ALWAYS AS IDENTITY UNIQUE,
-            passages integer NOT NULL CHECK (passages >= 0)
+            passages integer NOT NULL CHECK (passages >= 0),
+            -- Upper bounds for pruning: raised/lowered by writes, never relaxed by deletes.
+            max_frequency integer NOT NULL,
+            min_length integer NOT NULL
         );
         CREATE INDEX {passages_table}_terms ON {passages_table} USING gin (terms);
     """

@@ -25,10 +25,17 @@ BEGIN
             CREATE TABLE search_terms_%1$s (
                 term text PRIMARY KEY,
                 id integer GENERATED ALWAYS AS IDENTITY UNIQUE,
-                passages integer NOT NULL CHECK (passages >= 0)
+                passages integer NOT NULL CHECK (passages >= 0),
+                max_frequency integer NOT NULL,
+                min_length integer NOT NULL
             );
-            INSERT INTO search_terms_%1$s (term, passages)
-                SELECT term, count(*) FROM counted GROUP BY term ORDER BY term;
+            INSERT INTO search_terms_%1$s (term, passages, max_frequency, min_length)
+                SELECT c.term, count(*), max(c.n), min(l.length)
+                FROM counted AS c JOIN (
+                    SELECT document_id, passage_index, sum(n)::integer AS length
+                    FROM counted GROUP BY 1, 2
+                ) AS l USING (document_id, passage_index)
+                GROUP BY c.term ORDER BY c.term;
             ALTER TABLE search_passages_%1$s DROP COLUMN terms;
             ALTER TABLE search_passages_%1$s
                 ADD COLUMN terms integer[] STORAGE PLAIN NOT NULL DEFAULT '{}',

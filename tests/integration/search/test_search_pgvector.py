@@ -200,7 +200,7 @@ async def test_bm25_is_exact_with_write_time_statistics_and_pruning(
                         limit=limit,
                         conditions=conditions,
                     )
-                    full = await query.score(conn, list(range(len(statistics.terms))))
+                    full = await query.score(conn, [[i] for i in range(len(statistics.terms))])
                     pruned = await query.run(conn)
                 assert [tuple(row.values()) for row in pruned] == [
                     tuple(row.values()) for row in full
