@@ -134,7 +134,7 @@ async def test_bm25_is_exact_with_write_time_statistics_and_pruning(
         rng = np.random.default_rng(9)
         vocabulary = [f"term{i}" for i in range(300)] + ["the", "of", "cells", "cell"]
         weights = 1.0 / np.arange(1, len(vocabulary) + 1)
-        lengths = rng.integers(3, 16, size=3000)
+        lengths = rng.integers(3, 16, size=2000)
         texts = {
             str(i): " ".join(
                 vocabulary[w]
@@ -147,7 +147,7 @@ async def test_bm25_is_exact_with_write_time_statistics_and_pruning(
             vector = np.array([1.0, 0.0], np.float32)
             return PreparedDocument(doc, text, {"i": float(doc)}, [Passage(0, text, vector)])
 
-        for start in range(0, 3000, 500):
+        for start in range(0, 2000, 500):
             batch = list(texts.items())[start : start + 500]
             await backend.upsert("words", [document(d, t) for d, t in batch])
         # Writes after the load: replacements (new text) and deletions move the statistics.
@@ -170,13 +170,13 @@ async def test_bm25_is_exact_with_write_time_statistics_and_pruning(
         }
         assert {t: n for t, n in stored.items() if n} == expected
 
-        queries = [" ".join(texts[d].split()[:3]) for d in list(texts)[::150]]
+        queries = [" ".join(texts[d].split()[:3]) for d in list(texts)[::200]]
         queries += ["term0 term1 term2", "term0", "term299 term0 term1", "cells of the cell"]
-        keep = {d for d in texts if float(d) < 1500}
+        keep = {d for d in texts if float(d) < 1000}
         for text in queries:
             for limit, conditions, allowed in (
                 (10, (), None),
-                (30, (NumericRange("i", lt=1500),), keep),
+                (30, (NumericRange("i", lt=1000),), keep),
             ):
                 hits = await backend.keyword_search("words", text, limit, conditions)
                 oracle = brute_force_bm25(texts, text, limit, allowed)
