@@ -99,9 +99,19 @@ def pod_root(container: Container, root: Path, volumes: dict[str, Path]) -> Path
     return pod
 
 
-def localize(value: str, container: Container, pod: Path, ports: PortMap) -> str:
+def localize(
+    value: str,
+    container: Container,
+    pod: Path,
+    ports: PortMap,
+    image_paths: dict[str, str] | None = None,
+) -> str:
     """A manifest value for this machine: paths under any mount of the pod into the pod's
-    folder (an init container writes paths its pod's other containers read), ports mapped."""
+    folder (an init container writes paths its pod's other containers read), paths inside the
+    image to their `image_paths` counterparts here, ports mapped."""
+    for image_path, local in (image_paths or {}).items():
+        if value == image_path or value.startswith(image_path + "/"):
+            return local + value.removeprefix(image_path)
     pod_spec = container.pod["spec"]
     mount_paths = {
         mount["mountPath"]

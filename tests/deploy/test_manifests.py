@@ -3,12 +3,14 @@ agreement between the manifests and the code (names, ports, health names, certif
 
 from __future__ import annotations
 
+import os
 import re
 from typing import Any
 
 import kubernetes_validate
 import pytest
 
+from services.config import load_settings
 from services.mesh.certs import identity_uri, service_dns_name
 from services.mesh.plan import grpc_service_name
 from services.runtime.server import LIVENESS_SERVICE
@@ -137,6 +139,9 @@ def test_probes_ask_the_health_port_for_the_service_names() -> None:
         health_port = int(env["RAGMESH_SERVER__HEALTH_LISTEN"].rsplit(":", 1)[1])
         ports = {p["name"]: p["containerPort"] for p in container.spec["ports"]}
         assert ports["health"] == health_port
+        # The port Prometheus scrapes is the one this service's own setting serves /metrics on.
+        metrics = env[f"RAGMESH_{service.upper()}__METRICS_LISTEN"]
+        assert metrics.startswith("0.0.0.0:") and int(metrics.rsplit(":", 1)[1]) == ports["metrics"]
         readiness_name = grpc_service_name(service)
         for probe, expected in (
             ("startupProbe", readiness_name),
@@ -170,3 +175,27 @@ def test_graceful_termination_outlasts_drain_and_grace() -> None:
     for service in SERVICES:
         pod = one(docs, "Deployment", service)["spec"]["template"]["spec"]
         assert pod["terminationGracePeriodSeconds"] > needed, service
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_every_container_environment_is_valid_settings(variant: str) -> None:
+    """Each container's RAGMESH_* environment loads as settings (unknown keys in a section and
+    bad values are refused), with placeholder values for the Secrets."""
+    docs = render(variant)
+    secrets = {
+        (e["valueFrom"]["secretKeyRef"]["name"], e["valueFrom"]["secretKeyRef"]["key"]): (
+            "postgresql://ragmesh@db.example/ragmesh"
+        )
+        for c in containers(docs)
+        for e in c.spec.get("env", [])
+        if "secretKeyRef" in e.get("valueFrom", {})
+    }
+    for container in containers(docs):
+        env = container.env(docs, secrets)
+        with pytest.MonkeyPatch.context() as patch:
+            for key in list(os.environ):
+                if key.startswith("RAGMESH_"):
+                    patch.delenv(key)
+            for key, value in env.items():
+                patch.setenv(key, value)
+            load_settings()

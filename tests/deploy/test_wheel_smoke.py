@@ -9,6 +9,7 @@ health names or the certificate names."""
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import signal
 import subprocess
@@ -134,6 +135,9 @@ def test_manifests_run_from_the_installed_wheel(installed: Installed, tmp_path: 
     )
     logs = tmp_path / "logs"
     logs.mkdir()
+    # The image converts the model for the fast runtimes at build time into /opt/ragmesh/models;
+    # here the test suite's shared conversion folder (tests/conftest.py) stands for it.
+    image_paths = {"/opt/ragmesh/models": os.environ["RAGMESH_EMBEDDINGS__RUNTIME_CACHE_DIR"]}
 
     with ExitStack() as stack:
         # CloudNativePG's place: the embedded PostgreSQL + pgvector, from the installed wheel.
@@ -158,7 +162,7 @@ def test_manifests_run_from_the_installed_wheel(installed: Installed, tmp_path: 
         for container in ordered:
             root = pod_root(container, tmp_path / "pods", secrets)
             env = {
-                key: localize(value, container, root, ports)
+                key: localize(value, container, root, ports, image_paths)
                 for key, value in container.env(docs, secret_values).items()
             }
             argv = [localize(word, container, root, ports) for word in container.argv(env)]
