@@ -73,6 +73,9 @@ DEBIAN_MIRROR ?= http://deb.debian.org/debian
 # The CUDA variant: TORCH_PIN=torch==2.13.0+cu128 TORCH_INDEX_URL=<PyTorch's cu128 index>.
 TORCH_INDEX_URL ?=
 WHEELHOUSE := build/wheelhouse
+# Wheels the image's Python (Debian bookworm's 3.11.2) needs but this host's newer 3.11 does not,
+# by the dependencies' own markers (redis: async-timeout on Python < 3.11.3).
+IMAGE_PYTHON_EXTRAS := 'async-timeout>=4.0.3'
 # Where the sandbox this runs in refuses crun (hybrid cgroups) and podman's default ulimits
 # (over the hard ones), podman runs with runc (a Debian package) and this machine's limits.
 ifneq ($(findstring podman,$(CONTAINER_ENGINE)),)
@@ -95,7 +98,7 @@ wheelhouse: install
 	$(BIN)/python -m pip wheel --quiet --no-deps --no-build-isolation -w $(WHEELHOUSE) .
 	$(BIN)/python -m pip download --quiet -d $(WHEELHOUSE) \
 	  $(if $(TORCH_INDEX_URL),--extra-index-url $(TORCH_INDEX_URL)) \
-	  $(TORCH_PIN) $(WHEELHOUSE)/ragmesh-*.whl
+	  $(TORCH_PIN) $(WHEELHOUSE)/ragmesh-*.whl $(IMAGE_PYTHON_EXTRAS)
 
 image: wheelhouse
 	@test -n "$(CONTAINER_ENGINE)" || { echo "make image needs podman or docker"; exit 1; }
