@@ -264,6 +264,13 @@ class MeshSettings(_Section):
     restart_reset_after_s: float = Field(defaults.RESTART_RESET_AFTER_S, gt=0)
     crash_loop_exits: int = Field(defaults.CRASH_LOOP_EXITS, ge=1)
     crash_loop_window_s: float = Field(defaults.CRASH_LOOP_WINDOW_S, gt=0)
+    # Security (issue 10): the CA private key is encrypted at rest. Its passphrase comes from
+    # the environment variable named here when that is set, else from this file, which gets a
+    # random passphrase on first use. The file lies outside the state folder, so a copy of
+    # the state folder (a backup, an image) carries no usable CA key; only `ragmesh up` and
+    # `ragmesh certs` read it, and `up` drops the variable before it starts any service.
+    ca_passphrase_env: str = Field(defaults.CA_PASSPHRASE_ENV, pattern=r"^[A-Z_][A-Z0-9_]*$")
+    ca_passphrase_file: str = defaults.CA_PASSPHRASE_FILE
 
 
 # --- the OpenAI-compatible HTTP adapter (services/openai_compat) ---------------------------
@@ -458,3 +465,11 @@ def config_file_path() -> Path | None:
     process re-reads (the coordinator's confidence threshold)."""
     value = os.environ.get("RAGMESH_CONFIG_FILE")
     return Path(value) if value else None
+
+
+def environment_secret(name: str, *, forget: bool = False) -> str | None:
+    """The value of the environment variable `name` (a secret named in the settings, such as
+    the CA passphrase), removed from this process's environment when `forget`, so that the
+    processes it starts do not inherit it."""
+    value = os.environ.pop(name, None) if forget else os.environ.get(name)
+    return value or None

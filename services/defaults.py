@@ -252,3 +252,6 @@ CRASH_LOOP_WINDOW_S = 120.0
 # Embeddings: a batch the model process has not answered after this long counts as hung: the
 # process is killed and replaced (a 64-text batch takes well under 2 s on 2 CPU cores).
 MODEL_BATCH_TIMEOUT_S = 30.0
+# Security (issue 10): where the CA key's passphrase comes from (services/mesh/ca_secret.py).
+CA_PASSPHRASE_ENV = "RAGMESH_CA_PASSPHRASE"
+CA_PASSPHRASE_FILE = "~/.config/ragmesh/ca-passphrase"

@@ -6,8 +6,10 @@ import argparse
 import sys
 
 from services.config import load_settings
+from services.mesh.ca_secret import use_settings_passphrase
 from services.mesh.cert_renewal import RENEW_WITHIN_DAYS, renew_certificates, serial_of
 from services.mesh.certs import CertificateError, ensure_certificates, issue_client_certificate
+from services.mesh.crl import crl_path, revoke_client
 from services.mesh.layout import layout_for
 
 
@@ -37,10 +39,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     renew.add_argument("--all", action="store_true", help="renew every certificate now")
     renew.set_defaults(handler=_renew)
+    revoke = actions.add_parser(
+        "revoke",
+        help="revoke a client certificate: Envoy refuses it within seconds, no restart",
+        description="Add clients/NAME.pem's serial to the mesh CA's revocation list"
+        " (STATE_DIR/certs/crl.pem, which a running Envoy re-reads) and move the certificate"
+        " and its key to clients/revoked/, so NAME can be issued again. Needs the CA key.",
+    )
+    revoke.add_argument("name", help="the name given to `ragmesh certs client NAME`")
+    revoke.set_defaults(handler=_revoke)
 
 
 def _issue_client(args: argparse.Namespace) -> int:
-    certs_dir = layout_for(load_settings()).certs_dir
+    settings = load_settings()
+    use_settings_passphrase(settings)
+    certs_dir = layout_for(settings).certs_dir
     try:
         paths = ensure_certificates(certs_dir)
         cert, key = issue_client_certificate(certs_dir, args.name)
@@ -52,7 +65,9 @@ def _issue_client(args: argparse.Namespace) -> int:
 
 
 def _renew(args: argparse.Namespace) -> int:
-    certs_dir = layout_for(load_settings()).certs_dir
+    settings = load_settings()
+    use_settings_passphrase(settings)
+    certs_dir = layout_for(settings).certs_dir
     within = float("inf") if args.all else args.within_days
     try:
         renewed = renew_certificates(certs_dir, within_days=within)
@@ -63,4 +78,17 @@ def _renew(args: argparse.Namespace) -> int:
         print(f"renewed  {cert}  serial {serial_of(cert):x}")
     if not renewed:
         print(f"nothing expires within {args.within_days:g} days; --all renews every certificate")
+    return 0
+
+
+def _revoke(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    use_settings_passphrase(settings)
+    certs_dir = layout_for(settings).certs_dir
+    try:
+        serial = revoke_client(certs_dir, args.name)
+    except (CertificateError, ValueError) as exc:
+        print(f"ragmesh certs revoke: {exc}", file=sys.stderr)
+        return 1
+    print(f"revoked  {args.name}  serial {serial:x}  (CRL {crl_path(certs_dir)})")
     return 0

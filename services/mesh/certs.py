@@ -29,7 +29,7 @@ import os
 import re
 import socket
 import stat
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,7 +38,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes, PublicKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 # Leaf certificates are valid this long; the CA outlives them so it is rotated far less often.
@@ -295,7 +295,7 @@ def _load_or_create_ca(certs_dir: Path, paths: CertificatePaths) -> _Ca:
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
         .sign(key, hashes.SHA256())
     )
-    _write_key(ca_key_path, key)
+    _write_key(ca_key_path, key, passphrase=_ca_passphrase_source())
     _write_cert(paths.ca, cert)
     return _Ca(cert, key)
 
@@ -314,7 +314,7 @@ def _load_ca(cert_path: Path, key_path: Path, *, need_key: bool) -> _Ca:
             " With your own CA, issue the missing certificates yourself (docs/operations.md)"
         )
     _check_key_mode(key_path)
-    key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
+    key = _load_ca_key(key_path)
     if not isinstance(key, ec.EllipticCurvePrivateKey):
         raise CertificateError(f"{key_path}: ragmesh issues certificates with EC keys only")
     return _Ca(cert, key)
@@ -472,11 +472,60 @@ def _public_bytes(key: PublicKeyTypes) -> bytes:
     )
 
 
-def _write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
+# --- the CA key's passphrase (issue 10) ---------------------------------------------------
+# The CA key is encrypted at rest when a passphrase source is set: `ragmesh up` and `ragmesh
+# certs` set one from the settings (services/mesh/ca_secret.py); servers never do, so they
+# cannot use the CA key (and never need it: `up` issues every certificate first).
+def _no_passphrase() -> bytes | None:
+    return None
+
+
+_passphrase_source: dict[str, Callable[[], bytes | None]] = {"source": _no_passphrase}
+
+
+def use_ca_passphrase(source: Callable[[], bytes | None]) -> None:
+    """Encrypt a new CA key with, and decrypt the CA key with, what `source` returns."""
+    _passphrase_source["source"] = source
+
+
+def _ca_passphrase_source() -> bytes | None:
+    return _passphrase_source["source"]()
+
+
+def ca_key_is_encrypted(key_path: Path) -> bool:
+    return b"ENCRYPTED" in key_path.read_bytes()[:64]
+
+
+def _load_ca_key(key_path: Path) -> PrivateKeyTypes:
+    if not ca_key_is_encrypted(key_path):
+        return serialization.load_pem_private_key(key_path.read_bytes(), password=None)
+    passphrase = _ca_passphrase_source()
+    if not passphrase:
+        raise CertificateError(
+            f"{key_path} is encrypted and this process has no passphrase for it: only"
+            " `ragmesh up` and `ragmesh certs` use the CA key (see docs/security.md)"
+        )
+    try:
+        return serialization.load_pem_private_key(key_path.read_bytes(), password=passphrase)
+    except ValueError:
+        raise CertificateError(
+            f"{key_path}: the CA key's passphrase is wrong (settings mesh.ca_passphrase_env /"
+            " mesh.ca_passphrase_file, docs/security.md)"
+        ) from None
+
+
+def _write_key(
+    path: Path, key: ec.EllipticCurvePrivateKey, *, passphrase: bytes | None = None
+) -> None:
+    encryption: serialization.KeySerializationEncryption = (
+        serialization.BestAvailableEncryption(passphrase)
+        if passphrase
+        else serialization.NoEncryption()
+    )
     data = key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
+        encryption,
     )
     _write_atomic(path, data, 0o600)
 

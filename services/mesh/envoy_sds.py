@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from services.mesh.certs import CertificatePaths, Identity
+from services.mesh.crl import envoy_crl
 
 # Secret names: Envoy's server certificate (both listeners), its client certificate towards
 # the services, and the CA that every peer certificate must chain to.
@@ -47,6 +48,9 @@ def sds_resources(certificates: CertificatePaths) -> dict[str, dict[str, Any]]:
                 "name": CA_SDS,
                 "validation_context": {
                     "trusted_ca": {"filename": str(certificates.ca)},
+                    # Issue 10: the CA's revocation list, when there is one (`ragmesh certs
+                    # revoke` replaces it in the watched folder: no restart).
+                    **envoy_crl(certificates.ca),
                     "watched_directory": {"path": str(certificates.ca.parent)},
                 },
             }

@@ -9,7 +9,9 @@ import shlex
 from collections.abc import Awaitable, Callable
 
 from services.config import Settings
+from services.mesh.ca_secret import forget_passphrase, protect_ca_key, use_settings_passphrase
 from services.mesh.certs import ensure_certificates
+from services.mesh.crl import ensure_crl
 from services.mesh.envoy_admin import clusters_healthy
 from services.mesh.envoy_config import (
     HttpGateway,
@@ -59,7 +61,15 @@ class MeshLauncher:
         self.layout = layout
         # As root the embedded PostgreSQL runs as its own user and must pass through.
         secure_state_dir(layout.state_dir, traversable=os.geteuid() == 0)
+        # Only `up` (and `ragmesh certs`) may use the CA key, and only here: every certificate
+        # is issued, the CA key encrypted and the revocation list made before any service
+        # starts; then the passphrase is dropped, so no child inherits it.
+        use_settings_passphrase(settings)
         self.certs = ensure_certificates(layout.certs_dir)
+        protect_ca_key(settings, layout.certs_dir)
+        # The revocation list Envoy checks client certificates against (`certs revoke`).
+        ensure_crl(layout.certs_dir)
+        forget_passphrase(settings)
         # The user's key and each service's own, made before any server starts.
         keys = KeyStore(layout.state_dir / "keys")
         self.admin_key_file = keys.ensure_named_key(DEFAULT_KEY_NAME)

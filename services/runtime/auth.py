@@ -22,7 +22,8 @@ from typing import Any
 
 import grpc
 
-from services.runtime.interceptors import HEALTH_PREFIX
+from services.mesh.certs import ENVOY_UPSTREAM, identity_uri
+from services.runtime.interceptors import HEALTH_PREFIX, wrap_handler
 from services.runtime.keystore import (
     DEFAULT_KEY_NAME,
     KEY_PATTERN,
@@ -34,6 +35,7 @@ from services.runtime.keystore import (
     presented_key_id,
 )
 from services.runtime.scopes import allows, required_scope
+from services.runtime.tls import peer_uris
 
 # Re-exported: callers have imported these from here since before keystore.py existed.
 __all__ = ["DEFAULT_KEY_NAME", "ApiKeyError", "AuthInterceptor", "KeyStore", "KeyVerifier"]
@@ -45,6 +47,14 @@ RELOAD_INTERVAL_S = 1.0
 REFUSED_STREAM_DRAIN_S = 2.0
 REFUSAL_LOG_WINDOW_S = 10.0
 REFUSAL_LOG_BURST = 20
+# The certificates a replica admits: Envoy's client certificate and the services' own (they
+# call each other through Envoy, but health probes and tools may use them directly).
+ENVOY_PEER = identity_uri("envoy", ENVOY_UPSTREAM)
+SERVICE_PEER_PREFIX = identity_uri("service", "")
+PEER_REFUSED_MESSAGE = (
+    "this replica admits only Envoy's and the mesh services' certificates: call the mesh"
+    " through Envoy's client listener"
+)
 UNAUTHENTICATED_MESSAGE = (
     "missing or invalid API key: send `authorization: Bearer <key>` or `x-api-key: <key>`"
 )
@@ -151,13 +161,32 @@ class RefusalLog:
 
 class AuthInterceptor(grpc.aio.ServerInterceptor):
     """Refuses every RPC but health checks without a valid key holding the RPC's scope,
-    before any handler runs."""
+    before any handler runs. With `mesh_peers_only` (a replica under mTLS), also refuses
+    every call, health checks included, whose certificate is not Envoy's or a service's:
+    a user's certificate from the same CA cannot bypass Envoy's limits and logs."""
 
-    def __init__(self, verifier: KeyVerifier, refusals: RefusalLog | None = None) -> None:
+    def __init__(
+        self,
+        verifier: KeyVerifier,
+        refusals: RefusalLog | None = None,
+        *,
+        mesh_peers_only: bool = False,
+    ) -> None:
         self._verifier = verifier
         self._refusals = refusals or RefusalLog()
+        self._mesh_peers_only = mesh_peers_only
 
     async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await self._intercept(continuation, handler_call_details)
+        if self._mesh_peers_only and handler is not None:
+            return wrap_handler(handler, handler_call_details.method, self._peer_guard)
+        return handler
+
+    async def _intercept(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
         handler_call_details: grpc.HandlerCallDetails,
@@ -177,6 +206,33 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             self._refusals.refused(method, code, key_id, peer)
 
         return _refusing(handler, verdict, record)
+
+    def _peer_guard(self, method: str, behaviour: Any, yields: bool) -> Any:
+        """`behaviour`, preceded by the check that the caller is Envoy or a mesh service."""
+
+        async def check(context: grpc.aio.ServicerContext) -> None:
+            uris = peer_uris(context)
+            if any(uri == ENVOY_PEER or uri.startswith(SERVICE_PEER_PREFIX) for uri in uris):
+                return
+            self._refusals.refused(
+                method, grpc.StatusCode.PERMISSION_DENIED, None, f"{context.peer()} {uris}"
+            )
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, PEER_REFUSED_MESSAGE)
+
+        if yields:
+
+            async def guarded_stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                await check(context)
+                async for response in behaviour(request, context):
+                    yield response
+
+            return guarded_stream
+
+        async def guarded(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            await check(context)
+            return await behaviour(request, context)
+
+        return guarded
 
 
 def _refusing(
@@ -207,11 +263,14 @@ def _refusing(
     return grpc.stream_stream_rpc_method_handler(refuse_stream)
 
 
-def api_key_interceptor(state_dir: Path, required: bool) -> AuthInterceptor | None:
+def api_key_interceptor(
+    state_dir: Path, required: bool, *, mesh_peers_only: bool = False
+) -> AuthInterceptor | None:
     """The server's key check (None when keys are turned off). Makes the `admin` key on a
-    first start, so a fresh server is usable: its key is in STATE_DIR/keys/admin.key."""
+    first start, so a fresh server is usable: its key is in STATE_DIR/keys/admin.key.
+    `mesh_peers_only`: admit only Envoy's and the services' certificates (under mTLS)."""
     if not required:
         return None
     store = KeyStore(state_dir / "keys")
     store.ensure_named_key(DEFAULT_KEY_NAME)
-    return AuthInterceptor(KeyVerifier(store))
+    return AuthInterceptor(KeyVerifier(store), mesh_peers_only=mesh_peers_only)

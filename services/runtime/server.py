@@ -214,7 +214,10 @@ def service_server(settings: Settings, service: str, health_names: Sequence[str]
     mTLS when the mesh runs with TLS, API keys, and its /metrics address."""
     configure_tracing(service, settings)
     section = getattr(settings, service)
-    authentication = api_key_interceptor(settings.state_dir, settings.server.require_api_key)
+    # Under mTLS a replica admits only Envoy's and the services' certificates (issue 10).
+    authentication = api_key_interceptor(
+        settings.state_dir, settings.server.require_api_key, mesh_peers_only=settings.mesh.tls
+    )
     return GrpcServer(
         service,
         section.listen,

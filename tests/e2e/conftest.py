@@ -88,6 +88,8 @@ def mesh_env(state_dir: Path) -> dict[str, str]:
     return {
         "RAGMESH_STATE_DIR": str(state_dir),
         "RAGMESH_SERVER__REQUIRE_API_KEY": "true",
+        # The CA key's passphrase, for `up` and `ragmesh certs` only (never in ~/.config).
+        "RAGMESH_CA_PASSPHRASE": f"e2e-{state_dir.name}",
         # 0.0.0.0 on purpose: the socket test checks that only this one is not loopback.
         "RAGMESH_MESH__CLIENT_LISTEN": f"0.0.0.0:{free_port()}",
         "RAGMESH_MESH__INTERNAL_LISTEN": f"127.0.0.1:{free_port()}",

@@ -9,6 +9,7 @@ import os
 import stat
 import subprocess
 import time
+from pathlib import Path
 
 import grpc
 import pytest
@@ -22,6 +23,7 @@ from ragmesh.search.v1 import search_service_pb2_grpc as search_grpc
 from services.runtime.channels import metadata_interceptors
 from services.runtime.keystore import presented_key_id
 from services.runtime.scopes import METHOD_SCOPES
+from services.runtime.tls import channel_credentials
 from tests.e2e.conftest import Mesh
 from tests.helpers import REPO_ROOT, call_every_rpc, ragmesh_command
 
@@ -152,6 +154,11 @@ def test_the_state_folder_and_its_secrets_are_private(mesh: Mesh) -> None:
     mode = stat.S_IMODE(mesh.state_dir.stat().st_mode)
     # As root the embedded PostgreSQL's own user must pass through (not list or read).
     assert mode == (0o711 if os.geteuid() == 0 else 0o700), oct(mode)
+    # The CA key is encrypted, and no service was given its passphrase.
+    assert (mesh.certs / "ca-key.pem").read_text().startswith("-----BEGIN ENCRYPTED")
+    for name, pid in mesh.state.pids.items():
+        environment = Path(f"/proc/{pid}/environ").read_bytes()
+        assert b"RAGMESH_CA_PASSPHRASE=" not in environment, name
     for folder in ("keys", "logs", "certs"):
         for path in (mesh.state_dir / folder).rglob("*"):
             if path.is_file():
@@ -202,3 +209,68 @@ async def test_a_keys_rate_limit_holds_across_replicas_with_a_retry_hint(mesh: M
         await asyncio.sleep(0.5)
     assert len(limited) == len(codes), limited[-3:]
     assert key.split("_", 2)[2] not in json.dumps(envoy_lines)
+
+
+def certs_cli(mesh: Mesh, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ragmesh_command("certs", *args),
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+        env={**os.environ, **mesh.env},
+        timeout=60,
+        check=False,
+    )
+
+
+async def info_with_certificate(mesh: Mesh, target: str, cert: str, key: str) -> grpc.StatusCode:
+    credentials = channel_credentials(mesh.certs / "ca.pem", mesh.certs / cert, mesh.certs / key)
+    async with grpc.aio.secure_channel(
+        target, credentials, interceptors=metadata_interceptors(mesh.api_key)
+    ) as channel:
+        try:
+            await embeddings_grpc.EmbeddingsServiceStub(channel).Info(
+                embeddings_pb.InfoRequest(), timeout=10
+            )
+        except grpc.aio.AioRpcError as error:
+            return error.code()
+    return grpc.StatusCode.OK
+
+
+async def test_a_revoked_client_certificate_is_refused_without_a_restart(mesh: Mesh) -> None:
+    issued = certs_cli(mesh, "client", "bob")
+    assert issued.returncode == 0, issued.stderr
+    bob = ("clients/bob.pem", "clients/bob-key.pem")
+    assert await info_with_certificate(mesh, mesh.endpoint, *bob) == grpc.StatusCode.OK
+    envoy_pid = mesh.state.pids["envoy"]
+    kept = (mesh.certs / bob[0]).read_bytes(), (mesh.certs / bob[1]).read_bytes()
+
+    revoked = certs_cli(mesh, "revoke", "bob")
+    assert revoked.returncode == 0, revoked.stderr
+    # The revoked pair, as a client that kept it would present it.
+    (mesh.certs / "clients" / "kept.pem").write_bytes(kept[0])
+    (mesh.certs / "clients" / "kept-key.pem").write_bytes(kept[1])
+    (mesh.certs / "clients" / "kept-key.pem").chmod(0o600)
+    deadline = time.monotonic() + 15
+    while True:
+        code = await info_with_certificate(
+            mesh, mesh.endpoint, "clients/kept.pem", "clients/kept-key.pem"
+        )
+        if code != grpc.StatusCode.OK or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.5)
+    assert code == grpc.StatusCode.UNAVAILABLE  # the handshake fails
+    assert mesh.state.pids["envoy"] == envoy_pid  # no restart
+    # Other clients are unaffected.
+    client = ("clients/client.pem", "clients/client-key.pem")
+    assert await info_with_certificate(mesh, mesh.endpoint, *client) == grpc.StatusCode.OK
+
+
+async def test_replicas_admit_only_envoys_and_the_services_certificates(mesh: Mesh) -> None:
+    replica = next(r for r in mesh.state.replicas if r.service == "embeddings")
+    user = ("clients/client.pem", "clients/client-key.pem")
+    assert await info_with_certificate(mesh, replica.target, *user) == (
+        grpc.StatusCode.PERMISSION_DENIED
+    )
+    envoy = ("envoy-upstream.pem", "envoy-upstream-key.pem")
+    assert await info_with_certificate(mesh, replica.target, *envoy) == grpc.StatusCode.OK
