@@ -62,6 +62,9 @@ class CircuitBreaker:
         self._opened_at = 0.0
         self._probe_in_flight = False
         metrics.BREAKER_STATE.labels(name).set_function(lambda: _STATE_VALUES[self.state])
+        # The failure counter exists from the start at 0, so dashboards show a rate of 0
+        # rather than no data before the first failure.
+        metrics.BREAKER_FAILURES.labels(name)
 
     @property
     def state(self) -> BreakerState:

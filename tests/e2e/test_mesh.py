@@ -33,6 +33,7 @@ from services.runtime.auth import KeyStore
 from services.runtime.channels import metadata_interceptors
 from services.runtime.tls import channel_credentials
 from tests.e2e.conftest import Mesh
+from tests.e2e.dashboard import assert_every_panel_has_data, dashboard_traffic
 from tests.helpers import REPO_ROOT, call_every_rpc, free_port, ragmesh_command
 
 pytestmark = pytest.mark.e2e
@@ -242,6 +243,11 @@ async def test_prometheus_scrapes_every_target_and_sees_traffic(mesh: Mesh, tmp_
             assert time.monotonic() < deadline, "Envoy's request counter did not move"
             await asyncio.sleep(0.5)
         assert await prometheus_value(address, "sum(ragmesh_embeddings_batch_size_count)") > 0
+        # Every Grafana panel's query returns data once traffic has moved its series.
+        async with mesh.channel() as channel:
+            await assert_every_panel_has_data(
+                lambda path: prometheus_get(address, path), lambda: dashboard_traffic(channel)
+            )
     finally:
         process.terminate()
         process.wait(30)
