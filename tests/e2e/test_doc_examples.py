@@ -22,6 +22,7 @@ from tests.helpers import REPO_ROOT
 pytestmark = pytest.mark.e2e
 
 DEFAULT_ENDPOINT = "127.0.0.1:8443"
+DEFAULT_ADMIN = "127.0.0.1:9901"
 _FENCE = re.compile(r"^```(\w*)[^\n]*\n(.*?)^```", re.S | re.M)
 # A line that calls the mesh: such a line must be in a block that the suite runs.
 _CALL = re.compile(r"^\s*(grpcurl|mesh|meshcurl|curl)\s|openai\.OpenAI\(", re.M)
@@ -61,6 +62,7 @@ def test_the_examples_work_against_a_real_mesh(mesh: Mesh, tmp_path: Path) -> No
         for language, line, code in blocks(path):
             where = f"{path.relative_to(REPO_ROOT)}:{line}"
             code = code.replace(DEFAULT_ENDPOINT, mesh.endpoint)
+            code = code.replace(DEFAULT_ADMIN, mesh.admin)
             if language == "sh":
                 script += [f"echo '### {where}' >&2", code]
             elif language == "python":

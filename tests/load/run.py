@@ -31,6 +31,9 @@ LOCUSTFILE = REPO_ROOT / "tests" / "load" / "locustfile.py"
 MESH_START_TIMEOUT_S = 300.0
 SAMPLE_INTERVAL_S = 1.0
 CLUSTER_GAUGES = ("upstream_rq_active", "upstream_rq_pending_active")
+# Queues inside the services, from each replica's /metrics.
+SERVICE_GAUGES = ("ragmesh_embeddings_queue_depth", "ragmesh_search_pool_connections_in_use")
+SERVICE_GAUGES_SUFFIXES = tuple(name.removeprefix("ragmesh_") for name in SERVICE_GAUGES)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -113,7 +116,8 @@ def _run(args: argparse.Namespace, state_dir: Path, out: Path) -> int:
     locust = subprocess.Popen(command, cwd=REPO_ROOT, env=env)
     processes = {name: psutil.Process(pid) for name, pid in state["pids"].items()}
     processes["locust"] = psutil.Process(locust.pid)
-    rows = _sample_until_done(locust, processes, state["admin_listen"])
+    metrics = {r["service"] + f"-{r['index']}": r["metrics_listen"] for r in state["replicas"]}
+    rows = _sample_until_done(locust, processes, state["admin_listen"], metrics)
     _write_resources(out / "resources.csv", rows)
     print(_summary(rows))
     print(f"reports: {out}/ (report.html, locust_stats.csv, resources.csv)")
@@ -149,8 +153,28 @@ def _envoy_gauges(admin: str) -> dict[str, float]:
     }
 
 
+def _service_gauges(metrics: dict[str, str]) -> dict[str, float]:
+    values = {}
+    for replica, listen in metrics.items():
+        if not listen:
+            continue
+        try:
+            with urllib.request.urlopen(f"http://{listen}/metrics", timeout=2) as response:
+                text = response.read().decode()
+        except OSError:
+            continue
+        for line in text.splitlines():
+            name, _, value = line.partition(" ")
+            if name in SERVICE_GAUGES:
+                values[f"{replica}.{name.removeprefix('ragmesh_')}"] = float(value)
+    return values
+
+
 def _sample_until_done(
-    locust: subprocess.Popen[bytes], processes: dict[str, psutil.Process], admin: str
+    locust: subprocess.Popen[bytes],
+    processes: dict[str, psutil.Process],
+    admin: str,
+    metrics: dict[str, str],
 ) -> list[dict[str, float]]:
     for process in processes.values():
         _cpu(process)  # the first reading starts psutil's interval
@@ -161,6 +185,7 @@ def _sample_until_done(
         row = {"t_s": round(time.monotonic() - started, 1)}
         row.update({f"cpu_{name}": round(_cpu(p), 1) for name, p in processes.items()})
         row.update(_envoy_gauges(admin))
+        row.update(_service_gauges(metrics))
         rows.append(row)
     return rows
 
@@ -183,6 +208,10 @@ def _summary(rows: list[dict[str, float]]) -> str:
     cpu = {k: sum(r.get(k, 0) for r in steady) / len(steady) for k in steady[0] if "cpu_" in k}
     for key, value in sorted(cpu.items(), key=lambda item: -item[1]):
         lines.append(f"  {key.removeprefix('cpu_'):<18} {value:7.1f}")
+    queues = sorted({k for r in rows for k in r if k.endswith(SERVICE_GAUGES_SUFFIXES)})
+    for key in queues:
+        values = [r.get(key, 0) for r in steady]
+        lines.append(f"  {key:<44} mean {sum(values) / len(values):7.1f}  peak {max(values):6.0f}")
     lines.append("envoy cluster      peak active  peak pending")
     clusters = sorted({k.rsplit(".", 1)[0] for r in rows for k in r if "upstream_rq" in k})
     for cluster in clusters:
