@@ -30,8 +30,8 @@ test-tools:
 	  echo "installing redis-server (Debian package) for the cache tests"; \
 	  apt-get update -qq && apt-get install -y -qq --no-install-recommends redis-server >/dev/null; }
 
-# Coverage of services/ is measured (child processes included) and reported at the end; the
-# XML report goes to .ragmesh/coverage.xml.
+# Coverage of services/ (in the test process) is measured and reported at the end; the XML
+# report goes to .ragmesh/coverage.xml.
 test: install test-tools
 	$(BIN)/python -m pytest -q -p no:cacheprovider --cov=services --cov-report=term \
 	  --cov-report=xml:.ragmesh/coverage.xml

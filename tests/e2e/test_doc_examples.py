@@ -3,8 +3,9 @@
 Fenced `sh` blocks run in one bash session (README first, so its `mesh` and `meshcurl`
 functions serve the other pages), and `python` blocks with the venv's interpreter, from a
 folder laid out like the repository after `make up` (`.ragmesh/`, `.venv/`), with the mesh's
-endpoint in place of 127.0.0.1:8443. Commands that start or measure things for minutes
-(`make up`, `ragmesh up`, `ragmesh bench`, `ragmesh eval`) are fenced `console` and not run.
+endpoint and admin address in place of 127.0.0.1:8443 and 127.0.0.1:9901. Commands that
+start or measure things for minutes (`make up`, `ragmesh up`, `ragmesh bench`, `ragmesh
+eval`) are fenced `console` and not run.
 """
 
 from __future__ import annotations

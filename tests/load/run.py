@@ -30,6 +30,9 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 LOCUSTFILE = REPO_ROOT / "tests" / "load" / "locustfile.py"
 MESH_START_TIMEOUT_S = 300.0
 SAMPLE_INTERVAL_S = 1.0
+# When the time is up, calls in flight may finish (and count) for this long: the calls' own
+# timeout, so that every call started is reported.
+STOP_TIMEOUT_S = 60
 CLUSTER_GAUGES = ("upstream_rq_active", "upstream_rq_pending_active")
 # Queues inside the services, from each replica's /metrics.
 SERVICE_GAUGES = ("ragmesh_embeddings_queue_depth", "ragmesh_search_pool_connections_in_use")
@@ -107,7 +110,7 @@ def _run(args: argparse.Namespace, state_dir: Path, out: Path) -> int:
     command = [
         sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless",
         "--users", str(args.users), "--spawn-rate", str(args.spawn_rate),
-        "--run-time", args.duration, "--stop-timeout", "10",
+        "--run-time", args.duration, "--stop-timeout", str(STOP_TIMEOUT_S),
         "--csv", str(out / "locust"), "--csv-full-history", "--html", str(out / "report.html"),
         "--state-dir", str(state_dir), "--only-summary", *args.classes,
     ]  # fmt: skip
