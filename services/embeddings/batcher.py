@@ -118,14 +118,13 @@ class DynamicBatcher(Generic[Result]):
         return len(self._queue)
 
     def expected_wait_s(self, more_texts: int = 0) -> float:
-        """How long `more_texts` added now would wait behind the queue, at the throughput
-        measured on full batches (0 until one has run, and while everything fits the next
-        batch). Load shedding refuses calls that would wait longer than the server may keep
-        them (services/embeddings/servicer.py)."""
-        beyond_next_batch = len(self._queue) + more_texts - self._max_batch_texts
-        if self.stats.texts_per_s <= 0 or beyond_next_batch <= 0:
+        """How long `more_texts` added now would wait for their results behind the queue, at
+        the throughput measured on full batches (0 until one has run). Load shedding refuses
+        calls that would wait longer than the server may keep them
+        (services/embeddings/servicer.py)."""
+        if self.stats.texts_per_s <= 0:
             return 0.0
-        return beyond_next_batch / self.stats.texts_per_s
+        return (len(self._queue) + more_texts) / self.stats.texts_per_s
 
     def start(self) -> asyncio.Task[None]:
         """Start the batch loop; its task (it ends only when the batcher closes)."""

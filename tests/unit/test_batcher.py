@@ -182,8 +182,8 @@ async def test_model_failure_fails_only_that_batch() -> None:
 
 
 async def test_expected_wait_follows_the_measured_throughput() -> None:
-    """Load shedding's estimate: texts beyond the next batch / texts per second of the (at
-    least half full) batches run so far."""
+    """Load shedding's estimate: queued texts / texts per second of the (at least half full)
+    batches run so far."""
     model = RecordingModel(delay_s=0.05)
     batcher = make_batcher(model, max_batch_texts=4, max_batch_delay_s=0.0)
     assert batcher.expected_wait_s(100) == 0  # nothing measured yet: no estimate
@@ -192,14 +192,13 @@ async def test_expected_wait_follows_the_measured_throughput() -> None:
     await batcher.submit(["a", "b", "c", "d"])  # 4 texts in >= 50 ms: <= 80 texts/s
     rate = batcher.stats.texts_per_s
     assert 0 < rate <= 80
-    assert batcher.expected_wait_s(4) == 0  # fits the next batch
-    assert batcher.expected_wait_s(40) == pytest.approx(36 / rate)
+    assert batcher.expected_wait_s(40) == pytest.approx(40 / rate)
     model.release.clear()
     held = asyncio.ensure_future(batcher.submit(["e"]))
     await asyncio.sleep(0.02)  # "e" is inside the model, the next ones wait
     queued = [asyncio.ensure_future(batcher.submit([f"q{i}"])) for i in range(8)]
     await asyncio.sleep(0)
-    assert batcher.expected_wait_s(2) == pytest.approx(6 / rate)
+    assert batcher.expected_wait_s(2) == pytest.approx(10 / rate)
     model.release.set()
     await asyncio.gather(held, *queued)
 
