@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from services.commands.bench_overload import register_overload_bench
 from services.search.bench import register_search_bench
@@ -28,14 +29,61 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     embed.add_argument("--port", type=int, default=50151, help="first port for started servers")
     embed.add_argument("--raw-batch-size", type=int, default=64)
+    embed.add_argument(
+        "--mesh",
+        action="store_true",
+        help="measure through Envoy (mTLS + API key) on a mesh started here, beside the bare"
+        " server, raw torch at batch 64 and 1, the server's runtime raw at batch 64, and the"
+        " embeddings cache (32 distinct 1,000-character texts, twice)",
+    )
+    embed.add_argument(
+        "--mesh-state-dir",
+        type=Path,
+        help="with --mesh: use the running mesh of this state folder instead of starting one",
+    )
     embed.set_defaults(handler=_bench_embed)
 
     register_search_bench(targets)
     register_overload_bench(targets)
 
+    cache = targets.add_parser(
+        "search-cache",
+        help="the search result cache on a Zipf-distributed SciFact query log, through Envoy",
+        description="Start a mesh, ingest SciFact abstracts, replay the training claims drawn"
+        " with Zipf-distributed repetition through Envoy (mTLS + API key) with the result"
+        " cache off, then on (a second mesh over the same data), and print the hit rate and"
+        " mean, p50 and p99 latency of both.",
+    )
+    cache.add_argument("--beir", type=Path, default=Path("../shared/datasets/scifact"))
+    cache.add_argument("--requests", type=int, default=2000)
+    cache.add_argument("--concurrency", type=int, default=8)
+    cache.add_argument("--zipf-s", type=float, default=1.1)
+    cache.add_argument(
+        "--documents", type=int, default=2000, help="abstracts ingested (all relevant ones first)"
+    )
+    cache.set_defaults(handler=_bench_search_cache)
+
 
 def _bench_embed(args: argparse.Namespace) -> int:
     from services.embeddings.bench import report, run_bench
+
+    if args.mesh:
+        from services.commands.bench_embed_mesh import run_mesh_bench
+        from services.config import load_settings
+
+        settings = load_settings()
+        models_dir = settings.embeddings.runtime_cache_dir or str(settings.state_dir / "models")
+        print(
+            run_mesh_bench(
+                concurrency=args.concurrency,
+                requests=args.requests,
+                mesh_state_dir=args.mesh_state_dir,
+                port=args.port,
+                models_dir=Path(models_dir),
+            ),
+            flush=True,
+        )
+        return 0
 
     results = run_bench(
         concurrency=args.concurrency,
@@ -46,4 +94,24 @@ def _bench_embed(args: argparse.Namespace) -> int:
         raw_batch_size=args.raw_batch_size,
     )
     print(report(results, args.concurrency, args.requests), flush=True)
+    return 0
+
+
+def _bench_search_cache(args: argparse.Namespace) -> int:
+    from services.commands.bench_search_cache import run_search_cache_bench
+    from services.config import load_settings
+
+    settings = load_settings()
+    models_dir = settings.embeddings.runtime_cache_dir or str(settings.state_dir / "models")
+    print(
+        run_search_cache_bench(
+            beir=args.beir,
+            requests=args.requests,
+            concurrency=args.concurrency,
+            zipf_s=args.zipf_s,
+            documents=args.documents,
+            models_dir=Path(models_dir),
+        ),
+        flush=True,
+    )
     return 0

@@ -68,8 +68,9 @@ async def drive(
     interceptors = metadata_interceptors(api_key) if api_key else []
     async with grpc.aio.insecure_channel(target, interceptors=interceptors) as channel:
         client = pb_grpc.EmbeddingsServiceStub(channel)
-        # Warm up: the first calls pay for lazy initialisation.
-        await client.Embed(pb.EmbedRequest(inputs=texts[:8]), timeout=60)
+        # Warm up: the first calls pay for lazy initialisation. Other texts than the measured
+        # ones, which must not be in the server's embeddings cache.
+        await client.Embed(pb.EmbedRequest(inputs=bench_texts(8, seed=1000)), timeout=60)
         before = await client.Info(pb.InfoRequest())
         load = await closed_loop(
             texts,
@@ -104,7 +105,9 @@ def in_process(texts: list[str], batch_size: int) -> RunResult:
 
 
 @contextmanager
-def embeddings_process(port: int, log_dir: Path, *flags: str) -> Iterator[str]:
+def embeddings_process(
+    port: int, log_dir: Path, *flags: str, env: dict[str, str] | None = None
+) -> Iterator[str]:
     """A fresh server on `port`, stopped when the block ends."""
     target = f"127.0.0.1:{port}"
 
@@ -118,7 +121,11 @@ def embeddings_process(port: int, log_dir: Path, *flags: str) -> Iterator[str]:
         log_path=log_dir / f"embeddings-{port}.log",
         is_ready=ready,
         # A private loopback server for this run: no keys, no metrics port to collide with.
-        env={"RAGMESH_SERVER__REQUIRE_API_KEY": "false", "RAGMESH_EMBEDDINGS__METRICS_LISTEN": ""},
+        env={
+            "RAGMESH_SERVER__REQUIRE_API_KEY": "false",
+            "RAGMESH_EMBEDDINGS__METRICS_LISTEN": "",
+            **(env or {}),
+        },
     )
     try:
         asyncio.run(supervisor.start_in_order([spec], timeout_s=180))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -127,5 +128,7 @@ def choose_runtime(
     chosen = max(report["texts_per_s"], key=report["texts_per_s"].get)
     report["chosen"] = chosen
     choice_file.parent.mkdir(parents=True, exist_ok=True)
-    choice_file.write_text(json.dumps(report, indent=2))
+    partial = choice_file.with_name(f".{choice_file.name}.{os.getpid()}")
+    partial.write_text(json.dumps(report, indent=2))
+    partial.replace(choice_file)  # atomic: a replica starting now reads all of it or none
     return candidates[chosen], report
