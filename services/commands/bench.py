@@ -59,7 +59,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     cache.add_argument("--concurrency", type=int, default=8)
     cache.add_argument("--zipf-s", type=float, default=1.1)
     cache.add_argument(
-        "--documents", type=int, default=2000, help="abstracts ingested (all relevant ones first)"
+        "--documents", type=int, default=1000, help="abstracts ingested (all relevant ones first)"
     )
     cache.set_defaults(handler=_bench_search_cache)
 
