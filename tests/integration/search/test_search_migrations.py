@@ -134,6 +134,12 @@ async def test_every_migration_goes_forward_and_back(postgres_server: PostgresPr
         assert "text_search_config" in await columns(conn, "search_collections")
         assert await conn.fetchval("SELECT passage_terms FROM search_collections") == 4
         assert await migrate.MIGRATIONS.upgrade(conn) == versions[2:]
+        # 0005: the term index has no pending list.
+        options = await conn.fetchval(
+            "SELECT reloptions FROM pg_class WHERE relname = $1",
+            f"search_passages_{collection_id}_terms",
+        )
+        assert options == ["fastupdate=off"]
 
         with pytest.raises(migrate.MigrationError, match="there is no migration 99"):
             await migrate.MIGRATIONS.upgrade(conn, target=99)
@@ -157,8 +163,8 @@ def test_db_command(postgres_server: PostgresProcess) -> None:
         return result.stdout
 
     assert "pending" in db("status")
-    assert "applied: 1, 2, 3, 4" in db("upgrade")
-    assert "reverted: 4" in db("downgrade")
+    assert "applied: 1, 2, 3, 4, 5" in db("upgrade")
+    assert "reverted: 5" in db("downgrade")
     out = db("downgrade", "--to", "0")
-    assert "reverted: 3, 2, 1" in out and out.count("pending") == 4
+    assert "reverted: 4, 3, 2, 1" in out and out.count("pending") == 5
     assert "applied: 1" in db("upgrade", "--to", "1")
