@@ -233,6 +233,7 @@ def _started_mesh(state_dir: Path) -> Iterator[MeshAccess]:
         "RAGMESH_EMBEDDINGS__LISTEN": f"127.0.0.1:{_free_port()}",
         "RAGMESH_SEARCH__LISTEN": f"127.0.0.1:{_free_port()}",
         "RAGMESH_COORDINATOR__LISTEN": f"127.0.0.1:{_free_port()}",
+        "RAGMESH_OPENAI__LISTEN": f"127.0.0.1:{_free_port()}",
         "RAGMESH_EMBEDDINGS__METRICS_LISTEN": "",
         "RAGMESH_SEARCH__METRICS_LISTEN": "",
         "RAGMESH_COORDINATOR__METRICS_LISTEN": "",
