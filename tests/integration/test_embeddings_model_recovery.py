@@ -1,6 +1,7 @@
-"""The embeddings server replaces a model process that died or hung: calls waiting on it
-get UNAVAILABLE at once (never INTERNAL, never their deadline), health is NOT_SERVING while
-a new process loads, and SERVING again after its self-test."""
+"""The embeddings server replaces a model process that hung: calls waiting on it get
+UNAVAILABLE (never INTERNAL, never their deadline), health is NOT_SERVING while a new
+process loads, and SERVING again after its self-test. (A killed model process, the same path
+without the time limit, is a scenario of tests/chaos/test_kills.py, through Envoy.)"""
 
 from __future__ import annotations
 
@@ -113,12 +114,6 @@ def check(results: list[Result]) -> None:
     assert "UNAVAILABLE" in codes  # the fault was seen
     failures = [seconds for code, seconds, _ in results if code != "OK"]
     assert max(failures) < CALL_DEADLINE_S / 2, max(failures)
-
-
-async def test_a_killed_model_process_is_replaced(server: ServerProcess) -> None:
-    results = await recover_from(server, signal.SIGKILL)
-    check(results)
-    assert '"model process replaced"' in server.log()
 
 
 async def test_a_hung_model_process_is_killed_and_replaced(server: ServerProcess) -> None:
