@@ -40,7 +40,9 @@ with grpc.insecure_channel("127.0.0.1:8091") as health_channel:
         time.sleep(0.5)
 with grpc.insecure_channel("127.0.0.1:50051") as channel:
     reply = rpc.EmbeddingsServiceStub(channel).Embed(pb.EmbedRequest(inputs=["hi"]), timeout=60)
+    info = rpc.EmbeddingsServiceStub(channel).Info(pb.InfoRequest(), timeout=60)
 print("dimensions", len(reply.embeddings[0].values))
+print("runtime", info.runtime)
 server.terminate()
 sys.exit(server.wait(60))
 """
@@ -76,6 +78,10 @@ def test_embeddings_serves_from_the_model_inside_without_network() -> None:
             "RAGMESH_SERVER__REQUIRE_API_KEY": "false",
             "RAGMESH_SERVER__HEALTH_LISTEN": "127.0.0.1:8091",
             "RAGMESH_EMBEDDINGS__METRICS_LISTEN": "",
+            # As the manifests set it: the model converted at build, read-only.
+            "RAGMESH_EMBEDDINGS__RUNTIME_CACHE_DIR": "/opt/ragmesh/models",
         },
     )
     assert "dimensions 384" in out
+    # The runtime chosen at build time serves, from the read-only image.
+    assert "runtime openvino" in out or "runtime onnx" in out, out
