@@ -37,7 +37,10 @@ from services.search.bench_text import TEXT_MODES, TextSource
 
 DIMENSIONS = 384
 UPSERT_BATCH = 256
-UPSERT_CONCURRENCY = 4
+# Writes to one collection take its row lock in turn (term statistics are kept in the same
+# transaction), so more than one upsert in flight only waits on the lock, and under load a
+# wait counts against the statement timeout.
+UPSERT_CONCURRENCY = 1
 RECALL_K = 10
 COLLECTION = "bench-search"
 CLUSTERS = 1000
