@@ -65,9 +65,11 @@ async def report(settings: Settings, state: MeshState) -> int:
         )
 
     clusters = list(dict.fromkeys(replica.service for replica in state.replicas))
-    print(f"\nEnvoy (admin http://{state.admin_listen}, clients on {state.client_listen})")
+    # Envoy's admin is a unix socket under `up`; an older state file names its TCP address.
+    admin = f"unix:{state.admin_socket}" if state.admin_socket else state.admin_listen
+    print(f"\nEnvoy (admin {admin}, clients on {state.client_listen})")
     try:
-        stats = await cluster_stats(state.admin_listen, clusters)
+        stats = await cluster_stats(admin, clusters)
     except (urllib.error.URLError, OSError) as exc:
         print(f"  Envoy's admin interface does not answer: {exc}", file=sys.stderr)
         return 1

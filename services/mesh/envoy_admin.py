@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import http.client
 import json
+import socket
 import urllib.error
 import urllib.request
 
@@ -20,7 +22,37 @@ CLUSTER_COUNTERS = {
 }
 
 
+class _UnixHTTPConnection(http.client.HTTPConnection):
+    """HTTP over a unix socket: Envoy's admin under `up` (STATE_DIR/run/envoy-admin.sock)."""
+
+    def __init__(self, socket_path: str, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self._socket_path = socket_path
+
+    def connect(self) -> None:
+        connection = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        connection.settimeout(self.timeout)
+        connection.connect(self._socket_path)
+        self.sock = connection
+
+
+def _get_unix(socket_path: str, path: str) -> str:
+    connection = _UnixHTTPConnection(socket_path, ADMIN_TIMEOUT_S)
+    try:
+        connection.request("GET", path)
+        response = connection.getresponse()
+        body = response.read().decode()
+    finally:
+        connection.close()
+    if response.status >= 400:
+        raise OSError(f"Envoy admin {path}: HTTP {response.status}")
+    return body
+
+
 def _get(admin: str, path: str) -> str:
+    """GET `path` from Envoy's admin at `admin`: host:port, or unix:/path/to/socket."""
+    if admin.startswith("unix:"):
+        return _get_unix(admin.removeprefix("unix:"), path)
     # The scheme is fixed (http://) and the address is Envoy's admin from our own settings.
     url = f"http://{admin}{path}"
     with urllib.request.urlopen(url, timeout=ADMIN_TIMEOUT_S) as response:  # nosec B310

@@ -31,7 +31,7 @@ import yaml
 from services.mesh import envoy_limits
 from services.mesh.certs import CertificatePaths, identity_uri, service_dns_name
 from services.mesh.envoy_sds import sds_path, sds_resources, use_sds
-from services.mesh.envoy_security import ratelimit_cluster, secure_listener
+from services.mesh.envoy_security import admin_on_socket, ratelimit_cluster, secure_listener
 
 # envoy/ at the top of the repository, through the symlink that also ships it in the wheel.
 TEMPLATES_DIR = Path(__file__).resolve().parent / "envoy_templates"
@@ -189,6 +189,9 @@ class Topology:
     otlp_endpoint: Address | None = None
     # The rate-limit service's unix socket (`ragmesh serve ratelimit`); None: no key limits.
     ratelimit_socket: Path | None = None
+    # Envoy's admin on this unix socket (0600), `admin` then serving only its read-only pages
+    # (services/mesh/envoy_security.py); None: admin itself on `admin` (loopback).
+    admin_socket: Path | None = None
     # The share of calls without a caller's trace context that start a trace.
     trace_sampling_ratio: float = 1.0
     # HTTP/JSON and HTTP adapters on the client listener; None: gRPC only.
@@ -278,6 +281,8 @@ def render_config(topology: Topology) -> str:
         listeners=listeners,
         clusters=clusters,
     )
+    if topology.admin_socket is not None:
+        admin_on_socket(bootstrap, topology.admin_socket, topology.admin)
     if topology.sds_dir is not None:
         use_sds(bootstrap, topology.sds_dir)
     header = "# Rendered by services/mesh/envoy_config.py from envoy/*.yaml; do not edit.\n"

@@ -69,3 +69,85 @@ def ratelimit_cluster(socket: Path, render: Any, connect_timeout: str) -> Any:
         connect_timeout=connect_timeout,
         socket=str(socket),
     )
+
+
+# --- Envoy's admin on a unix socket -----------------------------------------------------------
+# Admin can stop Envoy, turn on debug logging (which logs headers, keys included) and reset
+# counters, without authentication: it listens on a 0600 unix socket in STATE_DIR/run, reachable
+# by the mesh's own user only (`ragmesh status` reads it there). Prometheus and the tools that
+# read counters get a loopback listener that forwards only these read-only GETs to it.
+ADMIN_CLUSTER = "envoy_admin"
+ADMIN_SOCKET_MODE = 0o600
+READ_ONLY_ADMIN_PATHS = ("/stats", "/ready", "/clusters", "/certs", "/server_info")
+
+
+def admin_on_socket(
+    bootstrap: dict[str, Any], socket: Path, stats_address: tuple[str, int]
+) -> None:
+    """Move admin to `socket` and serve its read-only pages on `stats_address` (in place)."""
+    bootstrap["admin"]["address"] = {"pipe": {"path": str(socket), "mode": ADMIN_SOCKET_MODE}}
+    routes: list[dict[str, Any]] = [
+        {
+            "match": {
+                "prefix": path,
+                "headers": [{"name": ":method", "string_match": {"exact": "GET"}}],
+            },
+            "route": {"cluster": ADMIN_CLUSTER},
+        }
+        for path in READ_ONLY_ADMIN_PATHS
+    ]
+    routes.append({"match": {"prefix": "/"}, "direct_response": {"status": 403}})
+    host, port = stats_address
+    bootstrap["static_resources"]["listeners"].append(
+        {
+            "name": "admin_stats",
+            "address": {"socket_address": {"address": host, "port_value": port}},
+            "filter_chains": [
+                {
+                    "filters": [
+                        {
+                            "name": "envoy.filters.network.http_connection_manager",
+                            "typed_config": {
+                                "@type": "type.googleapis.com/envoy.extensions.filters.network"
+                                ".http_connection_manager.v3.HttpConnectionManager",
+                                "stat_prefix": "admin_stats",
+                                "route_config": {
+                                    "name": "admin_stats",
+                                    "virtual_hosts": [
+                                        {"name": "admin", "domains": ["*"], "routes": routes}
+                                    ],
+                                },
+                                "http_filters": [
+                                    {
+                                        "name": "envoy.filters.http.router",
+                                        "typed_config": {
+                                            "@type": "type.googleapis.com/envoy.extensions"
+                                            ".filters.http.router.v3.Router"
+                                        },
+                                    }
+                                ],
+                            },
+                        }
+                    ]
+                }
+            ],
+        }
+    )
+    bootstrap["static_resources"]["clusters"].append(
+        {
+            "name": ADMIN_CLUSTER,
+            "type": "STATIC",
+            "connect_timeout": "1s",
+            "load_assignment": {
+                "cluster_name": ADMIN_CLUSTER,
+                "endpoints": [
+                    {"lb_endpoints": [{"endpoint": {"address": {"pipe": {"path": str(socket)}}}}]}
+                ],
+            },
+        }
+    )
+
+
+def admin_socket(state_dir: Path) -> Path:
+    """Where `ragmesh up` puts Envoy's admin socket."""
+    return state_dir / "run" / "envoy-admin.sock"

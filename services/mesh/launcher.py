@@ -22,6 +22,7 @@ from services.mesh.envoy_config import (
     validate_config,
     write_config,
 )
+from services.mesh.envoy_security import admin_socket
 from services.mesh.http_adapter import OPENAI, adapter_env, https_probe
 from services.mesh.layout import MeshLayout, grpcurl_path, ragmesh_argv
 from services.mesh.plan import (
@@ -118,6 +119,8 @@ class MeshLauncher:
             internal_listener=split_address(mesh.internal_listen),
             admin=split_address(mesh.admin_listen),
             otlp_endpoint=self.settings.telemetry.otlp_address,
+            # Admin on a 0600 unix socket; admin_listen serves its read-only pages only.
+            admin_socket=admin_socket(self.settings.state_dir),
             ratelimit_socket=ratelimit_socket(self.settings.state_dir),
             trace_sampling_ratio=self.settings.telemetry.sampling_ratio,
             http_gateway=HttpGateway(
@@ -261,6 +264,7 @@ class MeshLauncher:
             pids={process.spec.name: process.pid for process in processes},
             restarts={process.spec.name: process.history.restarts for process in processes},
             last_exit={process.spec.name: process.history.last_exit for process in processes},
+            admin_socket=str(admin_socket(self.settings.state_dir)),
         ).write(self.layout.mesh_state)
 
     async def stop(self) -> None:
@@ -304,7 +308,8 @@ class MeshLauncher:
                 if self._runs_openai
                 else []
             ),
-            f"  Envoy admin  http://{self.settings.mesh.admin_listen}/stats",
+            f"  Envoy admin  {admin_socket(self.settings.state_dir)} (unix socket, owner only);"
+            f" read-only stats on http://{self.settings.mesh.admin_listen}/stats",
             f"  Prometheus   {self.layout.prometheus_config}  (scrape config for this mesh)",
             f"  logs         {self.layout.logs_dir}/",
             "",

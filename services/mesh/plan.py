@@ -127,6 +127,8 @@ class MeshState:
     # Per child: how often the supervisor restarted it, and how it last exited ("" never).
     restarts: dict[str, int] = field(default_factory=dict)
     last_exit: dict[str, str] = field(default_factory=dict)
+    # Envoy's admin unix socket ("" when admin is on admin_listen itself).
+    admin_socket: str = ""
 
     def write(self, path: Path) -> None:
         """Replaced atomically: `ragmesh status` never reads half a file."""
@@ -144,4 +146,5 @@ class MeshState:
             pids=raw["pids"],
             restarts=raw.get("restarts", {}),
             last_exit=raw.get("last_exit", {}),
+            admin_socket=raw.get("admin_socket", ""),
         )

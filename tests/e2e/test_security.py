@@ -9,6 +9,8 @@ import os
 import stat
 import subprocess
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import grpc
@@ -20,6 +22,7 @@ from ragmesh.embeddings.v1 import embeddings_service_pb2 as embeddings_pb
 from ragmesh.embeddings.v1 import embeddings_service_pb2_grpc as embeddings_grpc
 from ragmesh.search.v1 import search_service_pb2 as search_pb
 from ragmesh.search.v1 import search_service_pb2_grpc as search_grpc
+from services.mesh.envoy_admin import admin_get
 from services.runtime.channels import metadata_interceptors
 from services.runtime.keystore import presented_key_id
 from services.runtime.scopes import METHOD_SCOPES
@@ -274,3 +277,30 @@ async def test_replicas_admit_only_envoys_and_the_services_certificates(mesh: Me
     )
     envoy = ("envoy-upstream.pem", "envoy-upstream-key.pem")
     assert await info_with_certificate(mesh, replica.target, *envoy) == grpc.StatusCode.OK
+
+
+def test_envoys_admin_is_a_private_socket_and_its_tcp_port_is_read_only(mesh: Mesh) -> None:
+    socket_path = Path(mesh.state.admin_socket)
+    assert stat.S_ISSOCK(socket_path.stat().st_mode)
+    assert stat.S_IMODE(socket_path.stat().st_mode) == 0o600
+    assert asyncio.run(admin_get(f"unix:{socket_path}", "/ready")).strip() == "LIVE"
+    # The loopback port serves the read-only pages (Prometheus, /ready) and nothing else.
+    assert "cluster.embeddings." in asyncio.run(admin_get(mesh.admin, "/stats?filter=embeddings"))
+    for method, path in (("POST", "/logging?level=debug"), ("POST", "/quitquitquit")):
+        request = urllib.request.Request(f"http://{mesh.admin}{path}", method=method)
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=10)
+        assert refused.value.code == 403
+    assert mesh.popen.poll() is None
+
+    status = subprocess.run(
+        ragmesh_command("status"),
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+        env={**os.environ, **mesh.env},
+        timeout=60,
+        check=False,
+    )
+    assert f"admin unix:{socket_path}" in status.stdout, status.stdout + status.stderr
+    assert "embeddings" in status.stdout.split("Envoy (admin")[1]

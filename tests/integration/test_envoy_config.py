@@ -22,6 +22,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+import yaml
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
 
@@ -485,3 +486,20 @@ def test_key_rate_limits_and_key_ids_pass_envoy_validate(
     validate_config(path)
     text = path.read_text()
     assert "envoy.filters.http.ratelimit" in text and "ragmesh:key_id" in text
+
+
+def test_admin_on_a_unix_socket_passes_envoy_validate(
+    certs: CertificatePaths, tmp_path: Path
+) -> None:
+    topology = Topology(
+        clusters=[UpstreamCluster("smoke", SERVICE, [("127.0.0.1", 1)])],
+        certificates=certs,
+        admin_socket=tmp_path / "run" / "envoy-admin.sock",
+    )
+    path = write_config(topology, tmp_path / "envoy.yaml")
+    validate_config(path)
+    config = yaml.safe_load(path.read_text())
+    assert config["admin"]["address"]["pipe"]["mode"] == 0o600
+    assert "admin_stats" in [
+        listener["name"] for listener in config["static_resources"]["listeners"]
+    ]
