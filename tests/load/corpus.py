@@ -4,6 +4,7 @@ searches the same collection without a data set to download."""
 from __future__ import annotations
 
 import random
+import time
 
 import grpc
 
@@ -39,10 +40,17 @@ def queries() -> list[str]:
     return [" ".join(rng.sample(rng.choice(_TOPICS).split(), 3)) + "?" for _ in range(QUERY_COUNT)]
 
 
+# The servers shed load they cannot serve in time (RESOURCE_EXHAUSTED) and may be briefly
+# unavailable; filling retries those with backoff for up to this long.
+FILL_RETRY_S = 180.0
+_RETRIED = (grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.UNAVAILABLE)
+
+
 def fill_collection(
-    channel: grpc.Channel, metadata: tuple[tuple[str, str], ...], timeout_s: float = 300.0
+    channel: grpc.Channel, metadata: tuple[tuple[str, str], ...], timeout_s: float = 120.0
 ) -> bool:
-    """Create and fill the collection unless it exists; True when this call filled it."""
+    """Create and fill the collection unless it exists; True when this call filled it.
+    Upserts are idempotent (same ids), so a retried batch is safe."""
     stub = search_grpc.SearchServiceStub(channel)
     try:
         stub.CreateCollection(
@@ -53,9 +61,19 @@ def fill_collection(
             return False
         raise
     batch = documents()
-    for start in range(0, len(batch), 32):
+    deadline = time.monotonic() + FILL_RETRY_S
+    for start in range(0, len(batch), 8):
         request = search_pb.UpsertDocumentsRequest(
-            collection=COLLECTION, documents=batch[start : start + 32]
+            collection=COLLECTION, documents=batch[start : start + 8]
         )
-        stub.UpsertDocuments(request, metadata=metadata, timeout=timeout_s)
+        pause = 0.5
+        while True:
+            try:
+                stub.UpsertDocuments(request, metadata=metadata, timeout=timeout_s)
+                break
+            except grpc.RpcError as error:
+                if error.code() not in _RETRIED or time.monotonic() > deadline:  # type: ignore[attr-defined]
+                    raise
+                time.sleep(pause)
+                pause = min(pause * 2, 5.0)
     return True
