@@ -182,19 +182,25 @@ class EmbeddingsServicer(pb_grpc.EmbeddingsServiceServicer):
             raise unavailable(prefix + str(exc)) from None
 
         # Load shedding: texts that would wait longer than the server may keep them (or than
-        # the caller's deadline) are refused now rather than time out later.
-        wait_s = batcher.expected_wait_s(len(texts))
+        # the caller's deadline) are refused now rather than time out later. Only the texts
+        # the embeddings cache cannot answer go to the queue, so only they count, and a call
+        # answered wholly from the cache is never shed.
         limit_s = min(self._settings.max_queue_wait_ms / 1000, timeout_s)
-        if shed and wait_s > limit_s:
-            raise RpcFailure(
-                grpc.StatusCode.RESOURCE_EXHAUSTED,
-                f"{prefix}the embedding queue is {wait_s:.2f} s long, more than this server"
-                f" waits ({limit_s:.2f} s: embeddings.max_queue_wait_ms or the call's"
-                " deadline); retry later with backoff",
-            )
+
+        async def submit_uncached(missing: list[str]) -> list[EncodedText]:
+            wait_s = batcher.expected_wait_s(len(missing))
+            if shed and wait_s > limit_s:
+                raise RpcFailure(
+                    grpc.StatusCode.RESOURCE_EXHAUSTED,
+                    f"{prefix}the embedding queue is {wait_s:.2f} s long, more than this server"
+                    f" waits ({limit_s:.2f} s: embeddings.max_queue_wait_ms or the call's"
+                    " deadline); retry later with backoff",
+                )
+            return await batcher.submit(missing)
+
         try:
             results = await asyncio.wait_for(
-                self.cache.embed(f"{encoder.identity}/{encoder.runtime}", texts, batcher.submit),
+                self.cache.embed(f"{encoder.identity}/{encoder.runtime}", texts, submit_uncached),
                 timeout=timeout_s,
             )
         except QueueFullError as exc:
