@@ -75,8 +75,8 @@ async def _run(args: argparse.Namespace) -> int:
     certs = ensure_certificates(layout.certs_dir)
     key = (layout.state_dir / "keys" / "admin.key").read_text().strip()
     host, port = state.client_listen.rsplit(":", 1)
-    # A wildcard listen address is called on loopback.
-    endpoint = f"{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
+    # A wildcard listen address is called on loopback (a comparison, not a bind: B104).
+    endpoint = f"{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"  # nosec B104
     channel = grpc.aio.secure_channel(
         endpoint,
         channel_credentials(certs.ca, certs.client.cert, certs.client.key),
