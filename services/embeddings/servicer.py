@@ -77,18 +77,25 @@ class EmbeddingsServicer(pb_grpc.EmbeddingsServiceServicer):
 
         async def read_requests() -> None:
             received = 0
-            async for message in request_iterator:
-                received += 1
-                if received > self._settings.max_stream_messages:
-                    await pending.put((message.sequence, self._too_many_messages()))
-                    return
-                prefix = f"message sequence={message.sequence}: "
-                task = asyncio.ensure_future(
-                    self._embed(
-                        message.inputs, message, self._default_deadline_s, prefix, shed=False
+            try:
+                async for message in request_iterator:
+                    received += 1
+                    if received > self._settings.max_stream_messages:
+                        await pending.put((message.sequence, self._too_many_messages()))
+                        return
+                    prefix = f"message sequence={message.sequence}: "
+                    task = asyncio.ensure_future(
+                        self._embed(
+                            message.inputs, message, self._default_deadline_s, prefix, shed=False
+                        )
                     )
-                )
-                await pending.put((message.sequence, task))
+                    await pending.put((message.sequence, task))
+            except Exception as exc:
+                # Reading failed (a message that does not parse aborts the call here, in this
+                # task): hand the failure to the handler, which would otherwise wait for the
+                # next message forever and hold its concurrency slot.
+                await pending.put((-1, _failed(exc)))
+                return
             await pending.put(None)
 
         reader = asyncio.ensure_future(read_requests())
@@ -116,16 +123,13 @@ class EmbeddingsServicer(pb_grpc.EmbeddingsServiceServicer):
     def _too_many_messages(self) -> asyncio.Future[tuple[ModelProcess, list[pb.Embedding]]]:
         """A failed result that ends the stream once the messages before it are answered."""
         limit = self._settings.max_stream_messages
-        failure: asyncio.Future[tuple[ModelProcess, list[pb.Embedding]]]
-        failure = asyncio.get_running_loop().create_future()
-        failure.set_exception(
+        return _failed(
             RpcFailure(
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
                 f"one EmbedStream takes at most {limit} messages"
                 " (embeddings.max_stream_messages); open a new stream for the rest",
             )
         )
-        return failure
 
     async def Info(
         self, request: pb.InfoRequest, context: grpc.aio.ServicerContext
@@ -240,6 +244,13 @@ def _fill_cache_info(info: pb.EmbeddingCacheInfo, cache: VectorCache) -> None:
     if cache.shared is not None:
         info.shared_tier = True
         info.shared_hits, info.shared_misses = cache.shared.hits, cache.shared.misses
+
+
+def _failed(exc: Exception) -> asyncio.Future[tuple[ModelProcess, list[pb.Embedding]]]:
+    failure: asyncio.Future[tuple[ModelProcess, list[pb.Embedding]]]
+    failure = asyncio.get_running_loop().create_future()
+    failure.set_exception(exc)
+    return failure
 
 
 def _to_proto(result: EncodedText, normalize: bool) -> pb.Embedding:
