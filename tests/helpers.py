@@ -20,6 +20,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.postgres.embedded import accepts_connections
+from services.runtime.tls import replica_channel_options
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 T = TypeVar("T")
@@ -83,11 +84,18 @@ def wait_serving(
     process: ServerProcess | None = None,
     timeout_s: float = 120.0,
     credentials: grpc.ChannelCredentials | None = None,
+    server_name_of: str | None = None,
 ) -> None:
-    """Poll grpc.health.v1 until `service` is SERVING; fail with the server's log if not."""
+    """Poll grpc.health.v1 until `service` is SERVING; fail with the server's log if not.
+
+    With `credentials`, `server_name_of` is the mesh service (e.g. "search") whose DNS name the
+    replica's certificate must carry: its only name (services/runtime/tls.py)."""
     deadline = time.monotonic() + timeout_s
+    options = replica_channel_options(server_name_of) if server_name_of else []
     channel = (
-        grpc.secure_channel(target, credentials) if credentials else grpc.insecure_channel(target)
+        grpc.secure_channel(target, credentials, options=options)
+        if credentials
+        else grpc.insecure_channel(target)
     )
     with channel:
         stub = health_pb2_grpc.HealthStub(channel)

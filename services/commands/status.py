@@ -44,7 +44,12 @@ async def report(settings: Settings, state: MeshState) -> int:
     credentials = channel_credentials(certs.ca, certs.envoy_upstream.cert, certs.envoy_upstream.key)
     statuses = await asyncio.gather(
         *(
-            check_health(replica.target, replica.grpc_service, credentials=credentials)
+            check_health(
+                replica.target,
+                replica.grpc_service,
+                credentials=credentials,
+                server_name_of=replica.service,
+            )
             for replica in state.replicas
         )
     )

@@ -143,9 +143,11 @@ def ensure_certificates(
     certs_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     with _locked(certs_dir):
         ca = _load_or_create_ca(certs_dir, paths)
-        for spec in _leaf_specs(paths, services):
+        specs = _leaf_specs(paths, services)
+        for spec in specs:
             if not spec.identity.cert.exists() and not spec.identity.key.exists():
                 _issue(ca, spec, valid_days)
+        _reissue_misnamed(certs_dir, ca, specs, services, valid_days)
         _check_all(paths, expiry_margin_days)
     return paths
 
@@ -203,6 +205,7 @@ class _LeafSpec:
     dns_names: Sequence[str]
     uri: str
     is_server: bool
+    ip_addresses: Sequence[str] = ()
 
 
 @dataclass(frozen=True)
@@ -320,6 +323,50 @@ def _load_ca(cert_path: Path, key_path: Path, *, need_key: bool) -> _Ca:
     return _Ca(cert, key)
 
 
+def _reissue_misnamed(
+    certs_dir: Path, ca: _Ca, specs: Sequence[_LeafSpec], services: Sequence[str], valid_days: int
+) -> None:
+    """Issue again the service server certificates whose names differ from what ragmesh issues
+    now (older ones also named localhost and loopback IPs), so an existing state folder gets
+    certificates that name only their service.
+
+    Needs the CA key: where it cannot be read (a brought CA without ca-key.pem, or a service
+    process, which never gets the passphrase) the old certificates are kept; they still carry the
+    service's name, so Envoy keeps verifying them, and the next `ragmesh up` re-issues them.
+    """
+    service_specs = {spec.common_name: spec for spec in specs if spec.is_server}
+    misnamed = [
+        service_specs[service]
+        for service in services
+        if service_specs[service].identity.cert.exists()
+        and _names(_read_cert(service_specs[service].identity.cert))
+        != _expected_names(service_specs[service])
+    ]
+    if not misnamed:
+        return
+    if ca.key is None:
+        try:
+            ca = _load_ca(certs_dir / "ca.pem", certs_dir / "ca-key.pem", need_key=True)
+        except CertificateError:
+            return
+    for spec in misnamed:
+        _issue(ca, spec, valid_days)
+
+
+def _names(cert: x509.Certificate) -> set[str]:
+    """A certificate's DNS and IP address SANs."""
+    try:
+        sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return set()
+    ips = {str(ip) for ip in sans.get_values_for_type(x509.IPAddress)}
+    return set(sans.get_values_for_type(x509.DNSName)) | ips
+
+
+def _expected_names(spec: _LeafSpec) -> set[str]:
+    return {*spec.dns_names, *(str(ipaddress.ip_address(ip)) for ip in spec.ip_addresses)}
+
+
 def _leaf_specs(paths: CertificatePaths, services: Sequence[str]) -> list[_LeafSpec]:
     """Every certificate ragmesh issues for itself, with its names and purpose."""
     specs = [
@@ -329,6 +376,8 @@ def _leaf_specs(paths: CertificatePaths, services: Sequence[str]) -> list[_LeafS
             (*_LOOPBACK_NAMES, *_machine_hostnames()),
             identity_uri("envoy", ENVOY),
             is_server=True,
+            # Clients reach Envoy by address (127.0.0.1:50051), so its certificate names these.
+            ip_addresses=_LOOPBACK_IPS,
         ),
         _LeafSpec(
             paths.envoy_upstream,
@@ -340,7 +389,9 @@ def _leaf_specs(paths: CertificatePaths, services: Sequence[str]) -> list[_LeafS
     ]
     for service in services:
         uri = identity_uri("service", service)
-        dns_names = (*_LOOPBACK_NAMES, service_dns_name(service))
+        # Only the service's own name: a client that dials a replica by address must verify
+        # that name (services/runtime/tls.py, replica_channel_options), as Envoy does.
+        dns_names = (service_dns_name(service),)
         specs.append(_LeafSpec(paths.services[service], service, dns_names, uri, is_server=True))
         specs.append(
             _LeafSpec(paths.service_clients[service], f"{service}-client", (), uri, is_server=False)
@@ -358,8 +409,7 @@ def _issue(ca: _Ca, spec: _LeafSpec, valid_days: int) -> None:
     # A leaf never outlives the CA that vouches for it.
     not_after = min(now + dt.timedelta(days=valid_days), ca.cert.not_valid_after_utc)
     sans: list[x509.GeneralName] = [x509.DNSName(name) for name in spec.dns_names]
-    if spec.is_server:
-        sans += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in _LOOPBACK_IPS]
+    sans += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in spec.ip_addresses]
     sans.append(x509.UniformResourceIdentifier(spec.uri))
     usage = ExtendedKeyUsageOID.SERVER_AUTH if spec.is_server else ExtendedKeyUsageOID.CLIENT_AUTH
     ca_ski = ca.cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value

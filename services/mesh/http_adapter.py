@@ -10,6 +10,7 @@ import httpx
 from services.config import Settings
 from services.mesh.certs import CertificatePaths
 from services.mesh.envoy_config import HTTP_HEALTH_PATH
+from services.runtime.tls import replica_server_name
 
 OPENAI = "openai"
 PROBE_TIMEOUT_S = 2.0
@@ -34,7 +35,12 @@ async def https_probe(listen: str, certs: CertificatePaths) -> bool:
     host, _, port = listen.rpartition(":")
     try:
         async with httpx.AsyncClient(verify=context, timeout=PROBE_TIMEOUT_S) as client:
-            response = await client.get(f"https://{host}:{port}{HTTP_HEALTH_PATH}")
+            # Dial the address, but verify (and send as SNI) the adapter's DNS name, the only
+            # name its certificate carries.
+            response = await client.get(
+                f"https://{host}:{port}{HTTP_HEALTH_PATH}",
+                extensions={"sni_hostname": replica_server_name(OPENAI)},
+            )
     except httpx.HTTPError:
         return False
     return response.status_code == 200

@@ -167,7 +167,10 @@ class MeshLauncher:
     def _health_probe(self, replica: Replica) -> Callable[[], Awaitable[bool]]:
         async def is_serving() -> bool:
             status = await check_health(
-                replica.target, replica.grpc_service, credentials=self._probe_credentials
+                replica.target,
+                replica.grpc_service,
+                credentials=self._probe_credentials,
+                server_name_of=replica.service,
             )
             return status == SERVING
 

@@ -6,6 +6,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.runtime.channels import open_channel
+from services.runtime.tls import replica_channel_options
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 
@@ -15,10 +16,16 @@ async def check_health(
     service: str,
     *,
     credentials: grpc.ChannelCredentials | None = None,
+    server_name_of: str | None = None,
     timeout_s: float = 1.0,
 ) -> int:
-    """The service's health status, or UNKNOWN when the server cannot be reached."""
-    async with open_channel(target, credentials) as channel:
+    """The service's health status, or UNKNOWN when the server cannot be reached.
+
+    With `credentials`, `server_name_of` names the mesh service (e.g. "search") whose DNS name
+    the replica's certificate must carry (services/runtime/tls.py, replica_channel_options).
+    """
+    options = replica_channel_options(server_name_of) if server_name_of else []
+    async with open_channel(target, credentials, options) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         try:
             response = await stub.Check(

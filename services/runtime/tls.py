@@ -8,11 +8,12 @@ certificate and verify the server against the same CA.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import grpc
 
 from services.config import Settings
-from services.mesh.certs import CertificatePaths, ensure_certificates
+from services.mesh.certs import CertificatePaths, ensure_certificates, service_dns_name
 from services.runtime.tls_reload import reloading_server_credentials
 
 
@@ -32,6 +33,22 @@ def channel_credentials(ca: Path, cert: Path, key: Path) -> grpc.ChannelCredenti
         private_key=key.read_bytes(),
         certificate_chain=cert.read_bytes(),
     )
+
+
+def replica_server_name(service: str) -> str:
+    """The name a client verifies when it dials a replica of `service` directly by address.
+
+    A service's server certificate names only `<service>.ragmesh.internal` (no localhost, no
+    IP), the name Envoy verifies too, so every direct dial (health probes in `up`/`status`, the
+    OpenAI adapter's probe, tests) states that name instead of the address it connects to.
+    """
+    return service_dns_name(service)
+
+
+def replica_channel_options(service: str) -> list[tuple[str, Any]]:
+    """gRPC channel options that make a secure channel to a replica of `service` verify (and
+    send as SNI) its DNS name while connecting to an address."""
+    return [("grpc.ssl_target_name_override", replica_server_name(service))]
 
 
 def peer_uris(context: grpc.aio.ServicerContext) -> list[str]:

@@ -23,6 +23,7 @@ from ragmesh.search.v1 import search_service_pb2 as search_pb
 from ragmesh.search.v1 import search_service_pb2_grpc as search_grpc
 from services.mesh.cert_renewal import serial_of
 from services.mesh.envoy_admin import admin_get
+from services.runtime.tls import replica_server_name
 from tests.e2e.conftest import Mesh
 from tests.helpers import REPO_ROOT, ragmesh_command
 
@@ -36,16 +37,16 @@ SERVED_WITHIN_S = 15.0
 COLLECTION = "rotation"
 
 
-def _served_serial(endpoint: str, certs: Path, client: str) -> int:
-    """The serial of the certificate a server presents on a new TLS connection."""
+def _served_serial(endpoint: str, certs: Path, client: str, server_name: str) -> int:
+    """The serial of the certificate a server presents on a new TLS connection, verified to
+    name `server_name`."""
     context = ssl.create_default_context(cafile=str(certs / "ca.pem"))
-    context.check_hostname = False
     context.load_cert_chain(str(certs / f"{client}.pem"), str(certs / f"{client}-key.pem"))
     context.set_alpn_protocols(["h2"])
     host, port = endpoint.rsplit(":", 1)
     with (
         socket.create_connection((host, int(port)), timeout=5) as raw,
-        context.wrap_socket(raw, server_hostname="localhost") as tls,
+        context.wrap_socket(raw, server_hostname=server_name) as tls,
     ):
         der = tls.getpeercert(binary_form=True)
     assert der is not None
@@ -94,8 +95,11 @@ async def test_renewing_every_certificate_under_traffic_drops_no_call(mesh: Mesh
         except grpc.aio.AioRpcError as error:
             assert error.code() == grpc.StatusCode.ALREADY_EXISTS
     replicas = mesh.state.replicas
-    before = {r.name: _served_serial(r.target, certs, "envoy-upstream") for r in replicas}
-    before["envoy"] = _served_serial(mesh.endpoint, certs, "clients/client")
+    before = {
+        r.name: _served_serial(r.target, certs, "envoy-upstream", replica_server_name(r.service))
+        for r in replicas
+    }
+    before["envoy"] = _served_serial(mesh.endpoint, certs, "clients/client", "localhost")
 
     stop, counts = asyncio.Event(), {"reused": 0, "new": 0}
     traffic = asyncio.ensure_future(_keep_calling(mesh, stop, counts))
@@ -117,8 +121,13 @@ async def test_renewing_every_certificate_under_traffic_drops_no_call(mesh: Mesh
     upstream = serial_of(certs / "envoy-upstream.pem")
     deadline = time.monotonic() + SERVED_WITHIN_S
     while True:
-        served = {r.name: _served_serial(r.target, certs, "envoy-upstream") for r in replicas}
-        served["envoy"] = _served_serial(mesh.endpoint, certs, "clients/client")
+        served = {
+            r.name: _served_serial(
+                r.target, certs, "envoy-upstream", replica_server_name(r.service)
+            )
+            for r in replicas
+        }
+        served["envoy"] = _served_serial(mesh.endpoint, certs, "clients/client", "localhost")
         loaded = await _upstream_serials(mesh.admin)
         if (served == expected and upstream in loaded) or time.monotonic() > deadline:
             break

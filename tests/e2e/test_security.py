@@ -12,9 +12,11 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
+from cryptography import x509
 
 from ragmesh.coordinator.v1 import coordinator_service_pb2 as coordinator_pb
 from ragmesh.coordinator.v1 import coordinator_service_pb2_grpc as coordinator_grpc
@@ -26,7 +28,7 @@ from services.mesh.envoy_admin import admin_get
 from services.runtime.channels import metadata_interceptors
 from services.runtime.keystore import presented_key_id
 from services.runtime.scopes import METHOD_SCOPES
-from services.runtime.tls import channel_credentials
+from services.runtime.tls import channel_credentials, replica_channel_options
 from tests.e2e.conftest import Mesh
 from tests.helpers import REPO_ROOT, call_every_rpc, ragmesh_command
 
@@ -226,10 +228,21 @@ def certs_cli(mesh: Mesh, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-async def info_with_certificate(mesh: Mesh, target: str, cert: str, key: str) -> grpc.StatusCode:
+async def info_with_certificate(
+    mesh: Mesh,
+    target: str,
+    cert: str,
+    key: str,
+    options: list[tuple[str, Any]] | None = None,
+) -> grpc.StatusCode:
+    """Embeddings' Info at `target` with a certificate; `options` name the server to verify
+    when `target` is a replica (replica_channel_options), Envoy's listener needs none."""
     credentials = channel_credentials(mesh.certs / "ca.pem", mesh.certs / cert, mesh.certs / key)
     async with grpc.aio.secure_channel(
-        target, credentials, interceptors=metadata_interceptors(mesh.api_key)
+        target,
+        credentials,
+        options=options or [],
+        interceptors=metadata_interceptors(mesh.api_key),
     ) as channel:
         try:
             await embeddings_grpc.EmbeddingsServiceStub(channel).Info(
@@ -271,12 +284,36 @@ async def test_a_revoked_client_certificate_is_refused_without_a_restart(mesh: M
 
 async def test_replicas_admit_only_envoys_and_the_services_certificates(mesh: Mesh) -> None:
     replica = next(r for r in mesh.state.replicas if r.service == "embeddings")
+    as_embeddings = replica_channel_options("embeddings")
     user = ("clients/client.pem", "clients/client-key.pem")
-    assert await info_with_certificate(mesh, replica.target, *user) == (
+    assert await info_with_certificate(mesh, replica.target, *user, as_embeddings) == (
         grpc.StatusCode.PERMISSION_DENIED
     )
     envoy = ("envoy-upstream.pem", "envoy-upstream-key.pem")
-    assert await info_with_certificate(mesh, replica.target, *envoy) == grpc.StatusCode.OK
+    assert await info_with_certificate(mesh, replica.target, *envoy, as_embeddings) == (
+        grpc.StatusCode.OK
+    )
+
+
+async def test_a_replica_is_verified_by_its_service_name_only(mesh: Mesh) -> None:
+    replica = next(r for r in mesh.state.replicas if r.service == "embeddings")
+    served = x509.load_pem_x509_certificate((mesh.certs / "embeddings.pem").read_bytes())
+    sans = served.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert sans.get_values_for_type(x509.DNSName) == ["embeddings.ragmesh.internal"]
+    assert sans.get_values_for_type(x509.IPAddress) == []
+    envoy = ("envoy-upstream.pem", "envoy-upstream-key.pem")
+    # Its address, localhost, or another service's name: the handshake fails verification.
+    for options in (
+        None,
+        [("grpc.ssl_target_name_override", "localhost")],
+        replica_channel_options("search"),
+    ):
+        assert await info_with_certificate(mesh, replica.target, *envoy, options) == (
+            grpc.StatusCode.UNAVAILABLE
+        ), options
+    assert await info_with_certificate(
+        mesh, replica.target, *envoy, replica_channel_options("embeddings")
+    ) == (grpc.StatusCode.OK)
 
 
 def test_envoys_admin_is_a_private_socket_and_its_tcp_port_is_read_only(mesh: Mesh) -> None:

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
-from cryptography.x509.verification import PolicyBuilder, Store
+from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
 
+from services.mesh import certs
 from services.mesh.certs import (
     CertificateError,
     CertificatePaths,
@@ -94,6 +95,50 @@ def test_chains_verify_against_the_ca_for_their_purpose(paths: CertificatePaths)
     client_verifier = builder.build_client_verifier()
     for identity in [paths.envoy_upstream, paths.client, *paths.service_clients.values()]:
         client_verifier.verify(_cert(identity.cert), [])
+
+
+def _dns_and_ip_names(path: Path) -> list[str]:
+    sans = _cert(path).extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    return [
+        *sans.get_values_for_type(x509.DNSName),
+        *map(str, sans.get_values_for_type(x509.IPAddress)),
+    ]
+
+
+def test_a_server_certificate_names_only_its_service(paths: CertificatePaths) -> None:
+    builder = PolicyBuilder().store(Store([_cert(paths.ca)])).time(dt.datetime.now(dt.UTC))
+    search = _cert(paths.services["search"].cert)
+    assert _dns_and_ip_names(paths.services["search"].cert) == ["search.ragmesh.internal"]
+    wrong_names: list[x509.DNSName | x509.IPAddress] = [
+        x509.DNSName("localhost"),
+        x509.DNSName(service_dns_name("embeddings")),
+        x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+        x509.IPAddress(ipaddress.ip_address("::1")),
+    ]
+    for wrong in wrong_names:
+        with pytest.raises(VerificationError):
+            builder.build_server_verifier(wrong).verify(search, [])
+
+
+def test_a_server_certificate_naming_more_is_reissued(
+    paths: CertificatePaths, certs_dir: Path
+) -> None:
+    """A state folder from before: its service certificates also named localhost and IPs."""
+    identity = paths.services["search"]
+    ca = certs._load_ca(paths.ca, certs_dir / "ca-key.pem", need_key=True)
+    old_names = ("localhost", service_dns_name("search"))
+    spec = certs._LeafSpec(
+        identity, "search", old_names, identity_uri("service", "search"), True, ("127.0.0.1",)
+    )
+    certs._issue(ca, spec, 30)
+    untouched = paths.services["embeddings"].cert.read_bytes()
+
+    ensure_certificates(certs_dir)
+
+    assert _dns_and_ip_names(identity.cert) == ["search.ragmesh.internal"]
+    reissued = _cert(identity.cert)
+    assert reissued.not_valid_after_utc - reissued.not_valid_before_utc > dt.timedelta(days=300)
+    assert paths.services["embeddings"].cert.read_bytes() == untouched
 
 
 def test_identities_name_their_holder(paths: CertificatePaths) -> None:
