@@ -88,10 +88,12 @@ RRF_K = 60
 RRF_DENSE_WEIGHT = 1.0
 RRF_KEYWORD_WEIGHT = 1.0
 # HYBRID's default fusion (issue 12): "rrf", "min_max" or "distribution" (score fusion, with
-# SCORE_FUSION_*_WEIGHT); chosen on SciFact's training split only (docs/benchmarks.md).
-FUSION_METHOD: Literal["rrf", "min_max", "distribution"] = "rrf"
-SCORE_FUSION_DENSE_WEIGHT = 0.5
-SCORE_FUSION_KEYWORD_WEIGHT = 0.5
+# SCORE_FUSION_*_WEIGHT). Chosen on SciFact's training split only, offline with the service's
+# fusion code (python -m services.search.fusion_study): min-max 0.4/0.6 gave nDCG@10 0.7330,
+# RRF k=60 1/1 0.7095, the best single mode 0.6951 (docs/benchmarks.md).
+FUSION_METHOD: Literal["rrf", "min_max", "distribution"] = "min_max"
+SCORE_FUSION_DENSE_WEIGHT = 0.4
+SCORE_FUSION_KEYWORD_WEIGHT = 0.6
 # BM25 parameters of keyword relevance (both backends; terms from services/search/keywords.py).
 BM25_K1 = 1.2
 BM25_B = 0.75

@@ -308,7 +308,19 @@ async def test_modes_rank_by_meaning_words_and_both(search_server: ServerProcess
     )
     assert [hit.document_id for hit in keyword.hits] == ["pg"]
     assert keyword.hits[0].keyword_rank == 1 and keyword.hits[0].dense_rank == 0
-    hybrid = await client.Search(pb.SearchRequest(collection=name, query="pgvector HNSW", top_k=3))
+    fused = await client.Search(pb.SearchRequest(collection=name, query="pgvector HNSW", top_k=3))
+    assert fused.mode == pb.SEARCH_MODE_HYBRID
+    # The default: min-max score fusion, dense 0.4 / keyword 0.6 (services/defaults.py).
+    assert fused.hits[0].document_id == "pg" and fused.hits[0].keyword_rank == 1
+    assert 0.6 - 1e-6 <= fused.hits[0].score <= 1.0 + 1e-6
+    hybrid = await client.Search(
+        pb.SearchRequest(
+            collection=name,
+            query="pgvector HNSW",
+            top_k=3,
+            fusion_method=pb.FUSION_METHOD_RRF,
+        )
+    )
     assert hybrid.mode == pb.SEARCH_MODE_HYBRID
     assert hybrid.hits[0].document_id == "pg"
     assert hybrid.hits[0].dense_rank >= 1 and hybrid.hits[0].keyword_rank == 1
@@ -320,6 +332,7 @@ async def test_modes_rank_by_meaning_words_and_both(search_server: ServerProcess
             collection=name,
             query="pgvector HNSW",
             top_k=3,
+            fusion_method=pb.FUSION_METHOD_RRF,
             rrf_k=10,
             dense_weight=0.5,
             keyword_weight=2,
