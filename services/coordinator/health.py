@@ -8,6 +8,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from services.coordinator.store import InteractionStore
+from services.postgres.pool import drop_open_connections
 from services.runtime.dependency_monitor import DependencyMonitor
 
 _log = logging.getLogger("ragmesh.coordinator.health")
@@ -23,6 +24,12 @@ def database_monitor(
     async def probe() -> str | None:
         return None if await store.ping(timeout_s) else ""
 
+    def on_change(since: float | None) -> None:
+        if since is not None:
+            # Statements already waiting on a frozen database fail now with UNAVAILABLE
+            # instead of at their callers' deadline (services/postgres/pool.py).
+            drop_open_connections()
+
     return DependencyMonitor(
         probe,
         interval_s=interval_s,
@@ -30,4 +37,5 @@ def database_monitor(
         log=_log,
         what="interactions database",
         task_name="database-monitor",
+        on_change=on_change,
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import weakref
 from collections.abc import Awaitable, Callable, Mapping
 from urllib.parse import urlsplit, urlunsplit
 
@@ -26,6 +27,28 @@ UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 _CONNECT_ERRORS: tuple[type[BaseException], ...] = (TimeoutError, *UNAVAILABLE_ERRORS)
+
+
+# Every connection the pools of this process opened (each service process has its own). A
+# frozen server (SIGSTOP, a hung host) never answers and never closes the socket, so a query
+# already sent on one of these would wait for the caller's deadline; when a dependency monitor
+# finds the database gone it drops them all (drop_open_connections), which fails those queries
+# at once with ConnectionDoesNotExistError, one of UNAVAILABLE_ERRORS. A client-side command
+# timeout cannot do this job: it would have to be longer than the statement timeout (30 s for
+# search; a large upsert under load legitimately takes that long), far past callers' deadlines.
+_OPEN_CONNECTIONS: weakref.WeakSet[asyncpg.Connection] = weakref.WeakSet()
+
+
+def drop_open_connections() -> int:
+    """Close every pool connection of this process at once (no goodbye to the server); calls
+    waiting on them fail with an unavailable error, and each pool opens new connections on the
+    next acquire. Returns how many were open."""
+    dropped = 0
+    for conn in list(_OPEN_CONNECTIONS):
+        if not conn.is_closed():
+            conn.terminate()
+            dropped += 1
+    return dropped
 
 
 class DatabaseConnectError(Exception):
@@ -96,11 +119,17 @@ async def create_pool(
     Settings are session defaults sent at connect: unlike SET, they survive the RESET ALL the
     pool runs when a connection is released.
     """
+
+    async def on_connect(conn: asyncpg.Connection) -> None:
+        _OPEN_CONNECTIONS.add(conn)
+        if init is not None:
+            await init(conn)
+
     return await asyncpg.create_pool(
         dsn,
         min_size=min_size,
         max_size=max_size,
-        init=init,
+        init=on_connect,
         timeout=CONNECT_TIMEOUT_S,
         server_settings={
             "application_name": application_name,

@@ -11,6 +11,7 @@ from ragmesh.search.v1 import search_service_pb2_grpc as pb_grpc
 from services.config import Settings
 from services.embeddings.model import packaged_model_path
 from services.postgres.embedded import EmbeddedPostgres
+from services.postgres.pool import drop_open_connections
 from services.runtime.channels import outgoing_interceptors
 from services.runtime.server import service_server
 from services.runtime.tls import caller_credentials_for
@@ -77,6 +78,10 @@ async def serve_search(settings: Settings) -> int:
 
     def record_outage(since: float | None) -> None:
         servicer.store_down_since = since
+        if since is not None:
+            # Queries already waiting on a frozen database fail now with UNAVAILABLE instead
+            # of at their callers' deadline (services/postgres/pool.py).
+            drop_open_connections()
 
     monitor = store_monitor(
         backend,
