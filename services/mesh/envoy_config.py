@@ -69,8 +69,8 @@ OUTLIER_INTERVAL_S = 1.0
 BASE_EJECTION_TIME_S = 30.0
 MAX_EJECTION_PERCENT = 50
 
-# Retries of idempotent methods; the conditions, counts and budget are in envoy_limits.py.
-PER_TRY_TIMEOUT_S = 10.0
+# Retries of idempotent methods; the conditions, counts, budget and per-try timeouts are in
+# envoy_limits.py.
 RETRY_BACKOFF_BASE_S = 0.025
 RETRY_BACKOFF_MAX_S = 0.25
 HOST_SELECTION_RETRY_MAX_ATTEMPTS = 3
@@ -411,7 +411,7 @@ def _routes(clusters: Sequence[UpstreamCluster]) -> list[Any]:
         limits = envoy_limits.limits_for(cluster.name)
         for method in cluster.retry_methods:
             route = _route({"path": method, "grpc": {}}, cluster.name, limits.unary)
-            route["route"]["retry_policy"] = _retry_policy(limits.retry_on)
+            route["route"]["retry_policy"] = _retry_policy(limits)
             routes.append(route)
         for stream, deadline in limits.streams.items():
             path = f"/{cluster.grpc_service}/{stream}"
@@ -439,12 +439,12 @@ def _route(match: dict[str, Any], cluster: str, deadline: envoy_limits.Deadline)
     )
 
 
-def _retry_policy(retry_on: str) -> Any:
+def _retry_policy(limits: envoy_limits.ServiceLimits) -> Any:
     return _render(
         "retry_policy.yaml",
-        retry_on=retry_on,
+        retry_on=limits.retry_on,
         num_retries=envoy_limits.NUM_RETRIES,
-        per_try_timeout=_duration(PER_TRY_TIMEOUT_S),
+        per_try_timeout=_duration(limits.per_try_timeout_s),
         backoff_base=_duration(RETRY_BACKOFF_BASE_S),
         backoff_max=_duration(RETRY_BACKOFF_MAX_S),
         host_selection_retry_max_attempts=HOST_SELECTION_RETRY_MAX_ATTEMPTS,

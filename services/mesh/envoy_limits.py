@@ -30,6 +30,20 @@ RETRY_BUDGET_PERCENT = 20.0
 # all its calls in flight with it, and they must all be retried on the others at once.
 MIN_RETRY_CONCURRENCY = 10
 
+# Per-try timeouts (an attempt that has not answered by then is abandoned and, the route's
+# retry conditions including "reset", tried on another replica). Nested hops must fit inside
+# the deadline of the hop above them, or a frozen replica deep down costs the whole call:
+# the coordinator gives search 10 s (coordinator.search_timeout_s); a query in search spends
+# one Embed and then the database. With the embeddings per-try at 5 s, an Embed stuck on a
+# frozen replica is retried on another after 5 s + backoff (<= 0.25 s) and still leaves
+# search ~4.5 s of the coordinator's 10 s. Shorter would fit more retries but cut off honest
+# work: search sends up to 32 texts per Embed (search.embed_batch_texts), which on a loaded
+# 2-core machine takes seconds, and abandoning it would re-run it on another replica
+# exactly when embeddings is busiest. Search and the coordinator keep 10 s: their callers'
+# deadlines are 10 s and longer, and they are retried only on transport failures.
+PER_TRY_TIMEOUT_S = 10.0
+EMBEDDINGS_PER_TRY_TIMEOUT_S = 5.0
+
 
 @dataclass(frozen=True)
 class Deadline:
@@ -57,6 +71,7 @@ class ServiceLimits:
     # Streaming methods by name, each with its own route and duration cap.
     streams: Mapping[str, Deadline] = field(default_factory=dict)
     retry_on: str = TRANSPORT_RETRY_ON
+    per_try_timeout_s: float = PER_TRY_TIMEOUT_S
     # Circuit breakers, per replica of the cluster (scaled by the number of endpoints). Past
     # max_requests Envoy answers UNAVAILABLE at once (response flag UO); each server's own
     # concurrency limit (server.max_concurrent_rpcs, 256 by default) normally refuses first,
@@ -73,6 +88,7 @@ SERVICE_LIMITS: dict[str, ServiceLimits] = {
         # server (embeddings.max_stream_messages).
         streams={"EmbedStream": Deadline(default_s=600.0, max_s=600.0)},
         retry_on=LEAF_RETRY_ON,
+        per_try_timeout_s=EMBEDDINGS_PER_TRY_TIMEOUT_S,
     ),
     "search": ServiceLimits(unary=Deadline(default_s=30.0, max_s=120.0)),
     "coordinator": ServiceLimits(

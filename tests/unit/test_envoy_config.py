@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 import yaml
 
+from services.config import Settings
 from services.mesh.certs import CertificatePaths, ensure_certificates
 from services.mesh.envoy_config import (
     OTLP_CLUSTER,
@@ -244,3 +245,23 @@ def test_listeners_bound_headers_idle_streams_and_buffers(certs: CertificatePath
         assert manager["request_headers_timeout"] == "10s"
         assert manager["stream_idle_timeout"] == "60s"
         assert manager["common_http_protocol_options"] == {"idle_timeout": "3600s"}
+
+
+def test_an_embed_stuck_on_a_frozen_replica_is_retried_within_searchs_callers_deadline(
+    certs: CertificatePaths,
+) -> None:
+    """The embeddings hop's per-try timeout plus one retry's backoff fits inside the 10 s the
+    coordinator gives search, so a query reaches a live replica before that deadline."""
+    embeddings = UpstreamCluster("embeddings", EMBEDDINGS, [("127.0.0.1", 50051)], [EMBED])
+    search = UpstreamCluster("search", SEARCH, [("127.0.0.1", 50052)], [f"/{SEARCH}/Search"])
+    config = rendered(certs, clusters=[embeddings, search])
+    per_try = {
+        route["route"]["cluster"]: float(route["route"]["retry_policy"]["per_try_timeout"][:-1])
+        for route in routes(config, "client")
+        if "retry_policy" in route.get("route", {})
+    }
+    backoff_max = float(
+        routes(config, "client")[0]["route"]["retry_policy"]["retry_back_off"]["max_interval"][:-1]
+    )
+    assert per_try["embeddings"] + backoff_max < Settings().coordinator.search_timeout_s / 1.5
+    assert per_try["embeddings"] < per_try["search"] <= Settings().coordinator.search_timeout_s
