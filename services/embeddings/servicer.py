@@ -185,14 +185,15 @@ class EmbeddingsServicer(pb_grpc.EmbeddingsServiceServicer):
         except ModelUnavailableError as exc:
             raise unavailable(prefix + str(exc)) from None
 
-        # Load shedding: texts that would wait longer than the server may keep them (or than
-        # the caller's deadline) are refused now rather than time out later. Only the texts
-        # the embeddings cache cannot answer go to the queue, so only they count, and a call
-        # answered wholly from the cache is never shed.
+        # Load shedding: a call whose texts would wait behind the queue longer than the
+        # server may keep them (or than the caller's deadline) is refused now rather than
+        # time out later. Only the queue ahead counts, not the call's own texts: a large
+        # batch (an ingestion's upsert) that finds the queue empty is served, however long
+        # its own encoding takes. A call answered wholly from the cache is never shed.
         limit_s = min(self._settings.max_queue_wait_ms / 1000, timeout_s)
 
         async def submit_uncached(missing: list[str]) -> list[EncodedText]:
-            wait_s = batcher.expected_wait_s(len(missing))
+            wait_s = batcher.expected_wait_s()
             if shed and wait_s > limit_s:
                 raise RpcFailure(
                     grpc.StatusCode.RESOURCE_EXHAUSTED,

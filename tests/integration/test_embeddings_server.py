@@ -284,3 +284,20 @@ def test_model_that_cannot_load_exits_non_zero_with_a_clear_message(tmp_path: Pa
     assert "could not load the embedding model after 2 attempts" in log
     assert str(missing) in log
     assert '"retry_in_s": 0.1' in log
+
+
+async def test_a_large_call_that_finds_the_queue_empty_is_never_shed(tmp_path: Path) -> None:
+    """Load shedding counts the queue ahead of a call, not the call's own texts: an
+    ingestion's upsert of a whole call (32 texts) is served one call at a time even when encoding it
+    takes far longer than the queue-wait bound (here 1 ms)."""
+    env = {"RAGMESH_EMBEDDINGS__MAX_QUEUE_WAIT_MS": "1"}
+    with start_embeddings(tmp_path / "no-queue.log", env=env) as server:
+        wait_serving(server.target, SERVICE_NAME, server)
+        async with grpc.aio.insecure_channel(server.target) as channel:
+            client = pb_grpc.EmbeddingsServiceStub(channel)
+            for call in range(3):  # the first full batch measures the throughput
+                texts = [f"ingested passage {call}-{i} " * 20 for i in range(32)]
+                response = await client.Embed(pb.EmbedRequest(inputs=texts), timeout=120)
+                assert len(response.embeddings) == 32
+            info = await client.Info(pb.InfoRequest())
+    assert info.texts_embedded >= 3 * 32
