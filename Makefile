@@ -72,7 +72,9 @@ CONTAINER_ENGINE ?= $(shell command -v podman || command -v docker)
 IMAGE ?= localhost/ragmesh
 IMAGE_TAG ?= 0.1.0
 BASE_IMAGE ?= localhost/ragmesh-base:bookworm
-DEBIAN_MIRROR ?= http://deb.debian.org/debian
+# The Debian mirror this machine's apt already uses (its first URIs: line), so debootstrap
+# reaches the same archive apt-get does.
+DEBIAN_MIRROR ?= $(shell awk '/^URIs:/ {print $$2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null)
 # The CUDA variant: TORCH_PIN=torch==2.13.0+cu128 TORCH_INDEX_URL=<PyTorch's cu128 index>.
 TORCH_INDEX_URL ?=
 WHEELHOUSE := build/wheelhouse
