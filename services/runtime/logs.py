@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import faulthandler
 import json
 import logging
 import re
@@ -77,7 +78,10 @@ def _trace_ids() -> dict[str, str | None]:
 
 
 def configure_logging(service: str, level: str) -> None:
-    """Send every logger's records to stdout as JSON lines."""
+    """Send every logger's records to stdout as JSON lines; a fatal signal (a crash inside
+    a C extension) dumps every thread's Python stack to stderr, which `up` keeps in the
+    child's `.stderr.log`."""
+    faulthandler.enable(file=sys.stderr, all_threads=True)
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(JsonFormatter(service))
     root = logging.getLogger()
