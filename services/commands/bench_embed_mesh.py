@@ -160,7 +160,8 @@ def run_mesh_bench(
         mesh_run = asyncio.run(drive_mesh(mesh, texts, concurrency))
         _emit(f"{mesh_run.result.line()}   runtime {mesh_run.runtime}")
         first_ms, second_ms = asyncio.run(cache_repeat(mesh))
-        _emit(f"cache rounds (ms): first {first_ms}, repeated {second_ms}")
+        rounds = [", ".join(f"{ms:.1f}" for ms in run) for run in (first_ms, second_ms)]
+        _emit(f"cache rounds (ms): first [{rounds[0]}], repeated [{rounds[1]}]")
     with tempfile.TemporaryDirectory(prefix="ragmesh-bench-") as log_dir:
         env = {"RAGMESH_EMBEDDINGS__RUNTIME_CACHE_DIR": str(models_dir), **NO_SHEDDING}
         with embeddings_process(port, Path(log_dir), env=env) as bare_target:
