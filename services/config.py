@@ -397,6 +397,11 @@ class Settings(BaseSettings):
     def _absolute_state_dir(cls, value: Path) -> Path:
         return value.expanduser().resolve()
 
+    @property
+    def models_dir(self) -> Path:
+        """Where converted embedding models are kept: the setting, else the state folder's."""
+        return Path(self.embeddings.runtime_cache_dir or self.state_dir / "models")
+
     @model_validator(mode="after")
     def _standard_otlp_endpoint(self) -> Settings:
         if self.otel_exporter_otlp_endpoint.strip() and not self.telemetry.otlp_endpoint:

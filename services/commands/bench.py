@@ -71,15 +71,13 @@ def _bench_embed(args: argparse.Namespace) -> int:
         from services.commands.bench_embed_mesh import run_mesh_bench
         from services.config import load_settings
 
-        settings = load_settings()
-        models_dir = settings.embeddings.runtime_cache_dir or str(settings.state_dir / "models")
         print(
             run_mesh_bench(
                 concurrency=args.concurrency,
                 requests=args.requests,
                 mesh_state_dir=args.mesh_state_dir,
                 port=args.port,
-                models_dir=Path(models_dir),
+                models_dir=load_settings().models_dir,
             ),
             flush=True,
         )
@@ -101,8 +99,6 @@ def _bench_search_cache(args: argparse.Namespace) -> int:
     from services.commands.bench_search_cache import run_search_cache_bench
     from services.config import load_settings
 
-    settings = load_settings()
-    models_dir = settings.embeddings.runtime_cache_dir or str(settings.state_dir / "models")
     print(
         run_search_cache_bench(
             beir=args.beir,
@@ -110,7 +106,7 @@ def _bench_search_cache(args: argparse.Namespace) -> int:
             concurrency=args.concurrency,
             zipf_s=args.zipf_s,
             documents=args.documents,
-            models_dir=Path(models_dir),
+            models_dir=load_settings().models_dir,
         ),
         flush=True,
     )

@@ -31,7 +31,7 @@ async def serve_embeddings(settings: Settings) -> int:
                 attempts=config.model_load_attempts,
                 backoff_base_s=config.model_load_backoff_base_s,
                 runtime=config.runtime,
-                runtime_cache_dir=config.runtime_cache_dir or str(settings.state_dir / "models"),
+                runtime_cache_dir=str(settings.models_dir),
             ),
             set_serving=server.set_serving,
             # A replacement ends when the new process serves; it must not fail.
