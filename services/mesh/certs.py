@@ -41,6 +41,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes, PublicKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+# The names certificates carry live one layer down, where the runtime checks them too.
+from services.identities import ENVOY, ENVOY_UPSTREAM, identity_uri, service_dns_name
+
 # Leaf certificates are valid this long; the CA outlives them so it is rotated far less often.
 LEAF_VALID_DAYS = 365
 CA_VALID_DAYS = 3650
@@ -49,13 +52,9 @@ EXPIRY_MARGIN_DAYS = 14
 # Backdating absorbs small clock differences between the processes that check certificates.
 BACKDATE = dt.timedelta(minutes=5)
 
-# Server certificates are issued for <service>.ragmesh.internal, the name Envoy verifies.
-INTERNAL_DOMAIN = "ragmesh.internal"
 # "openai" is the OpenAI-compatible HTTP adapter (services/openai_compat).
 DEFAULT_SERVICES = ("embeddings", "search", "coordinator", "openai")
 DEFAULT_CLIENT = "client"
-ENVOY = "envoy"
-ENVOY_UPSTREAM = "envoy-upstream"
 CLIENTS_DIR = "clients"
 ORGANIZATION = "ragmesh"
 
@@ -105,16 +104,6 @@ def validate_name(name: str) -> str:
             " (not at either end), at most 63 characters"
         )
     return name
-
-
-def service_dns_name(service: str) -> str:
-    """The DNS name a service's server certificate carries and Envoy verifies."""
-    return f"{service}.{INTERNAL_DOMAIN}"
-
-
-def identity_uri(kind: str, name: str) -> str:
-    """The URI SAN naming a certificate's holder, e.g. spiffe://ragmesh.internal/service/search."""
-    return f"spiffe://{INTERNAL_DOMAIN}/{kind}/{name}"
 
 
 def ensure_certificates(

@@ -22,7 +22,7 @@ from typing import Any
 
 import grpc
 
-from services.mesh.certs import ENVOY_UPSTREAM, identity_uri
+from services.identities import ENVOY_UPSTREAM, identity_uri
 from services.runtime.interceptors import HEALTH_PREFIX, wrap_handler
 from services.runtime.keystore import (
     DEFAULT_KEY_NAME,

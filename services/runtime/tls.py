@@ -13,7 +13,8 @@ from typing import Any
 import grpc
 
 from services.config import Settings
-from services.mesh.certs import CertificatePaths, ensure_certificates, service_dns_name
+from services.identities import service_dns_name
+from services.mesh.certs import CertificatePaths, ensure_certificates
 from services.runtime.tls_reload import reloading_server_credentials
 
 
@@ -55,7 +56,7 @@ def peer_uris(context: grpc.aio.ServicerContext) -> list[str]:
     """The URI SANs of the calling peer's certificate (e.g. spiffe://ragmesh.internal/...).
 
     Empty for a connection without TLS. Lets a handler or interceptor tell Envoy's client
-    certificate (certs.identity_uri("envoy", "envoy-upstream")) from any other CA-signed one.
+    certificate (identities.identity_uri("envoy", "envoy-upstream")) from any other CA-signed one.
     """
     sans = context.auth_context().get("x509_subject_alternative_name", [])
     names = [name.decode() if isinstance(name, bytes) else str(name) for name in sans]

@@ -11,7 +11,7 @@ import kubernetes_validate
 import pytest
 
 from services.config import load_settings
-from services.mesh.certs import identity_uri, service_dns_name
+from services.identities import identity_uri, service_dns_name
 from services.mesh.plan import grpc_service_name
 from services.runtime.server import LIVENESS_SERVICE
 from tests.deploy.manifests import VARIANTS, Doc, containers, find, one, render

@@ -26,7 +26,8 @@ import yaml
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
 
-from services.mesh.certs import CertificatePaths, ensure_certificates, identity_uri
+from services.identities import identity_uri
+from services.mesh.certs import CertificatePaths, ensure_certificates
 from services.mesh.envoy_config import (
     EnvoyConfigError,
     Topology,

@@ -11,15 +11,14 @@ import pytest
 from cryptography import x509
 from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
 
+from services.identities import identity_uri, service_dns_name
 from services.mesh import certs
 from services.mesh.certs import (
     CertificateError,
     CertificatePaths,
     check_expiry,
     ensure_certificates,
-    identity_uri,
     issue_client_certificate,
-    service_dns_name,
 )
 
 
