@@ -32,7 +32,7 @@ def reference_model():  # type: ignore[no-untyped-def]
     """The packaged model loaded in-process, the reference the server is compared with."""
     from sentence_transformers import SentenceTransformer
 
-    from services.embeddings.model import packaged_model_path
+    from services.models import packaged_model_path
 
     return SentenceTransformer(str(packaged_model_path()), device="cpu")
 

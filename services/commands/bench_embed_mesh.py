@@ -119,9 +119,9 @@ def raw(texts: list[str], runtime_setting: str, batch_size: int, models_dir: Pat
     """The model in this process, no server: length-sorted texts in batches."""
     from sentence_transformers import SentenceTransformer
 
-    from services.embeddings.model import packaged_model_path
     from services.embeddings.runtime_choice import choose_runtime
     from services.embeddings.runtimes import model_identity
+    from services.models import packaged_model_path
 
     path = packaged_model_path()
     model = SentenceTransformer(str(path), device="cpu", local_files_only=True)

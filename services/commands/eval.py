@@ -46,7 +46,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from services.embeddings.model import packaged_model_path
+    from services.models import packaged_model_path
     from services.search.evaluation import (
         EvalReport,
         evaluate_service,

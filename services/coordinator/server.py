@@ -22,7 +22,7 @@ from services.coordinator.search_client import SearchClient
 from services.coordinator.servicer import CoordinatorServicer, Dependencies
 from services.coordinator.store import APPLICATION_NAME, InteractionStore
 from services.coordinator.threshold import LiveThreshold
-from services.embeddings.model import packaged_model_path
+from services.models import packaged_model_path
 from services.postgres.embedded import EmbeddedPostgres
 from services.postgres.pool import DatabaseConnectError, connect_with_retries, create_pool
 from services.runtime.channels import outgoing_interceptors

@@ -91,7 +91,7 @@ async def drive(
 def in_process(texts: list[str], batch_size: int) -> RunResult:
     from sentence_transformers import SentenceTransformer
 
-    from services.embeddings.model import packaged_model_path, resolve_device
+    from services.models import packaged_model_path, resolve_device
 
     model = SentenceTransformer(str(packaged_model_path()), device=resolve_device("auto"))
     model.encode(texts[:64], batch_size=batch_size)

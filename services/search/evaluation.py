@@ -211,7 +211,7 @@ def in_process_rankings(
     scores as its best passage. Returns the rankings and the number of passages."""
     from sentence_transformers import SentenceTransformer
 
-    from services.embeddings.model import resolve_device
+    from services.models import resolve_device
 
     model = SentenceTransformer(str(model_path), device=resolve_device("auto"))
     passage_docs: list[int] = []

@@ -77,7 +77,7 @@ def main() -> int:
     from sentence_transformers import SentenceTransformer
 
     from services.config import load_settings
-    from services.embeddings.model import packaged_model_path, resolve_device
+    from services.models import packaged_model_path, resolve_device
     from services.search.server import make_splitter
 
     settings = load_settings()

@@ -9,7 +9,7 @@ from pathlib import Path
 from ragmesh.search.v1 import search_service_pb2 as pb
 from ragmesh.search.v1 import search_service_pb2_grpc as pb_grpc
 from services.config import Settings
-from services.embeddings.model import packaged_model_path
+from services.models import packaged_model_path
 from services.postgres.embedded import EmbeddedPostgres
 from services.postgres.pool import drop_open_connections
 from services.runtime.channels import outgoing_interceptors

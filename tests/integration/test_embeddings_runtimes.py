@@ -10,9 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from services.embeddings.model import Encoder, packaged_model_path
+from services.embeddings.model import Encoder
 from services.embeddings.runtime_choice import MIN_PARITY_COSINE, PARITY_TEXTS, min_cosine
 from services.embeddings.runtimes import converted_model_dir, load_runtime, model_identity
+from services.models import packaged_model_path
 
 pytestmark = pytest.mark.integration
 

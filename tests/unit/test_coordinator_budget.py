@@ -12,7 +12,7 @@ from services.coordinator.budget import (
     select_context,
 )
 from services.coordinator.prompt import chat_messages, context_only_answer, user_prompt
-from services.embeddings.model import packaged_model_path
+from services.models import packaged_model_path
 
 
 @pytest.fixture(scope="module")

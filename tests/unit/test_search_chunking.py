@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from services.embeddings.model import packaged_model_path
+from services.models import packaged_model_path
 from services.search.chunking import PassageSplitter, load_tokenizer
 
 WINDOW = 256  # all-MiniLM-L6-v2's max_seq_length, [CLS] and [SEP] included
