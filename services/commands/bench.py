@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from services.commands.bench_overload import register_overload_bench
-from services.search.bench import register_search_bench
+from services.commands.bench_search import register_search_bench
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -65,7 +65,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _bench_embed(args: argparse.Namespace) -> int:
-    from services.embeddings.bench import report, run_bench
+    from services.commands.bench_embed_server import report, run_bench
 
     if args.mesh:
         from services.commands.bench_embed_mesh import run_mesh_bench

@@ -23,8 +23,8 @@ from pathlib import Path
 
 from ragmesh.embeddings.v1 import embeddings_service_pb2 as pb
 from ragmesh.embeddings.v1 import embeddings_service_pb2_grpc as pb_grpc
+from services.commands.bench_embed_server import RunResult, bench_texts, drive, embeddings_process
 from services.commands.bench_mesh import MeshHandle, bench_mesh, cpu_seconds
-from services.embeddings.bench import RunResult, bench_texts, drive, embeddings_process
 from services.loadgen import closed_loop
 
 # Throughput is measured closed-loop: 64 callers keep the queue about one batch long, which

@@ -32,7 +32,7 @@ import grpc
 
 from ragmesh.embeddings.v1 import embeddings_service_pb2 as pb
 from ragmesh.embeddings.v1 import embeddings_service_pb2_grpc as pb_grpc
-from services.embeddings.bench import bench_texts
+from services.commands.bench_embed_server import bench_texts
 from services.mesh.envoy_admin import clusters_healthy
 from services.mesh.layout import ragmesh_argv
 from services.runtime.channels import metadata_interceptors

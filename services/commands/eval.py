@@ -46,6 +46,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _eval(args: argparse.Namespace) -> int:
+    from services.commands.search_stack import search_stack
     from services.models import packaged_model_path
     from services.search.evaluation import (
         EvalReport,
@@ -57,7 +58,6 @@ def _eval(args: argparse.Namespace) -> int:
         score,
     )
     from services.search.server import make_splitter
-    from services.search.stack import search_stack
 
     settings = load_settings()
     configure_logging("eval", "WARNING")

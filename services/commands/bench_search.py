@@ -273,8 +273,8 @@ def run_search_bench(
     state_dir: Path | None,
     api_key: str | None = None,
 ) -> BenchResult:
+    from services.commands.search_stack import search_stack
     from services.config import load_settings
-    from services.search.stack import search_stack
 
     data = dataset(vectors, max(recall_queries, requests), seed, distribution, text)
     result = BenchResult(vectors, distribution=distribution, text=data.text_description)
