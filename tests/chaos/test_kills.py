@@ -22,7 +22,7 @@ from tests.chaos.conftest import (
     read_every_acknowledged_write,
     wait_for,
 )
-from tests.chaos.traffic import OUTAGE_CODES, Traffic
+from tests.chaos.traffic import Traffic
 from tests.e2e.conftest import Mesh
 from tests.helpers import model_process_pid
 
@@ -41,8 +41,8 @@ async def survive(name: str, traffic: Traffic, fault: Callable[[], None]) -> Non
     RECOVERY_S[name] = recovery
     seen = traffic.summary(fault_at)
     print(f"chaos {name}: seconds until calls succeed again {recovery}; answers: {seen}")
-    unexpected = {a.code for a in traffic.since(fault_at)} - {"OK"} - OUTAGE_CODES
-    assert not unexpected, f"clients saw {unexpected}: {seen}"
+    unexpected = traffic.unexpected(fault_at)
+    assert not unexpected, f"clients saw {unexpected[:5]}: {seen}"
 
 
 def restarts(mesh: Mesh, child: str) -> int:

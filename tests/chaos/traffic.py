@@ -38,6 +38,7 @@ class Answer:
     started: float
     finished: float
     code: str
+    details: str = ""
 
 
 @dataclass
@@ -87,12 +88,12 @@ class Traffic:
     async def _worker(self, kind: str, call: Callable[[], Awaitable[None]]) -> None:
         while not self._stop.is_set():
             started = time.monotonic()
-            code = "OK"
+            code, details = "OK", ""
             try:
                 await call()
             except grpc.aio.AioRpcError as error:
-                code = error.code().name
-            self.answers.append(Answer(kind, started, time.monotonic(), code))
+                code, details = error.code().name, error.details() or ""
+            self.answers.append(Answer(kind, started, time.monotonic(), code, details))
             # A short pause keeps 2 cores for the mesh; after a failure, as a client backs off.
             await asyncio.sleep(0.05 if code == "OK" else 0.2)
 
@@ -117,6 +118,14 @@ class Traffic:
         raise AssertionError(
             f"traffic did not recover within {timeout_s:.0f} s: {self.summary(after)}"
         )
+
+    def unexpected(self, after: float) -> list[str]:
+        """Each answer since `after` that no outage explains, with its kind and message."""
+        return [
+            f"{a.kind} {a.code} at +{a.started - after:.1f} s: {a.details}"
+            for a in self.since(after)
+            if a.code != "OK" and a.code not in OUTAGE_CODES
+        ]
 
     def summary(self, after: float) -> dict[str, dict[str, int]]:
         counts: dict[str, dict[str, int]] = {kind: {} for kind in KINDS}
