@@ -17,8 +17,9 @@ from pathlib import Path
 
 from cryptography import x509
 
+from services.cert_paths import DEFAULT_SERVICES, certificate_paths
 from services.mesh import certs
-from services.mesh.certs import DEFAULT_SERVICES, LEAF_VALID_DAYS, CertificateError
+from services.mesh.certs import LEAF_VALID_DAYS, CertificateError
 
 # `ragmesh certs renew` renews what expires within this many days unless told otherwise.
 RENEW_WITHIN_DAYS = 30
@@ -35,7 +36,7 @@ def renew_certificates(
     """Reissue every ragmesh leaf certificate (Envoy's, the services', the default client's)
     that expires within `within_days` (`float("inf")` renews them all). Returns the paths of
     the renewed certificates."""
-    paths = certs._layout(certs_dir, services)
+    paths = certificate_paths(certs_dir, services)
     now = now or dt.datetime.now(dt.UTC)
     renewed: list[Path] = []
     with certs._locked(certs_dir):

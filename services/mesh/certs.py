@@ -29,9 +29,9 @@ import os
 import re
 import socket
 import stat
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
@@ -42,6 +42,15 @@ from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes, Pub
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 # The names certificates carry live one layer down, where the runtime checks them too.
+from services.cert_paths import (
+    CLIENTS_DIR,
+    DEFAULT_CLIENT,
+    DEFAULT_SERVICES,
+    CertificatePaths,
+    Identity,
+    certificate_paths,
+    client_identity,
+)
 from services.identities import ENVOY, ENVOY_UPSTREAM, identity_uri, service_dns_name
 
 # Leaf certificates are valid this long; the CA outlives them so it is rotated far less often.
@@ -53,9 +62,6 @@ EXPIRY_MARGIN_DAYS = 14
 BACKDATE = dt.timedelta(minutes=5)
 
 # "openai" is the OpenAI-compatible HTTP adapter (services/openai_compat).
-DEFAULT_SERVICES = ("embeddings", "search", "coordinator", "openai")
-DEFAULT_CLIENT = "client"
-CLIENTS_DIR = "clients"
 ORGANIZATION = "ragmesh"
 
 # Identities are lowercase DNS labels: they become file names and DNS/URI SANs.
@@ -67,33 +73,6 @@ _LOOPBACK_IPS = ("127.0.0.1", "::1")
 
 class CertificateError(Exception):
     """A certificate is missing, expiring, untrusted or unsafe; the message says what to do."""
-
-
-@dataclass(frozen=True)
-class Identity:
-    """A certificate and its private key."""
-
-    cert: Path
-    key: Path
-
-
-@dataclass(frozen=True)
-class CertificatePaths:
-    """Every file ensure_certificates guarantees, by role."""
-
-    ca: Path
-    envoy: Identity  # Envoy's server certificate, on both listeners
-    envoy_upstream: Identity  # the client certificate Envoy presents to services
-    client: Identity  # the user's client certificate, clients/client.pem
-    services: Mapping[str, Identity] = field(default_factory=dict)  # server certificates
-    service_clients: Mapping[str, Identity] = field(default_factory=dict)  # services as callers
-
-    def all(self) -> Iterator[Identity]:
-        yield self.envoy
-        yield self.envoy_upstream
-        yield from self.services.values()
-        yield from self.service_clients.values()
-        yield self.client
 
 
 def validate_name(name: str) -> str:
@@ -128,7 +107,7 @@ def ensure_certificates(
         # Files are named <service>.pem and <service>-client.pem beside envoy*.pem and ca.pem.
         if service in _RESERVED or f"{service}-client" in services:
             raise ValueError(f"service name {service!r} collides with another certificate's name")
-    paths = _layout(certs_dir, services)
+    paths = certificate_paths(certs_dir, services)
     certs_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     with _locked(certs_dir):
         ca = _load_or_create_ca(certs_dir, paths)
@@ -146,7 +125,7 @@ def issue_client_certificate(
 ) -> tuple[Path, Path]:
     """Issue clients/<name>.pem from the ragmesh CA (for `ragmesh certs client NAME`)."""
     validate_name(name)
-    identity = _client_identity(certs_dir, name)
+    identity = client_identity(certs_dir, name)
     with _locked(certs_dir):
         if identity.cert.exists() or identity.key.exists():
             raise CertificateError(
@@ -201,26 +180,6 @@ class _LeafSpec:
 class _Ca:
     cert: x509.Certificate
     key: ec.EllipticCurvePrivateKey | None
-
-
-def _layout(certs_dir: Path, services: Sequence[str]) -> CertificatePaths:
-    def pair(stem: str) -> Identity:
-        return Identity(certs_dir / f"{stem}.pem", certs_dir / f"{stem}-key.pem")
-
-    return CertificatePaths(
-        ca=certs_dir / "ca.pem",
-        envoy=pair(ENVOY),
-        envoy_upstream=pair(ENVOY_UPSTREAM),
-        services={service: pair(service) for service in services},
-        service_clients={service: pair(f"{service}-client") for service in services},
-        client=_client_identity(certs_dir, DEFAULT_CLIENT),
-    )
-
-
-def _client_identity(certs_dir: Path, name: str) -> Identity:
-    # A directory of their own keeps user names from colliding with ragmesh's identities.
-    folder = certs_dir / CLIENTS_DIR
-    return Identity(folder / f"{name}.pem", folder / f"{name}-key.pem")
 
 
 @contextmanager

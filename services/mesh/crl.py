@@ -22,6 +22,7 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
+from services.cert_paths import client_identity
 from services.mesh import certs
 from services.mesh.certs import CertificateError
 
@@ -66,7 +67,7 @@ def revoke_client(certs_dir: Path, name: str, *, now: dt.datetime | None = None)
     """Revoke clients/<name>.pem: add its serial to the CRL and move the pair to
     clients/revoked/, so the name can be issued again. Returns the serial."""
     certs.validate_name(name)
-    identity = certs._client_identity(certs_dir, name)
+    identity = client_identity(certs_dir, name)
     if not identity.cert.exists():
         raise CertificateError(f"no client certificate {identity.cert} to revoke")
     now = now or dt.datetime.now(dt.UTC)

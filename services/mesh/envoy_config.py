@@ -28,9 +28,9 @@ from typing import Any
 
 import yaml
 
+from services.cert_paths import CertificatePaths
 from services.identities import identity_uri, service_dns_name
 from services.mesh import envoy_limits
-from services.mesh.certs import CertificatePaths
 from services.mesh.envoy_sds import sds_path, sds_resources, use_sds
 from services.mesh.envoy_security import admin_on_socket, ratelimit_cluster, secure_listener
 

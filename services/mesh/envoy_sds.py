@@ -16,7 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from services.mesh.certs import CertificatePaths, Identity
+from services.cert_paths import CertificatePaths, Identity
 from services.mesh.crl import envoy_crl
 
 # Secret names: Envoy's server certificate (both listeners), its client certificate towards

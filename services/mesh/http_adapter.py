@@ -7,8 +7,8 @@ import ssl
 
 import httpx
 
+from services.cert_paths import CertificatePaths
 from services.config import Settings
-from services.mesh.certs import CertificatePaths
 from services.mesh.envoy_config import HTTP_HEALTH_PATH
 from services.runtime.tls import replica_server_name
 

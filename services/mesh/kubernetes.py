@@ -19,8 +19,8 @@ from pathlib import Path
 
 import yaml
 
+from services.cert_paths import CertificatePaths, Identity
 from services.config import Settings
-from services.mesh.certs import CertificatePaths, Identity
 from services.mesh.envoy_config import (
     HttpGateway,
     Topology,

@@ -13,7 +13,7 @@ from ragmesh.embeddings.v1 import embeddings_service_pb2_grpc as embeddings_grpc
 from services.config import Settings
 from services.openai_compat.app import Backends, create_app
 from services.runtime.channels import open_channel
-from services.runtime.tls import caller_credentials_for, mesh_certificates
+from services.runtime.tls import caller_credentials_for, existing, mesh_certificates
 
 # The name of this service's certificates (openai.pem, openai-client.pem) and Envoy cluster.
 SERVICE = "openai"
@@ -33,7 +33,7 @@ def uvicorn_config(settings: Settings, backends: Backends) -> uvicorn.Config:
     tls: dict[str, object] = {}
     if settings.mesh.tls:
         certs = mesh_certificates(settings)
-        identity = certs.services[SERVICE]
+        identity = existing(certs.services[SERVICE], f"{SERVICE} server")
         tls = {
             "ssl_certfile": str(identity.cert),
             "ssl_keyfile": str(identity.key),

@@ -1,4 +1,5 @@
-"""gRPC credentials from the mesh's certificate files (services/mesh/certs.py makes them).
+"""gRPC credentials from the mesh's certificate files, which servers only read: `ragmesh up`
+and `ragmesh certs` make them (services/mesh/certs.py), a Kubernetes Secret mounts them.
 
 Servers require a client certificate signed by the ragmesh CA, so a plaintext connection or a
 TLS one without a certificate is refused during the handshake. Channels present a client
@@ -12,9 +13,9 @@ from typing import Any
 
 import grpc
 
+from services.cert_paths import CertificatePaths, Identity, certificate_paths
 from services.config import Settings
 from services.identities import service_dns_name
-from services.mesh.certs import CertificatePaths, ensure_certificates
 from services.runtime.tls_reload import reloading_server_credentials
 
 
@@ -63,10 +64,24 @@ def peer_uris(context: grpc.aio.ServicerContext) -> list[str]:
     return [name for name in names if name.startswith("spiffe://")]
 
 
+class MissingCertificateError(FileNotFoundError):
+    """A certificate this process needs is not there; the message says how to make it."""
+
+
 def mesh_certificates(settings: Settings) -> CertificatePaths:
-    """The mesh's certificates under the state directory (made on first use, then reused
-    and checked for expiry)."""
-    return ensure_certificates(settings.state_dir / "certs")
+    """The paths of the mesh's certificates under the state directory. Nothing is made here:
+    `ragmesh up` (or `ragmesh certs client`) makes them and checks their expiry."""
+    return certificate_paths(settings.state_dir / "certs")
+
+
+def existing(identity: Identity, role: str) -> Identity:
+    """`identity` when both its files exist, else MissingCertificateError naming them."""
+    if not identity.exists():
+        raise MissingCertificateError(
+            f"the {role} certificate {identity.cert} (or its key) is missing; `ragmesh up`"
+            " makes the mesh's certificates in the state folder"
+        )
+    return identity
 
 
 def server_credentials_for(settings: Settings, service: str) -> grpc.ServerCredentials | None:
@@ -78,7 +93,7 @@ def server_credentials_for(settings: Settings, service: str) -> grpc.ServerCrede
     if mounted:
         return reloading_server_credentials(*_mounted_files(Path(mounted)))
     certs = mesh_certificates(settings)
-    identity = certs.services[service]
+    identity = existing(certs.services[service], f"{service} server")
     return reloading_server_credentials(identity.cert, identity.key, certs.ca)
 
 
@@ -92,7 +107,7 @@ def caller_credentials_for(settings: Settings, service: str) -> grpc.ChannelCred
         cert, key, ca = _mounted_files(Path(mounted))
         return channel_credentials(ca, cert, key)
     certs = mesh_certificates(settings)
-    identity = certs.service_clients[service]
+    identity = existing(certs.service_clients[service], f"{service} client")
     return channel_credentials(certs.ca, identity.cert, identity.key)
 
 
