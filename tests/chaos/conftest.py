@@ -87,7 +87,21 @@ async def traffic(chaos_mesh: Mesh) -> AsyncIterator[Traffic]:
         yield load
         await load.stop()
     unexpected = load.unexpected(started)
-    assert not unexpected, f"clients saw {unexpected[:5]}: {load.summary(started)}"
+    assert not unexpected, (
+        f"clients saw {unexpected[:5]}: {load.summary(started)};"
+        f" errors the mesh logged: {logged_errors(chaos_mesh)}"
+    )
+
+
+def logged_errors(mesh: Mesh, limit: int = 5) -> list[str]:
+    """The last ERROR lines of every process's log (an INTERNAL answer's traceback is logged
+    under its error id), so a failure in CI says where it came from."""
+    lines: list[str] = []
+    for log in sorted((Path(mesh.state_dir) / "logs").glob("*.log")):
+        text = log.read_text(errors="replace")
+        errors = [line for line in text.splitlines() if '"level": "error"' in line]
+        lines += [f"{log.name}: {line[:2000]}" for line in errors[-limit:]]
+    return lines
 
 
 def postgres_processes(mesh: Mesh) -> list[psutil.Process]:
