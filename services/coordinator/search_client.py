@@ -109,8 +109,14 @@ class SearchClient:
             result = await operation(total_s)
         except grpc.aio.AioRpcError as exc:
             if is_cancellation(exc):
+                # Our own caller leaving arrives as asyncio.CancelledError, not as this: a
+                # CANCELLED status came from the path (Envoy or a connection torn down
+                # mid-call). Not a breaker failure, but the caller must hear UNAVAILABLE.
                 self.breaker.release()
-                raise
+                raise SearchUnavailableError(
+                    f"the call to the search service was cancelled on the way ({what}):"
+                    f" {exc.details()}"
+                ) from None
             code = exc.code()
             if code in _CLIENT_ERROR_CODES:
                 self.breaker.record_success()

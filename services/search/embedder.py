@@ -164,8 +164,15 @@ class Embedder:
             result = await call()
         except grpc.aio.AioRpcError as exc:
             if is_cancellation(exc):
+                # Our own caller leaving arrives as asyncio.CancelledError, not as this: a
+                # CANCELLED status came from the path (Envoy or a connection torn down
+                # mid-call). Not a breaker failure, but the caller must hear UNAVAILABLE,
+                # never an unhandled error.
                 self.breaker.release()
-                raise
+                raise EmbeddingsUnavailableError(
+                    f"the call to the embeddings service at {self.target} was cancelled on"
+                    f" the way ({what}): {exc.details()}"
+                ) from None
             code = exc.code()
             if code in _SERVICE_FAILURE_CODES:
                 self.breaker.record_failure()
