@@ -55,6 +55,9 @@ class EmbeddingsSettings(_Section):
     # Load shedding (issue 9): a call whose texts would wait longer than this for the model
     # (queued texts / measured throughput) is refused at once with RESOURCE_EXHAUSTED.
     max_queue_wait_ms: float = Field(defaults.MAX_QUEUE_WAIT_MS, gt=0)
+    # Load shedding in Envoy: calls Envoy sends one replica at once (its circuit breaker);
+    # past it Envoy refuses at once with UNAVAILABLE, before the server spends CPU on them.
+    envoy_max_requests: int = Field(defaults.EMBEDDINGS_ENVOY_MAX_REQUESTS, ge=1)
     # Messages one EmbedStream may send; past this it ends with RESOURCE_EXHAUSTED.
     max_stream_messages: int = Field(defaults.MAX_STREAM_MESSAGES, ge=1)
     model_load_attempts: int = Field(defaults.MODEL_LOAD_ATTEMPTS, ge=1)

@@ -26,6 +26,14 @@ MAX_QUEUE_TEXTS = 4096
 # throughput) are refused at once with RESOURCE_EXHAUSTED, so accepted calls stay fast under
 # overload (docs/benchmarks.md, bench overload).
 MAX_QUEUE_WAIT_MS = 500.0
+# Load shedding in Envoy, before a call costs Python any CPU: the calls Envoy lets one
+# embeddings replica hold at once (its circuit breaker's max_requests); the next is refused
+# by Envoy at once with UNAVAILABLE (response flag UO). Sized from a replica's capacity: at
+# ~230 single-text calls/s on 2 idle cores, 64 in flight wait ~0.3 s, inside
+# MAX_QUEUE_WAIT_MS, so Envoy, not the server, refuses the excess (docs/benchmarks.md,
+# bench overload); and no fewer than the 64 callers `ragmesh bench embed --mesh` sends one
+# replica. The other services keep services/mesh/envoy_limits.py's 512.
+EMBEDDINGS_ENVOY_MAX_REQUESTS = 64
 # Messages one EmbedStream may send (its duration is capped by Envoy: envoy_limits.py).
 MAX_STREAM_MESSAGES = 10_000
 
@@ -50,8 +58,9 @@ SHUTDOWN_DRAIN_S = 0.0
 SHUTDOWN_GRACE_S = 10.0
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 # Load shedding: calls one server process takes at once; past it RESOURCE_EXHAUSTED at once.
-# Envoy's circuit breakers allow 512 per replica (services/mesh/envoy_limits.py), so the
-# server, which can say why, normally refuses first.
+# Envoy's circuit breakers allow 512 per replica of search and the coordinator
+# (services/mesh/envoy_limits.py), so those servers, which can say why, refuse first;
+# embeddings is capped lower in Envoy (EMBEDDINGS_ENVOY_MAX_REQUESTS).
 MAX_CONCURRENT_RPCS = 256
 
 # Search: which store holds the documents.

@@ -1,4 +1,6 @@
-"""Reading Envoy's admin interface (loopback only): readiness, cluster health, counters."""
+"""Envoy's admin interface: readiness, cluster health and counters (read-only, loopback), and
+the two changes `ragmesh up` and its benches make through the admin socket: runtime overrides
+and stopping the client listener."""
 
 from __future__ import annotations
 
@@ -6,10 +8,15 @@ import asyncio
 import http.client
 import json
 import socket
+import time
 import urllib.error
+import urllib.parse
 import urllib.request
 
 ADMIN_TIMEOUT_S = 2.0
+# Calls in progress on the client listener (its connection manager's stat prefix is "client").
+CLIENT_ACTIVE = r"http\.client\.downstream_rq_active"
+STOP_POLL_S = 0.1
 
 # The per-cluster counters `ragmesh status` shows, by stat suffix.
 CLUSTER_COUNTERS = {
@@ -36,10 +43,10 @@ class _UnixHTTPConnection(http.client.HTTPConnection):
         self.sock = connection
 
 
-def _get_unix(socket_path: str, path: str) -> str:
+def _request_unix(socket_path: str, path: str, method: str = "GET") -> str:
     connection = _UnixHTTPConnection(socket_path, ADMIN_TIMEOUT_S)
     try:
-        connection.request("GET", path)
+        connection.request(method, path)
         response = connection.getresponse()
         body = response.read().decode()
     finally:
@@ -52,7 +59,7 @@ def _get_unix(socket_path: str, path: str) -> str:
 def _get(admin: str, path: str) -> str:
     """GET `path` from Envoy's admin at `admin`: host:port, or unix:/path/to/socket."""
     if admin.startswith("unix:"):
-        return _get_unix(admin.removeprefix("unix:"), path)
+        return _request_unix(admin.removeprefix("unix:"), path)
     # The scheme is fixed (http://) and the address is Envoy's admin from our own settings.
     url = f"http://{admin}{path}"
     with urllib.request.urlopen(url, timeout=ADMIN_TIMEOUT_S) as response:  # nosec B310
@@ -61,6 +68,33 @@ def _get(admin: str, path: str) -> str:
 
 async def admin_get(admin: str, path: str) -> str:
     return await asyncio.to_thread(_get, admin, path)
+
+
+async def set_runtime(admin_socket: str, key: str, value: str) -> None:
+    """Override one of Envoy's runtime values (e.g. a circuit breaker,
+    circuit_breakers.<cluster>.default.max_requests) through its admin socket, the only
+    admin that changes state; an empty `value` removes the override."""
+    path = f"/runtime_modify?{urllib.parse.urlencode({key: value})}"
+    await asyncio.to_thread(_request_unix, admin_socket, path, "POST")
+
+
+async def stop_taking_calls(admin_socket: str, limit_s: float) -> int:
+    """Envoy's client listener (the one INBOUND listener) stops accepting connections, then
+    this waits until the calls it had already taken have finished, at most `limit_s`.
+    Returns the calls still in flight then (0: all finished)."""
+    await asyncio.to_thread(_request_unix, admin_socket, "/drain_listeners?inboundonly", "POST")
+    deadline = time.monotonic() + limit_s
+    while True:
+        body = json.loads(
+            await admin_get(
+                f"unix:{admin_socket}",
+                f"/stats?format=json&filter={urllib.parse.quote(f'^{CLIENT_ACTIVE}$')}",
+            )
+        )
+        active = sum(int(entry.get("value", 0)) for entry in body.get("stats", []))
+        if active == 0 or time.monotonic() >= deadline:
+            return active
+        await asyncio.sleep(STOP_POLL_S)
 
 
 async def clusters_healthy(admin: str, clusters: list[str]) -> bool:

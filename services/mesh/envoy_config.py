@@ -119,12 +119,15 @@ class UpstreamCluster:
     must carry `<name with dashes>.ragmesh.internal`. `endpoints` are (host, port) pairs: IP
     literals, host names (resolved by DNS), or ("unix:/path", 0) for a unix socket.
     `retry_methods` are full paths ("/pkg.Service/Method") safe to send twice.
+    `max_requests_per_replica` replaces the service's circuit breaker default
+    (services/mesh/envoy_limits.py): calls in flight per replica, past which Envoy refuses.
     """
 
     name: str
     grpc_service: str
     endpoints: Sequence[Address]
     retry_methods: Sequence[str] = ()
+    max_requests_per_replica: int | None = None
 
     @property
     def server_name(self) -> str:
@@ -137,6 +140,8 @@ class UpstreamCluster:
             raise ValueError(f"{self.grpc_service!r} is not a full gRPC service name")
         if not self.endpoints:
             raise ValueError(f"cluster {self.name} has no endpoints")
+        if self.max_requests_per_replica is not None and self.max_requests_per_replica < 1:
+            raise ValueError(f"cluster {self.name}: max_requests_per_replica must be >= 1")
         for host, port in self.endpoints:
             if not host.startswith("unix:") and not 0 < port < 65536:
                 raise ValueError(f"cluster {self.name}: bad port {port} for {host}")
@@ -361,6 +366,7 @@ def _listener(
     listener = _render(
         "listener.yaml",
         name=name,
+        traffic_direction="INBOUND" if name == "client" else "UNSPECIFIED",
         address=address[0],
         port=address[1],
         handshake_timeout=_duration(HANDSHAKE_TIMEOUT_S),
@@ -484,7 +490,8 @@ def _cluster(cluster: UpstreamCluster, certs: CertificatePaths) -> Any:
         buffer_limit_bytes=envoy_limits.PER_CONNECTION_BUFFER_LIMIT_BYTES,
         max_connections=limits.max_connections_per_replica * replicas,
         max_pending_requests=limits.max_pending_requests_per_replica * replicas,
-        max_requests=limits.max_requests_per_replica * replicas,
+        max_requests=(cluster.max_requests_per_replica or limits.max_requests_per_replica)
+        * replicas,
         retry_budget_percent=envoy_limits.RETRY_BUDGET_PERCENT,
         min_retry_concurrency=envoy_limits.MIN_RETRY_CONCURRENCY,
     )

@@ -73,9 +73,12 @@ class ServiceLimits:
     retry_on: str = TRANSPORT_RETRY_ON
     per_try_timeout_s: float = PER_TRY_TIMEOUT_S
     # Circuit breakers, per replica of the cluster (scaled by the number of endpoints). Past
-    # max_requests Envoy answers UNAVAILABLE at once (response flag UO); each server's own
-    # concurrency limit (server.max_concurrent_rpcs, 256 by default) normally refuses first,
-    # with RESOURCE_EXHAUSTED.
+    # max_requests Envoy answers UNAVAILABLE at once (response flag UO; never retried, and not
+    # counted against the replica by outlier detection). For search and the coordinator each
+    # server's own concurrency limit (server.max_concurrent_rpcs, 256 by default) normally
+    # refuses first, with RESOURCE_EXHAUSTED. Embeddings is capped here far lower, from its
+    # capacity (embeddings.envoy_max_requests, UpstreamCluster.max_requests_per_replica), so
+    # that Envoy refuses the excess before it costs the Python server CPU.
     max_requests_per_replica: int = 512
     max_pending_requests_per_replica: int = 128
     max_connections_per_replica: int = 64

@@ -28,7 +28,12 @@ from services.mesh.envoy_config import (
     _render,  # the templates' one renderer, for this module's own template
     write_config,
 )
-from services.mesh.plan import RETRY_METHODS, grpc_service_name, split_address
+from services.mesh.plan import (
+    RETRY_METHODS,
+    envoy_max_requests,
+    grpc_service_name,
+    split_address,
+)
 
 DEFAULT_NAMESPACE = "ragmesh"
 CLUSTER_DOMAIN = "cluster.local"
@@ -79,6 +84,7 @@ def kubernetes_topology(
                 grpc_service=grpc_service,
                 endpoints=[(service_host(service, namespace), port)],
                 retry_methods=[f"/{grpc_service}/{m}" for m in RETRY_METHODS[service]],
+                max_requests_per_replica=envoy_max_requests(settings, service),
             )
         )
     mesh = settings.mesh

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import os
 import shlex
 from collections.abc import Awaitable, Callable
@@ -12,7 +13,7 @@ from services.config import Settings
 from services.mesh.ca_secret import forget_passphrase, protect_ca_key, use_settings_passphrase
 from services.mesh.certs import ensure_certificates
 from services.mesh.crl import ensure_crl
-from services.mesh.envoy_admin import clusters_healthy
+from services.mesh.envoy_admin import clusters_healthy, stop_taking_calls
 from services.mesh.envoy_config import (
     HttpGateway,
     HttpUpstream,
@@ -30,6 +31,7 @@ from services.mesh.plan import (
     SERVICE_ORDER,
     MeshState,
     Replica,
+    envoy_max_requests,
     plan_replicas,
     split_address,
 )
@@ -52,6 +54,8 @@ _DEPENDENCY_TARGET = {
 }
 # The services that cannot start without the database.
 _NEEDS_DATABASE = ("search", "coordinator")
+
+_log = logging.getLogger("ragmesh.supervisor")
 
 
 class MeshLauncher:
@@ -109,6 +113,7 @@ class MeshLauncher:
                     grpc_service=grpc_service,
                     endpoints=[(r.host, r.port) for r in replicas],
                     retry_methods=[f"/{grpc_service}/{m}" for m in RETRY_METHODS[service]],
+                    max_requests_per_replica=envoy_max_requests(self.settings, service),
                 )
             )
         mesh = self.settings.mesh
@@ -271,10 +276,24 @@ class MeshLauncher:
         ).write(self.layout.mesh_state)
 
     async def stop(self) -> None:
-        """Servers first, all at once (each drains: NOT_SERVING, Envoy stops routing to it,
-        in-flight calls finish); then Envoy; then the database."""
+        """Envoy's client listener first: it takes no new connection, and the calls it had
+        taken finish while every server is still up (up to server.shutdown_grace_s); then the
+        servers, all at once (each drains: NOT_SERVING, in-flight calls finish); then Envoy;
+        then the database. Stopping the servers first lost calls on a loaded machine: Envoy
+        still sent calls (or a retry after a per-try timeout) to a replica that had already
+        closed its port, and with one replica there is no other to send them to."""
         self.layout.mesh_state.unlink(missing_ok=True)
         by_name = {process.spec.name: process for process in self.supervisor.processes}
+        envoy = by_name.get("envoy")
+        if envoy is not None and envoy.popen.poll() is None:
+            try:
+                left = await stop_taking_calls(
+                    str(admin_socket(self.settings.state_dir)),
+                    self.settings.server.shutdown_grace_s,
+                )
+                _log.info("client listener stopped", extra={"calls_in_flight": left})
+            except OSError as exc:  # Envoy going away on its own: the servers still drain
+                _log.warning("could not stop Envoy's client listener: %s", exc)
         servers = [by_name[r.name] for r in self.replicas if r.name in by_name]
         rest: list[ManagedProcess] = [
             p for p in reversed(self.supervisor.processes) if p not in servers

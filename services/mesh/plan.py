@@ -57,6 +57,14 @@ class Replica:
         return f"{self.host}:{self.port}"
 
 
+def envoy_max_requests(settings: Settings, service: str) -> int | None:
+    """Envoy's per-replica cap on calls in flight where a setting sizes it (embeddings, whose
+    capacity is the model's), else None: envoy_limits.py's default for the service."""
+    if service == "embeddings":
+        return settings.embeddings.envoy_max_requests
+    return None
+
+
 def grpc_service_name(service: str) -> str | None:
     """The full gRPC name of a mesh service, or None if this build has no API for it."""
     short = _GRPC_SERVICES[service]

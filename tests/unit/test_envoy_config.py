@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -235,6 +236,24 @@ def test_clusters_have_a_retry_budget_and_breakers_scaled_by_replicas(
     assert "max_retries" not in embeddings  # the budget replaces the fixed cap
     assert search["max_requests"] == 2 * embeddings["max_requests"]  # two replicas vs one
     assert clusters["search"]["per_connection_buffer_limit_bytes"] == 1024 * 1024
+
+
+def test_a_clusters_own_request_cap_replaces_the_service_default_and_is_runtime_tunable(
+    certs: CertificatePaths,
+) -> None:
+    capped = UpstreamCluster(
+        "embeddings",
+        EMBEDDINGS,
+        [("127.0.0.1", 50051), ("127.0.0.1", 50061)],
+        max_requests_per_replica=64,
+    )
+    config = rendered(certs, clusters=[capped])
+    (cluster,) = config["static_resources"]["clusters"]
+    assert cluster["circuit_breakers"]["thresholds"][0]["max_requests"] == 2 * 64
+    # An admin layer, so /runtime_modify can move circuit_breakers.<cluster>.default.* live.
+    assert config["layered_runtime"] == {"layers": [{"name": "admin", "admin_layer": {}}]}
+    with pytest.raises(ValueError, match="max_requests_per_replica"):
+        render_config(topology(certs, clusters=[replace(capped, max_requests_per_replica=0)]))
 
 
 def test_listeners_bound_headers_idle_streams_and_buffers(certs: CertificatePaths) -> None:
