@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from services.commands.bench_overload import register_overload_bench
-from services.commands.bench_search import register_search_bench
+from services.commands.bench_search_cli import register_search_bench
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -17,10 +17,11 @@ than any other point, so recall at a practical ef_search is far lower there.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
+import os
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,10 +31,11 @@ import numpy as np
 
 from ragmesh.search.v1 import search_service_pb2 as pb
 from ragmesh.search.v1 import search_service_pb2_grpc as pb_grpc
+from services.commands.bench_search_mesh import KeywordWarmup, ProcessCpu, warm_keyword_index
 from services.loadgen import closed_loop
 from services.progress import Progress
 from services.runtime.channels import metadata_interceptors
-from services.search.bench_text import TEXT_MODES, TextSource
+from services.search.bench_text import TextSource
 
 DIMENSIONS = 384
 UPSERT_BATCH = 256
@@ -46,6 +48,7 @@ COLLECTION = "bench-search"
 CLUSTERS = 1000
 CLUSTER_SPREAD = 1.0
 DISTRIBUTIONS = ("clustered", "uniform")
+WARMUP_QUERIES = 64
 
 
 @dataclass
@@ -54,6 +57,9 @@ class ModeResult:
     qps: float
     p50_ms: float
     p99_ms: float
+    concurrency: int = 0
+    # CPU cores used on average during the mode's run, by process (mesh mode).
+    cores: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -69,6 +75,11 @@ class BenchResult:
     concurrency: int = 0
     requests: int = 0
     modes: list[ModeResult] = field(default_factory=list)
+    path: str = "the search server (plaintext, no key)"
+    reused: bool = False
+    keyword_warmup: KeywordWarmup | None = None
+    load_before: str = ""
+    load_after: str = ""
 
 
 def random_vectors(
@@ -117,6 +128,16 @@ def exact_top_k(vectors: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
     top = np.argpartition(-scores, k, axis=1)[:, :k]
     order = np.take_along_axis(scores, top, axis=1).argsort(axis=1)[:, ::-1]
     return np.take_along_axis(top, order, axis=1)
+
+
+async def stored_documents(stub: pb_grpc.SearchServiceStub) -> int:
+    try:
+        info = await stub.GetCollection(pb.GetCollectionRequest(name=COLLECTION))
+    except grpc.aio.AioRpcError as exc:
+        if exc.code() is not grpc.StatusCode.NOT_FOUND:
+            raise
+        return -1
+    return int(info.collection.document_count)
 
 
 async def ingest(stub: pb_grpc.SearchServiceStub, vectors: np.ndarray, texts: list[str]) -> float:
@@ -187,18 +208,29 @@ async def measure_mode(
     stub: pb_grpc.SearchServiceStub,
     mode: str,
     requests: list[pb.SearchRequest],
+    warmups: list[pb.SearchRequest],
     concurrency: int,
+    cpu: ProcessCpu | None = None,
 ) -> ModeResult:
-    for request in requests[:concurrency]:  # warm-up
-        await stub.Search(request, timeout=60)
+    await asyncio.gather(*(stub.Search(request, timeout=60) for request in warmups))
+    if cpu is not None:
+        cpu.start()
     load = await closed_loop(
         requests, lambda request: stub.Search(request, timeout=60), concurrency
     )
-    return ModeResult(mode, load.calls_per_s, load.percentile_ms(0.50), load.percentile_ms(0.99))
+    cores = cpu.cores(load.elapsed_s) if cpu is not None else {}
+    return ModeResult(
+        mode,
+        load.calls_per_s,
+        load.percentile_ms(0.50),
+        load.percentile_ms(0.99),
+        concurrency,
+        cores,
+    )
 
 
 async def run_against(
-    target: str,
+    channel_factory: Callable[[], grpc.aio.Channel],
     dsn: str,
     result: BenchResult,
     data: Dataset,
@@ -207,21 +239,30 @@ async def run_against(
     concurrency: int,
     requests: int,
     seed: int,
-    api_key: str | None = None,
+    reuse: bool = False,
+    dense_concurrencies: tuple[int, ...] = (),
+    cpu: ProcessCpu | None = None,
 ) -> None:
-    options = [("grpc.max_send_message_length", 64 * 1024 * 1024)]
-    async with grpc.aio.insecure_channel(
-        target, options=options, interceptors=metadata_interceptors(api_key)
-    ) as channel:
+    async with channel_factory() as channel:
         stub = pb_grpc.SearchServiceStub(channel)
         vectors, texts, queries = data.vectors, data.texts, data.query_vectors
-        print(f"ingesting {len(texts)} vectors ...", flush=True)
-        result.ingest_s = await ingest(stub, vectors, texts)
-        if dsn:
-            print("rebuilding the HNSW index ...", flush=True)
-            result.index_build_s = await rebuild_index(dsn)
+        if reuse and await stored_documents(stub) == len(texts):
+            print(f"reusing the stored {len(texts)} documents", flush=True)
+            result.reused = True
+        else:
+            print(f"ingesting {len(texts)} vectors ...", flush=True)
+            result.ingest_s = await ingest(stub, vectors, texts)
+            if dsn:
+                print("rebuilding the HNSW index ...", flush=True)
+                result.index_build_s = await rebuild_index(dsn)
+        # Disjoint query ranges (the result cache would answer a repeated one): measured
+        # ones (DENSE once more per lower concurrency), then warm-ups, then recall's.
+        measured = requests * (1 + len(dense_concurrencies))
+        warmups = range(measured, measured + WARMUP_QUERIES)
         print("measuring recall ...", flush=True)
-        result.recall_at_10 = await measure_recall(stub, vectors, queries[:recall_queries])
+        result.recall_at_10 = await measure_recall(
+            stub, vectors, queries[measured + WARMUP_QUERIES :][:recall_queries]
+        )
         result.recall_queries = recall_queries
         by_mode = {
             "dense": [
@@ -231,7 +272,7 @@ async def run_against(
                     mode=pb.SEARCH_MODE_DENSE,
                     top_k=RECALL_K,
                 )
-                for i in range(requests)
+                for i in [*range(measured), *warmups]
             ],
             "keyword": [
                 pb.SearchRequest(
@@ -240,7 +281,7 @@ async def run_against(
                     mode=pb.SEARCH_MODE_KEYWORD,
                     top_k=RECALL_K,
                 )
-                for i in range(requests)
+                for i in [*range(measured), *warmups]
             ],
             "hybrid": [
                 pb.SearchRequest(
@@ -250,13 +291,45 @@ async def run_against(
                     mode=pb.SEARCH_MODE_HYBRID,
                     top_k=RECALL_K,
                 )
-                for i in range(requests)
+                for i in [*range(measured), *warmups]
             ],
         }
         result.concurrency, result.requests = concurrency, requests
+        print("waiting for the keyword index ...", flush=True)
+        result.keyword_warmup = await warm_keyword_index(
+            stub, by_mode["keyword"][measured + concurrency :]
+        )
+        result.load_before = load_average()
         for mode, mode_requests in by_mode.items():
             print(f"measuring {mode} ...", flush=True)
-            result.modes.append(await measure_mode(stub, mode, mode_requests, concurrency))
+            result.modes.append(
+                await measure_mode(
+                    stub,
+                    mode,
+                    mode_requests[:requests],
+                    mode_requests[measured : measured + concurrency],
+                    concurrency,
+                    cpu,
+                )
+            )
+        for round_, lower in enumerate(dense_concurrencies, start=1):
+            print(f"measuring dense at concurrency {lower} ...", flush=True)
+            dense = by_mode["dense"]
+            result.modes.append(
+                await measure_mode(
+                    stub,
+                    "dense",
+                    dense[round_ * requests : (round_ + 1) * requests],
+                    dense[measured : measured + lower],
+                    lower,
+                    cpu,
+                )
+            )
+        result.load_after = load_average()
+
+
+def load_average() -> str:
+    return " ".join(f"{value:.2f}" for value in os.getloadavg())
 
 
 def run_search_bench(
@@ -272,17 +345,26 @@ def run_search_bench(
     pg_dsn: str,
     state_dir: Path | None,
     api_key: str | None = None,
+    mesh: bool = False,
+    reuse: bool = False,
+    dense_concurrencies: tuple[int, ...] = (),
 ) -> BenchResult:
+    from services.commands.bench_mesh import bench_mesh
     from services.commands.search_stack import search_stack
     from services.config import load_settings
+    from services.postgres.embedded import EmbeddedPostgres
 
-    data = dataset(vectors, max(recall_queries, requests), seed, distribution, text)
+    # Warm-up queries come after the measured ones: none of them is answered from a cache.
+    queries = recall_queries + requests * (1 + len(dense_concurrencies)) + WARMUP_QUERIES
+    data = dataset(vectors, queries, seed, distribution, text)
     result = BenchResult(vectors, distribution=distribution, text=data.text_description)
 
-    def measure(search_target: str, dsn: str) -> None:
+    def measure(
+        factory: Callable[[], grpc.aio.Channel], dsn: str, cpu: ProcessCpu | None = None
+    ) -> None:
         asyncio.run(
             run_against(
-                search_target,
+                factory,
                 dsn,
                 result,
                 data,
@@ -290,97 +372,34 @@ def run_search_bench(
                 concurrency=concurrency,
                 requests=requests,
                 seed=seed,
-                api_key=api_key,
+                reuse=reuse,
+                dense_concurrencies=dense_concurrencies,
+                cpu=cpu,
             )
         )
 
+    def plaintext(address: str, key: str | None) -> Callable[[], grpc.aio.Channel]:
+        return lambda: grpc.aio.insecure_channel(
+            address,
+            options=[("grpc.max_send_message_length", 64 * 1024 * 1024)],
+            interceptors=metadata_interceptors(key),
+        )
+
     if target:
-        measure(target, pg_dsn)
+        measure(plaintext(target, api_key), pg_dsn)
         return result
     # The stack started here reads the same settings (environment, config file) as this process.
-    result.ef_search = str(load_settings().search.hnsw_ef_search)
+    settings = load_settings()
+    result.ef_search = str(settings.search.hnsw_ef_search)
     with tempfile.TemporaryDirectory(prefix="ragmesh-bench-") as scratch:
         state = (state_dir or Path(scratch)).resolve()
         state.mkdir(parents=True, exist_ok=True)
-        with search_stack(state, start_embeddings=False) as stack:
-            measure(stack.search_target, stack.pg_dsn)
+        if mesh:
+            result.path = "Envoy (mTLS + API key), ragmesh up with one replica each"
+            with bench_mesh(None, settings.models_dir, state_dir=state) as handle:
+                cpu = ProcessCpu(dict(handle.state.pids))
+                measure(handle.channel, EmbeddedPostgres(state).dsn(), cpu)
+        else:
+            with search_stack(state, start_embeddings=False) as stack:
+                measure(plaintext(stack.search_target, None), stack.pg_dsn)
     return result
-
-
-def report(result: BenchResult) -> str:
-    ef_search = result.ef_search or "as the target server has it"
-    lines = [
-        f"ragmesh bench search: {result.vectors} random {DIMENSIONS}-d vectors,"
-        f" {result.distribution} (pgvector, HNSW"
-        f" m=16 ef_construction=64, hnsw.ef_search={ef_search}); {result.text}",
-        f"ingest through UpsertDocuments   {result.ingest_s:8.1f} s"
-        f"   ({result.vectors / result.ingest_s:.0f} documents/s, index built incrementally)",
-    ]
-    if result.index_build_s is not None:
-        lines.append(f"HNSW index build (REINDEX)       {result.index_build_s:8.1f} s")
-    lines.append(
-        f"recall@10 vs exact               {result.recall_at_10:8.4f}"
-        f"   ({result.recall_queries} queries; target >= 0.95)"
-    )
-    lines.append(f"queries at concurrency {result.concurrency}, {result.requests} per mode:")
-    for mode in result.modes:
-        lines.append(
-            f"  {mode.mode:<8} {mode.qps:8.1f} queries/s   p50 {mode.p50_ms:7.1f} ms"
-            f"   p99 {mode.p99_ms:7.1f} ms"
-        )
-    return "\n".join(lines)
-
-
-def register_search_bench(bench_subparsers: argparse._SubParsersAction) -> None:
-    """Adds `ragmesh bench search` to the `bench` command's subcommands."""
-    search = bench_subparsers.add_parser(
-        "search",
-        help="the search service: HNSW recall, index build time, queries/s per mode",
-        description="Ingest seeded random 384-d vectors through the search service (started"
-        " here with an embedded PostgreSQL unless --target is given), then measure HNSW"
-        " recall@10 against exact search, the index build time, and queries/s with p50/p99"
-        " latency for DENSE, KEYWORD and HYBRID at a fixed concurrency.",
-    )
-    search.add_argument("--vectors", type=int, default=100_000, help="how many (default 100000)")
-    search.add_argument("--recall-queries", type=int, default=200)
-    search.add_argument("--concurrency", type=int, default=16)
-    search.add_argument("--requests", type=int, default=1000, help="queries per mode")
-    search.add_argument("--seed", type=int, default=42)
-    search.add_argument(
-        "--distribution",
-        choices=DISTRIBUTIONS,
-        default="clustered",
-        help="clustered: a seeded Gaussian mixture of 1000 centres, like text embeddings"
-        " (default); uniform: directions uniform on the sphere, the worst case for HNSW",
-    )
-    search.add_argument(
-        "--text",
-        choices=TEXT_MODES,
-        default="zipf",
-        help="zipf: passages of 50-150 and queries of 3-10 words from a Zipf distribution over"
-        " 30,000 words, like real text (default); synthetic: 12 words of 5,000 per passage,"
-        " queries of a passage's first 3 words (the older bench)",
-    )
-    search.add_argument("--target", help="a running search server (pgvector, plaintext)")
-    search.add_argument("--api-key", help="the API key to send to --target")
-    search.add_argument("--pg-dsn", default="", help="its database, to time the index build")
-    search.add_argument("--state-dir", type=Path, help="keep the started stack's state here")
-    search.set_defaults(handler=_bench_search)
-
-
-def _bench_search(args: argparse.Namespace) -> int:
-    result = run_search_bench(
-        vectors=args.vectors,
-        recall_queries=args.recall_queries,
-        concurrency=args.concurrency,
-        requests=args.requests,
-        seed=args.seed,
-        distribution=args.distribution,
-        text=args.text,
-        target=args.target,
-        pg_dsn=args.pg_dsn,
-        state_dir=args.state_dir,
-        api_key=args.api_key,
-    )
-    print(report(result), flush=True)
-    return 0

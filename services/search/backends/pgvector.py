@@ -33,6 +33,12 @@ from services.search.backends.base import (
 )
 from services.search.backends.bm25_planner import Bm25Query, read_statistics
 from services.search.backends.pg_connection import search_pool, translated_errors
+from services.search.backends.pg_keyword_index import (
+    KeywordIndexes,
+    changes_ddl,
+    changes_table,
+    record_changes,
+)
 from services.search.backends.pg_keywords import (
     count_passages,
     forget_passages,
@@ -56,7 +62,7 @@ _log = logging.getLogger("ragmesh.search.pgvector")
 _COLLECTION_COLUMNS = (
     "id, name, dimensions, embedding_model, hnsw_m, hnsw_ef_construction,"
     " created_at, document_count,"
-    " passage_count, passage_terms"
+    " passage_count, passage_terms, write_version"
 )
 
 
@@ -75,6 +81,7 @@ class PgVectorBackend(SearchBackend):
         self._dsn = dsn
         self._settings = settings
         self._pool: asyncpg.Pool | None = None
+        self._keyword_indexes = KeywordIndexes(k1=settings.bm25_k1, b=settings.bm25_b)
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -162,8 +169,10 @@ class PgVectorBackend(SearchBackend):
                     raise CollectionNotFoundError(name)
                 await conn.execute(
                     f"DROP TABLE IF EXISTS {passages_table(collection_id)},"
-                    f" {documents_table(collection_id)}, {terms_table(collection_id)}"
+                    f" {documents_table(collection_id)}, {terms_table(collection_id)},"
+                    f" {changes_table(collection_id)}"
                 )
+            self._keyword_indexes.forget(int(collection_id))
 
     async def _collection_row(
         self, conn: asyncpg.Connection, name: str, *, for_update: bool = False
@@ -216,12 +225,16 @@ class PgVectorBackend(SearchBackend):
                 )  # fmt: skip
                 await conn.execute(
                     "UPDATE search_collections SET document_count = document_count + $2,"
-                    " passage_count = passage_count + $3, passage_terms = passage_terms + $4"
-                    " WHERE id = $1",
+                    " passage_count = passage_count + $3, passage_terms = passage_terms + $4,"
+                    " write_version = $5 WHERE id = $1",
                     collection["id"],
                     len(documents) - len(replaced),
                     len(passages) - removed.passages,
                     sum(k.length for k in keywords) - removed.length,
+                    collection["write_version"] + 1,
+                )
+                await record_changes(
+                    conn, collection["id"], collection["write_version"] + 1, list(ids)
                 )
 
     async def delete_documents(self, name: str, ids: Sequence[str]) -> int:
@@ -241,12 +254,16 @@ class PgVectorBackend(SearchBackend):
                 )
                 await conn.execute(
                     "UPDATE search_collections SET document_count = document_count - $2,"
-                    " passage_count = passage_count - $3, passage_terms = passage_terms - $4"
-                    " WHERE id = $1",
+                    " passage_count = passage_count - $3, passage_terms = passage_terms - $4,"
+                    " write_version = $5 WHERE id = $1",
                     collection["id"],
                     len(deleted),
                     removed.passages,
                     removed.length,
+                    collection["write_version"] + 1,
+                )
+                await record_changes(
+                    conn, collection["id"], collection["write_version"] + 1, list(ids)
                 )
         return len(deleted)
 
@@ -316,6 +333,12 @@ class PgVectorBackend(SearchBackend):
                 passages = int(collection["passage_count"])
                 if not passages:
                     return []
+                if not conditions:
+                    ranked = await self._keyword_indexes.search(
+                        self.pool, conn, collection, terms, limit
+                    )
+                    if ranked is not None:
+                        return await _passage_hits(conn, collection["id"], ranked)
                 statistics = await read_statistics(
                     conn,
                     terms_table(collection["id"]),
@@ -363,9 +386,29 @@ def _collection_ddl(collection_id: int, spec: CollectionSpec) -> str:
             USING hnsw (embedding vector_cosine_ops)
             WITH (m = {int(spec.hnsw_m)}, ef_construction = {int(spec.hnsw_ef_construction)});
         {keyword_ddl(passages_name, terms_table(collection_id))}
+        {changes_ddl(collection_id)}
         CREATE INDEX {passages_name}_metadata ON {passages_name}
             USING gin (metadata jsonb_path_ops);
     """
+
+
+async def _passage_hits(
+    conn: asyncpg.Connection, collection_id: int, ranked: list[tuple[tuple[str, int], float]]
+) -> list[PassageHit]:
+    """The ranked passages' rows, in rank order (the index holds only their terms)."""
+    if not ranked:
+        return []
+    rows = await conn.fetch(
+        "SELECT p.document_id, p.passage_index, p.text, p.metadata"
+        f" FROM {passages_table(collection_id)} AS p"
+        " JOIN unnest($1::text[], $2::integer[]) AS k(document_id, passage_index)"
+        " USING (document_id, passage_index)",
+        [key[0] for key, _ in ranked],
+        [key[1] for key, _ in ranked],
+    )
+    by_key = {(row["document_id"], row["passage_index"]): row for row in rows}
+    # A passage replaced or deleted after the index was read is left out.
+    return [_hit(by_key[key], score) for key, score in ranked if key in by_key]
 
 
 def _metadata(raw: str | None) -> Metadata:

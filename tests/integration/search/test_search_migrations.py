@@ -140,6 +140,9 @@ async def test_every_migration_goes_forward_and_back(postgres_server: PostgresPr
             f"search_passages_{collection_id}_terms",
         )
         assert options == ["fastupdate=off"]
+        # 0006: the collection has a write version and an (empty) change log.
+        assert await conn.fetchval("SELECT write_version FROM search_collections") == 0
+        assert await conn.fetchval(f"SELECT count(*) FROM search_changes_{collection_id}") == 0
 
         with pytest.raises(migrate.MigrationError, match="there is no migration 99"):
             await migrate.MIGRATIONS.upgrade(conn, target=99)
@@ -163,8 +166,8 @@ def test_db_command(postgres_server: PostgresProcess) -> None:
         return result.stdout
 
     assert "pending" in db("status")
-    assert "applied: 1, 2, 3, 4, 5" in db("upgrade")
-    assert "reverted: 5" in db("downgrade")
+    assert "applied: 1, 2, 3, 4, 5, 6" in db("upgrade")
+    assert "reverted: 6" in db("downgrade")
     out = db("downgrade", "--to", "0")
-    assert "reverted: 4, 3, 2, 1" in out and out.count("pending") == 5
+    assert "reverted: 5, 4, 3, 2, 1" in out and out.count("pending") == 6
     assert "applied: 1" in db("upgrade", "--to", "1")

@@ -4,6 +4,7 @@ changes nothing but speed."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import numpy as np
@@ -207,3 +208,72 @@ async def test_bm25_is_exact_with_write_time_statistics_and_pruning(
                 ], text
     finally:
         await backend.close()
+
+
+async def test_keyword_index_sees_every_acknowledged_write_on_every_replica(
+    postgres_server: PostgresProcess, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two replicas (backends) on one database, each with its in-memory keyword index: a
+    search right after a write acknowledged by the other replica ranks with that write, and
+    every answer equals the brute-force BM25, whether the index caught up from the change
+    log, was rebuilt in the background (the SQL planner answering meanwhile) or was built
+    inline."""
+    create_database(postgres_server.dsn, "bm25_replicas")
+    dsn = EmbeddedPostgres(postgres_server.state_dir).dsn(database="bm25_replicas")
+    settings = SearchSettings(pg_pool_min_size=1, pg_pool_max_size=2)
+    writer, reader = PgVectorBackend(dsn, settings), PgVectorBackend(dsn, settings)
+    await writer.start()
+    await reader.start()
+    try:
+        await writer.create_collection(CollectionSpec("words", 2, "test", 16, 64))
+        rng = np.random.default_rng(5)
+        vocabulary = [f"w{i}" for i in range(200)]
+        weights = 1.0 / np.arange(1, len(vocabulary) + 1)
+        texts = {
+            str(i): " ".join(rng.choice(vocabulary, size=8, p=weights / weights.sum()))
+            for i in range(300)
+        }
+
+        def document(doc: str) -> PreparedDocument:
+            vector = np.array([1.0, 0.0], np.float32)
+            return PreparedDocument(doc, texts[doc], {}, [Passage(0, texts[doc], vector)])
+
+        async def check(query: str) -> None:
+            for backend in (reader, writer):
+                hits = await backend.keyword_search("words", query, 10, ())
+                oracle = brute_force_bm25(texts, query, 10)
+                assert [h.document_id for h in hits] == [d for d, _ in oracle], query
+                assert [h.score for h in hits] == pytest.approx([s for _, s in oracle])
+
+        await writer.upsert("words", [document(d) for d in texts])
+        await check("w0 w1 w7")  # both build inline
+        texts["7"] = "zebra w0 w1"
+        texts["300"] = "zebra zebra w3"
+        await writer.upsert("words", [document("7"), document("300")])
+        await check("zebra w0")  # a term new since the index was built, caught up
+        await writer.delete_documents("words", ["300", "8"])
+        del texts["300"], texts["8"]
+        await check("zebra w1 w2")
+
+        # A collection too large to index inline: the first query starts a background
+        # build and is answered by the SQL planner; later ones by the index.
+        monkeypatch.setattr("services.search.backends.pg_keyword_index.INLINE_BUILD_PASSAGES", 0)
+        fresh = PgVectorBackend(dsn, settings)
+        await fresh.start()
+        try:
+            for _ in range(3):
+                hits = await fresh.keyword_search("words", "zebra w5", 10, ())
+                oracle = brute_force_bm25(texts, "zebra w5", 10)
+                assert [h.document_id for h in hits] == [d for d, _ in oracle]
+                await asyncio.sleep(0.2)
+            texts["9"] = "zebra w5 w5"
+            await writer.upsert("words", [document("9")])
+            hits = await fresh.keyword_search("words", "zebra w5", 10, ())
+            assert [h.document_id for h in hits] == [
+                d for d, _ in brute_force_bm25(texts, "zebra w5", 10)
+            ]
+        finally:
+            await fresh.close()
+    finally:
+        await writer.close()
+        await reader.close()
