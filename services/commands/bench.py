@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from services.commands.bench_ingest import register_ingest_bench
 from services.commands.bench_overload import register_overload_bench
 from services.commands.bench_search_cli import register_search_bench
 
@@ -44,6 +45,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     embed.set_defaults(handler=_bench_embed)
 
     register_search_bench(targets)
+    register_ingest_bench(targets)
     register_overload_bench(targets)
 
     cache = targets.add_parser(

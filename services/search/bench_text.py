@@ -59,6 +59,10 @@ class TextSource:
         words = self._words
         return " ".join([words[i] for i in np.minimum(picks, len(words) - 1).tolist()])
 
+    def sentence(self, words: int) -> str:
+        """`words` words drawn from the distribution."""
+        return self._draw(words)
+
     def passages(self, count: int) -> list[str]:
         if self.mode == "synthetic":
             return [self._draw(SYNTHETIC_WORDS) for _ in range(count)]

@@ -231,11 +231,11 @@ class Bm25Index:
         remaining = [*np.cumsum([plan[2] for plan in plans][::-1])[::-1].tolist(), 0.0]
 
         scores = np.zeros(len(self._keys), dtype=np.float64)
+        read: list[np.ndarray] = []  # the posting lists read in full so far
         candidates: np.ndarray | None = None  # None: every passage can still enter
         for position, (_, idf, _, lists) in enumerate(plans):
             if candidates is None and position > 0:
-                touched = np.flatnonzero(scores)
-                touched = touched[self._alive[touched]]
+                touched = self._touched(scores, read)
                 if len(touched) >= limit and remaining[position] < _kth(scores[touched], limit):
                     candidates = touched
             if candidates is not None:
@@ -244,15 +244,17 @@ class Bm25Index:
             for slots, frequencies in lists:
                 if candidates is None:
                     scores[slots] += idf * frequencies * (k1 + 1) / (frequencies + norms[slots])
+                    read.append(slots)
                     continue
                 at = np.searchsorted(slots, candidates)
                 inside = at < len(slots)
-                hit = candidates[inside][slots[at[inside]] == candidates[inside]]
-                tf = frequencies[at[inside][slots[at[inside]] == candidates[inside]]]
+                found = inside.copy()
+                found[inside] = slots[at[inside]] == candidates[inside]
+                tf = frequencies[at[found]]
+                hit = candidates[found]
                 scores[hit] += idf * tf * (k1 + 1) / (tf + norms[hit])
         if candidates is None:
-            candidates = np.flatnonzero(scores)
-            candidates = candidates[self._alive[candidates]]
+            candidates = self._touched(scores, read)
         if len(candidates) > limit:
             candidates = candidates[scores[candidates] >= _kth(scores[candidates], limit)]
         ranked = sorted(
@@ -260,6 +262,17 @@ class Bm25Index:
             key=lambda item: (-item[0], item[1]),
         )
         return [(key, score) for score, key in ranked[:limit]]
+
+    def _touched(self, scores: np.ndarray, read: list[np.ndarray]) -> np.ndarray:
+        """The live slots with a score so far (those in the lists read), ascending."""
+        postings = sum(len(slots) for slots in read)
+        if postings * 8 < len(scores):  # short lists: cheaper than scanning every slot
+            touched = np.sort(np.concatenate(read)) if read else np.zeros(0, np.int64)
+            if len(touched):
+                touched = touched[np.append(True, touched[1:] != touched[:-1])]
+        else:
+            touched = np.flatnonzero(scores)
+        return touched[self._alive[touched]]
 
 
 def _kth(values: np.ndarray, k: int) -> float:
