@@ -250,9 +250,9 @@ class Bm25Index:
                 inside = at < len(slots)
                 found = inside.copy()
                 found[inside] = slots[at[inside]] == candidates[inside]
-                tf = frequencies[at[found]]
+                found_tf = frequencies[at[found]]
                 hit = candidates[found]
-                scores[hit] += idf * tf * (k1 + 1) / (tf + norms[hit])
+                scores[hit] += idf * found_tf * (k1 + 1) / (found_tf + norms[hit])
         if candidates is None:
             candidates = self._touched(scores, read)
         if len(candidates) > limit:
