@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Sequence
-from typing import Any
 
 import asyncpg
 import numpy as np
@@ -45,15 +44,24 @@ from services.search.backends.pg_keywords import (
     keyword_ddl,
     terms_table,
 )
+from services.search.backends.pg_search import (
+    dense_hits,
+    hit,
+    hybrid_hits,
+    keyword_hits,
+    metadata,
+)
 from services.search.filters import SqlParameters, to_sql
+from services.search.fusion import fuse_passages
 from services.search.keywords import passage_terms, query_terms
 from services.search.records import (
     CollectionInfo,
     CollectionSpec,
     Filter,
-    Metadata,
+    FusionParams,
     PassageHit,
     PreparedDocument,
+    RankedHit,
     StoredDocument,
 )
 
@@ -279,7 +287,7 @@ class PgVectorBackend(SearchBackend):
         if row is None:
             return None
         return StoredDocument(
-            row["id"], row["text"], _metadata(row["metadata"]), row["passage_count"]
+            row["id"], row["text"], metadata(row["metadata"]), row["passage_count"]
         )
 
     async def count_documents(self, name: str, conditions: Filter) -> int:
@@ -302,24 +310,12 @@ class PgVectorBackend(SearchBackend):
     async def dense_search(
         self, name: str, vector: np.ndarray, limit: int, conditions: Filter
     ) -> list[PassageHit]:
-        params = SqlParameters()
-        query_vector = params.add(vector)
-        where = to_sql(conditions, "metadata", params)
         with translated_errors("a dense search"):
             async with self.pool.acquire() as conn:
                 collection = await self._collection_row(conn, name)
-                # The HNSW scan inside the materialised CTE may return rows slightly out of
-                # order (relaxed iterative scan); the outer ORDER BY restores exact order.
-                rows = await conn.fetch(
-                    "WITH nearest AS MATERIALIZED ("
-                    f" SELECT document_id, passage_index, text, metadata,"
-                    f" embedding <=> {query_vector} AS distance"
-                    f" FROM {passages_table(collection['id'])} WHERE {where}"
-                    f" ORDER BY embedding <=> {query_vector} LIMIT {params.add(limit)})"
-                    " SELECT * FROM nearest ORDER BY distance, document_id, passage_index",
-                    *params.values,
+                return await dense_hits(
+                    conn, passages_table(collection["id"]), vector, limit, conditions
                 )
-        return [_hit(row, 1.0 - row["distance"]) for row in rows]
 
     async def keyword_search(
         self, name: str, text: str, limit: int, conditions: Filter
@@ -338,7 +334,7 @@ class PgVectorBackend(SearchBackend):
                         self.pool, conn, collection, terms, limit
                     )
                     if ranked is not None:
-                        return await _passage_hits(conn, collection["id"], ranked)
+                        return await keyword_hits(conn, passages_table(collection["id"]), ranked)
                 statistics = await read_statistics(
                     conn,
                     terms_table(collection["id"]),
@@ -355,7 +351,37 @@ class PgVectorBackend(SearchBackend):
                     conditions=conditions,
                 )
                 rows = await query.run(conn)
-        return [_hit(row, float(row["score"])) for row in rows]
+        return [hit(row, float(row["score"])) for row in rows]
+
+    async def hybrid_search(
+        self,
+        name: str,
+        vector: np.ndarray,
+        text: str,
+        limit: int,
+        conditions: Filter,
+        fusion: FusionParams,
+    ) -> list[RankedHit]:
+        """Without a filter, and with the replica's keyword index ready: one connection, one
+        collection read and one statement for both rankings (pg_search.hybrid_hits)."""
+        terms = query_terms(text)
+        if not conditions and terms:
+            with translated_errors("a hybrid search"):
+                async with self.pool.acquire() as conn:
+                    collection = await self._collection_row(conn, name)
+                    ranked = (
+                        await self._keyword_indexes.search(
+                            self.pool, conn, collection, terms, limit
+                        )
+                        if collection["passage_count"]
+                        else []
+                    )
+                    if ranked is not None:
+                        dense, keyword = await hybrid_hits(
+                            conn, passages_table(collection["id"]), vector, limit, ranked
+                        )
+                        return fuse_passages(dense, keyword, fusion)[:limit]
+        return await super().hybrid_search(name, vector, text, limit, conditions, fusion)
 
 
 def _collection_ddl(collection_id: int, spec: CollectionSpec) -> str:
@@ -390,40 +416,6 @@ def _collection_ddl(collection_id: int, spec: CollectionSpec) -> str:
         CREATE INDEX {passages_name}_metadata ON {passages_name}
             USING gin (metadata jsonb_path_ops);
     """
-
-
-async def _passage_hits(
-    conn: asyncpg.Connection, collection_id: int, ranked: list[tuple[tuple[str, int], float]]
-) -> list[PassageHit]:
-    """The ranked passages' rows, in rank order (the index holds only their terms)."""
-    if not ranked:
-        return []
-    rows = await conn.fetch(
-        "SELECT p.document_id, p.passage_index, p.text, p.metadata"
-        f" FROM {passages_table(collection_id)} AS p"
-        " JOIN unnest($1::text[], $2::integer[]) AS k(document_id, passage_index)"
-        " USING (document_id, passage_index)",
-        [key[0] for key, _ in ranked],
-        [key[1] for key, _ in ranked],
-    )
-    by_key = {(row["document_id"], row["passage_index"]): row for row in rows}
-    # A passage replaced or deleted after the index was read is left out.
-    return [_hit(by_key[key], score) for key, score in ranked if key in by_key]
-
-
-def _metadata(raw: str | None) -> Metadata:
-    value: Any = json.loads(raw) if raw else {}
-    return dict(value)
-
-
-def _hit(row: asyncpg.Record, score: float) -> PassageHit:
-    return PassageHit(
-        document_id=row["document_id"],
-        passage_index=row["passage_index"],
-        text=row["text"],
-        metadata=_metadata(row["metadata"]),
-        score=float(score),
-    )
 
 
 def _collection_info(row: asyncpg.Record) -> CollectionInfo:

@@ -12,12 +12,20 @@ import pytest
 
 from services.config import SearchSettings
 from services.postgres.embedded import EmbeddedPostgres
+from services.search.backends.base import SearchBackend
 from services.search.backends.bm25_planner import Bm25Query, read_statistics
 from services.search.backends.pg_keywords import terms_table
 from services.search.backends.pgvector import PgVectorBackend, documents_table, passages_table
 from services.search.filters import SqlParameters, to_sql
 from services.search.keywords import bm25_idf, passage_terms, query_terms
-from services.search.records import CollectionSpec, NumericRange, Passage, PreparedDocument
+from services.search.records import (
+    CollectionSpec,
+    FusionMethod,
+    FusionParams,
+    NumericRange,
+    Passage,
+    PreparedDocument,
+)
 from tests.integration.search.conftest import PostgresProcess, create_database
 
 pytestmark = pytest.mark.integration
@@ -235,7 +243,8 @@ async def test_keyword_index_sees_every_acknowledged_write_on_every_replica(
         }
 
         def document(doc: str) -> PreparedDocument:
-            vector = np.array([1.0, 0.0], np.float32)
+            angle = int(doc) / 50  # distinct directions, so DENSE has an order
+            vector = np.array([np.cos(angle), np.sin(angle)], np.float32)
             return PreparedDocument(doc, texts[doc], {}, [Passage(0, texts[doc], vector)])
 
         async def check(query: str) -> None:
@@ -244,6 +253,15 @@ async def test_keyword_index_sees_every_acknowledged_write_on_every_replica(
                 oracle = brute_force_bm25(texts, query, 10)
                 assert [h.document_id for h in hits] == [d for d, _ in oracle], query
                 assert [h.score for h in hits] == pytest.approx([s for _, s in oracle])
+                # HYBRID in one statement ranks as DENSE and KEYWORD fused separately.
+                vector = np.array([0.6, 0.8], np.float32)
+                min_max = FusionParams(60, 0.4, 0.6, FusionMethod.MIN_MAX)
+                for fusion in (FusionParams(60, 1, 1), min_max):
+                    one = await backend.hybrid_search("words", vector, query, 10, (), fusion)
+                    apart = await SearchBackend.hybrid_search(
+                        backend, "words", vector, query, 10, (), fusion
+                    )
+                    assert one == apart, query
 
         await writer.upsert("words", [document(d) for d in texts])
         await check("w0 w1 w7")  # both build inline
