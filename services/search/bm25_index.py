@@ -49,8 +49,9 @@ class PassageBatch:
     keys: list[PassageKey]
     lengths: np.ndarray  # int64, one per passage
     offsets: np.ndarray  # int64, len(keys) + 1
-    terms: np.ndarray  # int64
-    frequencies: np.ndarray  # int64
+    # int32 (4 bytes a posting; the term ids are the term table's integer ids)
+    terms: np.ndarray
+    frequencies: np.ndarray
 
     @staticmethod
     def from_rows(
@@ -67,8 +68,8 @@ class PassageBatch:
             keys,
             np.asarray(lengths, dtype=np.int64).reshape(len(keys)),
             offsets,
-            np.fromiter((i for t in terms for i in t), dtype=np.int64, count=total),
-            np.fromiter((n for f in frequencies for n in f), dtype=np.int64, count=total),
+            np.fromiter((i for t in terms for i in t), dtype=np.int32, count=total),
+            np.fromiter((n for f in frequencies for n in f), dtype=np.int32, count=total),
         )
 
     @staticmethod
@@ -84,8 +85,8 @@ class PassageBatch:
             [key for batch in batches for key in batch.keys],
             np.concatenate([b.lengths for b in batches] or [np.zeros(0, np.int64)]),
             np.concatenate(offsets),
-            np.concatenate([b.terms for b in batches] or [np.zeros(0, np.int64)]),
-            np.concatenate([b.frequencies for b in batches] or [np.zeros(0, np.int64)]),
+            np.concatenate([b.terms for b in batches] or [np.zeros(0, np.int32)]),
+            np.concatenate([b.frequencies for b in batches] or [np.zeros(0, np.int32)]),
         )
 
 
@@ -95,12 +96,16 @@ class _Segment:
 
     def __init__(self, first_slot: int, batch: PassageBatch) -> None:
         counts = np.diff(batch.offsets)
-        slots = first_slot + np.repeat(np.arange(len(batch.keys), dtype=np.int64), counts)
+        # int32 slots and frequencies: 8 bytes a posting. Scores are float64 all the same
+        # (an int32 array times a float is a float64 array).
+        slots = np.repeat(
+            np.arange(first_slot, first_slot + len(batch.keys), dtype=np.int32), counts
+        )
         # Stable: within a term the slots stay ascending, which probing relies on.
         order = np.argsort(batch.terms, kind="stable")
         sorted_terms = batch.terms[order]
         self.slots = slots[order]
-        self.frequencies = batch.frequencies[order].astype(np.float64)
+        self.frequencies = batch.frequencies[order]
         self.term_ids, starts = np.unique(sorted_terms, return_index=True)
         self.starts = np.append(starts, len(sorted_terms)).astype(np.int64)
         if len(self.term_ids):
