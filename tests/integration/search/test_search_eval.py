@@ -1,0 +1,82 @@
+"""`ragmesh eval` against a running search server, and the offline fusion study, on a tiny
+BEIR-format set (tests/beir_tiny.py): the service's numbers and the offline ones agree."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from services.search.fusion_study import VARIANTS
+from tests.beir_tiny import CORPUS, JUDGED, write_tiny_beir
+from tests.helpers import REPO_ROOT, ServerProcess, ragmesh_command
+
+pytestmark = pytest.mark.integration
+
+BASELINE = "in-process exact dense (same passages)"
+
+
+def _run(argv: list[str]) -> str:
+    result = subprocess.run(
+        argv, cwd=REPO_ROOT, capture_output=True, text=True, timeout=240, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+def _table(output: str) -> dict[str, tuple[float, float]]:
+    """The report's rows: label → (nDCG@10, Recall@100)."""
+    rows = {}
+    for line in output.splitlines():
+        match = re.fullmatch(r"(\S.*?)\s+(\d\.\d{4})\s+(\d\.\d{4})\s+\d+\.\d", line)
+        if match:
+            rows[match[1]] = (float(match[2]), float(match[3]))
+    return rows
+
+
+def test_eval_and_the_fusion_study_agree_on_a_tiny_beir_set(
+    search_pgvector: ServerProcess, tmp_path: Path
+) -> None:
+    beir = write_tiny_beir(tmp_path / "tiny")
+    output = _run(
+        ragmesh_command(
+            "eval", "--beir", str(beir), "--split", "test", "--target", search_pgvector.target,
+            "--collection", "eval-tiny", "--fusion", "rrf:1:1:60", "--fusion", "min_max:0.5:0.5",
+        )
+    )  # fmt: skip
+    assert f"evaluating tiny: {len(CORPUS)} documents, {len(JUDGED)} queries" in output
+    # Every abstract is one passage.
+    assert f"-> {len(CORPUS)} passages), backend (given target)" in output
+    rows = _table(output)
+    assert set(rows) == {
+        "dense", "keyword", "hybrid", "hybrid rrf:1:1:60", "hybrid min_max:0.5:0.5", BASELINE
+    }  # fmt: skip
+    # Each query's words occur only in its relevant documents: BM25 ranks them first.
+    assert rows["keyword"][0] == 1.0
+    # Twelve documents: top_k 100 returns every one that matches, relevant ones included.
+    assert all(recall == 1.0 for _, recall in rows.values()), rows
+    # The service's dense search matches exact search with the same model.
+    assert "(must be within 0.01: ok)" in output, output
+
+    vectors = tmp_path / "vectors.npy"
+    study = _run(
+        [
+            sys.executable, "-m", "services.search.fusion_study",
+            "--beir", str(beir), "--split", "test", "--vectors", str(vectors),
+        ]
+    )  # fmt: skip
+    assert f"tiny test: {len(JUDGED)} queries, {len(CORPUS)} passages" in study
+    offline = {
+        match[1]: float(match[2])
+        for match in re.finditer(r"^(\S.*?)\s+(\d\.\d{4})$", study, re.MULTILINE)
+    }
+    assert len(offline) == 2 + len(VARIANTS), study
+    # The same exact dense search and the same BM25 as the service's keyword mode.
+    assert offline["dense (exact)"] == rows[BASELINE][0]
+    assert offline["keyword (BM25)"] == rows["keyword"][0]
+    assert offline["hybrid rrf 1/1 k=60"] == pytest.approx(rows["hybrid rrf:1:1:60"][0], abs=0.01)
+    assert np.load(vectors).shape == (len(CORPUS), 384)
