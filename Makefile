@@ -21,7 +21,8 @@ $(STAMP): pyproject.toml
 up: install
 	$(BIN)/ragmesh up
 
-# The suite scrapes a running mesh with a real Prometheus (Debian's package).
+# The suite scrapes a running mesh with a real Prometheus (Debian's package); the embedded
+# PostgreSQL has no TLS, so PostgreSQL over verified TLS is tested with Debian's server.
 test-tools:
 	@command -v prometheus >/dev/null || { \
 	  echo "installing prometheus (Debian package) for the observability tests"; \
@@ -29,6 +30,9 @@ test-tools:
 	@command -v redis-server >/dev/null || { \
 	  echo "installing redis-server (Debian package) for the cache tests"; \
 	  apt-get update -qq && apt-get install -y -qq --no-install-recommends redis-server >/dev/null; }
+	@ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || { \
+	  echo "installing postgresql (Debian package, built with TLS) for the verify-full test"; \
+	  apt-get update -qq && apt-get install -y -qq --no-install-recommends postgresql >/dev/null; }
 
 # Coverage of services/ is measured in the test process and in every Python process the
 # tests start (servers, `ragmesh up` and its children, the model processes, CLI commands;

@@ -289,6 +289,19 @@ class OpenAISettings(_Section):
     coordinator_target: str = defaults.COORDINATOR_LISTEN
     embed_timeout_s: float = Field(defaults.OPENAI_EMBED_TIMEOUT_S, gt=0)
     ask_timeout_s: float = Field(defaults.OPENAI_ASK_TIMEOUT_S, gt=0)
+    # --- Kubernetes (issue 14) ---
+    # A plaintext port answering only GET /healthz (503 while draining) and GET /livez: the
+    # kubelet's httpGet probes present no client certificate. Empty turns it off.
+    health_listen: str = ""
+
+
+class RateLimitSettings(_Section):
+    """Envoy's rate-limit service (`ragmesh serve ratelimit`, services/ratelimit)."""
+
+    # Empty: a unix socket in STATE_DIR/run, for the Envoy on this host (`ragmesh up`).
+    # host:port (Kubernetes: the Envoy pods call it over the network): mutual TLS when
+    # mesh.tls, and only Envoy's client certificate is admitted.
+    listen: str = ""
 
 
 # --- Kubernetes (issue 14): certificates issued outside ragmesh ---------------------------
@@ -387,6 +400,7 @@ class Settings(BaseSettings):
     coordinator: CoordinatorSettings = CoordinatorSettings()
     mesh: MeshSettings = MeshSettings()
     openai: OpenAISettings = OpenAISettings()
+    ratelimit: RateLimitSettings = RateLimitSettings()
     telemetry: TelemetrySettings = TelemetrySettings()
     mounted_certs: MountedCertificatesSettings = MountedCertificatesSettings()
     # The standard OpenTelemetry variable, read here so that this object stays the only reader
@@ -394,6 +408,11 @@ class Settings(BaseSettings):
     otel_exporter_otlp_endpoint: str = Field(
         "", validation_alias=AliasChoices("OTEL_EXPORTER_OTLP_ENDPOINT"), exclude=True, repr=False
     )
+    # libpq's standard variables, which the PostgreSQL client (asyncpg) reads for a DSN that
+    # names no sslmode / sslrootcert (Kubernetes: CloudNativePG's URI names neither). Read here
+    # too so that the production profile can tell whether a remote database is verified.
+    pgsslmode: str = Field("", validation_alias=AliasChoices("PGSSLMODE"), exclude=True)
+    pgsslrootcert: str = Field("", validation_alias=AliasChoices("PGSSLROOTCERT"), exclude=True)
 
     @field_validator("state_dir")
     @classmethod
@@ -416,7 +435,10 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _profile_rules(self) -> Settings:
         if self.profile == "production":
-            problems = production_problems(self.model_dump())
+            problems = production_problems(
+                self.model_dump(),
+                libpq_env={"PGSSLMODE": self.pgsslmode, "PGSSLROOTCERT": self.pgsslrootcert},
+            )
             if problems:
                 raise ValueError("\n".join(problems))
         return self

@@ -229,6 +229,8 @@ OPENAI_LISTEN = "127.0.0.1:50054"
 # An embeddings call through the adapter; a whole chat completion (Ask streams the answer).
 OPENAI_EMBED_TIMEOUT_S = 60.0
 OPENAI_ASK_TIMEOUT_S = 300.0
+# A mounted (cert-manager) certificate of the adapter is looked at this often for a renewal.
+OPENAI_CERT_RELOAD_INTERVAL_S = 30.0
 
 # Embeddings: runtime and caching (issue 11). Where the forward pass runs: "auto" is, on a
 # GPU, torch in fp16; on a CPU the fastest runtime on this machine whose vectors match torch

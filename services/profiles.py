@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 from typing import Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 Profile = Literal["dev", "production"]
 PROFILES: tuple[Profile, ...] = ("dev", "production")
@@ -46,9 +46,12 @@ def profile_defaults(profile: str) -> dict[str, Any]:
     return PROFILE_DEFAULTS[profile]
 
 
-def production_problems(values: dict[str, Any]) -> list[str]:
+def production_problems(
+    values: dict[str, Any], libpq_env: dict[str, str] | None = None
+) -> list[str]:
     """What the production profile refuses in the merged settings (a model_dump()), each as
-    `path: reason`. Empty when all is well."""
+    `path: reason`. Empty when all is well. `libpq_env` holds PGSSLMODE and PGSSLROOTCERT,
+    which the PostgreSQL client applies to a DSN that names neither."""
     problems = []
     mesh, server = values["mesh"], values["server"]
     if not mesh["tls"]:
@@ -59,8 +62,8 @@ def production_problems(values: dict[str, Any]) -> list[str]:
         ("search.pg_dsn", values["search"]["pg_dsn"]),
         ("coordinator.pg_dsn", values["coordinator"]["pg_dsn"]),
     ):
-        if dsn and not _local(urlsplit(dsn).hostname) and "sslmode=verify-full" not in dsn:
-            problems.append(f"{path}: a remote PostgreSQL needs sslmode=verify-full in production")
+        if dsn and not _local(urlsplit(dsn).hostname):
+            problems += [f"{path}: {p}" for p in _postgres_tls_problems(dsn, libpq_env or {})]
     for side in ("local", "remote"):
         url = values["coordinator"][f"{side}_url"]
         if url and urlsplit(url).scheme != "https" and not _local(urlsplit(url).hostname):
@@ -74,6 +77,20 @@ def production_problems(values: dict[str, Any]) -> list[str]:
                 " collector on this host"
             )
     return problems
+
+
+def _postgres_tls_problems(dsn: str, libpq_env: dict[str, str]) -> list[str]:
+    """A remote PostgreSQL must be verified: sslmode verify-full, from the DSN, else from
+    PGSSLMODE, as the client reads them. (Its CA: sslrootcert or PGSSLROOTCERT, else the
+    client's ~/.postgresql/root.crt; a missing file fails the connection, not silently.)"""
+    query = {key: values[-1] for key, values in parse_qs(urlsplit(dsn).query).items()}
+    sslmode = query.get("sslmode") or libpq_env.get("PGSSLMODE", "")
+    if sslmode != "verify-full":
+        return [
+            "a remote PostgreSQL needs sslmode=verify-full in production (in the DSN, or"
+            f" PGSSLMODE=verify-full for a DSN without sslmode); it has {sslmode or 'none'}"
+        ]
+    return []
 
 
 def _local(host: str | None) -> bool:

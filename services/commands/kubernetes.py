@@ -5,14 +5,16 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 from services.config import load_settings
-from services.mesh.envoy_admin import ADMIN_TIMEOUT_S
+from services.mesh.envoy_admin import admin_post
 from services.mesh.envoy_config import EnvoyConfigError, validate_config
 from services.mesh.kubernetes import (
+    ADMIN_SOCKET,
     DEFAULT_NAMESPACE,
+    METRICS_LISTEN,
+    METRICS_PATH,
     PROBE_LISTEN,
     READY_PATH,
     kubernetes_topology,
@@ -47,6 +49,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         f" (default {PROBE_LISTEN})",
     )
     config.add_argument(
+        "--metrics-listen",
+        default=METRICS_LISTEN,
+        help=f"plaintext listener answering GET {METRICS_PATH} (Envoy's counters) and nothing"
+        f" else (default {METRICS_LISTEN})",
+    )
+    config.add_argument(
+        "--admin-socket",
+        default=ADMIN_SOCKET,
+        type=Path,
+        help=f"Envoy's admin interface, a 0600 unix socket (default {ADMIN_SOCKET})",
+    )
+    config.add_argument(
         "--validate", action="store_true", help="also check it with `envoy --mode validate`"
     )
     config.set_defaults(handler=_envoy_config)
@@ -60,6 +74,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         " --seconds so calls in flight complete before Kubernetes sends SIGTERM.",
     )
     drain.add_argument("--seconds", type=float, default=ENVOY_DRAIN_S)
+    drain.add_argument(
+        "--admin-socket",
+        default=ADMIN_SOCKET,
+        help=f"Envoy's admin socket, as given to envoy-config (default {ADMIN_SOCKET})",
+    )
     drain.set_defaults(handler=_drain_envoy)
 
 
@@ -68,9 +87,12 @@ def _envoy_config(args: argparse.Namespace) -> int:
     out: Path = args.out
     try:
         topology = kubernetes_topology(
-            settings, namespace=args.namespace, sds_dir=out.parent / "sds"
+            settings,
+            namespace=args.namespace,
+            sds_dir=out.parent / "sds",
+            admin_socket=args.admin_socket,
         )
-        write_kubernetes_config(topology, out, args.probe_listen)
+        write_kubernetes_config(topology, out, args.probe_listen, args.metrics_listen)
         if args.validate:
             validate_config(out)
     except (ValueError, EnvoyConfigError) as exc:
@@ -81,21 +103,14 @@ def _envoy_config(args: argparse.Namespace) -> int:
 
 
 def _drain_envoy(args: argparse.Namespace) -> int:
-    admin = load_settings().mesh.admin_listen
+    admin = f"unix:{args.admin_socket}"
     try:
         # First fail the readiness probe (the pod leaves its Service's endpoints), then stop
         # taking connections while those open finish their calls.
-        _admin_post(admin, "/healthcheck/fail")
-        _admin_post(admin, "/drain_listeners?graceful")
+        admin_post(admin, "/healthcheck/fail")
+        admin_post(admin, "/drain_listeners?graceful")
     except OSError as exc:
         print(f"ragmesh kubernetes drain-envoy: {admin}: {exc}", file=sys.stderr)
         return 1
     time.sleep(args.seconds)
     return 0
-
-
-def _admin_post(admin: str, path: str) -> None:
-    request = urllib.request.Request(f"http://{admin}{path}", data=b"", method="POST")
-    # A fixed http:// URL to Envoy's admin address from the settings (bandit B310).
-    with urllib.request.urlopen(request, timeout=ADMIN_TIMEOUT_S):  # nosec B310
-        pass

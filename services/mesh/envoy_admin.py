@@ -66,6 +66,18 @@ def _get(admin: str, path: str) -> str:
         return str(response.read().decode())
 
 
+def admin_post(admin: str, path: str) -> None:
+    """POST `path` (an admin action such as /healthcheck/fail) to Envoy's admin at `admin`:
+    host:port, or unix:/path/to/socket."""
+    if admin.startswith("unix:"):
+        _request_unix(admin.removeprefix("unix:"), path, "POST")
+        return
+    request = urllib.request.Request(f"http://{admin}{path}", data=b"", method="POST")
+    # A fixed http:// URL to Envoy's admin address from the settings (bandit B310).
+    with urllib.request.urlopen(request, timeout=ADMIN_TIMEOUT_S):  # nosec B310
+        pass
+
+
 async def admin_get(admin: str, path: str) -> str:
     return await asyncio.to_thread(_get, admin, path)
 

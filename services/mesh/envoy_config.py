@@ -32,7 +32,13 @@ from services.cert_paths import CertificatePaths
 from services.identities import identity_uri, service_dns_name
 from services.mesh import envoy_limits
 from services.mesh.envoy_sds import sds_path, sds_resources, use_sds
-from services.mesh.envoy_security import admin_on_socket, ratelimit_cluster, secure_listener
+from services.mesh.envoy_security import (
+    RATELIMIT_CLUSTER,
+    RATELIMIT_GRPC_SERVICE,
+    admin_on_socket,
+    ratelimit_cluster,
+    secure_listener,
+)
 
 # envoy/ at the top of the repository, through the symlink that also ships it in the wheel.
 TEMPLATES_DIR = Path(__file__).resolve().parent / "envoy_templates"
@@ -195,6 +201,9 @@ class Topology:
     otlp_endpoint: Address | None = None
     # The rate-limit service's unix socket (`ragmesh serve ratelimit`); None: no key limits.
     ratelimit_socket: Path | None = None
+    # Or its (host, port) over mutual TLS, health-checked like a service (Kubernetes: one
+    # rate-limit pod that every Envoy pod asks, so a key's limit holds across them all).
+    ratelimit_endpoint: Address | None = None
     # Envoy's admin on this unix socket (0600), `admin` then serving only its read-only pages
     # (services/mesh/envoy_security.py); None: admin itself on `admin` (loopback).
     admin_socket: Path | None = None
@@ -223,6 +232,10 @@ class Topology:
                 raise ValueError(f"bad OTLP collector address {host}:{port}")
         if not 0 <= self.trace_sampling_ratio <= 1:
             raise ValueError("trace_sampling_ratio must be between 0 and 1")
+        if self.ratelimit_socket is not None and self.ratelimit_endpoint is not None:
+            raise ValueError("the rate-limit service is a unix socket or an endpoint, not both")
+        if RATELIMIT_CLUSTER in names:
+            raise ValueError(f"cluster name {RATELIMIT_CLUSTER} is reserved for rate limits")
         services = [cluster.grpc_service for cluster in self.clusters]
         if len(set(services)) != len(services):
             raise ValueError(f"each gRPC service may belong to one cluster only: {services}")
@@ -262,12 +275,10 @@ def render_config(topology: Topology) -> str:
             peer_uri_prefix=INTERNAL_PEER_URI_PREFIX,
         ),
     ]
+    rate_limited = topology.ratelimit_socket is not None or topology.ratelimit_endpoint is not None
     for listener in listeners:
         secure_listener(
-            listener,
-            _render,
-            _duration,
-            rate_limited=listener["name"] == "client" and topology.ratelimit_socket is not None,
+            listener, _render, _duration, rate_limited=listener["name"] == "client" and rate_limited
         )
     clusters = [_cluster(cluster, certs) for cluster in topology.clusters]
     if topology.http_gateway is not None:
@@ -277,6 +288,12 @@ def render_config(topology: Topology) -> str:
         clusters.append(
             ratelimit_cluster(topology.ratelimit_socket, _render, _duration(CONNECT_TIMEOUT_S))
         )
+    if topology.ratelimit_endpoint is not None:
+        upstream = UpstreamCluster(
+            RATELIMIT_CLUSTER, RATELIMIT_GRPC_SERVICE, [topology.ratelimit_endpoint]
+        )
+        upstream.validate()
+        clusters.append(_cluster(upstream, certs))
     if topology.otlp_endpoint is not None:
         clusters.append(_otlp_cluster(topology.otlp_endpoint))
     bootstrap = _render(

@@ -13,7 +13,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-RATELIMIT_CLUSTER = "ragmesh_ratelimit"
+# Named as its certificate: over TLS (Kubernetes) Envoy verifies ratelimit.ragmesh.internal.
+RATELIMIT_CLUSTER = "ratelimit"
+RATELIMIT_GRPC_SERVICE = "envoy.service.ratelimit.v3.RateLimitService"
 # How long Envoy waits for a rate-limit decision before letting the call through.
 RATELIMIT_TIMEOUT_S = 0.25
 # The headers whose value becomes the rate-limit descriptor (the service reads the key).

@@ -10,6 +10,12 @@ and its health checks and outlier ejection act on each pod. The ports are the se
 settings (`RAGMESH_<SERVICE>__LISTEN`), the same values the Deployments give the servers.
 Certificates are cert-manager Secrets mounted where RAGMESH_MOUNTED_CERTS__* say, served
 through SDS so a renewal needs no restart.
+
+As under `ragmesh up`: /v1/embeddings, /v1/models and /v1/chat/completions go to the
+OpenAI-compatible adapter's pods; per-key rate limits are asked of the one rate-limit pod
+(every Envoy pod asks the same one, so a key's limit holds across them); Envoy's admin is on
+a 0600 unix socket in the pod, its read-only pages on loopback, and the pod's network sees
+only /stats/prometheus (for Prometheus) and the probe listener.
 """
 
 from __future__ import annotations
@@ -23,11 +29,14 @@ from services.cert_paths import CertificatePaths, Identity
 from services.config import Settings
 from services.mesh.envoy_config import (
     HttpGateway,
+    HttpUpstream,
     Topology,
     UpstreamCluster,
     _render,  # the templates' one renderer, for this module's own template
     write_config,
 )
+from services.mesh.envoy_security import ADMIN_CLUSTER
+from services.mesh.http_adapter import OPENAI
 from services.mesh.plan import (
     RETRY_METHODS,
     envoy_max_requests,
@@ -42,6 +51,13 @@ SERVICES = ("embeddings", "search", "coordinator")
 # Envoy's plaintext probe listener (envoy/probe_listener.yaml) and the path it answers.
 PROBE_LISTEN = "0.0.0.0:8099"
 READY_PATH = "/ready"
+# Envoy's admin socket in its pod (an emptyDir only the Envoy container mounts), and the
+# plaintext listener that forwards GET /stats/prometheus, and nothing else, to it.
+ADMIN_SOCKET = "/run/envoy/admin.sock"
+METRICS_LISTEN = "0.0.0.0:9902"
+METRICS_PATH = "/stats/prometheus"
+# The rate-limit service's headless Service and the OpenAI adapter's.
+RATELIMIT = "ratelimit"
 
 
 def service_host(service: str, namespace: str, domain: str = CLUSTER_DOMAIN) -> str:
@@ -68,10 +84,20 @@ def mounted_envoy_certificates(settings: Settings) -> CertificatePaths:
 
 
 def kubernetes_topology(
-    settings: Settings, *, namespace: str = DEFAULT_NAMESPACE, sds_dir: Path
+    settings: Settings,
+    *,
+    namespace: str = DEFAULT_NAMESPACE,
+    sds_dir: Path,
+    admin_socket: Path = Path(ADMIN_SOCKET),
 ) -> Topology:
     """Envoy's topology for a Kubernetes namespace: one cluster per service, its hosts the
-    pods behind the service's headless Service."""
+    pods behind the service's headless Service; the same for the OpenAI adapter and the
+    rate-limit service."""
+    if not settings.ratelimit.listen:
+        raise ValueError(
+            "Envoy on Kubernetes needs RAGMESH_RATELIMIT__LISTEN (the rate-limit service's"
+            " port, which Envoy calls for per-key limits)"
+        )
     clusters = []
     for service in SERVICES:
         grpc_service = grpc_service_name(service)
@@ -94,26 +120,59 @@ def kubernetes_topology(
         client_listener=split_address(mesh.client_listen),
         internal_listener=split_address(mesh.internal_listen),
         admin=split_address(mesh.admin_listen),
+        admin_socket=admin_socket,
         otlp_endpoint=settings.telemetry.otlp_address,
         trace_sampling_ratio=settings.telemetry.sampling_ratio,
-        # HTTP/JSON for every RPC on the client listener, as under `ragmesh up`.
-        http_gateway=HttpGateway(services=[cluster.grpc_service for cluster in clusters]),
+        ratelimit_endpoint=(
+            service_host(RATELIMIT, namespace),
+            split_address(settings.ratelimit.listen)[1],
+        ),
+        # HTTP/JSON for every RPC and the OpenAI-compatible paths on the client listener, as
+        # under `ragmesh up`.
+        http_gateway=HttpGateway(
+            services=[cluster.grpc_service for cluster in clusters],
+            adapters=[
+                HttpUpstream(
+                    OPENAI,
+                    [(service_host(OPENAI, namespace), split_address(settings.openai.listen)[1])],
+                )
+            ],
+        ),
         sds_dir=sds_dir,
         internal_listener_remote=True,
     )
 
 
-def write_kubernetes_config(topology: Topology, path: Path, probe_listen: str) -> Path:
+def write_kubernetes_config(
+    topology: Topology, path: Path, probe_listen: str, metrics_listen: str = METRICS_LISTEN
+) -> Path:
     """Write Envoy's configuration for `topology` (and its SDS files), plus the plaintext
-    probe listener on `probe_listen` for the kubelet."""
+    probe listener on `probe_listen` for the kubelet and the /stats/prometheus listener on
+    `metrics_listen` for Prometheus."""
+    if topology.admin_socket is None:
+        raise ValueError("Envoy's admin on Kubernetes is a unix socket (admin_socket)")
     write_config(topology, path)
     config = yaml.safe_load(path.read_text())
-    host, port = split_address(probe_listen)
-    if port in {topology.client_listener[1], topology.internal_listener[1], topology.admin[1]}:
-        raise ValueError(f"the probe listener {probe_listen} collides with another listener")
-    config["static_resources"]["listeners"].append(
-        _render("probe_listener.yaml", address=host, port=port, ready_path=READY_PATH)
+    (probe_host, probe_port), (metrics_host, metrics_port) = (
+        split_address(probe_listen),
+        split_address(metrics_listen),
     )
+    taken = {topology.client_listener[1], topology.internal_listener[1], topology.admin[1]}
+    if probe_port in taken or metrics_port in taken or probe_port == metrics_port:
+        raise ValueError(
+            f"the probe ({probe_listen}) and metrics ({metrics_listen}) listeners must use"
+            f" ports of their own, not {sorted(taken)}"
+        )
+    config["static_resources"]["listeners"] += [
+        _render("probe_listener.yaml", address=probe_host, port=probe_port, ready_path=READY_PATH),
+        _render(
+            "metrics_listener.yaml",
+            address=metrics_host,
+            port=metrics_port,
+            path=METRICS_PATH,
+            admin_cluster=ADMIN_CLUSTER,
+        ),
+    ]
     header = "# Rendered by `ragmesh kubernetes envoy-config`; do not edit.\n"
     temporary = path.with_name(f".{path.name}.tmp")
     temporary.write_text(header + yaml.safe_dump(config, sort_keys=False, width=100))

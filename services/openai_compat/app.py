@@ -44,9 +44,12 @@ class Backends:
     ask_timeout_s: float
 
 
-def create_app(backends: Backends) -> Starlette:
+def create_app(
+    backends: Backends, readiness: Callable[[Request], Awaitable[Response]] | None = None
+) -> Starlette:
+    """The routes; `readiness` answers /healthz (default: always serving)."""
     routes = [
-        Route("/healthz", _healthz, methods=["GET"]),
+        Route("/healthz", readiness or _healthz, methods=["GET"]),
         Route("/v1/embeddings", _handler(backends, _embeddings), methods=["POST"]),
         Route("/v1/models", _handler(backends, _models), methods=["GET"]),
         Route("/v1/models/{model_id:path}", _handler(backends, _model), methods=["GET"]),

@@ -8,8 +8,11 @@ OVER_LIMIT when that key's bucket is empty, with `retry-after` (seconds) and
 reads them as trailing metadata). Calls without a key or with a key that has no limit are
 let through: the replicas refuse bad keys themselves.
 
-One process for the mesh, so a key's limit holds across every replica. It listens on a unix
-socket in STATE_DIR/run (mode 0700 folder), which only Envoy, as the same user, reaches.
+One process for the mesh, so a key's limit holds across every replica. Under `ragmesh up` it
+listens on a unix socket in STATE_DIR/run (mode 0700 folder), which only Envoy, as the same
+user, reaches. On Kubernetes (RAGMESH_RATELIMIT__LISTEN, one pod that every Envoy pod calls)
+it listens on a TCP port with mutual TLS and answers Envoy's client certificate only: the
+descriptors carry API keys.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from typing import Any
 import grpc
 
 from services.config import Settings
+from services.identities import ENVOY_UPSTREAM, identity_uri
 from services.ratelimit.buckets import KeyBuckets
 from services.ratelimit.rls_messages import (
     METHOD,
@@ -34,12 +38,17 @@ from services.ratelimit.rls_messages import (
 )
 from services.runtime.auth import KeyVerifier
 from services.runtime.keystore import KeyStore
-from services.runtime.server import GrpcServer
+from services.runtime.server import GrpcServer, StartupError
+from services.runtime.tls import peer_uris, server_credentials_for
 
 _log = logging.getLogger("ragmesh.ratelimit")
 
 # The descriptor keys Envoy sends (services/mesh/envoy_security.py sets them).
 KEY_DESCRIPTORS = ("authorization", "x-api-key")
+# Over TLS, the only certificate admitted: the one Envoy presents to upstreams.
+ENVOY_PEER = identity_uri("envoy", ENVOY_UPSTREAM)
+# The name of this service's certificate (Kubernetes: ratelimit.ragmesh.internal).
+SERVICE_NAME = "ratelimit"
 
 
 def ratelimit_socket(state_dir: Path) -> Path:
@@ -50,11 +59,19 @@ def ratelimit_socket(state_dir: Path) -> Path:
 class KeyRateLimiter:
     """Decides ShouldRateLimit calls from the key store and one token bucket per key."""
 
-    def __init__(self, verifier: KeyVerifier, buckets: KeyBuckets | None = None) -> None:
+    def __init__(
+        self, verifier: KeyVerifier, buckets: KeyBuckets | None = None, *, envoy_only: bool = False
+    ) -> None:
         self._verifier = verifier
         self._buckets = buckets or KeyBuckets()
+        # Under mTLS: refuse any caller but Envoy (a service or user certificate of the same
+        # CA must not learn whether a key is valid, nor spend its budget).
+        self._envoy_only = envoy_only
 
     async def should_rate_limit(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        if self._envoy_only and ENVOY_PEER not in peer_uris(context):
+            _log.warning("caller refused", extra={"peer": context.peer()})
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, "only Envoy may call this")
         return self.decide_request(request)
 
     def decide_request(self, request: Any) -> Any:
@@ -117,20 +134,34 @@ def _key_from(header: str, value: str) -> str:
 
 async def serve_ratelimit(settings: Settings) -> int:
     """Run the rate-limit service until SIGTERM/SIGINT; its exit code."""
-    socket = ratelimit_socket(settings.state_dir)
-    socket.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    socket.unlink(missing_ok=True)
+    listen = settings.ratelimit.listen
+    credentials = None
+    if listen:
+        if settings.mesh.tls and not settings.mounted_certs.server_dir:
+            raise StartupError(
+                "the rate-limit service on a TCP port (RAGMESH_RATELIMIT__LISTEN) serves a"
+                " mounted certificate: set RAGMESH_MOUNTED_CERTS__SERVER_DIR"
+            )
+        credentials = server_credentials_for(settings, SERVICE_NAME)
+    else:
+        socket = ratelimit_socket(settings.state_dir)
+        socket.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        socket.unlink(missing_ok=True)
+        listen = f"unix:{socket}"
     server = GrpcServer(
         "ratelimit",
-        f"unix:{socket}",
+        listen,
         settings.server,
         health_names=[SERVICE],
+        credentials=credentials,
+        health_listen=settings.server.health_listen,
     )
     # Envoy's access log already has a line per client call (with the key id); one more per
     # rate-limit check would double the log for nothing.
     logging.getLogger("ragmesh.rpc").setLevel(logging.WARNING)
     verifier = KeyVerifier(KeyStore(settings.state_dir / "keys"))
-    server.grpc.add_generic_rpc_handlers([KeyRateLimiter(verifier).handler()])
+    limiter = KeyRateLimiter(verifier, envoy_only=credentials is not None)
+    server.grpc.add_generic_rpc_handlers([limiter.handler()])
     await server.start()
 
     async def ready() -> None:

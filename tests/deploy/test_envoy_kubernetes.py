@@ -6,13 +6,15 @@ from __future__ import annotations
 import os
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import yaml
 
+from services.identities import service_dns_name
 from services.mesh.certs import ensure_certificates
-from services.mesh.envoy_config import validate_config
+from services.mesh.envoy_config import OPENAI_PATHS, validate_config
 from services.mesh.kubernetes import service_host
-from tests.deploy.manifests import containers, render
+from tests.deploy.manifests import Container, Doc, containers, one, render
 from tests.helpers import ragmesh_command
 
 
@@ -49,6 +51,7 @@ def test_rendered_for_kubernetes_validates_with_per_pod_clusters(tmp_path: Path)
         assert address["port_value"] == port
         tls = cluster["transport_socket"]["typed_config"]["common_tls_context"]
         assert tls["tls_certificate_sds_secret_configs"][0]["name"] == "envoy_upstream"
+    _check_openai_and_ratelimit(clusters, config, env)
     listeners = {
         listener["name"]: listener["address"]["socket_address"]
         for listener in config["static_resources"]["listeners"]
@@ -57,9 +60,95 @@ def test_rendered_for_kubernetes_validates_with_per_pod_clusters(tmp_path: Path)
     # The kubelet's plaintext probe listener, where the Deployment's probes look for it.
     (envoy,) = [c for c in containers(docs) if c.deployment == "envoy" and not c.init]
     assert listeners["probe"]["port_value"] == envoy.spec["readinessProbe"]["httpGet"]["port"]
-    assert config["admin"]["address"]["socket_address"]["address"] == "127.0.0.1"
+    _check_admin_locked_down(config, docs, envoy, argv, listeners)
     assert sorted(p.name for p in (out.parent / "sds").iterdir()) == [
         "envoy_server.yaml",
         "envoy_upstream.yaml",
         "mesh_ca.yaml",
     ]
+
+
+def _client_routes(config: dict[str, Any], name: str) -> dict[str, Any]:
+    (listener,) = [x for x in config["static_resources"]["listeners"] if x["name"] == name]
+    (manager,) = listener["filter_chains"][0]["filters"]
+    return dict(manager["typed_config"])
+
+
+def _check_openai_and_ratelimit(
+    clusters: dict[str, Any], config: dict[str, Any], env: dict[str, str]
+) -> None:
+    """The adapter's paths and the rate-limit filter, as `ragmesh up` renders them, with the
+    pods behind the headless Services "openai" and "ratelimit" as hosts."""
+    for name, setting, protocol in (
+        ("openai", "RAGMESH_OPENAI__LISTEN", "http_protocol_options"),
+        ("ratelimit", "RAGMESH_RATELIMIT__LISTEN", "http2_protocol_options"),
+    ):
+        cluster = clusters[name]
+        assert cluster["type"] == "STRICT_DNS"
+        (endpoint,) = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"]
+        address = endpoint["endpoint"]["address"]["socket_address"]
+        assert address["address"] == service_host(name, "ragmesh")
+        assert address["port_value"] == int(env[setting].rsplit(":", 1)[1])
+        options = cluster["typed_extension_protocol_options"]
+        http = options["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]
+        assert protocol in http["explicit_http_config"]
+        # mTLS with Envoy's upstream certificate; the server must be <name>.ragmesh.internal.
+        tls = cluster["transport_socket"]["typed_config"]
+        assert tls["sni"] == service_dns_name(name)
+        common = tls["common_tls_context"]
+        assert common["tls_certificate_sds_secret_configs"][0]["name"] == "envoy_upstream"
+        assert cluster["health_checks"], name
+    client = _client_routes(config, "client")
+    routes = client["route_config"]["virtual_hosts"][0]["routes"]
+    to_openai = {
+        r["match"].get("path") or r["match"].get("prefix")
+        for r in routes
+        if r.get("route", {}).get("cluster") == "openai"
+    }
+    assert to_openai == set(OPENAI_PATHS)
+    filters = [f["name"] for f in client["http_filters"]]
+    assert "envoy.filters.http.ratelimit" in filters
+    (ratelimit,) = [
+        f for f in client["http_filters"] if f["name"] == "envoy.filters.http.ratelimit"
+    ]
+    grpc_service = ratelimit["typed_config"]["rate_limit_service"]["grpc_service"]
+    assert grpc_service["envoy_grpc"]["cluster_name"] == "ratelimit"
+    assert client["route_config"]["virtual_hosts"][0]["rate_limits"]
+    # Services' own calls are not limited per key, and nothing routes to the rate-limit service.
+    internal = _client_routes(config, "internal")
+    assert "envoy.filters.http.ratelimit" not in [f["name"] for f in internal["http_filters"]]
+    for manager in (client, internal):
+        for route in manager["route_config"]["virtual_hosts"][0]["routes"]:
+            assert route.get("route", {}).get("cluster") != "ratelimit"
+
+
+def _check_admin_locked_down(
+    config: dict[str, Any],
+    docs: list[Doc],
+    envoy: Container,
+    argv: list[str],
+    listeners: dict[str, Any],
+) -> None:
+    """Admin is a 0600 unix socket on a volume only the Envoy container mounts (its preStop
+    hook reaches it there); the pod's network sees the client, internal, probe and metrics
+    listeners, and the metrics listener forwards GET /stats/prometheus and nothing else."""
+    socket = argv[argv.index("--admin-socket") + 1]
+    assert config["admin"]["address"] == {"pipe": {"path": socket, "mode": 0o600}}
+    mounts = {path for path, volume in envoy.mounts() if "emptyDir" in volume}
+    assert str(Path(socket).parent) in mounts
+    pre_stop = envoy.spec["lifecycle"]["preStop"]["exec"]["command"]
+    assert pre_stop[pre_stop.index("--admin-socket") + 1] == socket
+    remote = {name for name, address in listeners.items() if address["address"] != "127.0.0.1"}
+    assert remote == {"client", "internal", "probe", "metrics"}
+    ports = {p["name"]: p["containerPort"] for p in envoy.spec["ports"]}
+    assert listeners["metrics"]["port_value"] == ports["metrics"]
+    service = one(docs, "Service", "envoy-metrics")
+    assert [p["port"] for p in service["spec"]["ports"]] == [ports["metrics"]]
+    assert "metrics" not in {p["name"] for p in one(docs, "Service", "envoy")["spec"]["ports"]}
+    routes = _client_routes(config, "metrics")["route_config"]["virtual_hosts"][0]["routes"]
+    forwarded = [r for r in routes if "route" in r]
+    assert [(r["match"]["path"], r["route"]["cluster"]) for r in forwarded] == [
+        ("/stats/prometheus", "envoy_admin")
+    ]
+    assert forwarded[0]["match"]["headers"][0]["string_match"] == {"exact": "GET"}
+    assert routes[-1] == {"match": {"prefix": "/"}, "direct_response": {"status": 403}}

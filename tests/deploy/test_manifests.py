@@ -13,6 +13,9 @@ import pytest
 from services.config import load_settings
 from services.identities import identity_uri, service_dns_name
 from services.mesh.plan import grpc_service_name
+from services.openai_compat.lifecycle import HEALTH_PATH, LIVENESS_PATH
+from services.openai_compat.server import SHUTDOWN_GRACE_S as OPENAI_SHUTDOWN_GRACE_S
+from services.ratelimit.rls_messages import SERVICE as RATELIMIT_SERVICE
 from services.runtime.server import LIVENESS_SERVICE
 from tests.deploy.manifests import VARIANTS, Doc, containers, find, one, render
 
@@ -23,6 +26,7 @@ _GO_DURATION = re.compile(r"^(\d+(\.\d+)?(h|m|s|ms))+$")
 _OUTSIDE_SECRETS = {
     "ragmesh-api-keys": "the user (docs/kubernetes.md, API keys)",
     "ragmesh-external-db": "the user (components/external-postgres)",
+    "ragmesh-external-db-ca": "the user (components/external-postgres)",
 }
 
 
@@ -96,7 +100,8 @@ def test_every_object_validates(variant: str) -> None:
 def test_every_secret_a_pod_mounts_or_reads_has_a_maker(variant: str) -> None:
     docs = render(variant)
     made = {c["spec"]["secretName"] for c in find(docs, "Certificate")}
-    made |= {f"{c['metadata']['name']}-app" for c in find(docs, "Cluster")}  # CloudNativePG
+    # CloudNativePG makes <cluster>-app (the application user's URI) and <cluster>-ca.
+    made |= {f"{c['metadata']['name']}-{s}" for c in find(docs, "Cluster") for s in ("app", "ca")}
     for container in containers(docs):
         names = {v["secret"]["secretName"] for _, v in container.mounts() if "secret" in v}
         names |= {
@@ -120,6 +125,15 @@ def test_certificates_carry_the_names_the_mesh_verifies() -> None:
         client = by_secret[f"ragmesh-{service}-client-tls"]
         assert client["uris"] == [identity_uri("service", service)]
         assert client["usages"] == ["digital signature", "client auth"]
+    # The OpenAI adapter as a service (Envoy verifies its server name, Envoy's internal
+    # listener admits its client certificate); the rate-limit service serves only.
+    for name in ("openai", "ratelimit"):
+        server = by_secret[f"ragmesh-{name}-tls"]
+        assert server["uris"] == [identity_uri("service", name)]
+        assert server["dnsNames"] == [service_dns_name(name)]
+        assert server["usages"] == ["digital signature", "server auth"]
+    assert by_secret["ragmesh-openai-client-tls"]["uris"] == [identity_uri("service", "openai")]
+    assert "ragmesh-ratelimit-client-tls" not in by_secret
     upstream = by_secret["ragmesh-envoy-upstream-tls"]
     assert upstream["uris"] == [identity_uri("envoy", "envoy-upstream")]
     envoy = by_secret["ragmesh-envoy-tls"]
@@ -152,6 +166,45 @@ def test_probes_ask_the_health_port_for_the_service_names() -> None:
             assert (grpc_probe["port"], grpc_probe["service"]) == (health_port, expected)
 
 
+def test_adapter_and_ratelimit_probes_ask_their_health_ports() -> None:
+    """The adapter's plaintext /healthz and /livez, the rate-limit service's grpc.health.v1,
+    on the health-only ports their settings open; Envoy reaches them on the ports it renders."""
+    docs = render("base")
+    settings = one(docs, "ConfigMap", "ragmesh-settings")["data"]
+    by_name = {c.deployment: c for c in containers(docs)}
+    openai, ratelimit = by_name["openai"], by_name["ratelimit"]
+    openai_env = {e["name"]: e.get("value") for e in openai.spec["env"]}
+    ports = {p["name"]: p["containerPort"] for p in openai.spec["ports"]}
+    assert ports["health"] == int(openai_env["RAGMESH_OPENAI__HEALTH_LISTEN"].rsplit(":", 1)[1])
+    assert ports["https"] == int(settings["RAGMESH_OPENAI__LISTEN"].rsplit(":", 1)[1])
+    assert openai.spec["readinessProbe"]["httpGet"] == {
+        "path": HEALTH_PATH,
+        "port": ports["health"],
+    }
+    assert openai.spec["livenessProbe"]["httpGet"] == {
+        "path": LIVENESS_PATH,
+        "port": ports["health"],
+    }
+    assert openai.argv({}) == ["ragmesh", "serve", "openai"]
+
+    ratelimit_env = {e["name"]: e.get("value") for e in ratelimit.spec["env"]}
+    ports = {p["name"]: p["containerPort"] for p in ratelimit.spec["ports"]}
+    health = int(ratelimit_env["RAGMESH_SERVER__HEALTH_LISTEN"].rsplit(":", 1)[1])
+    assert ports["grpc"] == int(settings["RAGMESH_RATELIMIT__LISTEN"].rsplit(":", 1)[1])
+    for probe, expected in (
+        ("readinessProbe", RATELIMIT_SERVICE),
+        ("livenessProbe", LIVENESS_SERVICE),
+    ):
+        grpc_probe = ratelimit.spec[probe]["grpc"]
+        assert (grpc_probe["port"], grpc_probe["service"]) == (health, expected)
+    # Its buckets are in the process: one replica, or two limits would each let a key through.
+    assert one(docs, "Deployment", "ratelimit")["spec"]["replicas"] == 1
+    assert ratelimit.argv({}) == ["ragmesh", "serve", "ratelimit"]
+    for name in ("openai", "ratelimit"):
+        service = one(docs, "Service", name)
+        assert service["spec"]["clusterIP"] == "None", name  # one Envoy host per pod
+
+
 @pytest.mark.parametrize("variant", ["dev", "production"])
 def test_pods_run_as_non_root_on_a_read_only_root_with_limits(variant: str) -> None:
     docs = render(variant)
@@ -172,9 +225,13 @@ def test_graceful_termination_outlasts_drain_and_grace() -> None:
     needed = float(settings["RAGMESH_SERVER__SHUTDOWN_DRAIN_S"]) + float(
         settings["RAGMESH_SERVER__SHUTDOWN_GRACE_S"]
     )
-    for service in SERVICES:
+    for service in (*SERVICES, "ratelimit"):
         pod = one(docs, "Deployment", service)["spec"]["template"]["spec"]
         assert pod["terminationGracePeriodSeconds"] > needed, service
+    # The adapter drains as long, then uvicorn gives open requests SHUTDOWN_GRACE_S.
+    pod = one(docs, "Deployment", "openai")["spec"]["template"]["spec"]
+    drain = float(settings["RAGMESH_SERVER__SHUTDOWN_DRAIN_S"])
+    assert pod["terminationGracePeriodSeconds"] > drain + OPENAI_SHUTDOWN_GRACE_S
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))

@@ -12,13 +12,17 @@ import asyncio
 import os
 import shutil
 import signal
+import ssl
 import subprocess
 import tempfile
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import grpc
+import httpx
 import pytest
 
 from ragmesh.coordinator.v1 import coordinator_service_pb2 as coordinator_pb
@@ -31,6 +35,7 @@ from services.mesh import certs
 from services.postgres.embedded import EmbeddedPostgres
 from services.runtime.auth import DEFAULT_KEY_NAME, KeyStore
 from services.runtime.channels import metadata_interceptors
+from services.runtime.keystore import RateLimit
 from services.runtime.tls import channel_credentials
 from tests.deploy.installed import Installed, install_wheel
 from tests.deploy.manifests import Doc, containers, find, one, render
@@ -51,6 +56,9 @@ pytestmark = pytest.mark.e2e
 STARTUP_TIMEOUT_S = 240.0
 PROBE_TIMEOUT_S = 30.0
 SERVICES = ("embeddings", "search", "coordinator")
+# The OpenAI adapter and the rate-limit service, behind headless Services of these names.
+HELPERS = ("openai", "ratelimit")
+LIMITED_KEY = "limited"
 
 
 @pytest.fixture(scope="module")
@@ -85,8 +93,77 @@ def _secrets(docs: list[Doc], folder: Path) -> dict[str, Path]:
     store = KeyStore(keys)
     for name in (DEFAULT_KEY_NAME, "service-search", "service-coordinator"):
         store.ensure_named_key(name)
+    # A key with a limit for the rate-limit check: 2 calls at once, then one each 100 s.
+    limited = store.create(LIMITED_KEY, scopes=["embed"], rate=RateLimit(0.01, 2))
+    (keys / f"{LIMITED_KEY}.key").write_text(limited)
     secrets["ragmesh-api-keys"] = keys
+    # CloudNativePG's CA Secret (only ca.crt is mounted). The smoke test's database is the
+    # embedded one on a unix socket, where no TLS happens; the client still loads this file
+    # for PGSSLMODE=verify-full (tests/integration/test_postgres_tls_env.py covers TLS).
+    database_ca = folder / "ragmesh-db-ca"
+    database_ca.mkdir()
+    shutil.copy(ca_state.ca, database_ca / "ca.crt")
+    secrets["ragmesh-db-ca"] = database_ca
     return secrets
+
+
+async def _rate_limited(endpoint: str, client: Path, limited_key: str) -> None:
+    """A key's limit through Envoy's rate-limit filter and the rate-limit pod: its burst of 2
+    calls pass, the next is RESOURCE_EXHAUSTED with the time to wait."""
+    credentials = channel_credentials(client / "ca.crt", client / "tls.crt", client / "tls.key")
+    async with grpc.aio.secure_channel(
+        endpoint,
+        credentials,
+        options=[("grpc.ssl_target_name_override", "envoy")],
+        interceptors=metadata_interceptors(limited_key),
+    ) as channel:
+        stub = embeddings_grpc.EmbeddingsServiceStub(channel)
+        for _ in range(2):
+            await stub.Info(embeddings_pb.InfoRequest(), timeout=30)
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await stub.Info(embeddings_pb.InfoRequest(), timeout=30)
+        assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        trailers = dict(refused.value.trailing_metadata() or ())
+        assert int(trailers["retry-after"]) >= 1, trailers
+
+
+def _openai_embeddings(endpoint: str, client: Path, api_key: str) -> None:
+    """POST /v1/embeddings on Envoy's client listener reaches the adapter's pod, which calls
+    the embeddings pods back through Envoy's internal listener."""
+    context = ssl.create_default_context(cafile=str(client / "ca.crt"))
+    context.load_cert_chain(str(client / "tls.crt"), str(client / "tls.key"))
+    with httpx.Client(
+        base_url=f"https://{endpoint}",
+        verify=context,
+        headers={"authorization": f"Bearer {api_key}"},
+        timeout=60,
+    ) as http:
+        # Clients reach Envoy by its Service name, which its certificate carries.
+        sni = {"sni_hostname": "envoy"}
+        models = http.get("/v1/models", extensions=sni)
+        assert models.status_code == 200, models.text
+        model = models.json()["data"][0]["id"]
+        body = {"model": model, "input": ["hello from kubernetes"], "encoding_format": "float"}
+        response = http.post("/v1/embeddings", json=body, extensions=sni)
+    assert response.status_code == 200, response.text
+    assert len(response.json()["data"][0]["embedding"]) == 384
+
+
+def _envoy_metrics_only(metrics: str) -> None:
+    """Envoy's metrics listener: its counters for Prometheus, no other admin page or action."""
+    with urllib.request.urlopen(f"http://{metrics}/stats/prometheus", timeout=5) as page:  # nosec B310
+        assert "envoy_cluster_upstream_rq" in page.read().decode()
+    for method, path in (
+        ("POST", "/quitquitquit"),
+        ("POST", "/logging?level=debug"),
+        ("GET", "/config_dump"),
+        ("GET", "/certs"),
+        ("POST", "/stats/prometheus"),
+    ):
+        request = urllib.request.Request(f"http://{metrics}{path}", method=method, data=None)
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=5)  # nosec B310
+        assert refused.value.code == 403, (method, path)
 
 
 async def _traffic(endpoint: str, client: Path, api_key: str) -> None:
@@ -131,7 +208,7 @@ def test_manifests_run_from_the_installed_wheel(installed: Installed, tmp_path: 
     namespace = one(docs, "Namespace", "ragmesh")["metadata"]["name"]
     hosts = hosts_file(
         tmp_path / "hosts",
-        ["envoy", *(f"{s}.{namespace}.svc.cluster.local" for s in SERVICES)],
+        ["envoy", *(f"{s}.{namespace}.svc.cluster.local" for s in (*SERVICES, *HELPERS))],
     )
     logs = tmp_path / "logs"
     logs.mkdir()
@@ -193,6 +270,10 @@ def test_manifests_run_from_the_installed_wheel(installed: Installed, tmp_path: 
         api_key = (secrets["ragmesh-api-keys"] / f"{DEFAULT_KEY_NAME}.key").read_text().strip()
         endpoint = f"127.0.0.1:{ports.port(8443)}"
         asyncio.run(_traffic(endpoint, client, api_key))
+        _openai_embeddings(endpoint, client, api_key)
+        limited_key = (secrets["ragmesh-api-keys"] / f"{LIMITED_KEY}.key").read_text().strip()
+        asyncio.run(_rate_limited(endpoint, client, limited_key))
+        _envoy_metrics_only(f"127.0.0.1:{ports.port(9902)}")
 
         # Envoy's preStop hook (without its wait): its readiness probe fails from then on.
         envoy = pods["envoy"]

@@ -95,6 +95,37 @@ def test_production_accepts_local_and_verified_endpoints(monkeypatch: pytest.Mon
     assert load_settings().profile == "production"
 
 
+@pytest.mark.parametrize(
+    ("dsn_query", "pgsslmode", "accepted"),
+    [
+        # CloudNativePG's URI names no sslmode: PGSSLMODE, which the client applies, decides.
+        ("", "verify-full", True),
+        ("", "require", False),
+        ("", "", False),
+        # The DSN's own sslmode wins over PGSSLMODE, as in the client.
+        ("?sslmode=require", "verify-full", False),
+        ("?sslmode=verify-full", "disable", True),
+    ],
+)
+def test_production_reads_sslmode_as_the_postgres_client_does(
+    monkeypatch: pytest.MonkeyPatch, dsn_query: str, pgsslmode: str, accepted: bool
+) -> None:
+    monkeypatch.setenv("RAGMESH_PROFILE", "production")
+    monkeypatch.setenv(
+        "RAGMESH_COORDINATOR__PG_DSN", f"postgresql://u:p@db-rw.ns:5432/x{dsn_query}"
+    )
+    monkeypatch.setenv("PGSSLROOTCERT", "/etc/ragmesh/postgres-ca/ca.crt")
+    if pgsslmode:
+        monkeypatch.setenv("PGSSLMODE", pgsslmode)
+    else:
+        monkeypatch.delenv("PGSSLMODE", raising=False)
+    if accepted:
+        assert load_settings().pgsslmode == pgsslmode
+    else:
+        with pytest.raises(ValidationError, match=r"coordinator.pg_dsn: .*verify-full"):
+            load_settings()
+
+
 def test_an_unknown_profile_names_the_choices(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RAGMESH_PROFILE", "staging")
     with pytest.raises(ValidationError, match="'dev' or 'production'"):
