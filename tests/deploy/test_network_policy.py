@@ -1,17 +1,20 @@
 """The rendered NetworkPolicies, evaluated as Kubernetes does for ingress: which pod may open
-a connection to which named port of which pod. Every hop goes through Envoy; only the
-probes' and Prometheus's plaintext ports are open to all."""
+a connection to which port of which pod. Every hop goes through Envoy; only the probes' and
+Prometheus's plaintext ports are open to all; the database takes search, the coordinator,
+its own instances and its operator."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 
 from tests.deploy.manifests import Doc, find, render
 
-# Who calls whom, and nothing else: (source, destination, port name).
-EXPECTED_CALLS = {
+NAMESPACE = "ragmesh"
+# Who calls whom, and nothing else: (source, destination, port name or number).
+EXPECTED_CALLS: set[tuple[str, str, str | int]] = {
     *(("envoy", service, "grpc") for service in ("embeddings", "search", "coordinator")),
     ("envoy", "ratelimit", "grpc"),
     ("envoy", "openai", "https"),
@@ -20,10 +23,29 @@ EXPECTED_CALLS = {
     ("openai", "envoy", "internal"),
     ("search", "qdrant", "http"),
     ("search", "qdrant", "grpc"),
+    ("search", "ragmesh-db", 5432),
+    ("coordinator", "ragmesh-db", 5432),
+    # Replication and status between instances; the operator's status and SQL connections.
+    ("ragmesh-db", "ragmesh-db", 5432),
+    ("ragmesh-db", "ragmesh-db", 8000),
+    ("cnpg-operator", "ragmesh-db", 5432),
+    ("cnpg-operator", "ragmesh-db", 8000),
 }
-# Open to every source (clients; the kubelet and Prometheus, which are not pods here).
-OPEN_PORTS = {"client", "health", "metrics", "probe"}
-OUTSIDE: dict[str, str] = {}
+# Open to every source (clients; the kubelet and Prometheus).
+OPEN_PORTS: set[str | int] = {"client", "health", "metrics", "probe", 9187}
+
+
+@dataclass(frozen=True)
+class Pod:
+    namespace: str
+    labels: dict[str, str]
+    ports: set[str | int] = field(default_factory=set)
+
+
+# Pods these manifests do not declare: a client elsewhere, CloudNativePG's operator (in its
+# default namespace) and the instance pods it makes for the Cluster (their ports by number).
+OUTSIDE = Pod("elsewhere", {})
+OPERATOR = Pod("cnpg-system", {"app.kubernetes.io/name": "cloudnative-pg"})
 
 
 def _selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
@@ -36,12 +58,24 @@ def _selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
     return True
 
 
-def allowed(docs: list[Doc], source: dict[str, str], target: dict[str, str], port: str) -> bool:
-    """Whether a pod labelled `source` may connect to `port` of a pod labelled `target`."""
+def _peer_matches(peer: dict[str, Any], source: Pod) -> bool:
+    """A podSelector alone means this namespace; with a namespaceSelector, those namespaces."""
+    if "namespaceSelector" in peer:
+        namespace_labels = {"kubernetes.io/metadata.name": source.namespace}
+        if not _selects(peer["namespaceSelector"], namespace_labels):
+            return False
+    elif source.namespace != NAMESPACE:
+        return False
+    return _selects(peer.get("podSelector", {}), source.labels)
+
+
+def allowed(docs: list[Doc], source: Pod, target: Pod, port: str | int) -> bool:
+    """Whether `source` may connect to `port` (a name or a number) of `target`."""
     policies = [
         p
         for p in find(docs, "NetworkPolicy")
-        if "Ingress" in p["spec"]["policyTypes"] and _selects(p["spec"]["podSelector"], target)
+        if "Ingress" in p["spec"]["policyTypes"]
+        and _selects(p["spec"]["podSelector"], target.labels)
     ]
     if not policies:
         return True  # a pod no policy selects takes every connection
@@ -50,24 +84,29 @@ def allowed(docs: list[Doc], source: dict[str, str], target: dict[str, str], por
             ports = [p["port"] for p in rule.get("ports", [])]
             peers = rule.get("from", [])
             if (not ports or port in ports) and (
-                not peers or any(_selects(peer["podSelector"], source) for peer in peers)
+                not peers or any(_peer_matches(peer, source) for peer in peers)
             ):
                 return True
     return False
 
 
-def _pods(docs: list[Doc]) -> dict[str, tuple[dict[str, str], set[str]]]:
-    """Each workload's pod labels and its containers' named ports."""
+def _pods(docs: list[Doc]) -> dict[str, Pod]:
+    """Each workload's pod (labels, its containers' named ports), and the database's."""
     pods = {}
     for kind in ("Deployment", "StatefulSet"):
         for workload in find(docs, kind):
             template = workload["spec"]["template"]
-            ports = {
+            ports: set[str | int] = {
                 port["name"]
                 for container in template["spec"]["containers"]
                 for port in container.get("ports", [])
             }
-            pods[workload["metadata"]["name"]] = (template["metadata"]["labels"], ports)
+            pods[workload["metadata"]["name"]] = Pod(
+                NAMESPACE, template["metadata"]["labels"], ports
+            )
+    for cluster in find(docs, "Cluster"):
+        name = cluster["metadata"]["name"]
+        pods[name] = Pod(NAMESPACE, {"cnpg.io/cluster": name}, {5432, 8000, 9187})
     return pods
 
 
@@ -75,16 +114,20 @@ def _pods(docs: list[Doc]) -> dict[str, tuple[dict[str, str], set[str]]]:
 def test_only_what_must_talk_talks(variant: str) -> None:
     docs = render(variant)
     pods = _pods(docs)
-    for target, (target_labels, ports) in pods.items():
+    sources = {**pods, "outside": OUTSIDE, "cnpg-operator": OPERATOR}
+    for target_name, target in pods.items():
         assert any(
-            _selects(p["spec"]["podSelector"], target_labels) for p in find(docs, "NetworkPolicy")
-        ), f"no NetworkPolicy protects {target}"
-        for port in ports:
-            assert allowed(docs, OUTSIDE, target_labels, port) == (port in OPEN_PORTS), (
-                f"{target}:{port} from outside the mesh"
-            )
-            for source, (source_labels, _) in pods.items():
-                expected = port in OPEN_PORTS or (source, target, port) in EXPECTED_CALLS
-                assert allowed(docs, source_labels, target_labels, port) == expected, (
-                    f"{source} -> {target}:{port}"
+            _selects(p["spec"]["podSelector"], target.labels) for p in find(docs, "NetworkPolicy")
+        ), f"no NetworkPolicy protects {target_name}"
+        for port in target.ports:
+            for source_name, source in sources.items():
+                expected = port in OPEN_PORTS or (source_name, target_name, port) in EXPECTED_CALLS
+                assert allowed(docs, source, target, port) == expected, (
+                    f"{source_name} -> {target_name}:{port}"
                 )
+
+
+def test_an_external_database_has_no_policy_for_absent_pods() -> None:
+    docs = render("production+external-postgres")
+    assert not find(docs, "Cluster")
+    assert "database" not in {p["metadata"]["name"] for p in find(docs, "NetworkPolicy")}
