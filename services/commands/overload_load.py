@@ -26,6 +26,9 @@ from services.commands.bench_mesh import cpu_seconds
 
 EMBED_METHOD = "/ragmesh.embeddings.v1.EmbeddingsService/Embed"
 CALL_DEADLINE_S = 30.0
+# The mesh's processes on an Embed call's path: Envoy, the rate-limit service it asks about
+# every client call's key before routing it, and the embeddings replicas (model included).
+REPORTED_PROCESSES = ("envoy", "ratelimit", "embeddings")
 
 
 @dataclass
@@ -70,7 +73,7 @@ class EmbedLoad:
         self._metadata = (("authorization", f"Bearer {api_key}"),)
         self._requests = requests
         self._pids = {
-            name: pid for name, pid in pids.items() if name.startswith(("envoy", "embeddings"))
+            name: pid for name, pid in pids.items() if name.startswith(REPORTED_PROCESSES)
         }
 
     async def closed_loop(self, concurrency: int, seconds: float) -> Outcome:

@@ -119,25 +119,34 @@ class _ObservingInterceptor(WrappingInterceptor):
     """Base for interceptors that act when an RPC starts and when it ends (with its final
     status code and duration), whatever the kind of handler."""
 
-    def started(self, call: ObservedCall, context: grpc.aio.ServicerContext) -> None:
-        """Called as the RPC's handler starts."""
+    def started(self, call: ObservedCall, context: grpc.aio.ServicerContext) -> Any:
+        """Called as the RPC's handler starts; what it returns is handed to `finished`.
 
-    def finished(
-        self, call: ObservedCall, context: grpc.aio.ServicerContext, seconds: float, code: str
-    ) -> None:
-        """Called once the handler has returned or raised."""
+        Whatever `finished` needs from the call's transport (its peer, its metadata) is read
+        here. `finished` may run after the RPC is over: when a client leaves a stream, gRPC
+        drops the handler's async generator and the event loop closes it later, and the
+        call's core object may be gone by then; context.peer() at that point crashed the
+        server (SIGSEGV, found by the fuzz suite with short deadlines on server streams).
+        """
+        return None
+
+    def finished(self, call: ObservedCall, facts: Any, seconds: float, code: str) -> None:
+        """Called once the handler has returned or raised, with what `started` returned."""
 
     def wrap(self, method: str, behaviour: Behaviour, yields: bool) -> Behaviour:
         call = ObservedCall(method, "streaming" if yields else "unary")
 
-        def finish(context: grpc.aio.ServicerContext, started: float, cancelled: bool) -> None:
+        def finish(
+            context: grpc.aio.ServicerContext, facts: Any, started: float, cancelled: bool
+        ) -> None:
+            # context.code() is the status the handler set, kept in Python: safe to read late.
             code = "CANCELLED" if cancelled else _status_name(context)
-            self.finished(call, context, time.perf_counter() - started, code)
+            self.finished(call, facts, time.perf_counter() - started, code)
 
         if yields:
 
             async def observed_stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
-                self.started(call, context)
+                facts = self.started(call, context)
                 started, cancelled = time.perf_counter(), False
                 try:
                     async for response in behaviour(request, context):
@@ -146,12 +155,12 @@ class _ObservingInterceptor(WrappingInterceptor):
                     cancelled = _is_cancellation(exc)
                     raise
                 finally:
-                    finish(context, started, cancelled)
+                    finish(context, facts, started, cancelled)
 
             return observed_stream
 
         async def observed_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            self.started(call, context)
+            facts = self.started(call, context)
             started, cancelled = time.perf_counter(), False
             try:
                 return await behaviour(request, context)
@@ -159,7 +168,7 @@ class _ObservingInterceptor(WrappingInterceptor):
                 cancelled = _is_cancellation(exc)
                 raise
             finally:
-                finish(context, started, cancelled)
+                finish(context, facts, started, cancelled)
 
         return observed_unary
 
@@ -167,15 +176,16 @@ class _ObservingInterceptor(WrappingInterceptor):
 class AccessLogInterceptor(_ObservingInterceptor):
     """Adopts the call's request id and logs one line per RPC: method, code, duration."""
 
-    def started(self, call: ObservedCall, context: grpc.aio.ServicerContext) -> None:
+    def started(self, call: ObservedCall, context: grpc.aio.ServicerContext) -> Any:
         # A context variable, so log lines and outgoing calls of this task carry it: the
         # caller's id (Envoy sets one on every request), or a new one.
-        incoming = dict(context.invocation_metadata() or ()).get(REQUEST_ID_HEADER)
+        metadata = context.invocation_metadata()
+        incoming = dict(metadata or ()).get(REQUEST_ID_HEADER)
         request_id.set(str(incoming) if incoming else new_request_id())
+        # The key's id (never the key): which credential made the call.
+        return {"peer": context.peer(), "key_id": presented_key_id(presented_key(metadata))}
 
-    def finished(
-        self, call: ObservedCall, context: grpc.aio.ServicerContext, seconds: float, code: str
-    ) -> None:
+    def finished(self, call: ObservedCall, facts: Any, seconds: float, code: str) -> None:
         # Health probes arrive every second from Envoy and `up`; keep them out of INFO.
         level = logging.DEBUG if call.method.startswith(HEALTH_PREFIX) else logging.INFO
         _log.log(
@@ -185,9 +195,7 @@ class AccessLogInterceptor(_ObservingInterceptor):
                 "grpc_method": call.method,
                 "grpc_code": code,
                 "duration_ms": round(seconds * 1000, 3),
-                "peer": context.peer(),
-                # The key's id (never the key): which credential made the call.
-                "key_id": presented_key_id(presented_key(context.invocation_metadata())),
+                **facts,
             },
         )
 
@@ -195,12 +203,11 @@ class AccessLogInterceptor(_ObservingInterceptor):
 class MetricsInterceptor(_ObservingInterceptor):
     """Counts and times every RPC by service, method and final status code."""
 
-    def started(self, call: ObservedCall, context: grpc.aio.ServicerContext) -> None:
+    def started(self, call: ObservedCall, context: grpc.aio.ServicerContext) -> Any:
         metrics.GRPC_STARTED.labels(**call.metric_labels).inc()
+        return None
 
-    def finished(
-        self, call: ObservedCall, context: grpc.aio.ServicerContext, seconds: float, code: str
-    ) -> None:
+    def finished(self, call: ObservedCall, facts: Any, seconds: float, code: str) -> None:
         metrics.GRPC_HANDLED.labels(**call.metric_labels, grpc_code=code).inc()
         metrics.GRPC_HANDLING_SECONDS.labels(**call.metric_labels).observe(seconds)
 

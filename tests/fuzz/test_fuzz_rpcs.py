@@ -58,8 +58,14 @@ def _record(kind: str, code: grpc.StatusCode, details: str) -> None:
     FIRST_DETAILS.setdefault((kind, code.name), details[:200])
 
 
+# Each child's restarts when fuzzing began: a server that crashes (a SIGSEGV in native code)
+# is restarted by `ragmesh up`, and its calls in flight end UNAVAILABLE, which alone would pass.
+RESTARTS_BEFORE: dict[str, int] = {}
+
+
 @pytest.fixture(scope="module")
 def client(mesh: Mesh) -> Iterator[RawClient]:
+    RESTARTS_BEFORE.update(mesh.state.restarts)
     raw = RawClient(mesh.endpoint, mesh.client_credentials(), mesh.api_key)
     _create_known_names(raw)
     yield raw
@@ -135,3 +141,15 @@ def test_the_mesh_is_healthy_after_fuzzing(mesh: Mesh, client: RawClient) -> Non
         if "unhandled exception" in line
     ]
     assert not unhandled, "\n".join(unhandled[:5])
+    state = mesh.state
+    crashed = {
+        name: state.last_exit.get(name, "")
+        for name, count in state.restarts.items()
+        if count > RESTARTS_BEFORE.get(name, 0)
+    }
+    stacks = [
+        log.read_text(errors="replace")[-3000:]
+        for log in sorted((mesh.state_dir / "logs").glob("*.stderr.log"))
+        if "Fatal Python error" in log.read_text(errors="replace")
+    ]
+    assert not crashed, f"restarted while fuzzing: {crashed}\n" + "\n".join(stacks)
