@@ -28,6 +28,7 @@ from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_g
 
 from services.identities import identity_uri
 from services.mesh.certs import CertificatePaths, ensure_certificates
+from services.mesh.envoy_admin import stop_taking_calls
 from services.mesh.envoy_config import (
     EnvoyConfigError,
     Topology,
@@ -47,6 +48,8 @@ IDEMPOTENT = f"/{SERVICE}/Idempotent"
 ONCE = f"/{SERVICE}/Once"
 WHOAMI = f"/{SERVICE}/Whoami"
 READY_TIMEOUT_S = 30.0
+SLOW = f"/{SERVICE}/Slow"
+SLOW_CALL_S = 1.0
 
 
 def free_port() -> int:
@@ -156,6 +159,10 @@ async def start_replica(certs: CertificatePaths, name: str, *, fail: bool) -> Re
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"{name} is failing")
         return name.encode()
 
+    async def slow(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        await asyncio.sleep(SLOW_CALL_S)
+        return name.encode()
+
     async def whoami(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
         metadata = dict(context.invocation_metadata() or ())
         return json.dumps(
@@ -171,6 +178,7 @@ async def start_replica(certs: CertificatePaths, name: str, *, fail: bool) -> Re
                     "Idempotent": grpc.unary_unary_rpc_method_handler(answer),
                     "Once": grpc.unary_unary_rpc_method_handler(answer),
                     "Whoami": grpc.unary_unary_rpc_method_handler(whoami),
+                    "Slow": grpc.unary_unary_rpc_method_handler(slow),
                 },
             )
         ]
@@ -504,3 +512,47 @@ def test_admin_on_a_unix_socket_passes_envoy_validate(
     assert "admin_stats" in [
         listener["name"] for listener in config["static_resources"]["listeners"]
     ]
+
+
+async def test_stopping_the_client_listener_lets_calls_in_flight_finish(
+    certs: CertificatePaths, tmp_path: Path
+) -> None:
+    """`ragmesh up`'s first step when it stops: Envoy's client listener takes no new
+    connection, the call it already took finishes, and the internal listener (the services'
+    calls to each other) still serves."""
+    replica = await start_replica(certs, "good", fail=False)
+    admin_socket = tmp_path / "run" / "envoy-admin.sock"
+    admin_socket.parent.mkdir()
+    topology = Topology(
+        clusters=[UpstreamCluster("smoke", SERVICE, [("127.0.0.1", replica.port)])],
+        certificates=certs,
+        client_listener=("127.0.0.1", free_port()),
+        internal_listener=("127.0.0.1", free_port()),
+        admin=("127.0.0.1", free_port()),
+        admin_socket=admin_socket,
+    )
+    envoy = start_envoy(topology, tmp_path)
+    mesh = Mesh(envoy, replica, replica, certs)
+    as_user = channel_credentials(certs.ca, certs.client.cert, certs.client.key)
+    service_client = certs.service_clients["smoke"]
+    as_service = channel_credentials(certs.ca, service_client.cert, service_client.key)
+    try:
+        await mesh.wait_hosts(lambda flags: all(f == "healthy" for f in flags.values()))
+        async with grpc.aio.secure_channel(envoy.client_target, as_user) as channel:
+            in_flight = asyncio.ensure_future(channel.unary_unary(SLOW)(b"", timeout=30))
+            for _ in range(500):  # until Envoy has taken the call (10 s at most)
+                if envoy.stat("http.client.downstream_rq_active") >= 1:
+                    break
+                await asyncio.sleep(0.02)
+            left = await stop_taking_calls(str(admin_socket), limit_s=20)
+            assert await in_flight == b"good"
+        assert left == 0
+        async with grpc.aio.secure_channel(envoy.client_target, as_user) as channel:
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await channel.unary_unary(IDEMPOTENT)(b"", timeout=5)
+        assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+        async with grpc.aio.secure_channel(envoy.internal_target, as_service) as channel:
+            assert await channel.unary_unary(IDEMPOTENT)(b"", timeout=10) == b"good"
+    finally:
+        stop_envoy(envoy)
+        await replica.server.stop(None)
