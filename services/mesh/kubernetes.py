@@ -37,12 +37,7 @@ from services.mesh.envoy_config import (
 )
 from services.mesh.envoy_security import ADMIN_CLUSTER
 from services.mesh.http_adapter import OPENAI
-from services.mesh.plan import (
-    RETRY_METHODS,
-    envoy_max_requests,
-    grpc_service_name,
-    split_address,
-)
+from services.mesh.plan import RETRY_METHODS, grpc_service_name, split_address
 
 DEFAULT_NAMESPACE = "ragmesh"
 CLUSTER_DOMAIN = "cluster.local"
@@ -110,7 +105,8 @@ def kubernetes_topology(
                 grpc_service=grpc_service,
                 endpoints=[(service_host(service, namespace), port)],
                 retry_methods=[f"/{grpc_service}/{m}" for m in RETRY_METHODS[service]],
-                max_requests_per_replica=envoy_max_requests(settings, service),
+                # No per-replica cap from the settings here: the pods behind the one DNS name
+                # are not counted, so it would cap the whole service (envoy_limits' 512 stays).
             )
         )
     mesh = settings.mesh
