@@ -24,7 +24,12 @@ from pathlib import Path
 from ragmesh.embeddings.v1 import embeddings_service_pb2 as pb
 from ragmesh.embeddings.v1 import embeddings_service_pb2_grpc as pb_grpc
 from services.commands.bench_embed_server import RunResult, bench_texts, drive, embeddings_process
-from services.commands.bench_mesh import MeshHandle, bench_mesh, cpu_seconds
+from services.commands.bench_mesh import (
+    MeshHandle,
+    bench_mesh,
+    cpu_seconds,
+    process_cpu_seconds,
+)
 from services.loadgen import closed_loop
 
 # Throughput is measured closed-loop: 64 callers keep the queue about one batch long, which
@@ -41,8 +46,31 @@ CACHE_ROUNDS = 5
 class MeshRun:
     result: RunResult
     runtime: str
-    # CPU cores used on average during the run, by who used them.
-    cores: dict[str, float]
+    # CPU-seconds spent during the run, by who spent them.
+    cpu_s: dict[str, float]
+    elapsed_s: float
+    texts: int
+
+    @property
+    def cores(self) -> dict[str, float]:
+        """CPU cores used on average during the run, by who used them."""
+        return {name: seconds / self.elapsed_s for name, seconds in self.cpu_s.items()}
+
+    @property
+    def cpu_ms_per_text(self) -> dict[str, float]:
+        """CPU-milliseconds per text (= CPU-seconds per 1,000 texts), by who spent them."""
+        return {name: seconds * 1000 / self.texts for name, seconds in self.cpu_s.items()}
+
+    @property
+    def path_cpu_ms_per_text_without_model(self) -> float:
+        """What one text costs the full path besides the model's own work: the load
+        generator, Envoy and the embeddings server process (not other users' processes)."""
+        return sum(ms for name, ms in self.cpu_ms_per_text.items() if name not in (MODEL, OTHERS))
+
+
+GENERATOR = "load generator (this process)"
+MODEL = "embeddings-0 model process"
+OTHERS = "anything else (other users too)"
 
 
 async def drive_mesh(mesh: MeshHandle, texts: list[str], concurrency: int) -> MeshRun:
@@ -52,7 +80,7 @@ async def drive_mesh(mesh: MeshHandle, texts: list[str], concurrency: int) -> Me
         client = pb_grpc.EmbeddingsServiceStub(channel)
         await client.Embed(pb.EmbedRequest(inputs=bench_texts(16, seed=1001)), timeout=60)
         before = await client.Info(pb.InfoRequest())
-        cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+        cpu_before = _mesh_cpu_s(pids)
         own_before, machine_before = sum(os.times()[:2]), machine_busy_s()
         load = await closed_loop(
             texts,
@@ -61,7 +89,7 @@ async def drive_mesh(mesh: MeshHandle, texts: list[str], concurrency: int) -> Me
         )
         own = sum(os.times()[:2]) - own_before
         machine = machine_busy_s() - machine_before
-        cpu = {name: cpu_seconds(pid) - cpu_before[name] for name, pid in pids.items()}
+        cpu = {name: seconds - cpu_before[name] for name, seconds in _mesh_cpu_s(pids).items()}
         after = await client.Info(pb.InfoRequest())
     batches = after.batches_run - before.batches_run
     result = RunResult(
@@ -71,14 +99,20 @@ async def drive_mesh(mesh: MeshHandle, texts: list[str], concurrency: int) -> Me
         load.percentile_ms(0.99),
         (after.texts_embedded - before.texts_embedded) / batches if batches else 0.0,
     )
-    cores = {"load generator (this process)": own / load.elapsed_s}
-    for name in sorted(cpu):
-        if name.startswith(("envoy", "embeddings")):
-            cores[name] = cpu[name] / load.elapsed_s
-    cores["anything else (other users too)"] = max(
-        0.0, machine / load.elapsed_s - sum(cores.values())
-    )
-    return MeshRun(result, after.runtime, cores)
+    spent = {GENERATOR: own, **cpu}
+    spent[OTHERS] = max(0.0, machine - sum(spent.values()))
+    return MeshRun(result, after.runtime, spent, load.elapsed_s, len(texts))
+
+
+def _mesh_cpu_s(pids: dict[str, int]) -> dict[str, float]:
+    """CPU-seconds so far of Envoy, the embeddings server and its model process (a child:
+    the model's work and the server's per-call work apart)."""
+    spent = {"envoy": cpu_seconds(pids["envoy"])}
+    server = pids["embeddings-0"]
+    with_children = cpu_seconds(server)
+    spent["embeddings-0 server"] = process_cpu_seconds(server)
+    spent[MODEL] = with_children - spent["embeddings-0 server"]
+    return spent
 
 
 def machine_busy_s() -> float:
@@ -129,12 +163,13 @@ def raw(texts: list[str], runtime_setting: str, batch_size: int, models_dir: Pat
     runtime, _ = choose_runtime(runtime_setting, model, identity, "cpu", models_dir)
     ordered = sorted(texts, key=len)
     runtime.embed(ordered[:batch_size])
-    started = time.perf_counter()
+    started, cpu_before = time.perf_counter(), sum(os.times()[:2])
     for start in range(0, len(ordered), batch_size):
         runtime.embed(ordered[start : start + batch_size])
     elapsed = time.perf_counter() - started
+    cpu_ms_per_text = (sum(os.times()[:2]) - cpu_before) * 1000 / len(texts)
     label = f"raw {runtime.name} (bs={batch_size})"
-    return RunResult(label, len(texts) / elapsed, 0, 0, batch_size)
+    return RunResult(label, len(texts) / elapsed, 0, 0, batch_size, cpu_ms_per_text)
 
 
 def uptime() -> str:
@@ -218,9 +253,31 @@ def report(
         "CPU cores used during the Envoy run (of "
         f"{os.cpu_count()}): "
         + ", ".join(f"{name} {cores:.2f}" for name, cores in mesh.cores.items()),
+        "CPU-seconds per 1,000 texts during the Envoy run: "
+        + ", ".join(f"{name} {ms:.2f}" for name, ms in mesh.cpu_ms_per_text.items()),
+        *_bound(mesh, chosen64),
         f"cache: Embed of {CACHE_TEXTS} distinct {CACHE_TEXT_CHARS}-char texts through Envoy,"
         f" median of {CACHE_ROUNDS} rounds: first {first:.1f} ms, repeated {second:.1f} ms"
         f" = {first / second:.1f}x faster   (target >= 10x)",
         f"load after: {load[1]}",
     ]
     return "\n".join(lines)
+
+
+def _bound(mesh: MeshRun, chosen64: RunResult) -> list[str]:
+    """The most the full path could serve on this machine's cores, if the model in the server
+    cost no more than in the raw run: every text still costs the generator, Envoy and the
+    server what they spent per text here, which the raw run never pays."""
+    if not chosen64.cpu_ms_per_text:
+        return []
+    cores = os.cpu_count() or 1
+    besides_model = mesh.path_cpu_ms_per_text_without_model
+    per_text = besides_model + chosen64.cpu_ms_per_text
+    bound = cores * 1000 / per_text
+    return [
+        f"{chosen64.label} spent {chosen64.cpu_ms_per_text:.2f} CPU-seconds per 1,000 texts;"
+        f" the path besides the model {besides_model:.2f} (generator + Envoy + server)",
+        f"bound: {cores} cores / {per_text:.2f} CPU-s per 1,000 texts = {bound:.0f} texts/s"
+        f" = {bound / chosen64.texts_per_s:.2f}x raw {chosen64.label[4:]}"
+        " (the full path at the raw run's model cost, no other users)",
+    ]

@@ -52,13 +52,18 @@ class RunResult:
     p50_ms: float
     p99_ms: float
     mean_batch: float
+    # CPU-milliseconds this process spent per text (in-process runs; 0: not measured).
+    cpu_ms_per_text: float = 0.0
 
     def line(self) -> str:
         batch = f"{self.mean_batch:6.1f}" if self.mean_batch else "     -"
-        return (
+        line = (
             f"{self.label:<28} {self.texts_per_s:9.1f} texts/s   p50 {self.p50_ms:8.1f} ms"
             f"   p99 {self.p99_ms:8.1f} ms   mean batch {batch}"
         )
+        if self.cpu_ms_per_text:
+            line += f"   {self.cpu_ms_per_text:.2f} CPU-s per 1,000 texts"
+        return line
 
 
 async def drive(

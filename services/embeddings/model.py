@@ -89,8 +89,9 @@ class Encoder:
         token_counts = self.count_tokens(texts)
         lengths = [min(count, self.max_sequence_length) for count in token_counts]
         vectors: list[np.ndarray] = [np.empty(0)] * len(texts)
-        for indices in plan_slices(lengths, self.slice_overhead_tokens):
-            encoded = self._runtime.embed([texts[index] for index in indices])
+        plan = plan_slices(lengths, self.slice_overhead_tokens)
+        slices = [[texts[index] for index in indices] for indices in plan]
+        for indices, encoded in zip(plan, self._runtime.embed_slices(slices), strict=True):
             for index, vector in zip(indices, encoded, strict=True):
                 vectors[index] = vector
         return [

@@ -10,6 +10,9 @@ dynamic programming over slice boundaries, minimising
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TypeVar
+
+Item = TypeVar("Item")
 
 
 def plan_slices(lengths: Sequence[int], overhead_tokens: float) -> list[list[int]]:
@@ -32,3 +35,18 @@ def plan_slices(lengths: Sequence[int], overhead_tokens: float) -> list[list[int
         end = cut[end]
     slices.reverse()
     return slices
+
+
+def spread_slices(slices: Sequence[Sequence[Item]], streams: int) -> list[list[Item]]:
+    """The slices, the one with most texts cut in consecutive halves until there is one per
+    stream (a runtime that runs slices at once keeps every stream busy) or every slice is a
+    single text. Order is kept: concatenated, the parts are the slices concatenated."""
+    parts = [list(texts) for texts in slices if texts]
+    while parts and len(parts) < streams:
+        largest = max(range(len(parts)), key=lambda i: len(parts[i]))
+        if len(parts[largest]) < 2:
+            break
+        texts = parts[largest]
+        half = len(texts) // 2
+        parts[largest : largest + 1] = [texts[:half], texts[half:]]
+    return parts

@@ -35,6 +35,21 @@ def test_runtime_matches_torch_fp32(runtime: str, identity: str, reference_model
     assert min_cosine(reference, vectors) >= MIN_PARITY_COSINE
 
 
+def test_openvino_runs_a_batchs_slices_at_once_in_order(identity: str, reference_model) -> None:
+    """Slices of one batch run on OpenVINO's streams together (a slice cut in halves when
+    there are fewer slices than streams); each slice's vectors come back where it was."""
+    runtime = load_runtime("openvino", reference_model, identity, "cpu", CACHE_DIR)
+    assert runtime.streams >= 1
+    texts = list(PARITY_TEXTS)
+    slices = [texts[:1], texts[1:9], texts[9:]]
+    vectors = runtime.embed_slices(slices)
+    assert [len(part) for part in vectors] == [len(part) for part in slices]
+    reference = reference_model.encode(texts, convert_to_numpy=True)
+    assert min_cosine(reference, np.concatenate(vectors)) >= MIN_PARITY_COSINE
+    (alone,) = runtime.embed_slices([texts[3:4]])
+    assert min_cosine(reference[3:4], alone) >= MIN_PARITY_COSINE
+
+
 def test_encoder_on_openvino_keeps_tokens_and_truncation(reference_model) -> None:
     encoder = Encoder("", "cpu", 32.0, "openvino", str(CACHE_DIR))
     assert encoder.runtime.startswith("openvino-")

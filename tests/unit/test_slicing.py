@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 
-from services.embeddings.slicing import plan_slices
+from services.embeddings.slicing import plan_slices, spread_slices
 
 
 def cost(lengths: list[int], slices: list[list[int]], overhead: float) -> float:
@@ -47,3 +47,16 @@ def test_a_large_overhead_keeps_one_slice_and_none_splits_by_length() -> None:
 
 def test_an_empty_batch_has_no_slices() -> None:
     assert plan_slices([], overhead_tokens=32) == []
+
+
+def test_spread_slices_gives_every_stream_a_part_in_order() -> None:
+    slices = [["a", "b", "c", "d", "e"], ["f"], ["g", "h"]]
+    for streams in range(1, 12):
+        parts = spread_slices(slices, streams)
+        # Nothing lost, nothing reordered, no empty part.
+        assert [text for part in parts for text in part] == list("abcdefgh")
+        assert all(parts)
+        # One part per stream until every part is a single text; never more than needed.
+        assert len(parts) == max(len(slices), min(streams, 8))
+    assert spread_slices([], 4) == []
+    assert spread_slices([["x"]], 4) == [["x"]]
