@@ -166,7 +166,11 @@ async def start_replica(certs: CertificatePaths, name: str, *, fail: bool) -> Re
     async def whoami(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
         metadata = dict(context.invocation_metadata() or ())
         return json.dumps(
-            {"request_id": metadata.get("x-request-id"), "peer_uris": peer_uris(context)}
+            {
+                "request_id": metadata.get("x-request-id"),
+                "peer_uris": peer_uris(context),
+                "time_remaining": context.time_remaining(),
+            }
         ).encode()
 
     server = grpc.aio.server()
@@ -395,6 +399,19 @@ async def test_replicas_see_envoys_identity_and_the_request_id(mesh: Mesh) -> No
     assert given["peer_uris"] == [identity_uri("envoy", "envoy-upstream")]
     assert given["request_id"] == "req-123"
     assert generated["request_id"] and generated["request_id"] != "req-123"
+
+
+async def test_a_call_without_a_deadline_gets_the_routes_default(mesh: Mesh) -> None:
+    """Envoy sends the server the route's default deadline (grpc-timeout, 30 s here) when the
+    caller sent none, and the caller's own deadline (up to the cap) otherwise, so the server
+    stops work nobody waits for."""
+    async with mesh.client_channel() as channel:
+        whoami = channel.unary_unary(WHOAMI)
+        without = json.loads(await whoami(b""))
+        with_own = json.loads(await whoami(b"", timeout=5))
+    assert without["time_remaining"] is not None
+    assert 5 < without["time_remaining"] <= 30
+    assert with_own["time_remaining"] <= 5.1  # grpc-timeout is rounded up
 
 
 async def test_health_is_not_routed_through_envoy(mesh: Mesh) -> None:
