@@ -242,6 +242,7 @@ async def run_against(
     reuse: bool = False,
     dense_concurrencies: tuple[int, ...] = (),
     cpu: ProcessCpu | None = None,
+    search_log: Path | None = None,
 ) -> None:
     async with channel_factory() as channel:
         stub = pb_grpc.SearchServiceStub(channel)
@@ -297,7 +298,7 @@ async def run_against(
         result.concurrency, result.requests = concurrency, requests
         print("waiting for the keyword index ...", flush=True)
         result.keyword_warmup = await warm_keyword_index(
-            stub, by_mode["keyword"][measured + concurrency :]
+            stub, by_mode["keyword"][measured + concurrency :], search_log
         )
         result.load_before = load_average()
         for mode, mode_requests in by_mode.items():
@@ -352,6 +353,7 @@ def run_search_bench(
     from services.commands.bench_mesh import bench_mesh
     from services.commands.search_stack import search_stack
     from services.config import load_settings
+    from services.mesh.layout import MeshLayout
     from services.postgres.embedded import EmbeddedPostgres
 
     # Warm-up queries come after the measured ones: none of them is answered from a cache.
@@ -360,7 +362,10 @@ def run_search_bench(
     result = BenchResult(vectors, distribution=distribution, text=data.text_description)
 
     def measure(
-        factory: Callable[[], grpc.aio.Channel], dsn: str, cpu: ProcessCpu | None = None
+        factory: Callable[[], grpc.aio.Channel],
+        dsn: str,
+        cpu: ProcessCpu | None = None,
+        search_log: Path | None = None,
     ) -> None:
         asyncio.run(
             run_against(
@@ -375,6 +380,7 @@ def run_search_bench(
                 reuse=reuse,
                 dense_concurrencies=dense_concurrencies,
                 cpu=cpu,
+                search_log=search_log,
             )
         )
 
@@ -398,7 +404,8 @@ def run_search_bench(
             result.path = "Envoy (mTLS + API key), ragmesh up with one replica each"
             with bench_mesh(None, settings.models_dir, state_dir=state) as handle:
                 cpu = ProcessCpu(dict(handle.state.pids))
-                measure(handle.channel, EmbeddedPostgres(state).dsn(), cpu)
+                log = MeshLayout(state).logs_dir / "search-0.log"
+                measure(handle.channel, EmbeddedPostgres(state).dsn(), cpu, log)
         else:
             with search_stack(state, start_embeddings=False) as stack:
                 measure(plaintext(stack.search_target, None), stack.pg_dsn)

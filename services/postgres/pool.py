@@ -104,6 +104,16 @@ async def connect_with_retries(
     raise AssertionError("unreachable")
 
 
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """What a released connection needs besides the rollback asyncpg always does: nothing.
+
+    asyncpg's default reset sends `SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *;
+    RESET ALL` on every release, one more round trip per pooled use (py-spy on search under
+    load: a sixth of the server's database writes). ragmesh's pools never leave session
+    state behind: settings are sent at connect, cursors live inside transactions, and no
+    pooled connection takes advisory locks (migrations use their own connection) or LISTENs."""
+
+
 async def create_pool(
     dsn: str,
     *,
@@ -130,6 +140,7 @@ async def create_pool(
         min_size=min_size,
         max_size=max_size,
         init=on_connect,
+        reset=_keep_session,
         timeout=CONNECT_TIMEOUT_S,
         server_settings={
             "application_name": application_name,

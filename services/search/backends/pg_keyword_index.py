@@ -172,7 +172,7 @@ class KeywordIndexes:
                 "collection_id": collection_id,
                 "passages": index.passages,
                 "postings": len(batch.terms),
-                "version": index.version,
+                "write_version": index.version,
                 "seconds": round(time.perf_counter() - started, 3),
             },
         )
