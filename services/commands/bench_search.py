@@ -349,6 +349,7 @@ def run_search_bench(
     mesh: bool = False,
     reuse: bool = False,
     dense_concurrencies: tuple[int, ...] = (),
+    ef_search: int | None = None,
 ) -> BenchResult:
     from services.commands.bench_mesh import bench_mesh
     from services.commands.search_stack import search_stack
@@ -402,7 +403,10 @@ def run_search_bench(
         state.mkdir(parents=True, exist_ok=True)
         if mesh:
             result.path = "Envoy (mTLS + API key), ragmesh up with one replica each"
-            with bench_mesh(None, settings.models_dir, state_dir=state) as handle:
+            env = {"RAGMESH_SEARCH__HNSW_EF_SEARCH": str(ef_search)} if ef_search else {}
+            if ef_search:
+                result.ef_search = str(ef_search)
+            with bench_mesh(None, settings.models_dir, env, state_dir=state) as handle:
                 cpu = ProcessCpu(dict(handle.state.pids))
                 log = MeshLayout(state).logs_dir / "search-0.log"
                 measure(handle.channel, EmbeddedPostgres(state).dsn(), cpu, log)

@@ -103,6 +103,11 @@ def register_search_bench(bench_subparsers: argparse._SubParsersAction) -> None:
         " documents (a later run over the same data)",
     )
     search.add_argument(
+        "--ef-search",
+        type=int,
+        help="with --mesh: the search server's hnsw.ef_search (default: its setting)",
+    )
+    search.add_argument(
         "--dense-concurrency",
         type=int,
         action="append",
@@ -128,6 +133,7 @@ def _bench_search(args: argparse.Namespace) -> int:
         mesh=args.mesh,
         reuse=args.reuse,
         dense_concurrencies=tuple(args.dense_concurrency),
+        ef_search=args.ef_search,
     )
     print(report(result), flush=True)
     return 0
