@@ -280,7 +280,8 @@ class ErrorInterceptor(WrappingInterceptor):
 
             async def guarded_stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
                 try:
-                    async for response in behaviour(await checked(request, context), context):
+                    responses = behaviour(await checked(request, context), context)
+                    async for response in _within_deadline(responses, context):
                         yield response
                 except grpc.aio.AbortError:
                     raise
@@ -302,6 +303,43 @@ class ErrorInterceptor(WrappingInterceptor):
                 await fail(context, exc)
 
         return guarded_unary
+
+
+# A server stream ends itself with DEADLINE_EXCEEDED this long before its deadline. Envoy
+# times the same deadline (it sent it to the server as grpc-timeout), and when its timer fires
+# first it can only reset a stream whose answers have started, which the caller would see as
+# INTERNAL ("RST_STREAM error code 2"); ending first, the server's status reaches the caller.
+STREAM_DEADLINE_MARGIN_S = 0.1
+
+
+async def _within_deadline(
+    responses: AsyncIterator[Any], context: grpc.aio.ServicerContext
+) -> AsyncIterator[Any]:
+    """`responses`, cut short with DEADLINE_EXCEEDED STREAM_DEADLINE_MARGIN_S before the
+    call's deadline. Only the wait for the next answer is timed (in this task, so context
+    variables and spans inside the handler stay intact), not the write of one."""
+    remaining = context.time_remaining()
+    if remaining is None:
+        async for response in responses:
+            yield response
+        return
+    deadline = asyncio.get_running_loop().time() + remaining - STREAM_DEADLINE_MARGIN_S
+    iterator = aiter(responses)
+    while True:
+        timer = asyncio.timeout_at(deadline)
+        try:
+            async with timer:
+                response = await anext(iterator)
+        except StopAsyncIteration:
+            return
+        except TimeoutError:
+            if not timer.expired():
+                raise  # the handler's own timeout, not the call's deadline
+            raise RpcFailure(
+                grpc.StatusCode.DEADLINE_EXCEEDED,
+                "the call's deadline passed before the stream was complete",
+            ) from None
+        yield response
 
 
 # The longest status message sent: gRPC carries it in a header (grpc-message), and a reply

@@ -48,6 +48,14 @@ async def echo(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
     return request
 
 
+async def answer_then_stall(
+    request: bytes, context: grpc.aio.ServicerContext
+) -> AsyncIterator[bytes]:
+    yield b"first answer"
+    await asyncio.sleep(30)
+    yield b"too late"
+
+
 def handlers() -> grpc.GenericRpcHandler:
     return grpc.method_handlers_generic_handler(
         SERVICE,
@@ -57,6 +65,7 @@ def handlers() -> grpc.GenericRpcHandler:
             "Echo": grpc.unary_unary_rpc_method_handler(echo),
             "RefuseAtLength": grpc.unary_unary_rpc_method_handler(refuse_at_length),
             "FailAfterClientLeft": grpc.unary_unary_rpc_method_handler(fail_after_client_left),
+            "AnswerThenStall": grpc.unary_stream_rpc_method_handler(answer_then_stall),
         },
     )
 
@@ -218,3 +227,21 @@ async def test_a_failure_after_the_client_left_is_not_logged_as_internal(
     events = [line["event"] for line in lines]
     assert "unhandled exception" not in events
     assert "call ended after its client left" in events
+
+
+async def test_a_stream_ends_itself_with_deadline_exceeded_before_its_deadline() -> None:
+    """The server's own status, not the client's timer (nor Envoy's reset, which a client
+    sees as INTERNAL) ends a stream whose deadline passes after its first answer."""
+    server, target = await start()
+    answers = []
+    try:
+        async with grpc.aio.insecure_channel(target) as channel:
+            stream = channel.unary_stream(f"/{SERVICE}/AnswerThenStall")(b"", timeout=1.0)
+            with pytest.raises(grpc.aio.AioRpcError) as error:
+                async for answer in stream:
+                    answers.append(answer)
+    finally:
+        await server.stop(None)
+    assert answers == [b"first answer"]
+    assert error.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert error.value.details() == "the call's deadline passed before the stream was complete"
