@@ -9,12 +9,14 @@ health names or the certificate names."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import signal
 import ssl
 import subprocess
 import tempfile
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -24,6 +26,7 @@ from pathlib import Path
 import grpc
 import httpx
 import pytest
+import yaml
 
 from ragmesh.coordinator.v1 import coordinator_service_pb2 as coordinator_pb
 from ragmesh.coordinator.v1 import coordinator_service_pb2_grpc as coordinator_grpc
@@ -49,7 +52,7 @@ from tests.deploy.pods import (
     started,
     with_hosts,
 )
-from tests.helpers import ServerProcess, wait_postgres
+from tests.helpers import ServerProcess, free_port, wait_postgres
 
 pytestmark = pytest.mark.e2e
 
@@ -107,24 +110,74 @@ def _secrets(docs: list[Doc], folder: Path) -> dict[str, Path]:
     return secrets
 
 
-async def _rate_limited(endpoint: str, client: Path, limited_key: str) -> None:
-    """A key's limit through Envoy's rate-limit filter and the rate-limit pod: its burst of 2
-    calls pass, the next is RESOURCE_EXHAUSTED with the time to wait."""
+async def _rate_limited(endpoints: list[str], client: Path, limited_key: str) -> None:
+    """A key's limit across Envoy pods: its burst of 2 calls, one through each Envoy, pass;
+    then each Envoy answers RESOURCE_EXHAUSTED with the time to wait. One bucket for the key,
+    in the one rate-limit pod both Envoys ask (per-Envoy buckets would let 2 more through)."""
     credentials = channel_credentials(client / "ca.crt", client / "tls.crt", client / "tls.key")
-    async with grpc.aio.secure_channel(
-        endpoint,
-        credentials,
-        options=[("grpc.ssl_target_name_override", "envoy")],
-        interceptors=metadata_interceptors(limited_key),
-    ) as channel:
-        stub = embeddings_grpc.EmbeddingsServiceStub(channel)
-        for _ in range(2):
+    stubs = []
+    async with contextlib.AsyncExitStack() as stack:
+        for endpoint in endpoints:
+            channel = await stack.enter_async_context(
+                grpc.aio.secure_channel(
+                    endpoint,
+                    credentials,
+                    options=[("grpc.ssl_target_name_override", "envoy")],
+                    interceptors=metadata_interceptors(limited_key),
+                )
+            )
+            stubs.append(embeddings_grpc.EmbeddingsServiceStub(channel))
+        for stub in stubs:
             await stub.Info(embeddings_pb.InfoRequest(), timeout=30)
-        with pytest.raises(grpc.aio.AioRpcError) as refused:
-            await stub.Info(embeddings_pb.InfoRequest(), timeout=30)
-        assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-        trailers = dict(refused.value.trailing_metadata() or ())
-        assert int(trailers["retry-after"]) >= 1, trailers
+        for stub in stubs:
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await stub.Info(embeddings_pb.InfoRequest(), timeout=30)
+            assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            trailers = dict(refused.value.trailing_metadata() or ())
+            assert int(trailers["retry-after"]) >= 1, trailers
+
+
+@contextmanager
+def _second_envoy(config: Path, hosts: Path, installed: Installed, logs: Path) -> Iterator[str]:
+    """A second Envoy pod: every pod's init container renders the same configuration; this
+    one runs it on listener ports and an admin socket of its own. Yields its client endpoint
+    once its rate-limit cluster has a healthy host."""
+    rendered = yaml.safe_load(config.read_text())
+    ports = {}
+    for listener in rendered["static_resources"]["listeners"]:
+        ports[listener["name"]] = listener["address"]["socket_address"]["port_value"] = free_port()
+    socket_dir = Path(tempfile.mkdtemp(prefix="ragmesh-envoy2-"))  # a short unix socket path
+    rendered["admin"]["address"]["pipe"]["path"] = str(socket_dir / "admin.sock")
+    second = config.with_name("envoy-2.yaml")
+    second.write_text(yaml.safe_dump(rendered))
+    argv = [str(installed.bin / "envoy"), "-c", str(second), "--disable-hot-restart"]
+    with (logs / "envoy-2.log").open("wb") as log_file:
+        popen = subprocess.Popen(
+            with_hosts(argv, hosts), stdout=log_file, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, env=installed.env(), cwd=installed.home,
+        )  # fmt: skip
+    process = ServerProcess(popen, "", logs / "envoy-2.log")
+    try:
+        stats = (
+            f"http://127.0.0.1:{ports['admin_stats']}/stats"
+            "?filter=^cluster%5C.ratelimit%5C.membership_healthy$"
+        )
+        deadline = time.monotonic() + PROBE_TIMEOUT_S
+        while not _reads(stats).strip().endswith(": 1"):
+            assert popen.poll() is None and time.monotonic() < deadline, process.log()[-3000:]
+            time.sleep(0.25)
+        yield f"127.0.0.1:{ports['client']}"
+    finally:
+        process.stop()
+        shutil.rmtree(socket_dir, ignore_errors=True)
+
+
+def _reads(url: str) -> str:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as page:  # nosec B310: loopback
+            return str(page.read().decode())
+    except OSError:
+        return ""
 
 
 def _openai_embeddings(endpoint: str, client: Path, api_key: str) -> None:
@@ -272,7 +325,13 @@ def test_manifests_run_from_the_installed_wheel(installed: Installed, tmp_path: 
         asyncio.run(_traffic(endpoint, client, api_key))
         _openai_embeddings(endpoint, client, api_key)
         limited_key = (secrets["ragmesh-api-keys"] / f"{LIMITED_KEY}.key").read_text().strip()
-        asyncio.run(_rate_limited(endpoint, client, limited_key))
+        envoy_argv = [
+            localize(word, pods["envoy"].container, envoy_root, ports)
+            for word in pods["envoy"].container.argv(envoy_env)
+        ]
+        envoy_config = Path(envoy_argv[envoy_argv.index("-c") + 1])
+        with _second_envoy(envoy_config, hosts, installed, logs) as second_endpoint:
+            asyncio.run(_rate_limited([endpoint, second_endpoint], client, limited_key))
         _envoy_metrics_only(f"127.0.0.1:{ports.port(9902)}")
 
         # Envoy's preStop hook (without its wait): its readiness probe fails from then on.
