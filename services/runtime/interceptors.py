@@ -310,6 +310,7 @@ class ErrorInterceptor(WrappingInterceptor):
 # first it can only reset a stream whose answers have started, which the caller would see as
 # INTERNAL ("RST_STREAM error code 2"); ending first, the server's status reaches the caller.
 STREAM_DEADLINE_MARGIN_S = 0.1
+_STREAM_DEADLINE_PASSED = "the call's deadline passed before the stream was complete"
 
 
 async def _within_deadline(
@@ -323,6 +324,9 @@ async def _within_deadline(
         async for response in responses:
             yield response
         return
+    if remaining <= STREAM_DEADLINE_MARGIN_S:
+        # Too little time to answer and still end first: say so before any answer starts.
+        raise RpcFailure(grpc.StatusCode.DEADLINE_EXCEEDED, _STREAM_DEADLINE_PASSED)
     deadline = asyncio.get_running_loop().time() + remaining - STREAM_DEADLINE_MARGIN_S
     iterator = aiter(responses)
     while True:
@@ -335,10 +339,7 @@ async def _within_deadline(
         except TimeoutError:
             if not timer.expired():
                 raise  # the handler's own timeout, not the call's deadline
-            raise RpcFailure(
-                grpc.StatusCode.DEADLINE_EXCEEDED,
-                "the call's deadline passed before the stream was complete",
-            ) from None
+            raise RpcFailure(grpc.StatusCode.DEADLINE_EXCEEDED, _STREAM_DEADLINE_PASSED) from None
         yield response
 
 
