@@ -44,6 +44,8 @@ async def warm_keyword_index(
     server's log (a mesh started here), ready is its "keyword index built" line; without,
     a query answered in under INDEX_READY_MS (the SQL planner can be that fast on rare
     words, so this may report too early)."""
+    # A reused state folder's log holds earlier runs' lines: only what is written from now on.
+    offset = await asyncio.to_thread(_size, log) if log is not None else 0
     started = time.perf_counter()
     first_ms = 0.0
     for attempt in range(10**6):
@@ -53,7 +55,7 @@ async def warm_keyword_index(
         if attempt == 0:
             first_ms = elapsed_ms
         if log is not None:
-            if await asyncio.to_thread(_logged, log):
+            if await asyncio.to_thread(_logged, log, offset):
                 return KeywordWarmup(first_ms, time.perf_counter() - started)
         elif attempt > 0 and elapsed_ms < INDEX_READY_MS:
             return KeywordWarmup(first_ms, time.perf_counter() - started)
@@ -63,8 +65,16 @@ async def warm_keyword_index(
     return KeywordWarmup(first_ms, None)
 
 
-def _logged(log: Path) -> bool:
-    return log.exists() and INDEX_BUILT in log.read_text()
+def _size(log: Path) -> int:
+    return log.stat().st_size if log.exists() else 0
+
+
+def _logged(log: Path, offset: int) -> bool:
+    if not log.exists():
+        return False
+    with log.open("rb") as lines:
+        lines.seek(offset)
+        return INDEX_BUILT.encode() in lines.read()
 
 
 @dataclass
