@@ -42,11 +42,11 @@ def blocks(path: Path) -> list[tuple[str, int, str]]:
     ]
 
 
-def commands(language: str, code: str) -> str:
-    """What a block asks the reader to run: in a `console` transcript (commands marked `$ `)
-    only those lines, the rest being output; in any other block all of it."""
+def commands(code: str) -> str:
+    """What a block asks the reader to run: in a transcript (commands marked `$ `) only
+    those lines, the rest being output; in any other block all of it."""
     prompted = [line[2:] for line in code.splitlines() if line.startswith("$ ")]
-    return "\n".join(prompted) if language == "console" and prompted else code
+    return "\n".join(prompted) if prompted else code
 
 
 def test_every_block_that_calls_the_mesh_is_run() -> None:
@@ -54,7 +54,7 @@ def test_every_block_that_calls_the_mesh_is_run() -> None:
         f"{path.relative_to(REPO_ROOT)}:{line}"
         for path in doc_files()
         for language, line, code in blocks(path)
-        if language not in ("sh", "python") and _CALL.search(commands(language, code))
+        if language not in ("sh", "python") and _CALL.search(commands(code))
     ]
     assert not hidden, f"fence these `sh` or `python` so the suite runs them: {hidden}"
 
