@@ -34,16 +34,15 @@ from services.search.backends.bm25_planner import Bm25Query, read_statistics
 from services.search.backends.pg_connection import search_pool, translated_errors
 from services.search.backends.pg_keyword_index import (
     KeywordIndexes,
-    changes_ddl,
     changes_table,
     record_changes,
 )
 from services.search.backends.pg_keywords import (
     count_passages,
     forget_passages,
-    keyword_ddl,
     terms_table,
 )
+from services.search.backends.pg_schema import collection_ddl, documents_table, passages_table
 from services.search.backends.pg_search import (
     dense_hits,
     hit,
@@ -72,14 +71,6 @@ _COLLECTION_COLUMNS = (
     " created_at, document_count,"
     " passage_count, passage_terms, write_version"
 )
-
-
-def documents_table(collection_id: int) -> str:
-    return f"search_documents_{int(collection_id)}"
-
-
-def passages_table(collection_id: int) -> str:
-    return f"search_passages_{int(collection_id)}"
 
 
 class PgVectorBackend(SearchBackend):
@@ -150,7 +141,7 @@ class PgVectorBackend(SearchBackend):
                     )
                 except asyncpg.UniqueViolationError:
                     raise CollectionExistsError(spec.name) from None
-                await conn.execute(_collection_ddl(collection_id, spec))
+                await conn.execute(collection_ddl(collection_id, spec))
                 row = await self._collection_row(conn, spec.name)
         return _collection_info(row)
 
@@ -382,40 +373,6 @@ class PgVectorBackend(SearchBackend):
                         )
                         return fuse_passages(dense, keyword, fusion)[:limit]
         return await super().hybrid_search(name, vector, text, limit, conditions, fusion)
-
-
-def _collection_ddl(collection_id: int, spec: CollectionSpec) -> str:
-    documents_name = documents_table(collection_id)
-    passages_name = passages_table(collection_id)
-    return f"""
-        CREATE TABLE {documents_name} (
-            id text PRIMARY KEY,
-            text text NOT NULL,
-            metadata jsonb NOT NULL,
-            passage_count integer NOT NULL,
-            updated_at timestamptz NOT NULL DEFAULT now()
-        );
-        CREATE INDEX {documents_name}_metadata ON {documents_name}
-            USING gin (metadata jsonb_path_ops);
-        CREATE TABLE {passages_name} (
-            document_id text NOT NULL REFERENCES {documents_name} (id) ON DELETE CASCADE,
-            passage_index integer NOT NULL,
-            text text NOT NULL,
-            metadata jsonb NOT NULL,
-            embedding vector({int(spec.dimensions)}) NOT NULL,
-            terms integer[] STORAGE PLAIN NOT NULL,
-            frequencies integer[] STORAGE PLAIN NOT NULL,
-            length integer NOT NULL,
-            PRIMARY KEY (document_id, passage_index)
-        );
-        CREATE INDEX {passages_name}_embedding ON {passages_name}
-            USING hnsw (embedding vector_cosine_ops)
-            WITH (m = {int(spec.hnsw_m)}, ef_construction = {int(spec.hnsw_ef_construction)});
-        {keyword_ddl(passages_name, terms_table(collection_id))}
-        {changes_ddl(collection_id)}
-        CREATE INDEX {passages_name}_metadata ON {passages_name}
-            USING gin (metadata jsonb_path_ops);
-    """
 
 
 def _collection_info(row: asyncpg.Record) -> CollectionInfo:
