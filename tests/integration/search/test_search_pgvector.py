@@ -15,7 +15,8 @@ from services.postgres.embedded import EmbeddedPostgres
 from services.search.backends.base import SearchBackend
 from services.search.backends.bm25_planner import Bm25Query, read_statistics
 from services.search.backends.pg_keywords import terms_table
-from services.search.backends.pgvector import PgVectorBackend, documents_table, passages_table
+from services.search.backends.pg_schema import documents_table, passages_table
+from services.search.backends.pgvector import PgVectorBackend
 from services.search.filters import SqlParameters, to_sql
 from services.search.keywords import bm25_idf, passage_terms, query_terms
 from services.search.records import (
