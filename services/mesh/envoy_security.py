@@ -13,30 +13,45 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from services.runtime.keystore import UNLIMITED_KEY_RE2
+
 # Named as its certificate: over TLS (Kubernetes) Envoy verifies ratelimit.ragmesh.internal.
 RATELIMIT_CLUSTER = "ratelimit"
 RATELIMIT_GRPC_SERVICE = "envoy.service.ratelimit.v3.RateLimitService"
 # How long Envoy waits for a rate-limit decision before letting the call through.
 RATELIMIT_TIMEOUT_S = 0.25
-# The headers whose value becomes the rate-limit descriptor (the service reads the key).
-KEY_HEADERS = ("authorization", "x-api-key")
+# The headers whose value becomes the rate-limit descriptor (the service reads the key),
+# each with the whole value of a key that has no rate limit (RE2, matched in full).
+UNLIMITED_KEY_VALUES = {
+    "authorization": f"(?i:bearer) {UNLIMITED_KEY_RE2}",
+    "x-api-key": UNLIMITED_KEY_RE2,
+}
 
 
 def key_rate_limits() -> list[dict[str, Any]]:
-    """The virtual host's rate_limits: one descriptor per key header present."""
+    """The virtual host's rate_limits: one descriptor per key header present, except for a
+    key without a rate limit (its text says so: services/runtime/keystore.py), which skips
+    the rate-limit service and its CPU on every call. A limited key in that shape is refused
+    by the replicas, so skipping the check spends nobody's limit."""
     return [
         {
             "actions": [
                 {
-                    "request_headers": {
-                        "header_name": header,
-                        "descriptor_key": header,
-                        "skip_if_absent": True,
+                    "header_value_match": {
+                        "descriptor_key": "key_may_be_limited",
+                        "descriptor_value": "yes",
+                        "expect_match": False,
+                        "headers": [
+                            {"name": header, "string_match": {"safe_regex": {"regex": value}}}
+                        ],
                     }
-                }
+                },
+                # Without the header there is no descriptor at all (skip_if_absent left false:
+                # true would still send the entry above alone, a check for nothing).
+                {"request_headers": {"header_name": header, "descriptor_key": header}},
             ]
         }
-        for header in KEY_HEADERS
+        for header, value in UNLIMITED_KEY_VALUES.items()
     ]
 
 

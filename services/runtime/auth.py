@@ -31,6 +31,7 @@ from services.runtime.keystore import (
     KeyStore,
     StoredKey,
     digest,
+    key_prefix,
     presented_key,
     presented_key_id,
 )
@@ -101,10 +102,14 @@ class KeyVerifier:
         match = KEY_PATTERN.match(presented or "")
         # Compare against a real or a dummy digest alike, so timing says nothing about
         # which part of the key was wrong.
-        stored = self._by_id.get(match.group(1)) if match else None
+        stored = self._by_id.get(match["id"]) if match else None
         expected = stored.secret_sha256 if stored else digest("")
-        offered = digest(match.group(2)) if match else digest("-")
-        return stored if hmac.compare_digest(expected, offered) and stored else None
+        offered = digest(match["secret"]) if match else digest("-")
+        # A limited key must carry its prefix: under the plain one Envoy would not ask the
+        # rate-limit service about it.
+        limited = stored is not None and stored.rate_limit is not None
+        prefix_fits = match is not None and match["prefix"] == key_prefix(limited=limited)
+        return stored if hmac.compare_digest(expected, offered) and stored and prefix_fits else None
 
     def is_valid(self, presented: str | None) -> bool:
         stored = self.authenticate(presented)

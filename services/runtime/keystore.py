@@ -26,8 +26,18 @@ from typing import Any
 from services.runtime.scopes import ADMIN, DEFAULT_SCOPES, SERVICE_SCOPES
 
 KEY_PREFIX = "rmk"
-KEY_PATTERN = re.compile(rf"^{KEY_PREFIX}_([0-9a-f]{{12}})_([A-Za-z0-9_-]{{43}})$")
-_KEY_ID = re.compile(rf"^{KEY_PREFIX}_([0-9a-f]{{12}})_")
+# A key with a rate limit says so in its own text, so Envoy asks the rate-limit service only
+# about such keys (and about anything not shaped like a key without one); a limited key
+# presented under the plain prefix is refused (KeyVerifier), so nobody skips their limit.
+LIMITED_KEY_PREFIX = "rmkl"
+_ID, _SECRET = "[0-9a-f]{12}", "[A-Za-z0-9_-]{43}"
+KEY_PATTERN = re.compile(rf"^(?P<prefix>{KEY_PREFIX}l?)_(?P<id>{_ID})_(?P<secret>{_SECRET})$")
+_KEY_ID = re.compile(rf"^{KEY_PREFIX}l?_({_ID})_")
+# Text shaped like a key without a rate limit, as RE2 (Envoy) reads it, kept short (Envoy
+# refuses larger regex programs): such calls skip the rate-limit service. Everything else
+# (limited keys, no key, odd text) is asked about; anything else that matches is either a
+# key without a limit or refused by the replicas.
+UNLIMITED_KEY_RE2 = f"{KEY_PREFIX}_.*"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
 # The key `ragmesh up` and `ragmesh serve` make on first start, for the person running it.
 DEFAULT_KEY_NAME = "admin"
@@ -96,6 +106,11 @@ def _legacy_scopes(name: str) -> tuple[str, ...]:
 
 def digest(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def key_prefix(*, limited: bool) -> str:
+    """The prefix a key's text starts with: LIMITED_KEY_PREFIX when it has a rate limit."""
+    return LIMITED_KEY_PREFIX if limited else KEY_PREFIX
 
 
 def presented_key_id(key: str | None) -> str | None:
@@ -237,6 +252,7 @@ def _new_key(
     name: str, scopes: Sequence[str], expires_at: float | None, rate: RateLimit | None
 ) -> tuple[str, StoredKey]:
     key_id, secret = secrets.token_hex(6), secrets.token_urlsafe(32)
+    prefix = key_prefix(limited=rate is not None)
     stored = StoredKey(
         key_id,
         name,
@@ -247,7 +263,7 @@ def _new_key(
         rate_per_s=rate.per_second if rate else None,
         rate_burst=rate.burst if rate else None,
     )
-    return f"{KEY_PREFIX}_{key_id}_{secret}", stored
+    return f"{prefix}_{key_id}_{secret}", stored
 
 
 def parse_duration(text: str) -> float:

@@ -341,3 +341,42 @@ def test_envoys_admin_is_a_private_socket_and_its_tcp_port_is_read_only(mesh: Me
     )
     assert f"admin unix:{socket_path}" in status.stdout, status.stdout + status.stderr
     assert "embeddings" in status.stdout.split("Envoy (admin")[1]
+
+
+async def ratelimit_requests(mesh: Mesh) -> int:
+    """How many calls Envoy has made to the rate-limit service."""
+    name = "cluster.ratelimit.upstream_rq_total"
+    stats = json.loads(await admin_get(mesh.admin, f"/stats?format=json&filter=^{name}$"))
+    return sum(int(entry["value"]) for entry in stats["stats"] if entry.get("name") == name)
+
+
+async def info_code(mesh: Mesh, key: str) -> grpc.StatusCode:
+    async with channel_with(mesh, key) as channel:
+        try:
+            await embeddings_grpc.EmbeddingsServiceStub(channel).Info(
+                embeddings_pb.InfoRequest(), timeout=10
+            )
+        except grpc.aio.AioRpcError as error:
+            return error.code()
+    return grpc.StatusCode.OK
+
+
+async def test_only_limited_keys_cost_a_rate_limit_check_and_none_skips_its_limit(
+    mesh: Mesh,
+) -> None:
+    created = keys_cli(mesh, "create", "capped", "--scopes", "embed", "--rate", "100/s")
+    assert created.returncode == 0, created.stderr
+    limited = created.stdout.strip()
+    assert limited.startswith("rmkl_")
+    await asyncio.sleep(RELOAD_WAIT_S)
+
+    before = await ratelimit_requests(mesh)
+    for _ in range(5):  # a key without a limit: Envoy does not ask the rate-limit service
+        assert await info_code(mesh, mesh.api_key) is grpc.StatusCode.OK
+    assert await ratelimit_requests(mesh) == before
+    assert await info_code(mesh, limited) is grpc.StatusCode.OK
+    assert await ratelimit_requests(mesh) == before + 1
+
+    # The limited key dressed as one without a limit (which Envoy would not check) is refused.
+    disguised = "rmk_" + limited.split("_", 1)[1]
+    assert await info_code(mesh, disguised) is grpc.StatusCode.UNAUTHENTICATED

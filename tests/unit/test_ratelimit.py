@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 
+from services.mesh.envoy_security import UNLIMITED_KEY_VALUES
 from services.ratelimit.buckets import KeyBuckets
 from services.ratelimit.rls_messages import OK, OVER_LIMIT, RateLimitRequest, RateLimitResponse
 from services.ratelimit.server import KeyRateLimiter
@@ -65,3 +67,28 @@ async def test_the_service_limits_verified_keys_only(
     forged = limited[: limited.rindex("_") + 1] + "A" * 43
     assert ask("authorization", f"Bearer {forged}").overall_code == OK
     assert all(ask("authorization", f"Bearer {free}").overall_code == OK for _ in range(5))
+
+
+def test_a_limited_key_says_so_and_is_refused_without_its_prefix(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Envoy skips the rate-limit service for keys shaped like unlimited ones
+    (UNLIMITED_KEY_VALUES); a limited key in that shape must not authenticate."""
+    monkeypatch.setattr("services.runtime.auth.RELOAD_INTERVAL_S", 0.0)
+    store = KeyStore(tmp_path / "keys")
+    limited = store.create("limited", rate=RateLimit(5, 5))
+    free = store.create("free")
+    verifier = KeyVerifier(store)
+    assert limited.startswith("rmkl_") and free.startswith("rmk_")
+    assert verifier.is_valid(limited) and verifier.is_valid(free)
+    assert not verifier.is_valid("rmk_" + limited.split("_", 1)[1])
+    assert not verifier.is_valid("rmkl_" + free.split("_", 1)[1])
+
+    # Envoy's full-match RE2 patterns, read the same way here: only the free key skips.
+    def skips(header: str, value: str) -> bool:
+        return re.fullmatch(UNLIMITED_KEY_VALUES[header], value) is not None
+
+    assert skips("authorization", f"Bearer {free}") and skips("authorization", f"bearer {free}")
+    assert skips("x-api-key", free)
+    assert not skips("authorization", f"Bearer {limited}") and not skips("x-api-key", limited)
+    assert not skips("authorization", f"Bearer  {free}")  # asked about, answered OK
