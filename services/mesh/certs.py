@@ -38,7 +38,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes, PublicKeyTypes
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 # The names certificates carry live one layer down, where the runtime checks them too.
@@ -52,6 +52,7 @@ from services.cert_paths import (
     client_identity,
 )
 from services.identities import ENVOY, ENVOY_UPSTREAM, identity_uri, service_dns_name
+from services.runtime.tls_reload import public_key_der
 
 # Leaf certificates are valid this long; the CA outlives them so it is rotated far less often.
 LEAF_VALID_DAYS = 365
@@ -425,7 +426,7 @@ def _check_all(paths: CertificatePaths, margin_days: int) -> None:
         check_expiry(identity.cert, margin_days=margin_days)
         _check_key_mode(identity.key)
         key = serialization.load_pem_private_key(identity.key.read_bytes(), password=None)
-        if _public_bytes(key.public_key()) != _public_bytes(cert.public_key()):
+        if public_key_der(key.public_key()) != public_key_der(cert.public_key()):
             raise CertificateError(
                 f"{identity.key} is not the key of {identity.cert}. {_renew_advice(identity.cert)}"
             )
@@ -462,12 +463,6 @@ def _read_cert(path: Path) -> x509.Certificate:
         raise CertificateError(f"{path} is missing") from None
     except ValueError as error:
         raise CertificateError(f"{path} is not a PEM certificate: {error}") from None
-
-
-def _public_bytes(key: PublicKeyTypes) -> bytes:
-    return key.public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
 
 
 # --- the CA key's passphrase (issue 10) ---------------------------------------------------

@@ -16,7 +16,7 @@ import grpc
 from services.cert_paths import CertificatePaths, Identity, certificate_paths
 from services.config import Settings
 from services.identities import service_dns_name
-from services.runtime.tls_reload import reloading_server_credentials
+from services.runtime.tls_reload import read_matching_pair, reloading_server_credentials
 
 
 def server_credentials(cert: Path, key: Path, ca: Path) -> grpc.ServerCredentials:
@@ -29,11 +29,11 @@ def server_credentials(cert: Path, key: Path, ca: Path) -> grpc.ServerCredential
 
 
 def channel_credentials(ca: Path, cert: Path, key: Path) -> grpc.ChannelCredentials:
-    """A client's credentials: trust the ragmesh CA and present `cert` as this caller."""
+    """A client's credentials: trust the ragmesh CA and present `cert` as this caller (read
+    with its key as a matching pair: a renewal replaces the two files one after the other)."""
+    cert_pem, key_pem = read_matching_pair(cert, key)
     return grpc.ssl_channel_credentials(
-        root_certificates=ca.read_bytes(),
-        private_key=key.read_bytes(),
-        certificate_chain=cert.read_bytes(),
+        root_certificates=ca.read_bytes(), private_key=key_pem, certificate_chain=cert_pem
     )
 
 

@@ -10,13 +10,15 @@ files on disk at that time. `ragmesh certs renew` and cert-manager (through the 
 atomic update of a mounted Secret) both replace the files while the server runs.
 
 A certificate and its key are two files, replaced one after the other: until the pair on disk
-matches again the last good pair stays in use, so no handshake ever sees a mismatch.
+matches again the last good pair stays in use, so no handshake ever sees a mismatch. A client
+reading its own pair (read_matching_pair) waits for the same.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import time
 from pathlib import Path
 
 import grpc
@@ -27,6 +29,8 @@ _log = logging.getLogger("ragmesh.tls")
 
 # (inode, modification time, size) of each file: any replacement changes at least one.
 _Version = tuple[tuple[int, int, int], ...]
+# How long a client waits for the two halves of a renewed pair to match again.
+PAIR_WAIT_S = 2.0
 
 
 class CertificateFiles:
@@ -65,11 +69,12 @@ class CertificateFiles:
 
     def _load(self) -> grpc.ServerCertificateConfiguration | None:
         version = self._stat()
-        cert_pem, key_pem, ca_pem = (path.read_bytes() for path in self._paths)
-        cert = x509.load_pem_x509_certificate(cert_pem)
-        key = serialization.load_pem_private_key(key_pem, password=None)
-        if _public_der(key.public_key()) != _public_der(cert.public_key()):
+        cert_path, key_path, ca_path = self._paths
+        pair = load_pair(cert_path, key_path)
+        if pair is None:
             return None  # the other half of the pair has not been replaced yet
+        cert_pem, key_pem, cert = pair
+        ca_pem = ca_path.read_bytes()
         if self._stat() != version:
             return None  # changed while being read: look again at the next handshake
         self._version = version
@@ -87,7 +92,31 @@ def reloading_server_credentials(cert: Path, key: Path, ca: Path) -> grpc.Server
     )
 
 
-def _public_der(key: object) -> bytes:
+def load_pair(cert: Path, key: Path) -> tuple[bytes, bytes, x509.Certificate] | None:
+    """The certificate's and the key's PEM, with the parsed certificate, when the key is the
+    certificate's; None while one of the two has been replaced and the other not yet."""
+    cert_pem, key_pem = cert.read_bytes(), key.read_bytes()
+    certificate = x509.load_pem_x509_certificate(cert_pem)
+    private = serialization.load_pem_private_key(key_pem, password=None)
+    if public_key_der(private.public_key()) != public_key_der(certificate.public_key()):
+        return None
+    return cert_pem, key_pem, certificate
+
+
+def read_matching_pair(cert: Path, key: Path) -> tuple[bytes, bytes]:
+    """The PEM of `cert` and its `key` for a client to present, waiting up to PAIR_WAIT_S
+    while a renewal has replaced one file and not yet the other (a mismatched pair cannot
+    even start a handshake). Raises ValueError when they still do not match."""
+    deadline = time.monotonic() + PAIR_WAIT_S
+    while (pair := load_pair(cert, key)) is None:
+        if time.monotonic() > deadline:
+            raise ValueError(f"{key} is not the private key of {cert}")
+        time.sleep(0.02)
+    return pair[0], pair[1]
+
+
+def public_key_der(key: object) -> bytes:
+    """A public key's DER (SubjectPublicKeyInfo): equal for a certificate and its private key."""
     return key.public_bytes(  # type: ignore[attr-defined]
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )

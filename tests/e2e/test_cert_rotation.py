@@ -16,7 +16,6 @@ from pathlib import Path
 import grpc
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 
 from ragmesh.embeddings.v1 import embeddings_service_pb2 as embeddings_pb
 from ragmesh.embeddings.v1 import embeddings_service_pb2_grpc as embeddings_grpc
@@ -24,7 +23,6 @@ from ragmesh.search.v1 import search_service_pb2 as search_pb
 from ragmesh.search.v1 import search_service_pb2_grpc as search_grpc
 from services.mesh.cert_renewal import serial_of
 from services.mesh.envoy_admin import admin_get
-from services.runtime.channels import metadata_interceptors
 from services.runtime.tls import replica_server_name
 from tests.e2e.conftest import Mesh
 from tests.helpers import REPO_ROOT, ragmesh_command
@@ -63,22 +61,6 @@ async def _upstream_serials(admin: str) -> set[int]:
     }
 
 
-def _matched_client_credentials(certs: Path) -> grpc.ChannelCredentials:
-    """The user's client certificate with its own key. `certs renew` replaces the two files
-    one after the other; a client that reads them in between holds a certificate and another
-    key, and gRPC cannot even start a handshake with that pair. So read until they match, as
-    a client reloading its files on renewal would."""
-    for _ in range(100):
-        cert = (certs / "clients" / "client.pem").read_bytes()
-        key = (certs / "clients" / "client-key.pem").read_bytes()
-        public = x509.load_pem_x509_certificate(cert).public_key()
-        if serialization.load_pem_private_key(key, None).public_key() == public:
-            ca = (certs / "ca.pem").read_bytes()
-            return grpc.ssl_channel_credentials(ca, private_key=key, certificate_chain=cert)
-        time.sleep(0.02)
-    raise AssertionError("the client certificate and key never matched")
-
-
 async def _keep_calling(mesh: Mesh, stop: asyncio.Event, counts: dict[str, int]) -> None:
     async def reuse_channel() -> None:
         async with mesh.channel() as channel:
@@ -95,11 +77,7 @@ async def _keep_calling(mesh: Mesh, stop: asyncio.Event, counts: dict[str, int])
     async def new_channel_each_call() -> None:
         # A new TLS connection per call: handshakes keep happening while files change.
         while not stop.is_set():
-            async with grpc.aio.secure_channel(
-                mesh.endpoint,
-                _matched_client_credentials(mesh.certs),
-                interceptors=metadata_interceptors(mesh.api_key),
-            ) as channel:
+            async with mesh.channel() as channel:
                 await embeddings_grpc.EmbeddingsServiceStub(channel).Embed(
                     embeddings_pb.EmbedRequest(inputs=["rotate"]), timeout=30
                 )

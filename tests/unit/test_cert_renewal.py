@@ -7,11 +7,12 @@ import datetime as dt
 import shutil
 from pathlib import Path
 
+import pytest
 from cryptography import x509
 
 from services.mesh.cert_renewal import renew_certificates, serial_of
 from services.mesh.certs import CertificatePaths, ensure_certificates
-from services.runtime.tls_reload import CertificateFiles
+from services.runtime.tls_reload import CertificateFiles, read_matching_pair
 
 
 def _sans(path: Path) -> list[str]:
@@ -71,3 +72,21 @@ def test_reloading_credentials_follow_a_renewal_and_skip_a_half_written_pair(
     renew_certificates(tmp_path / "certs", within_days=float("inf"))
     assert files.fetch() is not None
     assert files.serial == serial_of(cert) != first
+
+
+def test_a_client_reads_its_pair_only_when_the_key_is_the_certificates(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A renewal replaces certificate and key one after the other; a client must never
+    present the new certificate with the old key (gRPC cannot start a handshake with it)."""
+    paths = ensure_certificates(tmp_path / "certs")
+    old_key = paths.client.key.read_bytes()
+    assert read_matching_pair(paths.client.cert, paths.client.key) == (
+        paths.client.cert.read_bytes(),
+        old_key,
+    )
+    renew_certificates(tmp_path / "certs", within_days=float("inf"))
+    paths.client.key.write_bytes(old_key)  # the new certificate, the key not yet replaced
+    monkeypatch.setattr("services.runtime.tls_reload.PAIR_WAIT_S", 0.1)
+    with pytest.raises(ValueError, match="is not the private key of"):
+        read_matching_pair(paths.client.cert, paths.client.key)
