@@ -27,7 +27,8 @@ from services.commands.bench_mesh import cpu_seconds
 EMBED_METHOD = "/ragmesh.embeddings.v1.EmbeddingsService/Embed"
 CALL_DEADLINE_S = 30.0
 # The mesh's processes on an Embed call's path: Envoy, the rate-limit service it asks about
-# every client call's key before routing it, and the embeddings replicas (model included).
+# a call's key when it may carry a limit (the bench's key has none), and the embeddings
+# replicas (model included).
 REPORTED_PROCESSES = ("envoy", "ratelimit", "embeddings")
 
 

@@ -104,8 +104,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "ratelimit",
         help="Envoy's rate-limit service: per-key limits for the whole mesh",
         description="Serve envoy.service.ratelimit.v3.RateLimitService on the unix socket"
-        " STATE_DIR/run/ratelimit.sock; Envoy asks it about every call that carries an API key"
-        " and refuses calls of a key over its `ragmesh keys create --rate` limit.",
+        " STATE_DIR/run/ratelimit.sock; Envoy asks it about every call whose API key may"
+        " carry a limit and refuses calls of a key over its `ragmesh keys create --rate` limit.",
     )
     ratelimit.set_defaults(handler=_serve_ratelimit)
 

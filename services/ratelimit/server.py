@@ -1,7 +1,8 @@
 """`ragmesh serve ratelimit`: Envoy's rate-limit service (envoy.service.ratelimit.v3).
 
-Envoy's client listener asks it, before routing, about every call that carries a key (the
-descriptor is the presented `authorization` or `x-api-key` value). It verifies the key against
+Envoy's client listener asks it, before routing, about every call whose key may carry a limit:
+any key text but `rmk_…` (services/mesh/envoy_security.py). The descriptor is the presented
+`authorization` or `x-api-key` value. It verifies the key against
 the key store (so nobody can spend another key's budget by naming its id) and answers
 OVER_LIMIT when that key's bucket is empty, with `retry-after` (seconds) and
 `retry-after-ms` headers, which Envoy adds to its RESOURCE_EXHAUSTED reply (a gRPC client
