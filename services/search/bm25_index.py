@@ -33,10 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from services.search.keywords import bm25_idf
-
-# Bounds and scores are both float64, computed the same way: a margin against rounding.
-_BOUND_MARGIN = 1 + 1e-9
+from services.search.keywords import bm25_idf, bm25_term_bound
 
 PassageKey = tuple[str, int]  # (document id, passage index)
 
@@ -228,9 +225,15 @@ class Bm25Index:
                     continue
                 start, end = segment.starts[row], segment.starts[row + 1]
                 lists.append((segment.slots[start:end], segment.frequencies[start:end]))
-                tf = float(segment.max_frequency[row])
-                norm = k1 * (1 - self._b + self._b * float(segment.min_length[row]) / average)
-                bound = max(bound, idf * tf * (k1 + 1) / (tf + norm) * _BOUND_MARGIN)
+                term_bound = bm25_term_bound(
+                    idf,
+                    int(segment.max_frequency[row]),
+                    int(segment.min_length[row]),
+                    k1=k1,
+                    b=self._b,
+                    avg_length=average,
+                )
+                bound = max(bound, term_bound)
             plans.append((self.document_frequency(term), idf, bound, lists))
         plans.sort(key=lambda plan: plan[0])  # rarest (shortest list, highest idf) first
         remaining = [*np.cumsum([plan[2] for plan in plans][::-1])[::-1].tolist(), 0.0]

@@ -78,6 +78,20 @@ def bm25_tf(frequency: int, length: int, *, k1: float, b: float, avg_length: flo
     return frequency * (k1 + 1) / (frequency + k1 * (1 - b + b * length / avg_length))
 
 
+# Upper bounds and the scores they bound are computed in different places (Python, numpy,
+# SQL): a margin against rounding, so pruning never drops a passage that belongs.
+BM25_BOUND_MARGIN = 1 + 1e-9
+
+
+def bm25_term_bound(
+    idf: float, max_frequency: int, min_length: int, *, k1: float, b: float, avg_length: float
+) -> float:
+    """The most one term can add to a passage's score: its weight at its highest frequency in
+    the shortest passage it occurs in (MaxScore pruning; deletions keep it an upper bound)."""
+    tf = bm25_tf(max_frequency, min_length, k1=k1, b=b, avg_length=avg_length)
+    return idf * tf * BM25_BOUND_MARGIN
+
+
 def term_id(term: str) -> int:
     """A stable 32-bit id for a term (Qdrant's sparse indices are unsigned 32-bit)."""
     return int.from_bytes(hashlib.blake2b(term.encode(), digest_size=4).digest(), "big")

@@ -27,15 +27,13 @@ from dataclasses import dataclass
 import asyncpg
 
 from services.search.filters import SqlParameters, to_sql
-from services.search.keywords import bm25_idf, bm25_tf
+from services.search.keywords import bm25_idf, bm25_term_bound
 from services.search.records import Filter
 
 # More minimal sets than this and the final pass takes MaxScore's essential terms.
 MAX_TERM_SETS = 64
 # What reading one posting from the GIN index costs relative to scoring one passage row.
 _POSTING_COST = 0.05
-# Bounds are computed in Python, scores in SQL: a margin against rounding.
-_BOUND_MARGIN = 1 + 1e-9
 
 
 @dataclass(frozen=True)
@@ -138,11 +136,9 @@ class Bm25Query:
         self._limit = limit
         self._conditions = conditions
         self._bounds = [
-            idf
-            * bm25_tf(
-                t.max_frequency, t.min_length, k1=k1, b=b, avg_length=statistics.average_length
+            bm25_term_bound(
+                idf, t.max_frequency, t.min_length, k1=k1, b=b, avg_length=statistics.average_length
             )
-            * _BOUND_MARGIN
             for t, idf in zip(statistics.terms, self._idf, strict=True)
         ]
 
