@@ -34,13 +34,13 @@ test-tools:
 	  echo "installing postgresql (Debian package, built with TLS) for the verify-full test"; \
 	  apt-get update -qq && apt-get install -y -qq --no-install-recommends postgresql >/dev/null; }
 
-# Coverage of services/ is measured in the test process and in every Python process the
+# Coverage of ragmeshd (services/ragmeshd) is measured in the test process and in every Python process the
 # tests start (servers, `ragmesh up` and its children, the model processes, CLI commands;
 # [tool.coverage.run] in pyproject.toml), reported at the end (XML in .ragmesh/coverage.xml),
 # and the run fails below 85 %.
 COVERAGE_FAIL_UNDER ?= 85
 test: install test-tools
-	$(BIN)/python -m pytest -q -p no:cacheprovider --cov=services --cov-report=term \
+	$(BIN)/python -m pytest -q -p no:cacheprovider --cov=ragmeshd --cov-report=term \
 	  --cov-report=xml:.ragmesh/coverage.xml --cov-fail-under=$(COVERAGE_FAIL_UNDER)
 
 # The whole chaos suite: the short SIGKILL scenarios of `make test` plus a replica frozen for
@@ -53,11 +53,16 @@ chaos: install test-tools
 fuzz: install
 	RAGMESH_FUZZ_EXAMPLES=2000 $(BIN)/python -m pytest -q -p no:cacheprovider -o timeout=7200 -s tests/fuzz
 
+# Style (ruff), types (mypy), security (bandit), the layering contract (lint-imports, layers in
+# pyproject.toml and docs/architecture.md), module and function sizes (tests/code_size.py) and
+# the protos (buf lint, buf format). CI runs it before `make test`.
 lint: install
 	$(BIN)/ruff check services tests
 	$(BIN)/ruff format --check services tests
 	$(BIN)/mypy
 	$(BIN)/bandit -q -c pyproject.toml -r services --severity-level medium
+	$(BIN)/lint-imports
+	$(BIN)/python -m tests.code_size
 	$(BIN)/buf lint
 	$(BIN)/buf format --diff --exit-code
 
@@ -67,6 +72,7 @@ generate: install
 	$(BIN)/buf generate
 	mkdir -p gen/descriptors
 	$(BIN)/buf build --exclude-source-info -o gen/descriptors/ragmesh.binpb
+	$(BIN)/python -m ragmeshd.supervisor.topology envoy/reference/envoy.yaml
 
 bench: install
 	$(BIN)/ragmesh bench embed

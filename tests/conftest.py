@@ -14,7 +14,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # Servers started by the integration tests skip API keys, so each test can focus on its own
-# subject; tests/integration/test_auth.py and the whole-mesh tests run with keys required.
+# subject; tests/integration/runtime/test_auth.py and the whole-mesh tests run with keys required.
 os.environ.setdefault("RAGMESH_SERVER__REQUIRE_API_KEY", "false")
 # Every embeddings server the tests start, whatever its state folder, shares one folder of
 # converted models (issue 11): the model is converted once per checkout, not once per mesh.
@@ -32,7 +32,7 @@ def reference_model():  # type: ignore[no-untyped-def]
     """The packaged model loaded in-process, the reference the server is compared with."""
     from sentence_transformers import SentenceTransformer
 
-    from services.models import packaged_model_path
+    from ragmeshd.models import packaged_model_path
 
     return SentenceTransformer(str(packaged_model_path()), device="cpu")
 
@@ -51,7 +51,7 @@ SHARED_MESH_MAX_CONCURRENT_RPCS = 32
 def mesh(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
     """One whole mesh (`ragmesh up`, two embeddings replicas) shared by tests/e2e and
     tests/fuzz, started on first use."""
-    from tests.e2e.conftest import running_mesh
+    from tests.mesh import running_mesh
 
     env = {"RAGMESH_SERVER__MAX_CONCURRENT_RPCS": str(SHARED_MESH_MAX_CONCURRENT_RPCS)}
     with running_mesh(tmp_path_factory.mktemp("mesh"), env, "--replicas", "embeddings=2") as m:

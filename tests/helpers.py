@@ -19,8 +19,8 @@ from typing import Any, TypeVar
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from services.postgres.embedded import accepts_connections
-from services.runtime.tls import replica_channel_options
+from ragmeshd.postgres.embedded import accepts_connections
+from ragmeshd.runtime.tls import replica_channel_options
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 T = TypeVar("T")
@@ -53,7 +53,7 @@ class ServerProcess:
 
 
 def ragmesh_command(*args: str) -> list[str]:
-    return [sys.executable, "-m", "services.cli", *args]
+    return [sys.executable, "-m", "ragmeshd.cli", *args]
 
 
 @contextmanager
@@ -89,7 +89,7 @@ def wait_serving(
     """Poll grpc.health.v1 until `service` is SERVING; fail with the server's log if not.
 
     With `credentials`, `server_name_of` is the mesh service (e.g. "search") whose DNS name the
-    replica's certificate must carry: its only name (services/runtime/tls.py)."""
+    replica's certificate must carry: its only name (ragmeshd/runtime/tls.py)."""
     deadline = time.monotonic() + timeout_s
     options = replica_channel_options(server_name_of) if server_name_of else []
     channel = (
@@ -141,7 +141,7 @@ async def call_every_rpc(
     succeeded)."""
     from google.protobuf import message_factory
 
-    from services.runtime.api import API_FILES
+    from ragmeshd.runtime.api import API_FILES
 
     codes: dict[str, str] = {}
     for file in API_FILES:
@@ -192,3 +192,10 @@ def model_process_pid(server_pid: int, timeout_s: float = 30.0) -> int:
                 continue
         time.sleep(0.1)
     raise AssertionError(f"embeddings server {server_pid} has no model process")
+
+
+def start_embeddings(log_path: Path, *extra_args: str, env: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
+    """An embeddings server on a free loopback port (not yet waited for)."""
+    target = f"127.0.0.1:{free_port()}"
+    args = ragmesh_command("serve", "embeddings", "--listen", target, *extra_args)
+    return running_process(args, log_path, env=env, target=target)

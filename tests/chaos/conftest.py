@@ -22,7 +22,7 @@ import pytest
 from ragmesh.search.v1 import search_service_pb2 as search_pb
 from ragmesh.search.v1 import search_service_pb2_grpc as search_grpc
 from tests.chaos.traffic import COLLECTION, KINDS, Traffic
-from tests.e2e.conftest import Mesh, running_mesh
+from tests.mesh import Mesh, running_mesh
 
 # Scenario name → seconds until each kind of call succeeded again; printed at the end.
 RECOVERY_S: dict[str, dict[str, float]] = {}

@@ -23,8 +23,8 @@ from tests.chaos.conftest import (
     wait_for,
 )
 from tests.chaos.traffic import Traffic
-from tests.e2e.conftest import Mesh
 from tests.helpers import model_process_pid
+from tests.mesh import Mesh
 
 pytestmark = pytest.mark.e2e
 

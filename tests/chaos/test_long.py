@@ -12,7 +12,7 @@ import time
 import psutil
 import pytest
 
-from services.mesh.envoy_admin import admin_get
+from ragmeshd.envoy.admin import admin_get
 from tests.chaos.conftest import (
     GIVE_UP_S,
     RECOVERY_S,
@@ -20,7 +20,7 @@ from tests.chaos.conftest import (
     postgres_processes,
 )
 from tests.chaos.traffic import CALL_DEADLINE_S, Traffic
-from tests.e2e.conftest import Mesh
+from tests.mesh import Mesh
 
 pytestmark = [pytest.mark.e2e, long_scenario]
 

@@ -10,10 +10,11 @@ from typing import Any
 
 import yaml
 
-from services.identities import service_dns_name
-from services.mesh.certs import ensure_certificates
-from services.mesh.envoy_config import OPENAI_PATHS, validate_config
-from services.mesh.kubernetes import service_host
+from ragmeshd.envoy.config import validate_config
+from ragmeshd.envoy.kubernetes import service_host
+from ragmeshd.envoy.topology import OPENAI_PATHS
+from ragmeshd.identities import service_dns_name
+from ragmeshd.pki.certs import ensure_certificates
 from tests.deploy.manifests import Container, Doc, containers, one, render
 from tests.helpers import ragmesh_command
 

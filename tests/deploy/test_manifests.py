@@ -10,13 +10,13 @@ from typing import Any
 import kubernetes_validate
 import pytest
 
-from services.config import load_settings
-from services.identities import identity_uri, service_dns_name
-from services.mesh.plan import grpc_service_name
-from services.openai_compat.lifecycle import HEALTH_PATH, LIVENESS_PATH
-from services.openai_compat.server import SHUTDOWN_GRACE_S as OPENAI_SHUTDOWN_GRACE_S
-from services.ratelimit.rls_messages import SERVICE as RATELIMIT_SERVICE
-from services.runtime.server import LIVENESS_SERVICE
+from ragmeshd.identities import identity_uri, service_dns_name
+from ragmeshd.openai_compat.lifecycle import HEALTH_PATH, LIVENESS_PATH
+from ragmeshd.openai_compat.server import SHUTDOWN_GRACE_S as OPENAI_SHUTDOWN_GRACE_S
+from ragmeshd.ratelimit.rls_messages import SERVICE as RATELIMIT_SERVICE
+from ragmeshd.runtime.server import LIVENESS_SERVICE
+from ragmeshd.settings import load_settings
+from ragmeshd.supervisor.plan import grpc_service_name
 from tests.deploy.manifests import VARIANTS, Doc, containers, find, one, render
 
 KUBERNETES_VERSION = "1.37.0"
@@ -119,7 +119,7 @@ def test_certificates_carry_the_names_the_mesh_verifies() -> None:
     for service in SERVICES:
         server = by_secret[f"ragmesh-{service}-tls"]
         assert server["uris"] == [identity_uri("service", service)]
-        # Envoy's upstream TLS checks this DNS name (services/mesh/envoy_config.py).
+        # Envoy's upstream TLS checks this DNS name (ragmeshd/envoy/config.py).
         assert service_dns_name(service) in server["dnsNames"]
         assert "server auth" in server["usages"]
         client = by_secret[f"ragmesh-{service}-client-tls"]

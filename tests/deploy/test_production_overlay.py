@@ -1,6 +1,7 @@
 """The production overlay runs every container under the production profile
-(services/profiles.py), and each container's environment, with Secrets shaped as their makers
-make them, passes that profile's checks: a remote PostgreSQL only with sslmode=verify-full."""
+(ragmeshd/settings/profiles.py), and each container's environment, with Secrets shaped as
+their makers make them, passes that profile's checks: a remote PostgreSQL only with
+sslmode=verify-full."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import os
 import pytest
 from pydantic import ValidationError
 
-from services.config import Settings, load_settings
+from ragmeshd.settings import Settings, load_settings
 from tests.deploy.manifests import Container, Doc, containers, render
 
 # CloudNativePG's application URI names the -rw Service and no sslmode; the user's external

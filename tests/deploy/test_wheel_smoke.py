@@ -34,12 +34,12 @@ from ragmesh.embeddings.v1 import embeddings_service_pb2 as embeddings_pb
 from ragmesh.embeddings.v1 import embeddings_service_pb2_grpc as embeddings_grpc
 from ragmesh.search.v1 import search_service_pb2 as search_pb
 from ragmesh.search.v1 import search_service_pb2_grpc as search_grpc
-from services.mesh import certs
-from services.postgres.embedded import EmbeddedPostgres
-from services.runtime.auth import DEFAULT_KEY_NAME, KeyStore
-from services.runtime.channels import metadata_interceptors
-from services.runtime.keystore import RateLimit
-from services.runtime.tls import channel_credentials
+from ragmeshd.pki import authority, certs
+from ragmeshd.postgres.embedded import EmbeddedPostgres
+from ragmeshd.runtime.auth import DEFAULT_KEY_NAME, KeyStore
+from ragmeshd.runtime.channels import metadata_interceptors
+from ragmeshd.runtime.keystore import RateLimit
+from ragmeshd.runtime.tls import channel_credentials
 from tests.deploy.installed import Installed, install_wheel
 from tests.deploy.manifests import Doc, containers, find, one, render
 from tests.deploy.pods import (
@@ -73,7 +73,7 @@ def _secrets(docs: list[Doc], folder: Path) -> dict[str, Path]:
     """Each Certificate's Secret as cert-manager writes it (tls.crt, tls.key, ca.crt), issued
     from one CA with exactly the names and usages the Certificate asks for."""
     ca_state = certs.ensure_certificates(folder / "ca")
-    ca = certs._load_ca(ca_state.ca, folder / "ca" / "ca-key.pem", need_key=True)
+    ca = authority.load_ca(ca_state.ca, folder / "ca" / "ca-key.pem", need_key=True)
     secrets: dict[str, Path] = {}
     for certificate in find(docs, "Certificate"):
         spec = certificate["spec"]
@@ -82,14 +82,14 @@ def _secrets(docs: list[Doc], folder: Path) -> dict[str, Path]:
         secret = folder / spec["secretName"]
         secret.mkdir()
         (uri,) = spec["uris"]
-        leaf = certs._LeafSpec(
+        leaf = certs.LeafSpec(
             certs.Identity(secret / "tls.crt", secret / "tls.key"),
             spec["commonName"],
             tuple(spec.get("dnsNames", ())),
             uri,
             is_server="server auth" in spec["usages"],
         )
-        certs._issue(ca, leaf, valid_days=90)
+        certs.issue_leaf(ca, leaf, valid_days=90)
         shutil.copy(ca_state.ca, secret / "ca.crt")
         secrets[spec["secretName"]] = secret
     keys = folder / "ragmesh-api-keys"
@@ -102,7 +102,7 @@ def _secrets(docs: list[Doc], folder: Path) -> dict[str, Path]:
     secrets["ragmesh-api-keys"] = keys
     # CloudNativePG's CA Secret (only ca.crt is mounted). The smoke test's database is the
     # embedded one on a unix socket, where no TLS happens; the client still loads this file
-    # for PGSSLMODE=verify-full (tests/integration/test_postgres_tls_env.py covers TLS).
+    # for PGSSLMODE=verify-full (tests/integration/postgres/test_tls_env.py covers TLS).
     database_ca = folder / "ragmesh-db-ca"
     database_ca.mkdir()
     shutil.copy(ca_state.ca, database_ca / "ca.crt")

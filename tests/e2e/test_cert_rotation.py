@@ -21,11 +21,11 @@ from ragmesh.embeddings.v1 import embeddings_service_pb2 as embeddings_pb
 from ragmesh.embeddings.v1 import embeddings_service_pb2_grpc as embeddings_grpc
 from ragmesh.search.v1 import search_service_pb2 as search_pb
 from ragmesh.search.v1 import search_service_pb2_grpc as search_grpc
-from services.mesh.cert_renewal import serial_of
-from services.mesh.envoy_admin import admin_get
-from services.runtime.tls import replica_server_name
-from tests.e2e.conftest import Mesh
+from ragmeshd.envoy.admin import admin_get
+from ragmeshd.pki.renewal import serial_of
+from ragmeshd.runtime.tls import replica_server_name
 from tests.helpers import REPO_ROOT, ragmesh_command
+from tests.mesh import Mesh
 
 pytestmark = pytest.mark.e2e
 

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import Mesh
 from tests.helpers import REPO_ROOT
+from tests.mesh import Mesh
 
 pytestmark = pytest.mark.e2e
 

@@ -10,8 +10,8 @@ from typing import Any
 import httpx
 import pytest
 
-from services.runtime.api import API_FILES
-from tests.e2e.conftest import Mesh
+from ragmeshd.runtime.api import API_FILES
+from tests.mesh import Mesh
 
 pytestmark = pytest.mark.e2e
 

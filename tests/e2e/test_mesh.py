@@ -24,17 +24,17 @@ from ragmesh.embeddings.v1 import embeddings_service_pb2 as embeddings_pb
 from ragmesh.embeddings.v1 import embeddings_service_pb2_grpc as embeddings_grpc
 from ragmesh.search.v1 import search_service_pb2 as search_pb
 from ragmesh.search.v1 import search_service_pb2_grpc as search_grpc
-from services.mesh.certs import ensure_certificates
-from services.mesh.envoy_admin import admin_get
-from services.mesh.layout import grpcurl_path
-from services.mesh.prometheus import prometheus_config
-from services.runtime.api import API_FILES
-from services.runtime.auth import KeyStore
-from services.runtime.channels import metadata_interceptors
-from services.runtime.tls import channel_credentials
-from tests.e2e.conftest import Mesh
+from ragmeshd.envoy.admin import admin_get
+from ragmeshd.executables import grpcurl_path
+from ragmeshd.pki.certs import ensure_certificates
+from ragmeshd.runtime.api import API_FILES
+from ragmeshd.runtime.auth import KeyStore
+from ragmeshd.runtime.channels import metadata_interceptors
+from ragmeshd.runtime.tls import channel_credentials
+from ragmeshd.supervisor.prometheus import prometheus_config
 from tests.e2e.dashboard import assert_every_panel_has_data, dashboard_traffic
 from tests.helpers import REPO_ROOT, call_every_rpc, free_port, ragmesh_command
+from tests.mesh import Mesh
 
 pytestmark = pytest.mark.e2e
 

@@ -10,7 +10,7 @@ import numpy as np
 import openai
 import pytest
 
-from tests.e2e.conftest import Mesh
+from tests.mesh import Mesh
 
 pytestmark = pytest.mark.e2e
 

@@ -10,8 +10,8 @@ import subprocess
 
 import pytest
 
-from tests.e2e.conftest import Mesh
 from tests.helpers import REPO_ROOT, ragmesh_command
+from tests.mesh import Mesh
 
 pytestmark = pytest.mark.e2e
 

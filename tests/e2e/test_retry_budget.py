@@ -26,7 +26,7 @@ from ragmesh.embeddings.v1 import embeddings_service_pb2_grpc as embeddings_grpc
 from ragmesh.search.v1 import search_service_pb2 as search_pb
 from ragmesh.search.v1 import search_service_pb2_grpc as search_grpc
 from tests.conftest import SHARED_MESH_MAX_CONCURRENT_RPCS
-from tests.e2e.conftest import Mesh
+from tests.mesh import Mesh
 
 pytestmark = pytest.mark.e2e
 

@@ -24,13 +24,13 @@ from ragmesh.embeddings.v1 import embeddings_service_pb2 as embeddings_pb
 from ragmesh.embeddings.v1 import embeddings_service_pb2_grpc as embeddings_grpc
 from ragmesh.search.v1 import search_service_pb2 as search_pb
 from ragmesh.search.v1 import search_service_pb2_grpc as search_grpc
-from services.mesh.envoy_admin import admin_get
-from services.runtime.channels import metadata_interceptors
-from services.runtime.keystore import presented_key_id
-from services.runtime.scopes import METHOD_SCOPES
-from services.runtime.tls import channel_credentials, replica_channel_options
-from tests.e2e.conftest import Mesh
+from ragmeshd.envoy.admin import admin_get
+from ragmeshd.runtime.channels import metadata_interceptors
+from ragmeshd.runtime.keystore import presented_key_id
+from ragmeshd.runtime.scopes import METHOD_SCOPES
+from ragmeshd.runtime.tls import channel_credentials, replica_channel_options
 from tests.helpers import REPO_ROOT, call_every_rpc, ragmesh_command
+from tests.mesh import Mesh
 
 pytestmark = pytest.mark.e2e
 

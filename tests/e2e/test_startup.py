@@ -17,14 +17,14 @@ import pytest
 
 from ragmesh.embeddings.v1 import embeddings_service_pb2 as embeddings_pb
 from ragmesh.embeddings.v1 import embeddings_service_pb2_grpc as embeddings_grpc
-from services.config import load_settings
-from services.mesh.launcher import MeshLauncher
-from services.mesh.layout import layout_for
-from services.mesh.supervisor import ProcessSpec
-from services.runtime.channels import metadata_interceptors
-from services.runtime.tls import channel_credentials
-from tests.e2e.conftest import mesh_env
+from ragmeshd.runtime.channels import metadata_interceptors
+from ragmeshd.runtime.tls import channel_credentials
+from ragmeshd.settings import load_settings
+from ragmeshd.state import MeshLayout
+from ragmeshd.supervisor.launcher import MeshLauncher
+from ragmeshd.supervisor.processes import ProcessSpec
 from tests.helpers import REPO_ROOT
+from tests.mesh import mesh_env
 
 pytestmark = pytest.mark.e2e
 
@@ -53,7 +53,9 @@ async def test_dependents_wait_for_a_slow_database_and_stop_gracefully(
     for name, value in mesh_env(tmp_path).items():
         monkeypatch.setenv(name, value)
     settings = load_settings()
-    launcher = SlowDatabaseLauncher(settings, layout_for(settings), {"embeddings": 1, "search": 1})
+    launcher = SlowDatabaseLauncher(
+        settings, MeshLayout(settings.state_dir), {"embeddings": 1, "search": 1}
+    )
     started = time.monotonic()
     try:
         await launcher.start(timeout_s=240)

@@ -24,8 +24,8 @@ from ragmesh.coordinator.v1 import coordinator_service_pb2 as coordinator_pb
 from ragmesh.coordinator.v1 import coordinator_service_pb2_grpc as coordinator_grpc
 from ragmesh.search.v1 import search_service_pb2 as search_pb
 from ragmesh.search.v1 import search_service_pb2_grpc as search_grpc
-from tests.e2e.conftest import Mesh, running_mesh
 from tests.integration.coordinator.fake_llm import FakeLLM
+from tests.mesh import Mesh, running_mesh
 
 pytestmark = pytest.mark.e2e
 

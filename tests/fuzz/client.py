@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import grpc
 from google.protobuf.descriptor import Descriptor, MethodDescriptor
 
-from services.runtime.api import API_FILES
+from ragmeshd.runtime.api import API_FILES
 
 
 @dataclass(frozen=True)

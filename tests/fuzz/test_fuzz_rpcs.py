@@ -22,10 +22,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ragmesh.search.v1 import search_service_pb2 as search_pb
-from services.mesh.envoy_admin import clusters_healthy
-from tests.e2e.conftest import Mesh
+from ragmeshd.envoy.admin import clusters_healthy
 from tests.fuzz.client import RPCS, RawClient, Rpc
 from tests.fuzz.strategies import KNOWN_NAMES, messages, undecodable_bytes
+from tests.mesh import Mesh
 
 pytestmark = pytest.mark.e2e
 

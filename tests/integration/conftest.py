@@ -7,14 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from services.embeddings.server import SERVICE_NAME as EMBEDDINGS_SERVICE
-from tests.helpers import ServerProcess, free_port, ragmesh_command, running_process, wait_serving
-
-
-def start_embeddings(log_path: Path, *extra_args: str, env: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
-    target = f"127.0.0.1:{free_port()}"
-    args = ragmesh_command("serve", "embeddings", "--listen", target, *extra_args)
-    return running_process(args, log_path, env=env, target=target)
+from ragmeshd.embeddings.server import SERVICE_NAME as EMBEDDINGS_SERVICE
+from tests.helpers import ServerProcess, start_embeddings, wait_serving
 
 
 @pytest.fixture(scope="session")

@@ -58,7 +58,7 @@ class Mesh:
     """The endpoint, credentials and key of the mesh under STATE_DIR, as `ragmesh up` left them."""
 
     def __init__(self, state_dir: Path, api_key_file: str) -> None:
-        from services.mesh.plan import MeshState
+        from ragmeshd.supervisor.plan import MeshState
 
         state = MeshState.read(state_dir / "mesh.json")
         _host, _, port = state.client_listen.rpartition(":")

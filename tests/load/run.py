@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _default_state_dir() -> Path:
-    from services.config import load_settings
+    from ragmeshd.settings import load_settings
 
     return load_settings().state_dir
 
@@ -71,7 +71,7 @@ def _start_mesh(state_dir: Path, out: Path) -> subprocess.Popen[bytes]:
     log = (out / "up.log").open("wb")
     env = {**os.environ, "RAGMESH_STATE_DIR": str(state_dir)}
     popen = subprocess.Popen(
-        [sys.executable, "-m", "services.cli", "up"],
+        [sys.executable, "-m", "ragmeshd.cli", "up"],
         stdout=log,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,

@@ -1,4 +1,4 @@
-"""Progress of long commands (services/progress.py): tqdm on a terminal, plain lines elsewhere."""
+"""Progress of long commands (ragmeshd/progress.py): tqdm on a terminal, plain lines elsewhere."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import io
 import re
 import time
 
-from services.progress import Progress, _duration
+from ragmeshd.progress import Progress, _duration
 
 
 def test_plain_lines_carry_count_rate_eta_and_come_while_waiting() -> None:

@@ -22,8 +22,8 @@ import pytest
 
 from ragmesh.search.v1 import search_service_pb2 as search_pb
 from ragmesh.search.v1 import search_service_pb2_grpc as search_grpc
-from services.coordinator.server import SERVICE_NAME as COORDINATOR_SERVICE
-from services.postgres.embedded import EmbeddedPostgres
+from ragmeshd.coordinator.server import SERVICE_NAME as COORDINATOR_SERVICE
+from ragmeshd.postgres.embedded import EmbeddedPostgres
 from tests.helpers import (
     ServerProcess,
     free_port,

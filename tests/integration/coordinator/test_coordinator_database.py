@@ -16,9 +16,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from ragmesh.coordinator.v1 import coordinator_service_pb2 as pb
 from ragmesh.coordinator.v1 import coordinator_service_pb2_grpc as pb_grpc
-from services.coordinator import migrate
-from services.coordinator.server import SERVICE_NAME
-from services.postgres.embedded import EmbeddedPostgres
+from ragmeshd.coordinator import migrate
+from ragmeshd.coordinator.server import SERVICE_NAME
+from ragmeshd.postgres.embedded import EmbeddedPostgres
 from tests.helpers import (
     ServerProcess,
     free_port,

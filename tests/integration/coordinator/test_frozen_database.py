@@ -13,10 +13,10 @@ from pathlib import Path
 import psutil
 import pytest
 
-from services.coordinator.health import database_monitor
-from services.coordinator.store import InteractionStore
-from services.postgres import pool as pg_pool
-from services.postgres.embedded import EmbeddedPostgres
+from ragmeshd.coordinator.health import database_monitor
+from ragmeshd.coordinator.store import InteractionStore
+from ragmeshd.postgres import pool as pg_pool
+from ragmeshd.postgres.embedded import EmbeddedPostgres
 
 pytestmark = pytest.mark.integration
 

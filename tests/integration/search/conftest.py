@@ -11,8 +11,8 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from services.postgres.embedded import EmbeddedPostgres
-from services.search.server import SERVICE_NAME as SEARCH_SERVICE
+from ragmeshd.postgres.embedded import EmbeddedPostgres
+from ragmeshd.search.server import SERVICE_NAME as SEARCH_SERVICE
 from tests.helpers import (
     ServerProcess,
     free_port,

@@ -310,7 +310,7 @@ async def test_modes_rank_by_meaning_words_and_both(search_server: ServerProcess
     assert keyword.hits[0].keyword_rank == 1 and keyword.hits[0].dense_rank == 0
     fused = await client.Search(pb.SearchRequest(collection=name, query="pgvector HNSW", top_k=3))
     assert fused.mode == pb.SEARCH_MODE_HYBRID
-    # The default: min-max score fusion, dense 0.4 / keyword 0.6 (services/defaults.py).
+    # The default: min-max score fusion, dense 0.4 / keyword 0.6 (ragmeshd/defaults.py).
     assert fused.hits[0].document_id == "pg" and fused.hits[0].keyword_rank == 1
     assert 0.6 - 1e-6 <= fused.hits[0].score <= 1.0 + 1e-6
     hybrid = await client.Search(

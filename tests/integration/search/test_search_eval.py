@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from services.search.fusion_study import VARIANTS
+from ragmeshd.evaluation.fusion_study import VARIANTS
 from tests.beir_tiny import CORPUS, JUDGED, write_tiny_beir
 from tests.helpers import REPO_ROOT, ServerProcess, ragmesh_command
 
@@ -65,7 +65,7 @@ def test_eval_and_the_fusion_study_agree_on_a_tiny_beir_set(
     vectors = tmp_path / "vectors.npy"
     study = _run(
         [
-            sys.executable, "-m", "services.search.fusion_study",
+            sys.executable, "-m", "ragmeshd.evaluation.fusion_study",
             "--beir", str(beir), "--split", "test", "--vectors", str(vectors),
         ]
     )  # fmt: skip

@@ -9,12 +9,12 @@ import asyncpg
 import numpy as np
 import pytest
 
-from services.config import SearchSettings
-from services.postgres.embedded import EmbeddedPostgres
-from services.search import migrate
-from services.search.backends.pgvector import PgVectorBackend
-from services.search.keywords import passage_terms
-from services.search.records import CollectionSpec, Passage, PreparedDocument
+from ragmeshd.postgres.embedded import EmbeddedPostgres
+from ragmeshd.search import migrate
+from ragmeshd.search.backends.pgvector import PgVectorBackend
+from ragmeshd.search.keywords import passage_terms
+from ragmeshd.search.records import CollectionSpec, Passage, PreparedDocument
+from ragmeshd.settings import SearchSettings
 from tests.helpers import ragmesh_command
 from tests.integration.search.conftest import PostgresProcess, create_database
 

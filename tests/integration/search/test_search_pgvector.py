@@ -10,16 +10,15 @@ import json
 import numpy as np
 import pytest
 
-from services.config import SearchSettings
-from services.postgres.embedded import EmbeddedPostgres
-from services.search.backends.base import SearchBackend
-from services.search.backends.bm25_planner import Bm25Query, read_statistics
-from services.search.backends.pg_keywords import terms_table
-from services.search.backends.pg_schema import documents_table, passages_table
-from services.search.backends.pgvector import PgVectorBackend
-from services.search.filters import SqlParameters, to_sql
-from services.search.keywords import bm25_idf, passage_terms, query_terms
-from services.search.records import (
+from ragmeshd.postgres.embedded import EmbeddedPostgres
+from ragmeshd.search.backends.base import SearchBackend
+from ragmeshd.search.backends.bm25_planner import Bm25Query, read_statistics
+from ragmeshd.search.backends.pg_keywords import terms_table
+from ragmeshd.search.backends.pg_schema import documents_table, passages_table
+from ragmeshd.search.backends.pgvector import PgVectorBackend
+from ragmeshd.search.filters import SqlParameters, to_sql
+from ragmeshd.search.keywords import bm25_idf, passage_terms, query_terms
+from ragmeshd.search.records import (
     CollectionSpec,
     FusionMethod,
     FusionParams,
@@ -27,6 +26,7 @@ from services.search.records import (
     Passage,
     PreparedDocument,
 )
+from ragmeshd.settings import SearchSettings
 from tests.integration.search.conftest import PostgresProcess, create_database
 
 pytestmark = pytest.mark.integration
@@ -276,7 +276,7 @@ async def test_keyword_index_sees_every_acknowledged_write_on_every_replica(
 
         # A collection too large to index inline: the first query starts a background
         # build and is answered by the SQL planner; later ones by the index.
-        monkeypatch.setattr("services.search.backends.pg_keyword_index.INLINE_BUILD_PASSAGES", 0)
+        monkeypatch.setattr("ragmeshd.search.backends.pg_keyword_index.INLINE_BUILD_PASSAGES", 0)
         fresh = PgVectorBackend(dsn, settings)
         await fresh.start()
         try:

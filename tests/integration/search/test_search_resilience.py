@@ -13,8 +13,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from ragmesh.search.v1 import search_service_pb2 as pb
 from ragmesh.search.v1 import search_service_pb2_grpc as pb_grpc
-from services.postgres.embedded import EmbeddedPostgres
-from services.search.server import SERVICE_NAME
+from ragmeshd.postgres.embedded import EmbeddedPostgres
+from ragmeshd.search.server import SERVICE_NAME
 from tests.helpers import ServerProcess, free_port, wait_postgres, wait_serving
 from tests.integration.search.conftest import start_postgres, start_search
 

@@ -5,7 +5,7 @@ import warnings
 
 from ragmesh.coordinator.v1 import coordinator_service_pb2 as ragmesh_dot_coordinator_dot_v1_dot_coordinator__service__pb2
 
-GRPC_GENERATED_VERSION = '1.85.1'
+GRPC_GENERATED_VERSION = '1.85.4'
 GRPC_VERSION = grpc.__version__
 _version_not_supported = False
 

@@ -1,1 +1,0 @@
-"""The mesh around the services: certificates, Envoy's configuration, and starting it all."""

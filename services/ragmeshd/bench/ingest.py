@@ -1,0 +1,156 @@
+"""`ragmesh bench ingest`: documents through UpsertDocuments beside the raw model, one run.
+
+1. A mesh (`ragmesh up`, one replica each) on free ports; documents of text only go through
+   Envoy (mutual TLS + API key) in UpsertDocuments calls of `batch` documents, `concurrency`
+   calls at a time; the search server splits them into passages, has them embedded through
+   Envoy by the embeddings service and stores them. Reported: passages/s end to end and the
+   CPU each process used (the load generator shares the machine's cores).
+2. After the mesh stops, the same passages through the model in this process, with the
+   runtime the embeddings server chose, in batches of 64: the raw encode speed.
+
+The ratio of the two is what the ingestion path costs on top of the model. The raw side
+encodes exactly the passages the search server's splitter makes of the documents.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import time
+from pathlib import Path
+
+from ragmesh.search.v1 import search_service_pb2 as pb
+from ragmesh.search.v1 import search_service_pb2_grpc as pb_grpc
+from ragmeshd.bench.embed_mesh import NO_SHEDDING, raw, uptime
+from ragmeshd.bench.loadgen import closed_loop
+from ragmeshd.bench.mesh import bench_mesh
+from ragmeshd.bench.search_mesh import ProcessCpu
+from ragmeshd.bench.text import TextSource
+
+COLLECTION = "bench-ingest"
+DIMENSIONS = 384
+# Words per document (made-up Zipf words are several word pieces each: one or two passages).
+DOCUMENT_WORDS = (40, 90)
+
+
+def documents(count: int, seed: int) -> list[str]:
+    import numpy as np
+
+    source = TextSource("zipf", np.random.default_rng(seed))
+    rng = np.random.default_rng(seed + 1)
+    return [source.sentence(int(n)) for n in rng.integers(*DOCUMENT_WORDS, size=count)]
+
+
+async def drive(
+    handle_channel: object, texts: list[str], batch: int, concurrency: int, cpu: ProcessCpu
+) -> tuple[float, float, float, dict[str, float], int]:
+    """UpsertDocuments of `batch` documents, `concurrency` at a time: passages/s, p50 and p99
+    call latency (ms), CPU cores by process, passages stored."""
+    async with handle_channel() as channel:  # type: ignore[operator]
+        stub = pb_grpc.SearchServiceStub(channel)
+        await stub.CreateCollection(
+            pb.CreateCollectionRequest(name=COLLECTION, dimensions=DIMENSIONS)
+        )
+        calls = [
+            pb.UpsertDocumentsRequest(
+                collection=COLLECTION,
+                documents=[
+                    pb.Document(id=str(i), text=texts[i])
+                    for i in range(start, min(start + batch, len(texts)))
+                ],
+            )
+            for start in range(0, len(texts), batch)
+        ]
+        # Warm-up: one call (first model use, first database writes), not measured.
+        warm = pb.UpsertDocumentsRequest(
+            collection=COLLECTION, documents=[pb.Document(id="warm", text=texts[0])]
+        )
+        await stub.UpsertDocuments(warm, timeout=120)
+        stored: list[int] = []
+
+        async def upsert(request: pb.UpsertDocumentsRequest) -> None:
+            response = await stub.UpsertDocuments(request, timeout=300)
+            stored.append(response.passage_count)
+
+        cpu.start()
+        load = await closed_loop(calls, upsert, concurrency)
+        cores = cpu.cores(load.elapsed_s)
+    passages = sum(stored)
+    return (
+        passages / load.elapsed_s,
+        load.percentile_ms(0.5),
+        load.percentile_ms(0.99),
+        cores,
+        passages,
+    )
+
+
+def run_ingest_bench(
+    *, count: int, batch: int, concurrency: int, seed: int, models_dir: Path
+) -> str:
+    texts = documents(count, seed)
+    load_before = uptime()
+    print(f"load before: {load_before}", flush=True)
+    with bench_mesh(None, models_dir, NO_SHEDDING) as handle:
+        cpu = ProcessCpu(dict(handle.state.pids))
+        rate, p50, p99, cores, passages = asyncio.run(
+            drive(handle.channel, texts, batch, concurrency, cpu)
+        )
+    print(f"through Envoy: {rate:.1f} passages/s", flush=True)
+    # The raw model encodes exactly the passages the search server made of the documents.
+    from ragmeshd.search.server import make_splitter
+    from ragmeshd.settings import load_settings
+
+    splitter = make_splitter(load_settings())
+    pieces = [piece for text in texts for piece in splitter.split(text)]
+    model = raw(pieces, "auto", 64, models_dir)
+    load_after = uptime()
+    lines = [
+        f"ragmesh bench ingest: {count} documents of {DOCUMENT_WORDS[0]}-{DOCUMENT_WORDS[1]}"
+        f" Zipf words, {os.cpu_count()} CPUs",
+        f"load before: {load_before}",
+        f"UpsertDocuments through Envoy (mTLS + key), {batch} documents a call,"
+        f" {concurrency} calls at a time: {rate:8.1f} passages/s   p50 {p50:7.0f} ms"
+        f"   p99 {p99:7.0f} ms   ({passages} passages stored)",
+        "  CPU cores: " + ", ".join(f"{name} {value:.2f}" for name, value in cores.items()),
+        f"{model.label} in this process, the same {len(pieces)} passages:"
+        f" {model.texts_per_s:8.1f} passages/s",
+        f"ingest / raw model = {rate / model.texts_per_s:.2f}x   (target >= 0.9x)",
+        f"load after: {load_after}",
+    ]
+    return "\n".join(lines)
+
+
+def register_ingest_bench(bench_subparsers: argparse._SubParsersAction) -> None:
+    """Adds `ragmesh bench ingest` to the `bench` command's subcommands."""
+    ingest = bench_subparsers.add_parser(
+        "ingest",
+        help="UpsertDocuments through Envoy beside the raw model's encode speed",
+        description="Start a mesh, send text-only documents through UpsertDocuments (Envoy,"
+        " mTLS + API key), then encode the same passages with the model in-process; print"
+        " both rates and their ratio.",
+    )
+    ingest.add_argument("--documents", type=int, default=2000)
+    ingest.add_argument("--batch", type=int, default=32, help="documents per call")
+    ingest.add_argument("--concurrency", type=int, default=4)
+    ingest.add_argument("--seed", type=int, default=42)
+    ingest.set_defaults(handler=_bench_ingest)
+
+
+def _bench_ingest(args: argparse.Namespace) -> int:
+    from ragmeshd.settings import load_settings
+
+    started = time.perf_counter()
+    print(
+        run_ingest_bench(
+            count=args.documents,
+            batch=args.batch,
+            concurrency=args.concurrency,
+            seed=args.seed,
+            models_dir=load_settings().models_dir,
+        ),
+        flush=True,
+    )
+    print(f"({time.perf_counter() - started:.0f} s in all)", flush=True)
+    return 0

@@ -1,0 +1,1 @@
+"""protoc plugins run by `make generate` (never imported by a server)."""

@@ -1,0 +1,117 @@
+"""`ragmesh kubernetes ...`: what the pods of deploy/kubernetes/ run besides the servers."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from ragmeshd.envoy.admin import admin_post
+from ragmeshd.envoy.config import validate_config
+from ragmeshd.envoy.kubernetes import (
+    ADMIN_SOCKET,
+    DEFAULT_NAMESPACE,
+    METRICS_LISTEN,
+    METRICS_PATH,
+    PROBE_LISTEN,
+    READY_PATH,
+    kubernetes_topology,
+    write_kubernetes_config,
+)
+from ragmeshd.envoy.topology import EnvoyConfigError
+from ragmeshd.settings import load_settings
+
+# How long Envoy keeps serving open connections after it stops accepting new ones, when its pod
+# is stopped (the pod's terminationGracePeriodSeconds leaves room for it).
+ENVOY_DRAIN_S = 10.0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    kubernetes = subparsers.add_parser(
+        "kubernetes", help="helpers the Kubernetes manifests run (deploy/kubernetes/)"
+    )
+    actions = kubernetes.add_subparsers(dest="kubernetes_action", required=True, metavar="ACTION")
+
+    config = actions.add_parser(
+        "envoy-config",
+        help="render Envoy's configuration for a Kubernetes namespace",
+        description="Write Envoy's bootstrap (and its SDS files beside it, in sds/) for the"
+        " mesh in NAMESPACE: one cluster per service, hosts resolved per pod through each"
+        " service's headless Service, ports from RAGMESH_<SERVICE>__LISTEN, certificates from"
+        " RAGMESH_MOUNTED_CERTS__SERVER_DIR/CLIENT_DIR. Envoy's init container runs it.",
+    )
+    config.add_argument("--namespace", default=DEFAULT_NAMESPACE)
+    config.add_argument("--out", required=True, type=Path, help="the bootstrap file to write")
+    config.add_argument(
+        "--probe-listen",
+        default=PROBE_LISTEN,
+        help=f"plaintext listener answering GET {READY_PATH} for the kubelet"
+        f" (default {PROBE_LISTEN})",
+    )
+    config.add_argument(
+        "--metrics-listen",
+        default=METRICS_LISTEN,
+        help=f"plaintext listener answering GET {METRICS_PATH} (Envoy's counters) and nothing"
+        f" else (default {METRICS_LISTEN})",
+    )
+    config.add_argument(
+        "--admin-socket",
+        default=ADMIN_SOCKET,
+        type=Path,
+        help=f"Envoy's admin interface, a 0600 unix socket (default {ADMIN_SOCKET})",
+    )
+    config.add_argument(
+        "--validate", action="store_true", help="also check it with `envoy --mode validate`"
+    )
+    config.set_defaults(handler=_envoy_config)
+
+    drain = actions.add_parser(
+        "drain-envoy",
+        help="drain Envoy before its pod stops (the container's preStop hook)",
+        description="Through Envoy's admin interface: fail its readiness (GET /ready on the"
+        " probe listener answers 503, so the pod leaves its Service), drain its listeners"
+        " gracefully (no new connections, open ones close as their calls finish), then wait"
+        " --seconds so calls in flight complete before Kubernetes sends SIGTERM.",
+    )
+    drain.add_argument("--seconds", type=float, default=ENVOY_DRAIN_S)
+    drain.add_argument(
+        "--admin-socket",
+        default=ADMIN_SOCKET,
+        help=f"Envoy's admin socket, as given to envoy-config (default {ADMIN_SOCKET})",
+    )
+    drain.set_defaults(handler=_drain_envoy)
+
+
+def _envoy_config(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    out: Path = args.out
+    try:
+        topology = kubernetes_topology(
+            settings,
+            namespace=args.namespace,
+            sds_dir=out.parent / "sds",
+            admin_socket=args.admin_socket,
+        )
+        write_kubernetes_config(topology, out, args.probe_listen, args.metrics_listen)
+        if args.validate:
+            validate_config(out)
+    except (ValueError, EnvoyConfigError) as exc:
+        print(f"ragmesh kubernetes envoy-config: {exc}", file=sys.stderr)
+        return 1
+    print(f"wrote {out}")
+    return 0
+
+
+def _drain_envoy(args: argparse.Namespace) -> int:
+    admin = f"unix:{args.admin_socket}"
+    try:
+        # First fail the readiness probe (the pod leaves its Service's endpoints), then stop
+        # taking connections while those open finish their calls.
+        admin_post(admin, "/healthcheck/fail")
+        admin_post(admin, "/drain_listeners?graceful")
+    except OSError as exc:
+        print(f"ragmesh kubernetes drain-envoy: {admin}: {exc}", file=sys.stderr)
+        return 1
+    time.sleep(args.seconds)
+    return 0

@@ -1,0 +1,207 @@
+"""Wiring of the coordinator server process."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+from ragmesh.coordinator.v1 import coordinator_service_pb2 as pb
+from ragmesh.coordinator.v1 import coordinator_service_pb2_grpc as pb_grpc
+from ragmeshd.coordinator import migrate
+from ragmeshd.coordinator.answering import BackendSlot, HealthProbe
+from ragmeshd.coordinator.augment import Augmenter
+from ragmeshd.coordinator.budget import HuggingFaceTokenCounter
+from ragmeshd.coordinator.feedback import InteractionsCollection
+from ragmeshd.coordinator.health import database_monitor
+from ragmeshd.coordinator.llm_backend import BackendConfig, ChatBackend, read_api_key
+from ragmeshd.coordinator.routing import Side
+from ragmeshd.coordinator.search_client import SearchClient
+from ragmeshd.coordinator.servicer import CoordinatorServicer, Dependencies
+from ragmeshd.coordinator.store import APPLICATION_NAME, InteractionStore
+from ragmeshd.coordinator.threshold import LiveThreshold
+from ragmeshd.models import packaged_model_path
+from ragmeshd.postgres.embedded import EmbeddedPostgres
+from ragmeshd.postgres.pool import DatabaseConnectError, connect_with_retries, create_pool
+from ragmeshd.runtime.channels import outgoing_interceptors
+from ragmeshd.runtime.resilience import CircuitBreaker
+from ragmeshd.runtime.server import StartupError, service_server
+from ragmeshd.runtime.tls import caller_credentials_for
+from ragmeshd.runtime.tracing import client_interceptors
+from ragmeshd.settings import CoordinatorSettings, Settings, config_file_path
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["CoordinatorService"].full_name
+
+_log = logging.getLogger("ragmesh.coordinator")
+
+
+def pg_dsn(settings: Settings) -> str:
+    """The coordinator's database: its own DSN, else search's, else the embedded server."""
+    return (
+        settings.coordinator.pg_dsn
+        or settings.search.pg_dsn
+        or EmbeddedPostgres(settings.state_dir).dsn()
+    )
+
+
+def make_slots(config: CoordinatorSettings) -> dict[Side, BackendSlot]:
+    """The configured backends, each with its breaker and cached health probe."""
+    sides = {
+        Side.LOCAL: (
+            config.local_url,
+            config.local_model,
+            config.local_api_key_file,
+            config.local_breaker_failures,
+        ),
+        Side.REMOTE: (
+            config.remote_url,
+            config.remote_model,
+            config.remote_api_key_file,
+            config.remote_breaker_failures,
+        ),
+    }
+    slots = {}
+    for side, (url, model, key_file, failures) in sides.items():
+        if not url:
+            continue
+        try:
+            api_key = read_api_key(key_file)
+        except (OSError, ValueError) as exc:
+            raise StartupError(f"the {side.value} backend's API key: {exc}") from exc
+        backend = ChatBackend(
+            BackendConfig(
+                name=side.value,
+                base_url=url,
+                model=model,
+                api_key=api_key,
+                connect_timeout_s=config.backend_connect_timeout_s,
+                idle_timeout_s=config.backend_idle_timeout_s,
+                deadline_s=config.backend_deadline_s,
+                temperature=config.answer_temperature,
+            )
+        )
+        slots[side] = BackendSlot(
+            side,
+            backend,
+            CircuitBreaker(
+                f"{side.value}-llm",
+                failure_threshold=failures,
+                recovery_s=config.breaker_recovery_s,
+            ),
+            HealthProbe(backend, cache_s=config.health_cache_s, timeout_s=config.health_timeout_s),
+        )
+    return slots
+
+
+async def serve_coordinator(
+    settings: Settings, reload_settings: Callable[[], Settings] | None = None
+) -> int:
+    """Run the coordinator server until SIGTERM/SIGINT; returns the exit code.
+
+    `reload_settings` rebuilds the settings as at start-up (the CLI's flags included); the
+    confidence threshold is re-read through it when the config file changes.
+    """
+    config = settings.coordinator
+    server = service_server(settings, "coordinator", health_names=[SERVICE_NAME])
+    servicer = CoordinatorServicer(config, settings.server)
+    pb_grpc.add_CoordinatorServiceServicer_to_server(servicer, server.grpc)
+
+    try:
+        slots = make_slots(config)
+    except StartupError as exc:
+        _log.error("start-up failed: %s", exc)
+        return 1
+    search = SearchClient(
+        config.search_target,
+        timeout_s=config.search_timeout_s,
+        breaker=CircuitBreaker(
+            "search",
+            failure_threshold=config.search_breaker_failures,
+            recovery_s=config.search_breaker_recovery_s,
+        ),
+        credentials=caller_credentials_for(settings, "coordinator"),
+        channel_options=[("grpc.max_receive_message_length", settings.server.max_message_bytes)],
+        interceptors=[*client_interceptors(), *outgoing_interceptors(settings, "coordinator")],
+    )
+    reload = reload_settings or (lambda: settings)
+    threshold = LiveThreshold(
+        config.confidence_threshold,
+        config_file=config_file_path(),
+        load=lambda: reload().coordinator.confidence_threshold,
+        check_interval_s=config.config_check_interval_s,
+    )
+    stopping: list[Callable[[], object]] = []
+
+    async def stop_dependencies() -> None:
+        for stop in reversed(stopping):
+            result = stop()
+            if asyncio.iscoroutine(result):
+                await result
+        await search.close()
+        for slot in slots.values():
+            await slot.backend.aclose()
+
+    server.on_stopped(stop_dependencies)
+    await server.start()
+
+    async def connect() -> None:
+        dsn = pg_dsn(settings)
+        try:
+            conn = await connect_with_retries(
+                dsn,
+                attempts=config.pg_connect_attempts,
+                backoff_base_s=config.pg_connect_backoff_base_s,
+            )
+        except DatabaseConnectError as exc:
+            raise StartupError(str(exc)) from exc
+        try:
+            applied = await migrate.MIGRATIONS.upgrade(conn)
+        finally:
+            await conn.close()
+        _log.info("interactions schema ready", extra={"migrations_applied": applied})
+        pool = await create_pool(
+            dsn,
+            application_name=APPLICATION_NAME,
+            min_size=config.pg_pool_min_size,
+            max_size=config.pg_pool_max_size,
+            statement_timeout_ms=config.pg_statement_timeout_ms,
+        )
+        store = InteractionStore(pool, export_page_size=config.export_page_size)
+        stopping.append(store.close)
+        tokenizer_dir = config.tokenizer_path or settings.embeddings.model_path
+        model_dir = Path(tokenizer_dir) if tokenizer_dir else None
+        counter = await asyncio.to_thread(
+            HuggingFaceTokenCounter.from_model_dir, model_dir or packaged_model_path()
+        )
+        servicer.attach(
+            Dependencies(
+                store=store,
+                augmenter=Augmenter(search, counter, config),
+                interactions=InteractionsCollection(
+                    search,
+                    config.interactions_collection,
+                    max_chars=config.interaction_document_max_chars,
+                ),
+                slots=slots,
+                threshold=threshold,
+            )
+        )
+        monitor = database_monitor(
+            store,
+            interval_s=config.pg_health_interval_s,
+            timeout_s=config.pg_health_timeout_s,
+            set_serving=server.set_serving,
+        )
+        server.watch(monitor.start(), "database monitor")
+        stopping.append(monitor.stop)
+        _log.info(
+            "coordinator ready",
+            extra={
+                "backends": sorted(side.value for side in slots),
+                "search_target": config.search_target,
+                "confidence_threshold": config.confidence_threshold,
+            },
+        )
+
+    return await server.run(connect())

@@ -1,0 +1,328 @@
+"""The CoordinatorService RPC handlers."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import grpc
+
+from ragmesh.coordinator.v1 import coordinator_service_pb2 as pb
+from ragmesh.coordinator.v1 import coordinator_service_pb2_grpc as pb_grpc
+from ragmesh.search.v1 import search_service_pb2 as search_pb
+from ragmeshd.coordinator import convert
+from ragmeshd.coordinator.answering import AnswerOutcome, BackendSlot, stream_answer
+from ragmeshd.coordinator.augment import Augmenter, AugmentParams, Context
+from ragmeshd.coordinator.feedback import InteractionsCollection
+from ragmeshd.coordinator.prompt import chat_messages
+from ragmeshd.coordinator.records import ContextRef, ExportFilter, NewInteraction, Timings
+from ragmeshd.coordinator.routing import (
+    ForcedBackendMissingError,
+    Side,
+    check_forced,
+    decide,
+    needs_local_probe,
+)
+from ragmeshd.coordinator.search_client import (
+    CollectionNotFoundError,
+    SearchError,
+    SearchRejectedError,
+)
+from ragmeshd.coordinator.store import InteractionStore, StoreUnavailableError
+from ragmeshd.coordinator.threshold import LiveThreshold
+from ragmeshd.coordinator.validation import (
+    InvalidRequestError,
+    check_collections,
+    check_enum,
+    check_export_ratings,
+    check_outcome,
+    check_query,
+    check_range,
+    check_rating,
+    check_time_range,
+    parse_interaction_id,
+)
+from ragmeshd.runtime import metrics
+from ragmeshd.runtime.errors import RpcFailure, invalid_argument, not_found, unavailable
+from ragmeshd.runtime.server import call_timeout
+from ragmeshd.settings import CoordinatorSettings, ServerSettings
+
+_SEARCH_MODES = tuple(search_pb.SearchMode.values())
+_DECISIONS = tuple(pb.Decision.values())
+
+
+@dataclass
+class Dependencies:
+    """What the handlers need once the server is ready."""
+
+    store: InteractionStore
+    augmenter: Augmenter
+    interactions: InteractionsCollection
+    slots: dict[Side, BackendSlot]
+    threshold: LiveThreshold
+
+
+def _search_failure(exc: SearchError) -> RpcFailure:
+    if isinstance(exc, CollectionNotFoundError):
+        return not_found(f"{exc}; ListCollections on the search service names the collections")
+    if isinstance(exc, SearchRejectedError):
+        return invalid_argument(f"the search service refused the query: {exc}")
+    return unavailable(str(exc))
+
+
+class CoordinatorServicer(pb_grpc.CoordinatorServiceServicer):
+    def __init__(self, settings: CoordinatorSettings, server_settings: ServerSettings) -> None:
+        self._settings = settings
+        self._default_deadline_s = server_settings.default_deadline_s
+        self._deps: Dependencies | None = None
+
+    def attach(self, dependencies: Dependencies) -> None:
+        self._deps = dependencies
+
+    @property
+    def deps(self) -> Dependencies:
+        if self._deps is None:
+            raise unavailable("the coordinator is starting (connecting to its database); retry")
+        return self._deps
+
+    # --- AugmentQuery and Ask -------------------------------------------------------------
+
+    def _augment_params(self, request: pb.AugmentQueryRequest | pb.AskRequest) -> AugmentParams:
+        s = self._settings
+        try:
+            return AugmentParams(
+                query=check_query(request.query, s),
+                collections=check_collections(list(request.collections), s),
+                top_k=check_range(
+                    request.top_k, "top_k", default=s.default_top_k, low=1, high=s.max_top_k
+                ),
+                max_tokens=check_range(
+                    request.max_context_tokens,
+                    "max_context_tokens",
+                    default=s.default_context_tokens,
+                    low=1,
+                    high=s.max_context_tokens,
+                ),
+                mode=search_pb.SearchMode.ValueType(
+                    check_enum(request.mode, "mode", _SEARCH_MODES)
+                ),
+            )
+        except InvalidRequestError as exc:
+            raise invalid_argument(str(exc)) from None
+
+    async def _augment(self, params: AugmentParams, timeout_s: float) -> Context:
+        try:
+            return await self.deps.augmenter.augment(params, timeout_s)
+        except SearchError as exc:
+            raise _search_failure(exc) from None
+
+    async def AugmentQuery(
+        self, request: pb.AugmentQueryRequest, context: grpc.aio.ServicerContext
+    ) -> pb.AugmentQueryResponse:
+        params = self._augment_params(request)
+        found = await self._augment(params, call_timeout(context, self._default_deadline_s))
+        return pb.AugmentQueryResponse(
+            passages=convert.passages(found.passages),
+            context_token_count=found.token_count,
+            confidence=found.confidence,
+            system_prompt=found.system_prompt,
+            prompt=found.prompt,
+            collections=found.collections,
+            duplicate_count=found.duplicate_count,
+            dropped_count=found.dropped_count,
+            search_ms=found.search_ms,
+        )
+
+    async def Ask(
+        self, request: pb.AskRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.AskResponse]:
+        started = time.perf_counter()
+        deadline = time.monotonic() + call_timeout(context, self._default_deadline_s)
+        deps = self.deps
+        params = self._augment_params(request)
+        s = self._settings
+        try:
+            forced = convert.side(check_enum(request.force, "force", _DECISIONS))
+            max_answer_tokens = check_range(
+                request.max_answer_tokens,
+                "max_answer_tokens",
+                default=s.default_answer_tokens,
+                low=1,
+                high=s.max_answer_tokens,
+            )
+            check_forced(
+                forced,
+                local_configured=Side.LOCAL in deps.slots,
+                remote_configured=Side.REMOTE in deps.slots,
+            )
+        except (InvalidRequestError, ForcedBackendMissingError) as exc:
+            raise invalid_argument(str(exc)) from None
+
+        found = await self._augment(params, deadline - time.monotonic())
+
+        routing_started = time.perf_counter()
+        threshold = deps.threshold.current()
+        local = deps.slots.get(Side.LOCAL)
+        local_healthy = None
+        if local is not None and needs_local_probe(
+            forced, found.confidence, threshold, local_configured=True
+        ):
+            local_healthy = await local.probe.healthy()
+        route = decide(
+            forced,
+            found.confidence,
+            threshold,
+            local_configured=local is not None,
+            remote_configured=Side.REMOTE in deps.slots,
+            local_healthy=local_healthy,
+        )
+        routing_ms = (time.perf_counter() - routing_started) * 1000
+
+        outcome = AnswerOutcome()
+        async for event in stream_answer(
+            route,
+            deps.slots,
+            chat_messages(params.query, found.passages),
+            found.passages,
+            max_tokens=max_answer_tokens,
+            deadline=deadline,
+            outcome=outcome,
+        ):
+            yield pb.AskResponse(
+                chunk=pb.AnswerChunk(
+                    text=event.text,
+                    source=convert.decision(event.source),
+                    discard_previous=event.discard_previous,
+                )
+            )
+
+        first_chunk = outcome.first_chunk_at or time.perf_counter()
+        timings = Timings(
+            search_ms=found.search_ms,
+            routing_ms=routing_ms,
+            first_chunk_ms=(first_chunk - started) * 1000,
+            generation_ms=outcome.generation_ms,
+        )
+        fallback = outcome.answered_by is not route.first
+        metrics.ROUTING_DECISIONS.labels(route.first.value).inc()
+        record = NewInteraction(
+            id=uuid.uuid4(),
+            query=params.query,
+            collections=found.collections,
+            decision=route.first,
+            reason=route.reason,
+            answered_by=outcome.answered_by,
+            model=outcome.model,
+            fallback=fallback,
+            fallback_reason="; ".join(outcome.failures) if fallback else "",
+            confidence=found.confidence,
+            context=[
+                ContextRef(p.collection, p.document_id, p.passage_index, p.score)
+                for p in found.passages
+            ],
+            answer=outcome.answer,
+            timings=timings,
+        )
+        timings.total_ms = (time.perf_counter() - started) * 1000
+        try:
+            await deps.store.insert(record)
+        except StoreUnavailableError as exc:
+            raise unavailable(f"the answer could not be recorded: {exc}") from None
+        yield pb.AskResponse(
+            summary=pb.AskSummary(
+                interaction_id=str(record.id),
+                decision=convert.decision(record.decision),
+                reason=record.reason,
+                answered_by=convert.decision(record.answered_by),
+                model=record.model,
+                fallback=record.fallback,
+                fallback_reason=record.fallback_reason,
+                confidence=record.confidence,
+                passages=convert.passages(found.passages),
+                timings=convert.timings(timings),
+            )
+        )
+
+    # --- Interactions ---------------------------------------------------------------------
+
+    async def RecordFeedback(
+        self, request: pb.RecordFeedbackRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RecordFeedbackResponse:
+        deps = self.deps
+        try:
+            interaction_id = parse_interaction_id(request.interaction_id)
+            rating = check_rating(request.rating)
+            outcome = (
+                check_outcome(request.outcome, self._settings)
+                if request.HasField("outcome")
+                else None
+            )
+        except InvalidRequestError as exc:
+            raise invalid_argument(str(exc)) from None
+        try:
+            result = await deps.store.set_feedback(interaction_id, rating, outcome)
+        except StoreUnavailableError as exc:
+            raise unavailable(str(exc)) from None
+        if result is None:
+            raise not_found(f"there is no interaction {interaction_id}")
+        interaction, _previous = result
+
+        timeout_s = call_timeout(context, self._default_deadline_s)
+        try:
+            if rating == 1:
+                await deps.interactions.publish(interaction, timeout_s=timeout_s)
+            else:
+                await deps.interactions.withdraw(interaction, timeout_s=timeout_s)
+        except SearchError as exc:
+            raise unavailable(
+                f"the feedback is stored, but the {deps.interactions.name} collection could not"
+                f" be updated ({exc}); send the same feedback again to retry"
+            ) from None
+        return pb.RecordFeedbackResponse(interaction=convert.interaction(interaction))
+
+    async def GetInteraction(
+        self, request: pb.GetInteractionRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetInteractionResponse:
+        deps = self.deps
+        try:
+            interaction_id = parse_interaction_id(request.interaction_id)
+        except InvalidRequestError as exc:
+            raise invalid_argument(str(exc)) from None
+        try:
+            interaction = await deps.store.get(interaction_id)
+        except StoreUnavailableError as exc:
+            raise unavailable(str(exc)) from None
+        if interaction is None:
+            raise not_found(f"there is no interaction {interaction_id}")
+        return pb.GetInteractionResponse(interaction=convert.interaction(interaction))
+
+    async def ExportInteractions(
+        self, request: pb.ExportInteractionsRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.ExportInteractionsResponse]:
+        deps = self.deps
+        try:
+            start, end = check_time_range(
+                convert.optional_time(request, "start_time"),
+                convert.optional_time(request, "end_time"),
+            )
+            limit = request.max_interactions
+            if not 0 <= limit <= self._settings.max_export_interactions:
+                raise InvalidRequestError(
+                    f"max_interactions is {limit}; it must be 0 to"
+                    f" {self._settings.max_export_interactions} (0: all that match)"
+                )
+            selection = ExportFilter(
+                ratings=check_export_ratings(list(request.ratings)),
+                start=start,
+                end=end,
+                limit=limit,
+            )
+        except InvalidRequestError as exc:
+            raise invalid_argument(str(exc)) from None
+        try:
+            async for interaction in deps.store.export(selection):
+                yield pb.ExportInteractionsResponse(interaction=convert.interaction(interaction))
+        except StoreUnavailableError as exc:
+            raise unavailable(str(exc)) from None

@@ -1,0 +1,1 @@
+"""Envoy's configuration: rendering, limits, SDS, the admin client."""

@@ -1,0 +1,132 @@
+"""What Envoy allows each service: deadlines, stream caps, circuit breakers and the one retry
+layer of the mesh. ragmeshd/envoy/config.py renders these into routes and clusters.
+
+Retries happen here and nowhere else: the services' own clients (search's embeddings client,
+the coordinator's search client) make one attempt each. Each hop's retries are bounded three
+ways: `num_retries` per call, a retry budget (retries in flight never exceed
+RETRY_BUDGET_PERCENT of the cluster's active requests, with MIN_RETRY_CONCURRENCY allowed
+whatever the load), and `previous_hosts` so a retry goes to a replica not yet tried.
+
+Only the leaf service (embeddings) is retried on UNAVAILABLE. Search and the coordinator
+answer UNAVAILABLE when *their* dependency is down, after Envoy has already retried the hop
+to that dependency: retrying them too would multiply attempts (one Ask would become
+3 x 3 Embed calls). They are retried only where the call provably never reached a replica
+(connect failure, refused stream) or the replica vanished mid-call (reset).
+RESOURCE_EXHAUSTED (a replica shedding load) is never retried: that is the signal to back off.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+# Retry conditions. grpc-status conditions (unavailable) apply to "Trailers-Only" answers only,
+# which is how a gRPC server fails a call before it sends any message.
+TRANSPORT_RETRY_ON = "connect-failure,refused-stream,reset"
+LEAF_RETRY_ON = f"unavailable,{TRANSPORT_RETRY_ON}"
+NUM_RETRIES = 2
+RETRY_BUDGET_PERCENT = 20.0
+# At low load the percentage alone would allow one retry at a time; a replica that dies takes
+# all its calls in flight with it, and they must all be retried on the others at once.
+MIN_RETRY_CONCURRENCY = 10
+
+# Per-try timeouts (an attempt that has not answered by then is abandoned and, the route's
+# retry conditions including "reset", tried on another replica). Nested hops must fit inside
+# the deadline of the hop above them, or a frozen replica deep down costs the whole call:
+# the coordinator gives search 10 s (coordinator.search_timeout_s); a query in search spends
+# one Embed and then the database. With the embeddings per-try at 5 s, an Embed stuck on a
+# frozen replica is retried on another after 5 s + backoff (<= 0.25 s) and still leaves
+# search ~4.5 s of the coordinator's 10 s. Shorter would fit more retries but cut off honest
+# work: search sends up to 32 texts per Embed (search.embed_batch_texts), which on a loaded
+# 2-core machine takes seconds, and abandoning it would re-run it on another replica
+# exactly when embeddings is busiest. Search and the coordinator keep 10 s: their callers'
+# deadlines are 10 s and longer, and they are retried only on transport failures.
+PER_TRY_TIMEOUT_S = 10.0
+EMBEDDINGS_PER_TRY_TIMEOUT_S = 5.0
+
+
+@dataclass(frozen=True)
+class Deadline:
+    """How long calls on a route may take.
+
+    `default_s` applies when the caller sent no grpc-timeout; a caller's grpc-timeout is
+    honoured up to `max_s`. Both are Envoy's max_stream_duration: measured from the start of
+    the call to its last response message, so a stream is capped as a whole.
+    """
+
+    default_s: float
+    max_s: float
+
+    def __post_init__(self) -> None:
+        if not 0 < self.default_s <= self.max_s:
+            raise ValueError(f"a deadline needs 0 < default ({self.default_s}) <= max")
+
+
+@dataclass(frozen=True)
+class ServiceLimits:
+    """One service's routes and cluster limits."""
+
+    # Unary methods.
+    unary: Deadline
+    # Streaming methods by name, each with its own route and duration cap.
+    streams: Mapping[str, Deadline] = field(default_factory=dict)
+    retry_on: str = TRANSPORT_RETRY_ON
+    per_try_timeout_s: float = PER_TRY_TIMEOUT_S
+    # Circuit breakers, per replica of the cluster (scaled by the number of endpoints). Past
+    # max_requests Envoy answers UNAVAILABLE at once (response flag UO; never retried, and not
+    # counted against the replica by outlier detection). For search and the coordinator each
+    # server's own concurrency limit (server.max_concurrent_rpcs, 256 by default) normally
+    # refuses first, with RESOURCE_EXHAUSTED. Embeddings is capped here far lower, from its
+    # capacity (embeddings.envoy_max_requests, UpstreamCluster.max_requests_per_replica), so
+    # that Envoy refuses the excess before it costs the Python server CPU.
+    max_requests_per_replica: int = 512
+    max_pending_requests_per_replica: int = 128
+    max_connections_per_replica: int = 64
+
+
+SERVICE_LIMITS: dict[str, ServiceLimits] = {
+    "embeddings": ServiceLimits(
+        unary=Deadline(default_s=30.0, max_s=60.0),
+        # A bulk EmbedStream may run for ten minutes; its message count is capped by the
+        # server (embeddings.max_stream_messages).
+        streams={"EmbedStream": Deadline(default_s=600.0, max_s=600.0)},
+        retry_on=LEAF_RETRY_ON,
+        per_try_timeout_s=EMBEDDINGS_PER_TRY_TIMEOUT_S,
+    ),
+    "search": ServiceLimits(unary=Deadline(default_s=30.0, max_s=120.0)),
+    "coordinator": ServiceLimits(
+        unary=Deadline(default_s=30.0, max_s=120.0),
+        streams={
+            # Retrieval plus an answer streamed by a language model (its own deadline is
+            # coordinator.backend_deadline_s, 120 s by default).
+            "Ask": Deadline(default_s=180.0, max_s=180.0),
+            # An export without a deadline gets ten minutes; a caller may ask for an hour.
+            "ExportInteractions": Deadline(default_s=600.0, max_s=3600.0),
+        },
+    ),
+}
+# Any other cluster (a service this table does not know yet, an HTTP adapter): treated as a
+# leaf that calls no other service, so UNAVAILABLE is its own and worth another replica.
+DEFAULT_LIMITS = ServiceLimits(unary=Deadline(default_s=30.0, max_s=120.0), retry_on=LEAF_RETRY_ON)
+# Plain HTTP routes of the adapters (no grpc-timeout): as long as an Ask, which an
+# OpenAI-style chat completion streams.
+HTTP_ADAPTER_DEADLINE = SERVICE_LIMITS["coordinator"].streams["Ask"]
+
+# Downstream (callers of Envoy).
+# A client must send its request headers within this long of opening a stream.
+REQUEST_HEADERS_TIMEOUT_S = 10.0
+# A stream with no traffic either way for this long is reset: longer than the coordinator's
+# silence limit for a language model (coordinator.backend_idle_timeout_s, 30 s).
+STREAM_IDLE_TIMEOUT_S = 60.0
+# A connection with no stream for this long is closed.
+CONNECTION_IDLE_TIMEOUT_S = 3600.0
+# Bytes Envoy buffers per connection, each way, before it stops reading (flow control); a
+# request larger than this is not retried (Envoy cannot replay what it did not keep).
+PER_CONNECTION_BUFFER_LIMIT_BYTES = 1024 * 1024
+# HTTP/2 flow-control windows of downstream connections (Envoy's edge recommendations).
+INITIAL_STREAM_WINDOW_BYTES = 64 * 1024
+INITIAL_CONNECTION_WINDOW_BYTES = 1024 * 1024
+
+
+def limits_for(cluster: str) -> ServiceLimits:
+    return SERVICE_LIMITS.get(cluster, DEFAULT_LIMITS)

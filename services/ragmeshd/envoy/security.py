@@ -1,0 +1,171 @@
+"""Envoy's share of the security controls (issue 10), kept apart from envoy/config.py:
+the key-id filter every listener gets (the access log names each call's key), and per-key
+rate limits on the client listener through ragmesh's rate-limit service.
+
+Why at Envoy, through one service: Envoy is the single entrance for clients, so one
+decision point per call holds a key's limit across every replica (a 50/s key gets 50/s in
+all, not 50/s per replica), refuses before any replica spends work, and counts each client
+call once however often Envoy retries it. See docs/security.md.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ragmeshd.runtime.keystore import UNLIMITED_KEY_RE2
+from ragmeshd.state import MeshLayout
+
+# Named as its certificate: over TLS (Kubernetes) Envoy verifies ratelimit.ragmesh.internal.
+RATELIMIT_CLUSTER = "ratelimit"
+RATELIMIT_GRPC_SERVICE = "envoy.service.ratelimit.v3.RateLimitService"
+# How long Envoy waits for a rate-limit decision before letting the call through.
+RATELIMIT_TIMEOUT_S = 0.25
+# The headers whose value becomes the rate-limit descriptor (the service reads the key),
+# each with the whole value of a key that has no rate limit (RE2, matched in full).
+UNLIMITED_KEY_VALUES = {
+    "authorization": f"(?i:bearer) {UNLIMITED_KEY_RE2}",
+    "x-api-key": UNLIMITED_KEY_RE2,
+}
+
+
+def key_rate_limits() -> list[dict[str, Any]]:
+    """The virtual host's rate_limits: one descriptor per key header present, except for a
+    key without a rate limit (its text says so: ragmeshd/runtime/keystore.py), which skips
+    the rate-limit service and its CPU on every call. A limited key in that shape is refused
+    by the replicas, so skipping the check spends nobody's limit."""
+    return [
+        {
+            "actions": [
+                {
+                    "header_value_match": {
+                        "descriptor_key": "key_may_be_limited",
+                        "descriptor_value": "yes",
+                        "expect_match": False,
+                        "headers": [
+                            {"name": header, "string_match": {"safe_regex": {"regex": value}}}
+                        ],
+                    }
+                },
+                # Without the header there is no descriptor at all (skip_if_absent left false:
+                # true would still send the entry above alone, a check for nothing).
+                {"request_headers": {"header_name": header, "descriptor_key": header}},
+            ]
+        }
+        for header, value in UNLIMITED_KEY_VALUES.items()
+    ]
+
+
+def secure_listener(
+    listener: dict[str, Any], render: Any, duration: Any, *, rate_limited: bool
+) -> None:
+    """Add the key-id filter (and, when `rate_limited`, the rate-limit filter with its
+    descriptors) in front of the listener's other HTTP filters."""
+    for chain in listener["filter_chains"]:
+        for network_filter in chain["filters"]:
+            manager = network_filter["typed_config"]
+            if "http_filters" not in manager:
+                continue
+            added = [render("key_id_filter.yaml")]
+            if rate_limited:
+                added.append(
+                    render(
+                        "ratelimit_filter.yaml",
+                        timeout=duration(RATELIMIT_TIMEOUT_S),
+                        cluster=RATELIMIT_CLUSTER,
+                    )
+                )
+                for host in manager["route_config"]["virtual_hosts"]:
+                    host["rate_limits"] = key_rate_limits()
+            manager["http_filters"][:0] = added
+
+
+def ratelimit_cluster(socket: Path, render: Any, connect_timeout: str) -> Any:
+    return render(
+        "ratelimit_cluster.yaml",
+        name=RATELIMIT_CLUSTER,
+        connect_timeout=connect_timeout,
+        socket=str(socket),
+    )
+
+
+# --- Envoy's admin on a unix socket -----------------------------------------------------------
+# Admin can stop Envoy, turn on debug logging (which logs headers, keys included) and reset
+# counters, without authentication: it listens on a 0600 unix socket in STATE_DIR/run, reachable
+# by the mesh's own user only (`ragmesh status` reads it there). Prometheus and the tools that
+# read counters get a loopback listener that forwards only these read-only GETs to it.
+ADMIN_CLUSTER = "envoy_admin"
+ADMIN_SOCKET_MODE = 0o600
+READ_ONLY_ADMIN_PATHS = ("/stats", "/ready", "/clusters", "/certs", "/server_info")
+
+
+def admin_on_socket(
+    bootstrap: dict[str, Any], socket: Path, stats_address: tuple[str, int]
+) -> None:
+    """Move admin to `socket` and serve its read-only pages on `stats_address` (in place)."""
+    bootstrap["admin"]["address"] = {"pipe": {"path": str(socket), "mode": ADMIN_SOCKET_MODE}}
+    routes: list[dict[str, Any]] = [
+        {
+            "match": {
+                "prefix": path,
+                "headers": [{"name": ":method", "string_match": {"exact": "GET"}}],
+            },
+            "route": {"cluster": ADMIN_CLUSTER},
+        }
+        for path in READ_ONLY_ADMIN_PATHS
+    ]
+    routes.append({"match": {"prefix": "/"}, "direct_response": {"status": 403}})
+    host, port = stats_address
+    bootstrap["static_resources"]["listeners"].append(
+        {
+            "name": "admin_stats",
+            "address": {"socket_address": {"address": host, "port_value": port}},
+            "filter_chains": [
+                {
+                    "filters": [
+                        {
+                            "name": "envoy.filters.network.http_connection_manager",
+                            "typed_config": {
+                                "@type": "type.googleapis.com/envoy.extensions.filters.network"
+                                ".http_connection_manager.v3.HttpConnectionManager",
+                                "stat_prefix": "admin_stats",
+                                "route_config": {
+                                    "name": "admin_stats",
+                                    "virtual_hosts": [
+                                        {"name": "admin", "domains": ["*"], "routes": routes}
+                                    ],
+                                },
+                                "http_filters": [
+                                    {
+                                        "name": "envoy.filters.http.router",
+                                        "typed_config": {
+                                            "@type": "type.googleapis.com/envoy.extensions"
+                                            ".filters.http.router.v3.Router"
+                                        },
+                                    }
+                                ],
+                            },
+                        }
+                    ]
+                }
+            ],
+        }
+    )
+    bootstrap["static_resources"]["clusters"].append(
+        {
+            "name": ADMIN_CLUSTER,
+            "type": "STATIC",
+            "connect_timeout": "1s",
+            "load_assignment": {
+                "cluster_name": ADMIN_CLUSTER,
+                "endpoints": [
+                    {"lb_endpoints": [{"endpoint": {"address": {"pipe": {"path": str(socket)}}}}]}
+                ],
+            },
+        }
+    )
+
+
+def admin_socket(state_dir: Path) -> Path:
+    """Where `ragmesh up` puts Envoy's admin socket."""
+    return MeshLayout(state_dir).envoy_admin_socket

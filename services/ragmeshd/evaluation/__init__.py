@@ -1,0 +1,1 @@
+"""Retrieval quality studies (`ragmesh eval`): clients of a running search service."""

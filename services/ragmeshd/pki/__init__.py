@@ -1,0 +1,1 @@
+"""The mesh CA: certificates, revocation, renewal and the CA passphrase."""

@@ -1,0 +1,443 @@
+"""The Qdrant backend (qdrant-client's AsyncQdrantClient).
+
+A ragmesh collection is a Qdrant collection named `ragmesh_<name>` whose points are
+passages: a named dense vector ("dense", cosine, the collection's HNSW settings) and a named
+sparse vector ("keywords", with Qdrant's IDF modifier) of BM25 term weights computed by
+ragmeshd/search/keywords.py. The payload holds the passage's document id, index and text,
+the document's metadata under "metadata", and (on passage 0) the whole document text and its
+passage count. HYBRID sends both rankings in one batch request and fuses them with the
+service's own fusion (ragmeshd/search/fusion.py), as the pgvector backend does.
+
+BM25 with Qdrant: Qdrant stores each passage's saturated term frequencies as the sparse
+vector and multiplies by the IDF at query time, so the average passage length has to be known
+when a passage is written. The collection's metadata keeps the passage count and total length
+(`bm25_passages`, `bm25_length`); a write uses the average after it. Earlier passages keep the
+average of their own write: on a collection that grew in batches the scores differ slightly
+from exact BM25 (measured on SciFact in docs/benchmarks.md).
+
+Qdrant has no multi-request transactions: an upsert is checked completely before anything is
+written, then its points go in one request; stale passages of replaced documents are removed
+after it. In local mode (":memory:" or a directory) every request is applied in-process.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+from qdrant_client import AsyncQdrantClient
+from qdrant_client import models as qm
+
+from ragmeshd.search.backends.base import (
+    CollectionExistsError,
+    CollectionNotFoundError,
+    SearchBackend,
+    StoreUnavailableError,
+)
+from ragmeshd.search.filters import QDRANT_METADATA_FIELD, to_qdrant
+from ragmeshd.search.fusion import fuse_passages
+from ragmeshd.search.keywords import passage_terms, sparse_passage, sparse_query
+from ragmeshd.search.records import (
+    CollectionInfo,
+    CollectionSpec,
+    Filter,
+    FusionParams,
+    Metadata,
+    PassageHit,
+    PreparedDocument,
+    RankedHit,
+    StoredDocument,
+)
+from ragmeshd.settings import SearchSettings
+
+_log = logging.getLogger("ragmesh.search.qdrant")
+
+COLLECTION_PREFIX = "ragmesh_"
+DENSE = "dense"
+KEYWORDS = "keywords"
+_POINT_NAMESPACE = uuid.UUID("5d1c7e0a-8f6b-4f38-9a51-3f1b2f0c9e11")
+_FIRST_PASSAGE = qm.FieldCondition(key="passage_index", match=qm.MatchValue(value=0))
+
+
+def point_id(document_id: str, passage_index: int) -> str:
+    """A stable point id per passage (Qdrant ids are integers or UUIDs)."""
+    return str(uuid.uuid5(_POINT_NAMESPACE, f"{document_id}\x00{passage_index}"))
+
+
+def _qdrant_name(name: str) -> str:
+    return COLLECTION_PREFIX + name
+
+
+def _document_filter(ids: Sequence[str], *extra: qm.Condition) -> qm.Filter:
+    return qm.Filter(
+        must=[qm.FieldCondition(key="document_id", match=qm.MatchAny(any=list(ids))), *extra]
+    )
+
+
+def _with(conditions: Filter, *extra: qm.Condition) -> qm.Filter | None:
+    base = to_qdrant(conditions)
+    if not extra:
+        return base
+    return qm.Filter(must=[*extra, *([base] if base is not None else [])])
+
+
+@contextmanager
+def _translated_errors(what: str) -> Iterator[None]:
+    try:
+        yield
+    except (CollectionNotFoundError, CollectionExistsError):
+        raise
+    except (OSError, ConnectionError) as exc:
+        raise StoreUnavailableError(f"Qdrant is unreachable during {what}: {exc}") from exc
+    except Exception as exc:
+        # The HTTP and gRPC transports raise their own connection errors.
+        if type(exc).__name__ in {"ResponseHandlingException", "ConnectError", "AioRpcError"}:
+            raise StoreUnavailableError(f"Qdrant is unreachable during {what}: {exc}") from exc
+        raise
+
+
+class QdrantBackend(SearchBackend):
+    name = "qdrant"
+
+    def __init__(self, settings: SearchSettings) -> None:
+        self._settings = settings
+        self._client: AsyncQdrantClient | None = None
+
+    @property
+    def client(self) -> AsyncQdrantClient:
+        if self._client is None:
+            raise StoreUnavailableError("the Qdrant client is not ready yet")
+        return self._client
+
+    async def start(self) -> None:
+        location = self._settings.qdrant_location
+        if location.startswith(("http://", "https://")):
+            self._client = AsyncQdrantClient(
+                url=location, prefer_grpc=self._settings.qdrant_prefer_grpc
+            )
+        elif location == ":memory:":
+            self._client = AsyncQdrantClient(location=":memory:")
+        else:
+            self._client = AsyncQdrantClient(path=location)
+        await self.ping()
+        _log.info("qdrant ready", extra={"location": location})
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+
+    async def ping(self) -> None:
+        with _translated_errors("the health check"):
+            await self.client.get_collections()
+
+    # -- collections -------------------------------------------------------------------
+
+    async def create_collection(self, spec: CollectionSpec) -> CollectionInfo:
+        name = _qdrant_name(spec.name)
+        created_at = datetime.datetime.now(datetime.UTC)
+        with _translated_errors("creating a collection"):
+            if await self.client.collection_exists(name):
+                raise CollectionExistsError(spec.name)
+            await self.client.create_collection(
+                name,
+                vectors_config={
+                    DENSE: qm.VectorParams(
+                        size=spec.dimensions,
+                        distance=qm.Distance.COSINE,
+                        hnsw_config=qm.HnswConfigDiff(
+                            m=spec.hnsw_m, ef_construct=spec.hnsw_ef_construction
+                        ),
+                    )
+                },
+                sparse_vectors_config={KEYWORDS: qm.SparseVectorParams(modifier=qm.Modifier.IDF)},
+                metadata={
+                    "ragmesh_name": spec.name,
+                    "embedding_model": spec.embedding_model,
+                    "created_at": created_at.isoformat(),
+                },
+            )
+        return CollectionInfo(spec, 0, 0, created_at)
+
+    async def list_collections(self) -> list[CollectionInfo]:
+        with _translated_errors("listing collections"):
+            response = await self.client.get_collections()
+        names = sorted(
+            c.name[len(COLLECTION_PREFIX) :]
+            for c in response.collections
+            if c.name.startswith(COLLECTION_PREFIX)
+        )
+        return [await self.get_collection(name) for name in names]
+
+    async def get_collection(self, name: str) -> CollectionInfo:
+        qdrant_name = await self._existing(name)
+        with _translated_errors("reading a collection"):
+            info = await self.client.get_collection(qdrant_name)
+            documents = await self.client.count(
+                qdrant_name, count_filter=qm.Filter(must=[_FIRST_PASSAGE]), exact=True
+            )
+            passages = await self.client.count(qdrant_name, exact=True)
+        vectors = info.config.params.vectors
+        dense = vectors[DENSE] if isinstance(vectors, dict) else vectors
+        assert dense is not None
+        metadata: dict[str, Any] = info.config.metadata or {}
+        hnsw = dense.hnsw_config
+        m = hnsw.m if hnsw and hnsw.m is not None else info.config.hnsw_config.m
+        ef = (
+            hnsw.ef_construct
+            if hnsw and hnsw.ef_construct is not None
+            else info.config.hnsw_config.ef_construct
+        )
+        return CollectionInfo(
+            CollectionSpec(name, dense.size, str(metadata.get("embedding_model", "")), m, ef),
+            document_count=documents.count,
+            passage_count=passages.count,
+            created_at=datetime.datetime.fromisoformat(
+                str(metadata.get("created_at", "1970-01-01T00:00:00+00:00"))
+            ),
+        )
+
+    async def delete_collection(self, name: str) -> None:
+        qdrant_name = await self._existing(name)
+        with _translated_errors("deleting a collection"):
+            await self.client.delete_collection(qdrant_name)
+
+    async def _existing(self, name: str) -> str:
+        qdrant_name = _qdrant_name(name)
+        with _translated_errors("finding a collection"):
+            if not await self.client.collection_exists(qdrant_name):
+                raise CollectionNotFoundError(name)
+        return qdrant_name
+
+    # -- documents ---------------------------------------------------------------------
+
+    async def upsert(self, name: str, documents: Sequence[PreparedDocument]) -> None:
+        qdrant_name = await self._existing(name)
+        s = self._settings
+        counted = [[passage_terms(p.text) for p in d.passages] for d in documents]
+        with _translated_errors("storing documents"):
+            previous = await self._passage_counts(qdrant_name, [d.id for d in documents])
+            removed_length = await self._stored_length(qdrant_name, list(previous))
+            info = await self.client.get_collection(qdrant_name)
+            metadata: dict[str, Any] = info.config.metadata or {}
+            passages = (
+                int(metadata.get("bm25_passages", 0))
+                - sum(previous.values())
+                + sum(len(d.passages) for d in documents)
+            )
+            length = (
+                int(metadata.get("bm25_length", 0))
+                - removed_length
+                + sum(t.length for terms in counted for t in terms)
+            )
+            average = max(length / passages, 1.0) if passages > 0 else 1.0
+            points = []
+            for document, terms in zip(documents, counted, strict=True):
+                for passage, passage_counted in zip(document.passages, terms, strict=True):
+                    payload: dict[str, Any] = {
+                        "document_id": document.id,
+                        "passage_index": passage.index,
+                        "passage_count": len(document.passages),
+                        "length": passage_counted.length,
+                        "text": passage.text,
+                        QDRANT_METADATA_FIELD: document.metadata,
+                    }
+                    if passage.index == 0:
+                        payload["document_text"] = document.text
+                    sparse = sparse_passage(
+                        passage_counted, k1=s.bm25_k1, b=s.bm25_b, avg_length=average
+                    )
+                    points.append(
+                        qm.PointStruct(
+                            id=point_id(document.id, passage.index),
+                            vector={
+                                DENSE: passage.vector.tolist(),
+                                KEYWORDS: qm.SparseVector(
+                                    indices=sparse.indices, values=sparse.values
+                                ),
+                            },
+                            payload=payload,
+                        )
+                    )
+            await self.client.upsert(qdrant_name, points=points, wait=True)
+            stale = [
+                point_id(document.id, index)
+                for document in documents
+                for index in range(len(document.passages), previous.get(document.id, 0))
+            ]
+            if stale:
+                await self.client.delete(
+                    qdrant_name, points_selector=qm.PointIdsList(points=stale), wait=True
+                )
+            await self._set_statistics(qdrant_name, passages, length)
+
+    async def _stored_length(self, qdrant_name: str, ids: Sequence[str]) -> int:
+        """The total length in terms of the stored passages of documents `ids`."""
+        if not ids:
+            return 0
+        total, offset = 0, None
+        while True:
+            records, offset = await self.client.scroll(
+                qdrant_name,
+                scroll_filter=_document_filter(ids),
+                limit=1024,
+                offset=offset,
+                with_payload=["length"],
+            )
+            total += sum(int((r.payload or {}).get("length", 0)) for r in records)
+            if offset is None:
+                return total
+
+    async def _set_statistics(self, qdrant_name: str, passages: int, length: int) -> None:
+        await self.client.update_collection(
+            qdrant_name, metadata={"bm25_passages": passages, "bm25_length": length}
+        )
+
+    async def _passage_counts(self, qdrant_name: str, ids: Sequence[str]) -> dict[str, int]:
+        """How many passages each stored document of `ids` has."""
+        records, _ = await self.client.scroll(
+            qdrant_name,
+            scroll_filter=_document_filter(ids, _FIRST_PASSAGE),
+            limit=len(ids),
+            with_payload=["document_id", "passage_count"],
+        )
+        return {
+            str(r.payload["document_id"]): int(r.payload["passage_count"])
+            for r in records
+            if r.payload
+        }
+
+    async def delete_documents(self, name: str, ids: Sequence[str]) -> int:
+        qdrant_name = await self._existing(name)
+        with _translated_errors("deleting documents"):
+            stored = await self._passage_counts(qdrant_name, ids)
+            if stored:
+                removed_length = await self._stored_length(qdrant_name, list(stored))
+                info = await self.client.get_collection(qdrant_name)
+                metadata: dict[str, Any] = info.config.metadata or {}
+                await self._set_statistics(
+                    qdrant_name,
+                    int(metadata.get("bm25_passages", 0)) - sum(stored.values()),
+                    int(metadata.get("bm25_length", 0)) - removed_length,
+                )
+                await self.client.delete(
+                    qdrant_name,
+                    points_selector=qm.FilterSelector(filter=_document_filter(list(stored))),
+                    wait=True,
+                )
+        return len(stored)
+
+    async def get_document(self, name: str, document_id: str) -> StoredDocument | None:
+        qdrant_name = await self._existing(name)
+        with _translated_errors("reading a document"):
+            records = await self.client.retrieve(
+                qdrant_name, ids=[point_id(document_id, 0)], with_payload=True
+            )
+        if not records or not records[0].payload:
+            return None
+        payload = records[0].payload
+        return StoredDocument(
+            document_id,
+            str(payload["document_text"]),
+            dict(payload.get(QDRANT_METADATA_FIELD) or {}),
+            int(payload["passage_count"]),
+        )
+
+    async def count_documents(self, name: str, conditions: Filter) -> int:
+        qdrant_name = await self._existing(name)
+        with _translated_errors("counting documents"):
+            result = await self.client.count(
+                qdrant_name, count_filter=_with(conditions, _FIRST_PASSAGE), exact=True
+            )
+        return int(result.count)
+
+    # -- search ------------------------------------------------------------------------
+
+    def _dense_request(self, vector: np.ndarray, limit: int, conditions: Filter) -> qm.QueryRequest:
+        return qm.QueryRequest(
+            query=vector.tolist(),
+            using=DENSE,
+            filter=_with(conditions),
+            limit=limit,
+            with_payload=True,
+        )
+
+    def _keyword_request(
+        self, terms: qm.SparseVector, limit: int, conditions: Filter
+    ) -> qm.QueryRequest:
+        return qm.QueryRequest(
+            query=terms, using=KEYWORDS, filter=_with(conditions), limit=limit, with_payload=True
+        )
+
+    async def dense_search(
+        self, name: str, vector: np.ndarray, limit: int, conditions: Filter
+    ) -> list[PassageHit]:
+        qdrant_name = await self._existing(name)
+        with _translated_errors("a dense search"):
+            (response,) = await self.client.query_batch_points(
+                qdrant_name, requests=[self._dense_request(vector, limit, conditions)]
+            )
+        return [_hit(point) for point in response.points]
+
+    async def keyword_search(
+        self, name: str, text: str, limit: int, conditions: Filter
+    ) -> list[PassageHit]:
+        qdrant_name = await self._existing(name)
+        terms = _sparse_query(text)
+        if terms is None:
+            return []
+        with _translated_errors("a keyword search"):
+            (response,) = await self.client.query_batch_points(
+                qdrant_name, requests=[self._keyword_request(terms, limit, conditions)]
+            )
+        return [_hit(point) for point in response.points]
+
+    async def hybrid_search(
+        self,
+        name: str,
+        vector: np.ndarray,
+        text: str,
+        limit: int,
+        conditions: Filter,
+        fusion: FusionParams,
+    ) -> list[RankedHit]:
+        terms = _sparse_query(text)
+        if terms is None:
+            return await super().hybrid_search(name, vector, text, limit, conditions, fusion)
+        qdrant_name = await self._existing(name)
+        with _translated_errors("a hybrid search"):
+            dense, keyword = await self.client.query_batch_points(
+                qdrant_name,
+                requests=[
+                    self._dense_request(vector, limit, conditions),
+                    self._keyword_request(terms, limit, conditions),
+                ],
+            )
+        return fuse_passages(
+            [_hit(point) for point in dense.points],
+            [_hit(point) for point in keyword.points],
+            fusion,
+        )[:limit]
+
+
+def _sparse_query(text: str) -> qm.SparseVector | None:
+    terms = sparse_query(text)
+    if not terms.indices:
+        return None
+    return qm.SparseVector(indices=terms.indices, values=terms.values)
+
+
+def _hit(point: qm.ScoredPoint) -> PassageHit:
+    payload = point.payload or {}
+    metadata: Metadata = dict(payload.get(QDRANT_METADATA_FIELD) or {})
+    return PassageHit(
+        document_id=str(payload["document_id"]),
+        passage_index=int(payload["passage_index"]),
+        text=str(payload["text"]),
+        metadata=metadata,
+        score=float(point.score),
+    )

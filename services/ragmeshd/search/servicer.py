@@ -1,0 +1,327 @@
+"""The SearchService RPC handlers: validate, split and embed, call the backend, rank."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Iterator
+
+import grpc
+import numpy as np
+
+from ragmesh.search.v1 import search_service_pb2 as pb
+from ragmesh.search.v1 import search_service_pb2_grpc as pb_grpc
+from ragmeshd.runtime import metrics
+from ragmeshd.runtime.errors import RpcFailure, invalid_argument, not_found, unavailable
+from ragmeshd.runtime.server import call_timeout
+from ragmeshd.runtime.tracing import tracer
+from ragmeshd.search import validation
+from ragmeshd.search.backends.base import (
+    CollectionExistsError,
+    CollectionNotFoundError,
+    SearchBackend,
+    StoreTimeoutError,
+    StoreUnavailableError,
+)
+from ragmeshd.search.chunking import PassageSplitter
+from ragmeshd.search.convert import MODES, collection_to_proto, fill_metadata, hit_to_proto
+from ragmeshd.search.embedder import (
+    Embedder,
+    EmbeddingsOverloadedError,
+    EmbeddingsRejectedError,
+    EmbeddingsTimeoutError,
+    EmbeddingsUnavailableError,
+)
+from ragmeshd.search.filters import parse_filter
+from ragmeshd.search.fusion import one_per_document, ranked_dense, ranked_keyword
+from ragmeshd.search.records import (
+    CollectionInfo,
+    CollectionSpec,
+    Mode,
+    Passage,
+    PreparedDocument,
+    RankedHit,
+)
+from ragmeshd.search.result_cache import InvalidationError, ResultCache
+from ragmeshd.search.validation import DocumentInput, InvalidRequestError
+from ragmeshd.settings import SearchSettings, ServerSettings
+
+# Recorded as a collection's model when it was created with explicit dimensions only.
+EXTERNAL_MODEL = "external"
+
+
+@contextlib.contextmanager
+def _as_rpc_failures() -> Iterator[None]:
+    """Domain errors to gRPC status codes with the domain's message."""
+    try:
+        yield
+    except InvalidRequestError as exc:
+        raise invalid_argument(str(exc)) from None
+    except CollectionNotFoundError as exc:
+        raise not_found(str(exc)) from None
+    except CollectionExistsError as exc:
+        raise RpcFailure(grpc.StatusCode.ALREADY_EXISTS, str(exc)) from None
+    except EmbeddingsOverloadedError as exc:
+        # Passed on as overload, so callers back off (Envoy does not retry it).
+        raise RpcFailure(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc)) from None
+    except (StoreUnavailableError, EmbeddingsUnavailableError) as exc:
+        raise unavailable(str(exc)) from None
+    except (StoreTimeoutError, EmbeddingsTimeoutError) as exc:
+        raise RpcFailure(grpc.StatusCode.DEADLINE_EXCEEDED, str(exc)) from None
+    except EmbeddingsRejectedError as exc:
+        raise RpcFailure(exc.code, f"the embeddings service refused the text: {exc}") from None
+    except InvalidationError as exc:
+        raise unavailable(str(exc)) from None
+
+
+class SearchServicer(pb_grpc.SearchServiceServicer):
+    def __init__(
+        self,
+        settings: SearchSettings,
+        server_settings: ServerSettings,
+        backend: SearchBackend,
+        embedder: Embedder,
+        results: ResultCache | None = None,
+    ) -> None:
+        self._settings = settings
+        # Search results, invalidated by every write (ragmeshd/search/result_cache.py).
+        self._results = results or ResultCache(None, max_bytes=0, ttl_s=0)
+        self._default_deadline_s = server_settings.default_deadline_s
+        self._backend = backend
+        self._embedder = embedder
+        # Set once the backend is connected and the tokenizer loaded.
+        self._splitter: PassageSplitter | None = None
+        self._ready = False
+        # Kept current by the server's health loop: whether the store answers.
+        self.store_down_since: float | None = None
+
+    def attach(self, splitter: PassageSplitter) -> None:
+        self._splitter = splitter
+        self._ready = True
+
+    def _check_available(self) -> PassageSplitter:
+        if not self._ready or self._splitter is None:
+            raise unavailable("the search service is still starting; retry shortly")
+        if self.store_down_since is not None:
+            down_s = time.monotonic() - self.store_down_since
+            raise unavailable(
+                f"the {self._backend.name} store is not answering (for {down_s:.0f} s); the"
+                " service reconnects by itself, retry shortly"
+            )
+        return self._splitter
+
+    # -- collections -------------------------------------------------------------------
+
+    async def CreateCollection(
+        self, request: pb.CreateCollectionRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CreateCollectionResponse:
+        self._check_available()
+        s = self._settings
+        with _as_rpc_failures():
+            name = validation.check_collection_name(request.name)
+            validation.check_dimensions(request.dimensions, s.max_vector_dimensions)
+            index = request.index_settings
+            m = index.hnsw_m or s.hnsw_m
+            ef_construction = index.hnsw_ef_construction or s.hnsw_ef_construction
+            validation.check_index_settings(m, ef_construction)
+            dimensions, model = request.dimensions, request.embedding_model
+            if dimensions == 0:
+                info = await self._embedder.info(call_timeout(context, self._default_deadline_s))
+                dimensions, model = info.dimensions, model or info.model
+            spec = CollectionSpec(name, dimensions, model or EXTERNAL_MODEL, m, ef_construction)
+            created = await self._backend.create_collection(spec)
+            await self._results.invalidate(name)  # a dropped collection's name may come back
+        return pb.CreateCollectionResponse(collection=collection_to_proto(created))
+
+    async def ListCollections(
+        self, request: pb.ListCollectionsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListCollectionsResponse:
+        self._check_available()
+        with _as_rpc_failures():
+            collections = await self._backend.list_collections()
+        return pb.ListCollectionsResponse(collections=[collection_to_proto(c) for c in collections])
+
+    async def GetCollection(
+        self, request: pb.GetCollectionRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetCollectionResponse:
+        self._check_available()
+        with _as_rpc_failures():
+            info = await self._backend.get_collection(
+                validation.check_collection_name(request.name)
+            )
+        return pb.GetCollectionResponse(collection=collection_to_proto(info))
+
+    async def DeleteCollection(
+        self, request: pb.DeleteCollectionRequest, context: grpc.aio.ServicerContext
+    ) -> pb.DeleteCollectionResponse:
+        self._check_available()
+        with _as_rpc_failures():
+            name = validation.check_collection_name(request.name)
+            await self._backend.delete_collection(name)
+            await self._results.invalidate(name)
+        return pb.DeleteCollectionResponse()
+
+    # -- documents ---------------------------------------------------------------------
+
+    async def UpsertDocuments(
+        self, request: pb.UpsertDocumentsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.UpsertDocumentsResponse:
+        splitter = self._check_available()
+        with _as_rpc_failures():
+            name = validation.check_collection_name(request.collection, "collection")
+            inputs = validation.check_documents(request.documents, self._settings)
+            collection = await self._backend.get_collection(name)
+            for index, document in enumerate(inputs):
+                if document.vector is not None:
+                    validation.check_vector_dimensions(
+                        document.vector, collection.spec.dimensions, f"documents[{index}].vector"
+                    )
+            documents = await self._prepare(
+                inputs, collection, splitter, call_timeout(context, self._default_deadline_s)
+            )
+            await self._backend.upsert(name, documents)
+            await self._results.invalidate(name)
+        return pb.UpsertDocumentsResponse(
+            document_count=len(documents),
+            passage_count=sum(len(document.passages) for document in documents),
+        )
+
+    async def _prepare(
+        self,
+        inputs: list[DocumentInput],
+        collection: CollectionInfo,
+        splitter: PassageSplitter,
+        timeout_s: float,
+    ) -> list[PreparedDocument]:
+        """Split the texts without a vector into passages and embed them all."""
+        texts = [document.text for document in inputs if document.vector is None]
+        pieces = await asyncio.to_thread(lambda: [splitter.split(text) for text in texts])
+        vectors = np.zeros((0, collection.spec.dimensions), dtype=np.float32)
+        flat = [piece for document_pieces in pieces for piece in document_pieces]
+        if flat:
+            vectors = await self._embed(flat, collection, timeout_s)
+        documents, next_piece, next_text = [], 0, 0
+        for document in inputs:
+            if document.vector is not None:
+                passages = [Passage(0, document.text, document.vector)]
+            else:
+                document_pieces = pieces[next_text]
+                next_text += 1
+                passages = [
+                    Passage(index, piece, vectors[next_piece + index])
+                    for index, piece in enumerate(document_pieces)
+                ]
+                next_piece += len(document_pieces)
+            documents.append(
+                PreparedDocument(document.id, document.text, document.metadata, passages)
+            )
+        return documents
+
+    async def _embed(
+        self, texts: list[str], collection: CollectionInfo, timeout_s: float
+    ) -> np.ndarray:
+        embeddings = await self._embedder.embed(texts, timeout_s)
+        if embeddings.dimensions != collection.spec.dimensions:
+            raise RpcFailure(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"collection {collection.spec.name!r} holds {collection.spec.dimensions}-d"
+                f" vectors but the embeddings service's model ({embeddings.model}) makes"
+                f" {embeddings.dimensions}-d ones: send precomputed vectors of"
+                f" {collection.spec.dimensions} values",
+            )
+        return embeddings.vectors
+
+    async def DeleteDocuments(
+        self, request: pb.DeleteDocumentsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.DeleteDocumentsResponse:
+        self._check_available()
+        with _as_rpc_failures():
+            name = validation.check_collection_name(request.collection, "collection")
+            ids = validation.check_ids(request.ids, self._settings)
+            deleted = await self._backend.delete_documents(name, ids)
+            await self._results.invalidate(name)
+        return pb.DeleteDocumentsResponse(deleted_count=deleted)
+
+    async def GetDocument(
+        self, request: pb.GetDocumentRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetDocumentResponse:
+        self._check_available()
+        with _as_rpc_failures():
+            name = validation.check_collection_name(request.collection, "collection")
+            document_id = validation.check_document_id(
+                request.id, "id", self._settings.max_document_id_chars
+            )
+            stored = await self._backend.get_document(name, document_id)
+        if stored is None:
+            raise not_found(f"document {request.id!r} is not in collection {request.collection!r}")
+        message = pb.Document(id=stored.id, text=stored.text)
+        fill_metadata(message.metadata, stored.metadata)
+        return pb.GetDocumentResponse(document=message, passage_count=stored.passage_count)
+
+    async def CountDocuments(
+        self, request: pb.CountDocumentsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CountDocumentsResponse:
+        self._check_available()
+        with _as_rpc_failures():
+            name = validation.check_collection_name(request.collection, "collection")
+            conditions = parse_filter(request.filter, self._settings)
+            count = await self._backend.count_documents(name, conditions)
+        return pb.CountDocumentsResponse(document_count=count)
+
+    # -- search ------------------------------------------------------------------------
+
+    async def Search(
+        self, request: pb.SearchRequest, context: grpc.aio.ServicerContext
+    ) -> pb.SearchResponse:
+        with _as_rpc_failures():
+            return await self._results.search(
+                request.collection, request, lambda: self._search(request, context)
+            )
+
+    async def _search(
+        self, request: pb.SearchRequest, context: grpc.aio.ServicerContext
+    ) -> pb.SearchResponse:
+        self._check_available()
+        timeout_s = call_timeout(context, self._default_deadline_s)
+        with _as_rpc_failures():
+            name = validation.check_collection_name(request.collection, "collection")
+            query = validation.check_search(request, self._settings)
+            conditions = parse_filter(request.filter, self._settings)
+            collection = await self._backend.get_collection(name)
+            vector = query.vector
+            if vector is not None:
+                validation.check_vector_dimensions(
+                    vector, collection.spec.dimensions, "query_vector"
+                )
+            elif query.mode is not Mode.KEYWORD:
+                vector = (await self._embed([query.text], collection, timeout_s))[0]
+            candidates = query.top_k * self._settings.candidate_multiplier
+            ranked: list[RankedHit]
+            with (
+                metrics.BACKEND_QUERY_SECONDS.labels(query.mode.value).time(),
+                tracer.start_as_current_span(
+                    "backend query",
+                    attributes={
+                        "search.mode": query.mode.value,
+                        "search.backend": self._backend.name,
+                        "search.candidates": candidates,
+                    },
+                ),
+            ):
+                if query.mode is Mode.KEYWORD:
+                    ranked = ranked_keyword(
+                        await self._backend.keyword_search(name, query.text, candidates, conditions)
+                    )
+                elif query.mode is Mode.DENSE:
+                    assert vector is not None
+                    ranked = ranked_dense(
+                        await self._backend.dense_search(name, vector, candidates, conditions)
+                    )
+                else:
+                    assert vector is not None
+                    ranked = await self._backend.hybrid_search(
+                        name, vector, query.text, candidates, conditions, query.fusion
+                    )
+        hits = one_per_document(ranked, query.top_k)
+        return pb.SearchResponse(hits=[hit_to_proto(hit) for hit in hits], mode=MODES[query.mode])

@@ -1,0 +1,264 @@
+"""The dynamic batcher, driven by a recording batch function instead of a model."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import pytest
+
+from ragmeshd.embeddings.batcher import BatchTimeoutError, DynamicBatcher, QueueFullError
+
+
+class RecordingModel:
+    """Returns each text's upper-case form and remembers every batch it was given."""
+
+    def __init__(self, delay_s: float = 0.0) -> None:
+        self.batches: list[list[str]] = []
+        self.delay_s = delay_s
+        self.release = threading.Event()
+        self.release.set()
+        self.concurrent = 0
+        self.max_concurrent = 0
+        self._lock = threading.Lock()
+
+    def __call__(self, texts: list[str]) -> list[str]:
+        with self._lock:
+            self.concurrent += 1
+            self.max_concurrent = max(self.max_concurrent, self.concurrent)
+        self.release.wait()
+        time.sleep(self.delay_s)
+        self.batches.append(list(texts))
+        with self._lock:
+            self.concurrent -= 1
+        return [text.upper() for text in texts]
+
+
+def make_batcher(model: RecordingModel, **overrides: float) -> DynamicBatcher[str]:
+    settings = {"max_batch_texts": 4, "max_batch_delay_s": 0.05, "max_queue_texts": 100}
+    settings.update(overrides)
+    batcher: DynamicBatcher[str] = DynamicBatcher(model, **settings)  # type: ignore[arg-type]
+    batcher.start()
+    return batcher
+
+
+async def test_concurrent_calls_are_merged_up_to_max_batch_texts() -> None:
+    model = RecordingModel()
+    batcher = make_batcher(model, max_batch_texts=4, max_batch_delay_s=0.2)
+    results = await asyncio.gather(*(batcher.submit([f"t{i}"]) for i in range(10)))
+    await batcher.close()
+    assert results == [[f"T{i}"] for i in range(10)]
+    assert [len(batch) for batch in model.batches] == [4, 4, 2]
+    assert max(len(batch) for batch in model.batches) <= 4
+
+
+async def test_a_lone_call_waits_at_most_the_max_delay() -> None:
+    model = RecordingModel()
+    batcher = make_batcher(model, max_batch_texts=64, max_batch_delay_s=0.05)
+    started = time.perf_counter()
+    assert await batcher.submit(["alone"]) == ["ALONE"]
+    waited = time.perf_counter() - started
+    await batcher.close()
+    assert 0.04 <= waited < 1.0
+    assert model.batches == [["alone"]]
+
+
+async def test_batch_is_sorted_longest_first_and_results_keep_call_order() -> None:
+    model = RecordingModel()
+    batcher = make_batcher(model, max_batch_texts=8, max_batch_delay_s=0.2)
+    texts = ["bb", "a", "dddd", "ccc"]
+    assert await batcher.submit(texts) == ["BB", "A", "DDDD", "CCC"]
+    await batcher.close()
+    assert model.batches == [["dddd", "ccc", "bb", "a"]]
+
+
+async def test_results_of_interleaved_calls_go_back_to_their_callers() -> None:
+    model = RecordingModel()
+    batcher = make_batcher(model, max_batch_texts=3, max_batch_delay_s=0.05)
+    calls = [[f"c{c}-{i}" * (i + 1) for i in range(c % 4 + 1)] for c in range(12)]
+    results = await asyncio.gather(*(batcher.submit(texts) for texts in calls))
+    await batcher.close()
+    assert results == [[text.upper() for text in texts] for texts in calls]
+
+
+async def test_full_queue_refuses_at_once() -> None:
+    model = RecordingModel()
+    model.release.clear()  # the model holds its first batch, so the queue fills up
+    batcher = make_batcher(model, max_batch_texts=2, max_batch_delay_s=0.0, max_queue_texts=3)
+    first = asyncio.ensure_future(batcher.submit(["a", "b"]))
+    await asyncio.sleep(0.05)  # the first batch is now inside the model
+    waiting = asyncio.ensure_future(batcher.submit(["c", "d", "e"]))
+    await asyncio.sleep(0)
+    started = time.perf_counter()
+    with pytest.raises(QueueFullError, match="queue is full"):
+        await batcher.submit(["f"])
+    assert time.perf_counter() - started < 0.05
+    model.release.set()
+    assert await first == ["A", "B"]
+    assert await waiting == ["C", "D", "E"]
+    await batcher.close()
+
+
+async def test_cancelled_call_is_dropped_from_the_queue() -> None:
+    model = RecordingModel()
+    model.release.clear()
+    batcher = make_batcher(model, max_batch_texts=1, max_batch_delay_s=0.0)
+    running = asyncio.ensure_future(batcher.submit(["running"]))
+    await asyncio.sleep(0.05)
+    doomed = asyncio.ensure_future(batcher.submit(["doomed", "doomed2"]))
+    kept = asyncio.ensure_future(batcher.submit(["kept"]))
+    await asyncio.sleep(0)
+    assert batcher.queue_depth == 3
+    doomed.cancel()
+    await asyncio.sleep(0)
+    assert batcher.queue_depth == 1
+    model.release.set()
+    assert await running == ["RUNNING"]
+    assert await kept == ["KEPT"]
+    await batcher.close()
+    assert ["doomed"] not in model.batches and ["doomed2"] not in model.batches
+
+
+async def test_expired_call_is_dropped_and_others_still_served() -> None:
+    model = RecordingModel(delay_s=0.1)
+    batcher = make_batcher(model, max_batch_texts=1, max_batch_delay_s=0.0)
+    slow = asyncio.ensure_future(batcher.submit(["first"]))
+    await asyncio.sleep(0.01)
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(batcher.submit(["expires"]), timeout=0.02)
+    assert await slow == ["FIRST"]
+    await batcher.close()
+    assert ["expires"] not in model.batches
+
+
+async def test_model_runs_one_batch_at_a_time_off_the_event_loop() -> None:
+    model = RecordingModel(delay_s=0.05)
+    batcher = make_batcher(model, max_batch_texts=2, max_batch_delay_s=0.0)
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0.005)
+
+    ticking = asyncio.ensure_future(ticker())
+    await asyncio.gather(*(batcher.submit([str(i)]) for i in range(8)))
+    ticking.cancel()
+    await batcher.close()
+    assert model.max_concurrent == 1
+    assert ticks > 10  # the loop kept running while batches were in the model
+
+
+async def test_close_finishes_queued_work() -> None:
+    model = RecordingModel(delay_s=0.02)
+    batcher = make_batcher(model, max_batch_texts=2, max_batch_delay_s=0.0)
+    pending = [asyncio.ensure_future(batcher.submit([f"q{i}"])) for i in range(6)]
+    await asyncio.sleep(0)
+    await batcher.close()
+    assert [task.result() for task in pending] == [[f"Q{i}"] for i in range(6)]
+
+
+async def test_model_failure_fails_only_that_batch() -> None:
+    calls = 0
+
+    def flaky(texts: list[str]) -> list[str]:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("boom")
+        return texts
+
+    batcher: DynamicBatcher[str] = DynamicBatcher(
+        flaky, max_batch_texts=1, max_batch_delay_s=0.0, max_queue_texts=10
+    )
+    batcher.start()
+    with pytest.raises(RuntimeError, match="boom"):
+        await batcher.submit(["x"])
+    assert await batcher.submit(["y"]) == ["y"]
+    await batcher.close()
+    assert batcher.stats.batches == 1 and batcher.stats.texts == 1
+
+
+async def test_expected_wait_follows_the_measured_throughput() -> None:
+    """Load shedding's estimate: queued texts / texts per second of the (at least half full)
+    batches run so far."""
+    model = RecordingModel(delay_s=0.05)
+    batcher = make_batcher(model, max_batch_texts=4, max_batch_delay_s=0.0)
+    assert batcher.expected_wait_s(100) == 0  # nothing measured yet: no estimate
+    await batcher.submit(["a"])  # a small batch says little about throughput
+    assert batcher.stats.texts_per_s == 0
+    await batcher.submit(["a", "b", "c", "d"])  # 4 texts in >= 50 ms: <= 80 texts/s
+    rate = batcher.stats.texts_per_s
+    assert 0 < rate <= 80
+    assert batcher.expected_wait_s(40) == pytest.approx(40 / rate)
+    model.release.clear()
+    held = asyncio.ensure_future(batcher.submit(["e"]))
+    await asyncio.sleep(0.02)  # "e" is inside the model, the next ones wait
+    queued = [asyncio.ensure_future(batcher.submit([f"q{i}"])) for i in range(8)]
+    await asyncio.sleep(0)
+    assert batcher.expected_wait_s(2) == pytest.approx(10 / rate)
+    model.release.set()
+    await asyncio.gather(held, *queued)
+
+
+async def test_a_hung_batch_fails_its_calls_at_the_limit_and_the_owner_is_told() -> None:
+    model = RecordingModel()
+    model.release.clear()  # the model hangs
+    told: list[float] = []
+    batcher: DynamicBatcher[str] = DynamicBatcher(
+        model,
+        max_batch_texts=4,
+        max_batch_delay_s=0.0,
+        max_queue_texts=100,
+        batch_timeout_s=0.3,
+        # The server kills the model process here; that frees the worker thread.
+        on_batch_timeout=lambda: (told.append(time.monotonic()), model.release.set()),
+    )
+    batcher.start()
+    started = time.monotonic()
+    with pytest.raises(BatchTimeoutError, match=r"within 0\.3 s"):
+        await batcher.submit(["stuck"])
+    assert 0.3 <= time.monotonic() - started < 10.0  # not a performance bound
+    assert len(told) == 1
+    # The loop goes on with the next batch.
+    assert await batcher.submit(["next"]) == ["NEXT"]
+    await batcher.close()
+
+
+async def test_fail_queued_fails_every_waiting_call_at_once() -> None:
+    model = RecordingModel()
+    model.release.clear()
+    batcher = make_batcher(model, max_batch_texts=1, max_batch_delay_s=0.0)
+    running = asyncio.ensure_future(batcher.submit(["first"]))
+    await asyncio.sleep(0.1)  # "first" is in the model; these two wait in the queue
+    waiting = [asyncio.ensure_future(batcher.submit([f"w{i}"])) for i in range(2)]
+    await asyncio.sleep(0.05)
+    assert batcher.fail_queued(ConnectionError("model gone")) == 2
+    for call in waiting:
+        with pytest.raises(ConnectionError):
+            await call
+    model.release.set()
+    assert await running == ["FIRST"]
+    await batcher.close()
+
+
+async def test_an_unexpected_error_fails_the_batch_and_the_loop_goes_on() -> None:
+    calls = 0
+
+    def flaky(texts: list[str]) -> list[str]:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            return []  # a bug: fewer results than texts
+        return [text.upper() for text in texts]
+
+    batcher: DynamicBatcher[str] = DynamicBatcher(
+        flaky, max_batch_texts=4, max_batch_delay_s=0.0, max_queue_texts=100
+    )
+    batcher.start()
+    with pytest.raises(ValueError):
+        await batcher.submit(["a"])
+    assert await batcher.submit(["b"]) == ["B"]
+    await batcher.close()
