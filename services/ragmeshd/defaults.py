@@ -81,6 +81,13 @@ MAX_FILTER_CONDITIONS = 16
 MAX_FILTER_VALUES = 64
 MAX_VECTOR_DIMENSIONS = 2000
 
+# Documents in (issue 21, docs/ingest.md): a file larger than DOCUMENT_MAX_BYTES is skipped as
+# "too large" before it is read, and an upload larger is refused; one whose text is longer
+# than DOCUMENT_MAX_TEXT_CHARS (about 1,000 book pages, 4,000-16,000 passages: still one
+# write within MAX_MESSAGE_BYTES, so a document's passages are replaced atomically) too.
+DOCUMENT_MAX_BYTES = 64 * 1024 * 1024
+DOCUMENT_MAX_TEXT_CHARS = 4_000_000
+
 # Search: splitting documents into passages. all-MiniLM-L6-v2's window is 256 tokens, two
 # of which are [CLS] and [SEP]; consecutive passages share PASSAGE_OVERLAP_TOKENS tokens.
 PASSAGE_MAX_TOKENS = 254
