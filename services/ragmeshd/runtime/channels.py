@@ -7,6 +7,7 @@ from typing import Any
 
 import grpc
 
+from ragmeshd.runtime.client_tls import ReloadingChannel, ReloadingChannelCredentials
 from ragmeshd.runtime.context import REQUEST_ID_HEADER, request_id
 from ragmeshd.runtime.keystore import KeyStore
 from ragmeshd.settings import Settings
@@ -75,7 +76,11 @@ def open_channel(
     options: Sequence[tuple[str, Any]] = (),
     interceptors: Sequence[grpc.aio.ClientInterceptor] = (),
 ) -> grpc.aio.Channel:
-    """A secure channel when credentials are given, else a plaintext one (loopback only)."""
+    """A secure channel when credentials are given, else a plaintext one (loopback only).
+    Credentials read from certificate files (ReloadingChannelCredentials, what
+    tls.caller_credentials_for gives) make a channel that follows their renewal."""
+    if isinstance(credentials, ReloadingChannelCredentials):
+        return ReloadingChannel(target, credentials, options, interceptors)
     if credentials is not None:
         return grpc.aio.secure_channel(
             target, credentials, options=list(options), interceptors=list(interceptors)

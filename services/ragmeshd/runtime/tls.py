@@ -14,6 +14,7 @@ from typing import Any
 import grpc
 
 from ragmeshd.identities import service_dns_name
+from ragmeshd.runtime.client_tls import ReloadingChannelCredentials
 from ragmeshd.runtime.tls_reload import read_matching_pair, reloading_server_credentials
 from ragmeshd.settings import Settings
 from ragmeshd.state import CertificatePaths, Identity, MeshLayout
@@ -99,16 +100,18 @@ def server_credentials_for(settings: Settings, service: str) -> grpc.ServerCrede
 
 def caller_credentials_for(settings: Settings, service: str) -> grpc.ChannelCredentials | None:
     """The credentials `service` presents when it calls another service through Envoy's
-    internal listener, or None without TLS."""
+    internal listener, or None without TLS. A channel opened with them (channels.open_channel)
+    follows their files when cert-manager or `ragmesh certs renew` replaces them
+    (ragmeshd/runtime/client_tls.py)."""
     if not settings.mesh.tls:
         return None
     mounted = settings.mounted_certs.client_dir
     if mounted:
         cert, key, ca = _mounted_files(Path(mounted))
-        return channel_credentials(ca, cert, key)
+        return ReloadingChannelCredentials(cert, key, ca)
     certs = mesh_certificates(settings)
     identity = existing(certs.service_clients[service], f"{service} client")
-    return channel_credentials(certs.ca, identity.cert, identity.key)
+    return ReloadingChannelCredentials(identity.cert, identity.key, certs.ca)
 
 
 def _mounted_files(directory: Path) -> tuple[Path, Path, Path]:
