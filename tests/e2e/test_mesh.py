@@ -159,6 +159,20 @@ def test_status_reports_every_replica_and_envoys_counters(mesh: Mesh) -> None:
         assert f"{replica.name}" in result.stdout
     assert result.stdout.count("SERVING") >= len(mesh.state.replicas)
     assert "retries" in result.stdout and "ejections" in result.stdout
+    as_json = subprocess.run(
+        ragmesh_command("--state-dir", str(mesh.state_dir), "status", "--json"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO_ROOT,
+        env={**os.environ, **mesh.env},
+    )
+    assert as_json.returncode == 0, as_json.stderr
+    document = json.loads(as_json.stdout)
+    assert document["healthy"] is True
+    health = {process["name"]: process["health"] for process in document["processes"]}
+    assert all(health[replica.name] == "SERVING" for replica in mesh.state.replicas)
+    assert set(document["envoy"]["clusters"]) >= {"embeddings", "search", "coordinator"}
 
 
 async def envoy_counter(mesh: Mesh, name: str) -> int:

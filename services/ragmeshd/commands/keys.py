@@ -6,6 +6,7 @@ import argparse
 import sys
 import time
 
+from ragmeshd.commands.convention import add_json_option, print_json, settings_or_exit
 from ragmeshd.runtime.keystore import (
     DEFAULT_ROTATION_GRACE_S,
     ApiKeyError,
@@ -16,7 +17,6 @@ from ragmeshd.runtime.keystore import (
     parse_rate,
 )
 from ragmeshd.runtime.scopes import DEFAULT_SCOPES, SCOPES, parse_scopes
-from ragmeshd.settings import load_settings
 from ragmeshd.state import MeshLayout
 
 
@@ -44,6 +44,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     create.set_defaults(handler=_create)
     listing = actions.add_parser("list", help="every key: id, name, scopes, limits, expiry")
+    add_json_option(listing)
     listing.set_defaults(handler=_list)
     rotate = actions.add_parser(
         "rotate", help="issue a replacement (same name, scopes, limit); the old one expires later"
@@ -62,7 +63,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _store() -> KeyStore:
-    return KeyStore(MeshLayout(load_settings().state_dir).keys_dir)
+    return KeyStore(MeshLayout(settings_or_exit().state_dir).keys_dir)
 
 
 def _create(args: argparse.Namespace) -> int:
@@ -100,11 +101,15 @@ def _state(key: StoredKey) -> str:
 
 
 def _list(args: argparse.Namespace) -> int:
+    keys = _store().load()
+    if args.json:
+        print_json({"keys": [_key_document(key) for key in keys]})
+        return 0
     print(
         f"{'id':<14} {'name':<22} {'scopes':<36} {'rate':<14} {'created (UTC)':<17}"
         f" {'expires (UTC)':<17} state"
     )
-    for key in _store().load():
+    for key in keys:
         limit = key.rate_limit
         rate = f"{limit.per_second:g}/s b{limit.burst}" if limit else "-"
         print(
@@ -138,3 +143,18 @@ def _revoke(args: argparse.Namespace) -> int:
         return 1
     print(f"revoked {key.key_id} ({key.name})")
     return 0
+
+
+def _key_document(key: StoredKey) -> dict[str, object]:
+    """What `keys list --json` shows of a key: never its secret or the secret's hash."""
+    limit = key.rate_limit
+    return {
+        "id": key.key_id,
+        "name": key.name,
+        "scopes": list(key.scopes),
+        "rate_per_s": limit.per_second if limit else None,
+        "burst": limit.burst if limit else None,
+        "created_at": _when(key.created_at),
+        "expires_at": _when(key.expires_at),
+        "state": _state(key),
+    }

@@ -267,11 +267,13 @@ def _new_key(
 
 
 def parse_duration(text: str) -> float:
-    """`30d`, `12h`, `15m`, `90s` → seconds."""
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-    match = re.fullmatch(r"(\d+(?:\.\d+)?)([smhd])", text.strip())
+    """`500ms`, `30s`, `5m`, `24h`, `30d` → seconds: the one duration syntax of ragmesh."""
+    units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)(ms|[smhd])", text.strip())
     if not match or float(match.group(1)) <= 0:
-        raise ValueError(f"{text!r} is not a duration like 30d, 12h, 15m or 90s")
+        raise ValueError(
+            f"{text!r} is not a duration: write a number and a unit, e.g. 500ms, 30s, 5m, 24h, 30d"
+        )
     return float(match.group(1)) * units[match.group(2)]
 
 
