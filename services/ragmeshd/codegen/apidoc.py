@@ -24,7 +24,7 @@ _CODES = (
     " PERMISSION_DENIED RESOURCE_EXHAUSTED FAILED_PRECONDITION ABORTED OUT_OF_RANGE"
     " UNIMPLEMENTED INTERNAL UNAVAILABLE DATA_LOSS UNAUTHENTICATED"
 ).split()
-_HTTP_STATUS = {
+HTTP_STATUS = {
     "INVALID_ARGUMENT": 400, "FAILED_PRECONDITION": 400, "OUT_OF_RANGE": 400,
     "UNAUTHENTICATED": 401, "PERMISSION_DENIED": 403, "NOT_FOUND": 404, "ALREADY_EXISTS": 409,
     "ABORTED": 409, "RESOURCE_EXHAUSTED": 429, "CANCELLED": 499, "UNIMPLEMENTED": 501,
@@ -32,7 +32,7 @@ _HTTP_STATUS = {
     "DATA_LOSS": 500,
 }  # fmt: skip
 # What any RPC may answer besides the codes its own description names (docs/api.md has more).
-_EVERY_RPC = {
+EVERY_RPC = {
     "UNAUTHENTICATED": "no API key, or an unknown or revoked one",
     "INVALID_ARGUMENT": "a request over a limit or malformed; the message names the limit",
     "RESOURCE_EXHAUSTED": "the server is shedding load; retry after a pause",
@@ -55,7 +55,7 @@ _SCALARS = {
 }
 
 
-class _Comments:
+class Comments:
     def __init__(self, file: descriptor_pb2.FileDescriptorProto) -> None:
         self._by_path = {
             tuple(location.path): location.leading_comments
@@ -108,12 +108,12 @@ def _http_rule(method: descriptor_pb2.MethodDescriptorProto) -> str:
     return f"`{verb.upper()} {path}`{body}"
 
 
-def _codes_named(text: str) -> list[str]:
+def codes_named(text: str) -> list[str]:
     return [code for code in _CODES if re.search(rf"\b{code}\b", text)]
 
 
 def render_file(file: descriptor_pb2.FileDescriptorProto) -> str:
-    comments = _Comments(file)
+    comments = Comments(file)
     package = file.package
     domain = package.split(".")[1]
     maps: dict[str, tuple] = {}
@@ -171,8 +171,8 @@ def render_file(file: descriptor_pb2.FileDescriptorProto) -> str:
                         else ""
                     )
                 )
-            named = _codes_named(text)
-            codes = ", ".join(f"`{code}` ({_HTTP_STATUS[code]})" for code in named) or "none"
+            named = codes_named(text)
+            codes = ", ".join(f"`{code}` ({HTTP_STATUS[code]})" for code in named) or "none"
             out += [
                 f"- Status codes named above: {codes}; and those [every RPC may"
                 " return](README.md#status-codes).",
@@ -192,7 +192,7 @@ def render_file(file: descriptor_pb2.FileDescriptorProto) -> str:
 
 def _message(
     message: descriptor_pb2.DescriptorProto,
-    comments: _Comments,
+    comments: Comments,
     package: str,
     maps: dict,
     path: tuple[int, ...],
@@ -225,7 +225,7 @@ def _message(
 
 def _enum(
     enum: descriptor_pb2.EnumDescriptorProto,
-    comments: _Comments,
+    comments: Comments,
     path: tuple[int, ...],
     full: str,
 ) -> list[str]:
@@ -264,8 +264,8 @@ def render_index(files: list[descriptor_pb2.FileDescriptorProto]) -> str:
         "| gRPC code | HTTP | when |",
         "| --- | --- | --- |",
     ]
-    for code, when in _EVERY_RPC.items():
-        out.append(f"| `{code}` | {_HTTP_STATUS[code]} | {when} |")
+    for code, when in EVERY_RPC.items():
+        out.append(f"| `{code}` | {HTTP_STATUS[code]} | {when} |")
     return "\n".join(out) + "\n"
 
 

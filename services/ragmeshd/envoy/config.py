@@ -29,6 +29,7 @@ from ragmeshd.envoy.security import (
     RATELIMIT_CLUSTER,
     RATELIMIT_GRPC_SERVICE,
     admin_on_socket,
+    keyless_route,
     ratelimit_cluster,
     secure_listener,
 )
@@ -280,7 +281,8 @@ def _retry_policy(limits: envoy_limits.ServiceLimits) -> Any:
 def _add_http_gateway(listener: Any, gateway: HttpGateway) -> None:
     """Let the client listener take HTTP/1.1 and HTTP/2 without gRPC too: ALPN offers both
     (gRPC clients still get h2, which comes first), the codec follows what was negotiated,
-    the transcoder runs before the router, and the adapters' routes come first."""
+    the transcoder runs before the router, and the adapters' routes come first (key-less
+    documentation routes first of all)."""
     chain = listener["filter_chains"][0]
     chain["transport_socket"]["typed_config"]["common_tls_context"]["alpn_protocols"] = [
         "h2",
@@ -307,4 +309,10 @@ def _add_http_gateway(listener: Any, gateway: HttpGateway) -> None:
         for adapter in gateway.adapters
         for path in adapter.paths
     ]
-    routes[:0] = adapter_routes
+    # GET /openapi.json and /docs: the only routes without a key check (security.py).
+    keyless_routes = [
+        keyless_route(path, _route({}, adapter.name, envoy_limits.HTTP_ADAPTER_DEADLINE))
+        for adapter in gateway.adapters
+        for path in adapter.keyless_paths
+    ]
+    routes[:0] = keyless_routes + adapter_routes

@@ -29,6 +29,32 @@ UNLIMITED_KEY_VALUES = {
 }
 
 
+# The only routes on the client listener that need no API key (issue 20, docs/security.md):
+# the API's description and Swagger UI, static files that the HTTP adapter serves
+# (ragmeshd/openai_compat/apidocs.py), for GET only and still over mutual TLS. An exact path,
+# or a prefix when it ends in "/" (Swagger UI's assets). The rate-limit filter is off on them.
+KEYLESS_PATHS = ("/openapi.json", "/docs", "/docs/")
+RATELIMIT_FILTER = "envoy.filters.http.ratelimit"
+
+
+def keyless_route(path: str, route: dict[str, Any]) -> dict[str, Any]:
+    """`route` (to the adapter) for GET `path` with no key check: no rate-limit descriptor is
+    made or asked about. Other methods on these paths fall through to the other routes."""
+    if path not in KEYLESS_PATHS:
+        raise ValueError(f"{path!r} is not one of the key-less paths {KEYLESS_PATHS}")
+    route["match"] = {
+        "prefix" if path.endswith("/") else "path": path,
+        "headers": [{"name": ":method", "string_match": {"exact": "GET"}}],
+    }
+    route["typed_per_filter_config"] = {
+        RATELIMIT_FILTER: {
+            "@type": "type.googleapis.com/envoy.config.route.v3.FilterConfig",
+            "disabled": True,
+        }
+    }
+    return route
+
+
 def key_rate_limits() -> list[dict[str, Any]]:
     """The virtual host's rate_limits: one descriptor per key header present, except for a
     key without a rate limit (its text says so: ragmeshd/runtime/keystore.py), which skips

@@ -9,9 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ragmeshd.envoy.security import (
-    RATELIMIT_CLUSTER,
-)
+from ragmeshd.envoy.security import KEYLESS_PATHS, RATELIMIT_CLUSTER
 from ragmeshd.envoy.yaml_templates import is_ip
 from ragmeshd.identities import service_dns_name
 from ragmeshd.state import CertificatePaths
@@ -101,11 +99,14 @@ class UpstreamCluster:
 class HttpUpstream:
     """An HTTP/1.1 service behind Envoy (the OpenAI-compatible adapter): `paths` on the client
     listener go to its `endpoints`, over mTLS like the gRPC clusters (its server certificate
-    carries `<name with dashes>.ragmesh.internal`)."""
+    carries `<name with dashes>.ragmesh.internal`). `keyless_paths` are the routes it serves
+    without a key check (for GET: the API's description and Swagger UI), a subset of
+    security.KEYLESS_PATHS."""
 
     name: str
     endpoints: Sequence[Address]
     paths: Sequence[str] = OPENAI_PATHS
+    keyless_paths: Sequence[str] = KEYLESS_PATHS
     health_path: str = HTTP_HEALTH_PATH
 
     @property
@@ -214,3 +215,6 @@ def validate_gateway(gateway: HttpGateway, cluster_names: Sequence[str]) -> None
         for path in adapter.paths:
             if not path.startswith("/"):
                 raise ValueError(f"HTTP adapter {adapter.name}: path {path!r} must start with /")
+        extra = set(adapter.keyless_paths) - set(KEYLESS_PATHS)
+        if extra:
+            raise ValueError(f"HTTP adapter {adapter.name}: only {KEYLESS_PATHS} may skip the key")

@@ -5,6 +5,7 @@ mesh, forwarding the caller's `authorization` header so the service checks the c
     GET  /v1/models[/{id}]      EmbeddingsService.Info, plus the chat model
     POST /v1/chat/completions   CoordinatorService.Ask   (stream: server-sent events)
     GET  /healthz               200 while serving (Envoy's health check), no key needed
+    GET  /openapi.json, /docs   the API's description and Swagger UI (apidocs.py), no key needed
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from ragmesh.coordinator.v1 import coordinator_service_pb2 as coordinator_pb
 from ragmesh.coordinator.v1 import coordinator_service_pb2_grpc as coordinator_grpc
 from ragmesh.embeddings.v1 import embeddings_service_pb2 as embeddings_pb
 from ragmesh.embeddings.v1 import embeddings_service_pb2_grpc as embeddings_grpc
-from ragmeshd.openai_compat import convert
+from ragmeshd.openai_compat import apidocs, convert
 from ragmeshd.openai_compat.convert import ApiError
 
 _log = logging.getLogger("ragmesh.openai")
@@ -54,6 +55,7 @@ def create_app(
         Route("/v1/models", _handler(backends, _models), methods=["GET"]),
         Route("/v1/models/{model_id:path}", _handler(backends, _model), methods=["GET"]),
         Route("/v1/chat/completions", _handler(backends, _chat), methods=["POST"]),
+        *apidocs.routes(),
     ]
     return Starlette(routes=routes)
 

@@ -80,7 +80,12 @@ def test_the_client_listener_transcodes_and_routes_the_adapter(certs: Certificat
     assert settings["convert_grpc_status"] is True
     routes = client["route_config"]["virtual_hosts"][0]["routes"]
     adapter = [r["match"] for r in routes if r["route"]["cluster"] == "openai"]
+    get = [{"name": ":method", "string_match": {"exact": "GET"}}]
     assert adapter == [
+        # The key-less documentation routes first (tests/unit/envoy/test_keyless_routes.py).
+        {"path": "/openapi.json", "headers": get},
+        {"path": "/docs", "headers": get},
+        {"prefix": "/docs/", "headers": get},
         {"path": "/v1/embeddings"},
         {"path": "/v1/models"},
         {"prefix": "/v1/models/"},
