@@ -275,3 +275,25 @@ MODEL_BATCH_TIMEOUT_S = 30.0
 # Security (issue 10): where the CA key's passphrase comes from (ragmeshd/pki/passphrase.py).
 CA_PASSPHRASE_ENV = "RAGMESH_CA_PASSPHRASE"
 CA_PASSPHRASE_FILE = "~/.config/ragmesh/ca-passphrase"
+
+# The llm service (issue 22): llama.cpp running a small chat model, one generation at a time.
+LLM_LISTEN = "127.0.0.1:50055"
+LLM_METRICS_LISTEN = "127.0.0.1:9467"
+# Prompt and reply together: five 200-token passages, the instructions and a 512-token answer
+# fit with room to spare; the KV cache of SmolLM2-135M at 4096 tokens is about 90 MB.
+LLM_CONTEXT_WINDOW_TOKENS = 4096
+# 0: as many threads as CPUs this process may use.
+LLM_THREADS = 0
+LLM_BATCH_TOKENS = 512
+# Requests waiting while the model generates another; one more is RESOURCE_EXHAUSTED.
+LLM_MAX_WAITING = 8
+LLM_DEFAULT_MAX_TOKENS = 256
+LLM_MAX_TOKENS_LIMIT = 2048
+LLM_DEFAULT_TEMPERATURE = 0.2
+LLM_MAX_MESSAGES = 64
+LLM_MAX_MESSAGE_CHARS = 32_000
+LLM_MAX_STOP_SEQUENCES = 4
+LLM_MAX_STOP_SEQUENCE_CHARS = 64
+# Envoy's cap on calls in flight to one llm replica: the one generating, its queue, and room
+# for Info probes; past it Envoy refuses at once.
+LLM_ENVOY_MAX_REQUESTS = 16

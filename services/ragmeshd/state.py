@@ -16,7 +16,7 @@ from pathlib import Path
 from ragmeshd.identities import ENVOY, ENVOY_UPSTREAM
 
 # The services that get a server certificate and a client certificate of their own.
-DEFAULT_SERVICES = ("embeddings", "search", "coordinator", "openai")
+DEFAULT_SERVICES = ("embeddings", "search", "llm", "coordinator", "openai")
 # The user's client certificate made with the mesh, clients/client.pem.
 DEFAULT_CLIENT = "client"
 # User certificates live in a folder of their own, so user names never collide with

@@ -50,6 +50,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     coordinator.add_argument("--listen", help="host:port or unix:PATH (default 127.0.0.1:50053)")
     coordinator.add_argument("--search-target", help="host:port of the search service or Envoy")
+    coordinator.add_argument(
+        "--llm-target", help="host:port of the llm service or Envoy (the LOCAL backend)"
+    )
     coordinator.add_argument("--local-url", help="base URL of the local chat-completions API")
     coordinator.add_argument("--local-model", help="model name sent to the local backend")
     coordinator.add_argument("--local-api-key-file", help="file holding the local API key")
@@ -91,6 +94,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     openai.add_argument("--embeddings-target", help="host:port of the embeddings service or Envoy")
     openai.add_argument("--coordinator-target", help="host:port of the coordinator or Envoy")
     openai.set_defaults(handler=_serve_openai)
+
+    llm = services.add_parser(
+        "llm",
+        help="the language-model server (llama.cpp; SmolLM2-135M-Instruct by default)",
+        description="Serve ragmesh.llm.v1.LlmService: chat generation with a .gguf model, one"
+        " request at a time behind a bounded queue. NOT_SERVING until the model has loaded"
+        " and a warm-up generation passed. Unset flags fall back to RAGMESH_LLM__* variables,"
+        " the config file, then the defaults.",
+    )
+    llm.add_argument("--listen", help="host:port or unix:PATH (default 127.0.0.1:50055)")
+    llm.add_argument(
+        "--model-path", help="a .gguf model file (default: the packaged SmolLM2-135M-Instruct)"
+    )
+    llm.add_argument(
+        "--context-window-tokens", type=int, help="prompt and reply together (default 4096)"
+    )
+    llm.add_argument("--threads", type=int, help="CPU threads generating (0: every CPU)")
+    llm.add_argument(
+        "--max-waiting", type=int, help="requests that may wait for the model (default 8)"
+    )
+    llm.set_defaults(handler=_serve_llm)
 
     postgres = services.add_parser(
         "postgres",
@@ -144,6 +168,7 @@ def _serve_coordinator(args: argparse.Namespace) -> int:
         [
             "listen",
             "search_target",
+            "llm_target",
             "local_url",
             "local_model",
             "local_api_key_file",
@@ -180,6 +205,17 @@ def _serve_openai(args: argparse.Namespace) -> int:
     settings = load_settings(openai=overrides)
     configure_logging("openai", settings.log_level)
     return asyncio.run(serve_openai(settings))
+
+
+def _serve_llm(args: argparse.Namespace) -> int:
+    from ragmeshd.llm.server import serve_llm
+
+    overrides = _section_overrides(
+        args, ["listen", "model_path", "context_window_tokens", "threads", "max_waiting"]
+    )
+    settings = load_settings(llm=overrides)
+    configure_logging("llm", settings.log_level)
+    return asyncio.run(serve_llm(settings))
 
 
 def _serve_postgres(args: argparse.Namespace) -> int:

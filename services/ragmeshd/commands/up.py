@@ -7,6 +7,7 @@ import asyncio
 import logging
 import signal
 import sys
+from pathlib import Path
 
 from ragmeshd.pki.certs import CertificateError
 from ragmeshd.runtime.logs import configure_logging
@@ -27,7 +28,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "up",
         help="start the whole mesh in the foreground (Ctrl-C stops it)",
         description="Create the CA and certificates on first start, then start every ragmesh"
-        " service in dependency order (PostgreSQL, embeddings, search, coordinator, Envoy),"
+        " service in dependency order (PostgreSQL, embeddings, search, llm, coordinator, Envoy),"
         " waiting on each one's health, and print the endpoint and a grpcurl command that"
         " works as printed. A process that exits is started again (backoff 1 s doubling to"
         " 30 s); 5 exits of one within 2 minutes stop the mesh with exit code 1. Logs go to"
@@ -46,7 +47,33 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=STARTUP_TIMEOUT_S,
         help=f"seconds the mesh may take to become healthy (default {STARTUP_TIMEOUT_S:.0f})",
     )
+    up.add_argument(
+        "--llm",
+        default="local",
+        metavar="local|none|URL",
+        help="who answers Ask: local (default) runs the llm service (SmolLM2-135M through"
+        " llama.cpp) as the LOCAL route; none runs no model (answers are the retrieved"
+        " context); a URL is an OpenAI-compatible API (Ollama, vLLM, llama.cpp's server, a"
+        " hosted one) used as the REMOTE route, e.g. http://127.0.0.1:11434/v1",
+    )
+    up.add_argument(
+        "--llm-api-key-file",
+        default="",
+        metavar="FILE",
+        help="a file holding the API key of --llm URL (sent as a bearer token)",
+    )
     up.set_defaults(handler=_up)
+
+
+def llm_choice(value: str, api_key_file: str) -> tuple[bool, str]:
+    """(run the llm service, the REMOTE URL) for `--llm`; ValueError for anything else."""
+    if value == "local":
+        return True, ""
+    if value == "none":
+        return False, ""
+    if value.startswith(("http://", "https://")):
+        return False, value
+    raise ValueError(f"--llm {value!r}: use local, none, or an http(s):// URL")
 
 
 def _up(args: argparse.Namespace) -> int:
@@ -54,20 +81,50 @@ def _up(args: argparse.Namespace) -> int:
     configure_logging("up", settings.log_level)
     try:
         counts = parse_replicas(args.replicas)
+        run_llm, llm_url = llm_choice(args.llm, args.llm_api_key_file)
+        if args.llm_api_key_file and not llm_url:
+            raise ValueError("--llm-api-key-file goes with --llm URL")
+        if args.llm_api_key_file and not Path(args.llm_api_key_file).is_file():
+            raise ValueError(f"--llm-api-key-file {args.llm_api_key_file}: no such file")
     except ValueError as exc:
         print(f"ragmesh up: {exc}", file=sys.stderr)
         return 2
-    return asyncio.run(run_mesh(settings, counts, args.timeout))
+    if not run_llm:
+        counts["llm"] = 0
+    return asyncio.run(
+        run_mesh(
+            settings,
+            counts,
+            args.timeout,
+            llm_url=llm_url,
+            llm_api_key_file=str(Path(args.llm_api_key_file).resolve())
+            if args.llm_api_key_file
+            else "",
+        )
+    )
 
 
-async def run_mesh(settings: Settings, counts: dict[str, int], timeout_s: float) -> int:
+async def run_mesh(
+    settings: Settings,
+    counts: dict[str, int],
+    timeout_s: float,
+    *,
+    llm_url: str = "",
+    llm_api_key_file: str = "",
+) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
 
     try:
-        launcher = MeshLauncher(settings, MeshLayout(settings.state_dir), counts)
+        launcher = MeshLauncher(
+            settings,
+            MeshLayout(settings.state_dir),
+            counts,
+            llm_url=llm_url,
+            llm_api_key_file=llm_api_key_file,
+        )
     except CertificateError as exc:
         print(f"\nragmesh up: certificate problem: {exc}\n", file=sys.stderr, flush=True)
         return 1

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from opentelemetry.trace import Status, StatusCode
 
 from ragmeshd.coordinator.budget import Passage
-from ragmeshd.coordinator.llm_backend import BackendError, ChatBackend, ChatMessage
+from ragmeshd.coordinator.llm_backend import AnswerBackend, BackendError, ChatMessage
 from ragmeshd.coordinator.prompt import context_only_answer
 from ragmeshd.coordinator.routing import Route, Side
 from ragmeshd.runtime import metrics
@@ -39,7 +39,7 @@ class HealthProbe:
 
     def __init__(
         self,
-        backend: ChatBackend,
+        backend: AnswerBackend,
         *,
         cache_s: float,
         timeout_s: float,
@@ -71,7 +71,7 @@ class BackendSlot:
     """A configured backend with its breaker and health probe."""
 
     side: Side
-    backend: ChatBackend
+    backend: AnswerBackend
     breaker: CircuitBreaker
     probe: HealthProbe
 
@@ -102,7 +102,7 @@ class AnswerOutcome:
 async def _traced_llm_call(slot: BackendSlot, chunks: AsyncIterator[str]) -> AsyncIterator[str]:
     """`chunks` inside an "llm call" span (side, model, chunk count; an error on failure)."""
     span = tracer.start_span(
-        "llm call", attributes={"llm.side": slot.side.value, "llm.model": slot.backend.config.model}
+        "llm call", attributes={"llm.side": slot.side.value, "llm.model": slot.backend.model}
     )
     count = 0
     started, outcome = time.perf_counter(), "error"
@@ -189,7 +189,7 @@ async def stream_answer(
                 raise
             slot.breaker.record_success()
             outcome.answered_by = side
-            outcome.model = slot.backend.config.model
+            outcome.model = slot.backend.model
             return
 
         why = (

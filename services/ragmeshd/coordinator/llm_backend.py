@@ -14,7 +14,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 import httpx
 
@@ -60,6 +60,27 @@ def read_api_key(path: str) -> str | None:
     return key
 
 
+class AnswerBackend(Protocol):
+    """What the coordinator needs of a language-model backend: this module's ChatBackend (an
+    OpenAI-compatible API) or llm_service_backend.LlmServiceBackend (the mesh's llm service)."""
+
+    config: BackendConfig
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def model(self) -> str: ...
+
+    async def aclose(self) -> None: ...
+
+    async def healthy(self, timeout_s: float) -> bool: ...
+
+    def stream_chat(
+        self, messages: list[ChatMessage], *, max_tokens: int, deadline_s: float | None = None
+    ) -> AsyncIterator[str]: ...
+
+
 class ChatBackend:
     """Streams chat completions from one backend; safe to share between concurrent calls."""
 
@@ -83,6 +104,11 @@ class ChatBackend:
     @property
     def name(self) -> str:
         return self.config.name
+
+    @property
+    def model(self) -> str:
+        """The model name answers are reported with."""
+        return self.config.model
 
     async def aclose(self) -> None:
         await self._client.aclose()

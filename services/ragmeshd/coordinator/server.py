@@ -15,7 +15,13 @@ from ragmeshd.coordinator.augment import Augmenter
 from ragmeshd.coordinator.budget import HuggingFaceTokenCounter
 from ragmeshd.coordinator.feedback import InteractionsCollection
 from ragmeshd.coordinator.health import database_monitor
-from ragmeshd.coordinator.llm_backend import BackendConfig, ChatBackend, read_api_key
+from ragmeshd.coordinator.llm_backend import (
+    AnswerBackend,
+    BackendConfig,
+    ChatBackend,
+    read_api_key,
+)
+from ragmeshd.coordinator.llm_service_backend import LlmServiceBackend
 from ragmeshd.coordinator.routing import Side
 from ragmeshd.coordinator.search_client import SearchClient
 from ragmeshd.coordinator.servicer import CoordinatorServicer, Dependencies
@@ -45,8 +51,11 @@ def pg_dsn(settings: Settings) -> str:
     )
 
 
-def make_slots(config: CoordinatorSettings) -> dict[Side, BackendSlot]:
-    """The configured backends, each with its breaker and cached health probe."""
+def make_slots(
+    config: CoordinatorSettings, local_backend: AnswerBackend | None = None
+) -> dict[Side, BackendSlot]:
+    """The configured backends, each with its breaker and cached health probe;
+    `local_backend` (the llm service) takes the LOCAL side's place when given."""
     sides = {
         Side.LOCAL: (
             config.local_url,
@@ -63,24 +72,17 @@ def make_slots(config: CoordinatorSettings) -> dict[Side, BackendSlot]:
     }
     slots = {}
     for side, (url, model, key_file, failures) in sides.items():
-        if not url:
+        backend: AnswerBackend
+        if side is Side.LOCAL and local_backend is not None:
+            backend = local_backend
+        elif not url:
             continue
-        try:
-            api_key = read_api_key(key_file)
-        except (OSError, ValueError) as exc:
-            raise StartupError(f"the {side.value} backend's API key: {exc}") from exc
-        backend = ChatBackend(
-            BackendConfig(
-                name=side.value,
-                base_url=url,
-                model=model,
-                api_key=api_key,
-                connect_timeout_s=config.backend_connect_timeout_s,
-                idle_timeout_s=config.backend_idle_timeout_s,
-                deadline_s=config.backend_deadline_s,
-                temperature=config.answer_temperature,
-            )
-        )
+        else:
+            try:
+                api_key = read_api_key(key_file)
+            except (OSError, ValueError) as exc:
+                raise StartupError(f"the {side.value} backend's API key: {exc}") from exc
+            backend = _chat_backend(config, side, url, model, api_key)
         slots[side] = BackendSlot(
             side,
             backend,
@@ -92,6 +94,49 @@ def make_slots(config: CoordinatorSettings) -> dict[Side, BackendSlot]:
             HealthProbe(backend, cache_s=config.health_cache_s, timeout_s=config.health_timeout_s),
         )
     return slots
+
+
+def _backend_config(config: CoordinatorSettings, side: Side, url: str, model: str) -> BackendConfig:
+    return BackendConfig(
+        name=side.value,
+        base_url=url,
+        model=model,
+        api_key=None,
+        connect_timeout_s=config.backend_connect_timeout_s,
+        idle_timeout_s=config.backend_idle_timeout_s,
+        deadline_s=config.backend_deadline_s,
+        temperature=config.answer_temperature,
+    )
+
+
+def llm_service_backend(settings: Settings) -> LlmServiceBackend | None:
+    """The llm service as the LOCAL backend, when coordinator.llm_target names it."""
+    config = settings.coordinator
+    if not config.llm_target:
+        return None
+    return LlmServiceBackend(
+        _backend_config(config, Side.LOCAL, config.llm_target, config.local_model),
+        credentials=caller_credentials_for(settings, "coordinator"),
+        channel_options=[("grpc.max_receive_message_length", settings.server.max_message_bytes)],
+        interceptors=[*client_interceptors(), *outgoing_interceptors(settings, "coordinator")],
+    )
+
+
+def _chat_backend(
+    config: CoordinatorSettings, side: Side, url: str, model: str, api_key: str | None
+) -> ChatBackend:
+    return ChatBackend(
+        BackendConfig(
+            name=side.value,
+            base_url=url,
+            model=model,
+            api_key=api_key,
+            connect_timeout_s=config.backend_connect_timeout_s,
+            idle_timeout_s=config.backend_idle_timeout_s,
+            deadline_s=config.backend_deadline_s,
+            temperature=config.answer_temperature,
+        )
+    )
 
 
 async def serve_coordinator(
@@ -108,7 +153,7 @@ async def serve_coordinator(
     pb_grpc.add_CoordinatorServiceServicer_to_server(servicer, server.grpc)
 
     try:
-        slots = make_slots(config)
+        slots = make_slots(config, llm_service_backend(settings))
     except StartupError as exc:
         _log.error("start-up failed: %s", exc)
         return 1
@@ -199,6 +244,7 @@ async def serve_coordinator(
             "coordinator ready",
             extra={
                 "backends": sorted(side.value for side in slots),
+                "llm_target": config.llm_target,
                 "search_target": config.search_target,
                 "confidence_threshold": config.confidence_threshold,
             },

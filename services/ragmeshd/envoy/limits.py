@@ -94,6 +94,13 @@ SERVICE_LIMITS: dict[str, ServiceLimits] = {
         per_try_timeout_s=EMBEDDINGS_PER_TRY_TIMEOUT_S,
     ),
     "search": ServiceLimits(unary=Deadline(default_s=30.0, max_s=120.0)),
+    # A leaf: Info is retried on another replica; Generate streams for as long as an answer
+    # may take (the coordinator's backend_deadline_s, 120 s by default).
+    "llm": ServiceLimits(
+        unary=Deadline(default_s=30.0, max_s=60.0),
+        streams={"Generate": Deadline(default_s=150.0, max_s=180.0)},
+        retry_on=LEAF_RETRY_ON,
+    ),
     "coordinator": ServiceLimits(
         unary=Deadline(default_s=30.0, max_s=120.0),
         streams={

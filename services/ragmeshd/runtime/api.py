@@ -10,12 +10,14 @@ from google.protobuf.descriptor import FileDescriptor
 
 from ragmesh.coordinator.v1 import coordinator_service_pb2
 from ragmesh.embeddings.v1 import embeddings_service_pb2
+from ragmesh.llm.v1 import llm_service_pb2
 from ragmesh.search.v1 import search_service_pb2
 
 API_FILES: tuple[FileDescriptor, ...] = (
     embeddings_service_pb2.DESCRIPTOR,
     search_service_pb2.DESCRIPTOR,
     coordinator_service_pb2.DESCRIPTOR,
+    llm_service_pb2.DESCRIPTOR,
 )
 
 

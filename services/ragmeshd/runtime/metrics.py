@@ -105,3 +105,27 @@ CACHE_ENTRIES = Gauge("ragmesh_cache_entries", "Entries held by an in-memory cac
 CACHE_ERRORS = Counter(
     "ragmesh_cache_errors_total", "Failed calls to a shared cache tier (then skipped).", ["cache"]
 )
+
+# The llm service (ragmeshd/llm): llama.cpp generates one request at a time.
+LLM_TIME_TO_FIRST_TOKEN_SECONDS = Histogram(
+    "ragmesh_llm_time_to_first_token_seconds",
+    "Time from the start of a generation (after the queue) to its first token: reading the prompt.",
+    buckets=LATENCY_BUCKETS,
+)
+LLM_TOKENS_PER_SECOND = Histogram(
+    "ragmesh_llm_tokens_per_second",
+    "Generation speed of one request, first token to last.",
+    buckets=(5, 10, 20, 30, 40, 50, 60, 80, 100, 150, 200, 400),
+)
+LLM_QUEUE_LENGTH = Gauge(
+    "ragmesh_llm_queue_length", "Requests waiting for the model while it generates another."
+)
+LLM_QUEUE_SECONDS = Histogram(
+    "ragmesh_llm_queue_seconds",
+    "Time a request waits for the model before its generation starts.",
+    buckets=LATENCY_BUCKETS,
+)
+LLM_PROMPT_TOKENS = Counter("ragmesh_llm_prompt_tokens_total", "Prompt tokens read.")
+LLM_COMPLETION_TOKENS = Counter(
+    "ragmesh_llm_completion_tokens_total", "Tokens generated (the warm-up excluded)."
+)

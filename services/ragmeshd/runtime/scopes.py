@@ -21,6 +21,7 @@ SCOPES = (
     "feedback",
     "interactions.read",
     "interactions.export",
+    "llm",
     ADMIN,
 )
 # What `ragmesh keys create NAME` gives a key when --scopes is not given.
@@ -29,6 +30,7 @@ DEFAULT_SCOPES = ("embed", "search.read", "ask")
 _EMBEDDINGS = "/ragmesh.embeddings.v1.EmbeddingsService/"
 _SEARCH = "/ragmesh.search.v1.SearchService/"
 _COORDINATOR = "/ragmesh.coordinator.v1.CoordinatorService/"
+_LLM = "/ragmesh.llm.v1.LlmService/"
 METHOD_SCOPES = {
     f"{_EMBEDDINGS}Embed": "embed",
     f"{_EMBEDDINGS}EmbedStream": "embed",
@@ -48,6 +50,9 @@ METHOD_SCOPES = {
     f"{_COORDINATOR}RecordFeedback": "feedback",
     f"{_COORDINATOR}GetInteraction": "interactions.read",
     f"{_COORDINATOR}ExportInteractions": "interactions.export",
+    # The language model itself: the coordinator's key (its LOCAL route) and admin keys.
+    f"{_LLM}Generate": "llm",
+    f"{_LLM}Info": "llm",
 }
 # Calls any valid key may make: they describe the API and reveal no data.
 _OPEN_PREFIXES = (
@@ -63,7 +68,8 @@ SERVICE_SCOPES: dict[str, tuple[str, ...]] = {
     "search": ("embed",),
     # Search and ListCollections for context; Create/Upsert/Delete for the interactions
     # collection that +1 feedback feeds.
-    "coordinator": ("search.read", "search.write", "search.admin"),
+    "coordinator": ("search.read", "search.write", "search.admin", "llm"),
+    "llm": (),
 }
 
 

@@ -10,6 +10,7 @@ from ragmeshd.settings.core import (
     parse_otlp_endpoint,
 )
 from ragmeshd.settings.embeddings import EmbeddingsSettings
+from ragmeshd.settings.llm import LlmSettings
 from ragmeshd.settings.mesh import MeshSettings, OpenAISettings, RateLimitSettings
 from ragmeshd.settings.root import Settings, config_file_path, environment_secret, load_settings
 from ragmeshd.settings.search import SearchSettings
@@ -17,6 +18,7 @@ from ragmeshd.settings.search import SearchSettings
 __all__ = [
     "CoordinatorSettings",
     "EmbeddingsSettings",
+    "LlmSettings",
     "MeshSettings",
     "MountedCertificatesSettings",
     "OpenAISettings",

@@ -41,6 +41,10 @@ class CoordinatorSettings(Section):
     remote_model: str = ""
     remote_api_key_file: str = ""
 
+    # The mesh's llm service (`ragmesh serve llm`) as the LOCAL backend: its address (Envoy's
+    # internal listener under `ragmesh up`). When set, local_url is not used.
+    llm_target: str = ""
+
     # Routing. The threshold is re-read from the config file while the server runs.
     confidence_threshold: float = Field(defaults.CONFIDENCE_THRESHOLD, ge=0, le=1)
     config_check_interval_s: float = Field(defaults.CONFIG_CHECK_INTERVAL_S, gt=0)

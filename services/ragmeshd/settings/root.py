@@ -25,6 +25,7 @@ from ragmeshd import defaults
 from ragmeshd.settings.coordinator import CoordinatorSettings
 from ragmeshd.settings.core import MountedCertificatesSettings, ServerSettings, TelemetrySettings
 from ragmeshd.settings.embeddings import EmbeddingsSettings
+from ragmeshd.settings.llm import LlmSettings
 from ragmeshd.settings.mesh import MeshSettings, OpenAISettings, RateLimitSettings
 from ragmeshd.settings.profiles import (
     DEFAULT_PROFILE,
@@ -54,6 +55,7 @@ class Settings(BaseSettings):
     embeddings: EmbeddingsSettings = EmbeddingsSettings()
     search: SearchSettings = SearchSettings()
     coordinator: CoordinatorSettings = CoordinatorSettings()
+    llm: LlmSettings = LlmSettings()
     mesh: MeshSettings = MeshSettings()
     openai: OpenAISettings = OpenAISettings()
     ratelimit: RateLimitSettings = RateLimitSettings()

@@ -53,8 +53,20 @@ _log = logging.getLogger("ragmesh.supervisor")
 class MeshLauncher:
     """Owns every process `ragmesh up` starts."""
 
-    def __init__(self, settings: Settings, layout: MeshLayout, counts: dict[str, int]) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        layout: MeshLayout,
+        counts: dict[str, int],
+        *,
+        llm_url: str = "",
+        llm_api_key_file: str = "",
+    ) -> None:
         self.settings = settings
+        # `up --llm URL`: the coordinator's REMOTE route is this OpenAI-compatible API (with
+        # the key in llm_api_key_file); `--llm local` runs the llm service (counts["llm"]).
+        self.llm_url = llm_url
+        self.llm_api_key_file = llm_api_key_file
         self.layout = layout
         # As root the embedded PostgreSQL runs as its own user and must pass through.
         secure_state_dir(layout.state_dir, traversable=os.geteuid() == 0)
@@ -125,6 +137,13 @@ class MeshLauncher:
         dependency_target = _DEPENDENCY_TARGET.get(replica.service)
         if dependency_target:
             env[dependency_target] = self.settings.mesh.internal_listen
+        if replica.service == "coordinator":
+            # The LOCAL route: the llm service, through Envoy like every call between services.
+            if "llm" in self.services:
+                env["RAGMESH_COORDINATOR__LLM_TARGET"] = self.settings.mesh.internal_listen
+            if self.llm_url:
+                env["RAGMESH_COORDINATOR__REMOTE_URL"] = self.llm_url
+                env["RAGMESH_COORDINATOR__REMOTE_API_KEY_FILE"] = self.llm_api_key_file
         return env
 
     def _health_probe(self, replica: Replica) -> Callable[[], Awaitable[bool]]:

@@ -25,13 +25,16 @@ RETRY_METHODS = {
         "Search",
     ),
     "coordinator": ("AugmentQuery", "RecordFeedback", "GetInteraction"),
+    # Generate is a stream that spends the model's time: never sent twice.
+    "llm": ("Info",),
 }
 
 # The services of the mesh in dependency order, with their gRPC service names.
-SERVICE_ORDER = ("embeddings", "search", "coordinator")
+SERVICE_ORDER = ("embeddings", "search", "llm", "coordinator")
 _GRPC_SERVICES = {
     "embeddings": "EmbeddingsService",
     "search": "SearchService",
+    "llm": "LlmService",
     "coordinator": "CoordinatorService",
 }
 
@@ -62,6 +65,8 @@ def envoy_max_requests(settings: Settings, service: str) -> int | None:
     capacity is the model's), else None: envoy/limits.py's default for the service."""
     if service == "embeddings":
         return settings.embeddings.envoy_max_requests
+    if service == "llm":
+        return settings.llm.envoy_max_requests
     return None
 
 

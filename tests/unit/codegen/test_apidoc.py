@@ -27,7 +27,7 @@ def pages(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 def test_every_service_rpc_message_field_and_enum_is_documented(pages: dict[str, str]) -> None:
     from ragmeshd.runtime.api import API_FILES
 
-    assert set(pages) == {"README.md", "embeddings.md", "search.md", "coordinator.md"}
+    assert set(pages) == {"README.md", "embeddings.md", "search.md", "coordinator.md", "llm.md"}
     for file in API_FILES:
         page = pages[f"{file.package.split('.')[1]}.md"]
         for service in file.services_by_name.values():

@@ -44,10 +44,11 @@ def test_first_call_creates_every_certificate_with_private_modes(
     certs_dir: Path, paths: CertificatePaths
 ) -> None:
     assert _mode(certs_dir) == 0o700
-    assert set(paths.services) == {"embeddings", "search", "coordinator", "openai"}
-    assert set(paths.service_clients) == {"embeddings", "search", "coordinator", "openai"}
+    services = {"embeddings", "search", "llm", "coordinator", "openai"}
+    assert set(paths.services) == services
+    assert set(paths.service_clients) == services
     identities = list(paths.all())
-    assert len(identities) == 2 + 4 + 4 + 1
+    assert len(identities) == 2 + 5 + 5 + 1
     assert _mode(certs_dir / "ca-key.pem") == 0o600
     for identity in identities:
         assert identity.cert.is_file() and identity.key.is_file()
