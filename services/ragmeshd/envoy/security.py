@@ -1,6 +1,7 @@
 """Envoy's share of the security controls (issue 10), kept apart from envoy/config.py:
-the key-id filter every listener gets (the access log names each call's key), and per-key
-rate limits on the client listener through ragmesh's rate-limit service.
+the credential filter every listener gets (one credential per request, the key id for the
+access log), and per-key rate limits on the client listener through ragmesh's rate-limit
+service.
 
 Why at Envoy, through one service: Envoy is the single entrance for clients, so one
 decision point per call holds a key's limit across every replica (a 50/s key gets 50/s in
@@ -13,6 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from ragmeshd.runtime.credentials import LUA_CREDENTIAL_CHECK
 from ragmeshd.runtime.keystore import UNLIMITED_KEY_RE2
 from ragmeshd.state import MeshLayout
 
@@ -85,14 +87,14 @@ def key_rate_limits() -> list[dict[str, Any]]:
 def secure_listener(
     listener: dict[str, Any], render: Any, duration: Any, *, rate_limited: bool
 ) -> None:
-    """Add the key-id filter (and, when `rate_limited`, the rate-limit filter with its
+    """Add the credential filter (and, when `rate_limited`, the rate-limit filter with its
     descriptors) in front of the listener's other HTTP filters."""
     for chain in listener["filter_chains"]:
         for network_filter in chain["filters"]:
             manager = network_filter["typed_config"]
             if "http_filters" not in manager:
                 continue
-            added = [render("key_id_filter.yaml")]
+            added = [render("credential_filter.yaml", source=LUA_CREDENTIAL_CHECK)]
             if rate_limited:
                 added.append(
                     render(

@@ -37,6 +37,7 @@ from ragmeshd.ratelimit.rls_messages import (
     RateLimitResponse,
 )
 from ragmeshd.runtime.auth import KeyVerifier
+from ragmeshd.runtime.credentials import CredentialError, single_credential
 from ragmeshd.runtime.keystore import KeyStore
 from ragmeshd.runtime.server import GrpcServer, StartupError
 from ragmeshd.runtime.tls import peer_uris, server_credentials_for
@@ -77,13 +78,23 @@ class KeyRateLimiter:
         return self.decide_request(request)
 
     def decide_request(self, request: Any) -> Any:
-        """The answer to one RateLimitRequest: the first key descriptor decides."""
+        """The answer to one RateLimitRequest about the call's one credential. Envoy refuses a
+        call with more than one before it asks (runtime/credentials.py); if one still arrives
+        here, it is over the limit: no decoy header may choose which key is charged."""
         hits = request.hits_addend or 1
-        for descriptor in request.descriptors:
-            for entry in descriptor.entries:
-                if entry.key in KEY_DESCRIPTORS:
-                    return self.decide(_key_from(entry.key, entry.value), hits)
-        return RateLimitResponse(overall_code=OK)
+        credentials = [
+            (entry.key, entry.value)
+            for descriptor in request.descriptors
+            for entry in descriptor.entries
+            if entry.key in KEY_DESCRIPTORS
+        ]
+        if not credentials:
+            return RateLimitResponse(overall_code=OK)
+        try:
+            presented = single_credential(credentials)
+        except CredentialError:
+            return RateLimitResponse(overall_code=OVER_LIMIT)
+        return self.decide(presented or "", hits)
 
     def decide(self, presented: str, hits: int = 1) -> Any:
         stored = self._verifier.authenticate(presented)
@@ -126,12 +137,6 @@ class KeyRateLimiter:
                 )
             },
         )
-
-
-def _key_from(header: str, value: str) -> str:
-    if header == "authorization":
-        return value[7:].strip() if value[:7].lower() == "bearer " else ""
-    return value.strip()
 
 
 async def serve_ratelimit(settings: Settings) -> int:

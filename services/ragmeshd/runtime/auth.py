@@ -23,6 +23,7 @@ from typing import Any
 import grpc
 
 from ragmeshd.identities import ENVOY_UPSTREAM, identity_uri
+from ragmeshd.runtime.credentials import CredentialError
 from ragmeshd.runtime.handlers import HEALTH_PREFIX, wrap_handler
 from ragmeshd.runtime.keystore import (
     DEFAULT_KEY_NAME,
@@ -200,8 +201,11 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         method = handler_call_details.method
         if method.startswith(HEALTH_PREFIX):
             return await continuation(handler_call_details)
-        presented = presented_key(handler_call_details.invocation_metadata)
-        verdict = self._verifier.check(presented, method)
+        try:
+            presented = presented_key(handler_call_details.invocation_metadata)
+            verdict = self._verifier.check(presented, method)
+        except CredentialError as error:
+            presented, verdict = None, Verdict(grpc.StatusCode.UNAUTHENTICATED, str(error))
         handler = await continuation(handler_call_details)
         if verdict.code is None:
             return handler
@@ -273,10 +277,14 @@ def api_key_interceptor(
     state_dir: Path, required: bool, *, mesh_peers_only: bool = False
 ) -> AuthInterceptor | None:
     """The server's key check (None when keys are turned off). Makes the `admin` key on a
-    first start, so a fresh server is usable: its key is in STATE_DIR/keys/admin.key.
-    `mesh_peers_only`: admit only Envoy's and the services' certificates (under mTLS)."""
+    first start (no key store yet), so a fresh server is usable: its key is in
+    STATE_DIR/keys/admin.key. A store made elsewhere (a Kubernetes Secret mounted read-only,
+    holding keys.json and only this pod's own key) is used as it is: a server never needs the
+    admin key's file. `mesh_peers_only`: admit only Envoy's and the services' certificates
+    (under mTLS)."""
     if not required:
         return None
     store = KeyStore(MeshLayout(state_dir).keys_dir)
-    store.ensure_named_key(DEFAULT_KEY_NAME)
+    if not store.path.exists():
+        store.ensure_named_key(DEFAULT_KEY_NAME)
     return AuthInterceptor(KeyVerifier(store), mesh_peers_only=mesh_peers_only)

@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from ragmeshd.runtime.credentials import single_credential
 from ragmeshd.runtime.scopes import ADMIN, DEFAULT_SCOPES, SERVICE_SCOPES
 
 KEY_PREFIX = "rmk"
@@ -120,14 +121,9 @@ def presented_key_id(key: str | None) -> str | None:
 
 
 def presented_key(metadata: Sequence[tuple[str, Any]] | None) -> str | None:
-    """The key in `authorization: Bearer …` or `x-api-key`, if any."""
-    for name, value in metadata or ():
-        text = value.decode() if isinstance(value, bytes) else str(value)
-        if name == "authorization" and text[:7].lower() == "bearer ":
-            return text[7:].strip()
-        if name == "x-api-key":
-            return text.strip()
-    return None
+    """The one key a call presents (runtime/credentials.py: CredentialError when it presents
+    more than one or one in another form), None when it presents none."""
+    return single_credential(metadata)
 
 
 def scopes_for_name(name: str) -> tuple[str, ...]:

@@ -69,6 +69,30 @@ async def test_the_service_limits_verified_keys_only(
     assert all(ask("authorization", f"Bearer {free}").overall_code == OK for _ in range(5))
 
 
+async def test_a_decoy_credential_beside_a_limited_key_is_over_the_limit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The bypass of issue 23: `x-api-key: <limited key>` plus `authorization: Basic …` made
+    the service judge the decoy. Two credentials in one call are never OK here (Envoy refuses
+    them before asking); one credential within its burst is, from the very first call."""
+    monkeypatch.setattr("ragmeshd.runtime.auth.RELOAD_INTERVAL_S", 0.0)
+    store = KeyStore(tmp_path / "keys")
+    limited = store.create("limited", rate=RateLimit(1 / 60, 1))
+    limiter = KeyRateLimiter(KeyVerifier(store), KeyBuckets(Clock()))
+
+    def ask(*entries: tuple[str, str]) -> int:
+        request = RateLimitRequest(domain="ragmesh")
+        for header, value in entries:
+            request.descriptors.add().entries.add(key=header, value=value)
+        return int(limiter.decide_request(request).overall_code)
+
+    decoy = ("authorization", "Basic eDp5")
+    assert ask(("x-api-key", limited), decoy) == OVER_LIMIT
+    assert ask(decoy, ("x-api-key", limited)) == OVER_LIMIT
+    assert ask(("x-api-key", limited)) == OK  # the first call of its burst passes
+    assert ask(("x-api-key", limited)) == OVER_LIMIT
+
+
 def test_a_limited_key_says_so_and_is_refused_without_its_prefix(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
