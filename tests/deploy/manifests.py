@@ -29,8 +29,14 @@ VARIANTS: dict[str, tuple[str, tuple[str, ...]]] = {
     "dev": ("overlays/dev", ()),
     "production": ("overlays/production", ()),
     "dev+qdrant": ("overlays/dev", ("components/qdrant",)),
+    "production+qdrant": ("overlays/production", ("components/qdrant",)),
     "production+external-postgres": ("overlays/production", ("components/external-postgres",)),
+    "production+monitoring": ("overlays/production", ("components/monitoring",)),
 }
+# Cluster-scoped objects (the trust bundle), applied once per cluster beside an overlay.
+CLUSTER = "cluster"
+ALL_RENDERED = [*VARIANTS, CLUSTER]
+SETTINGS = "ragmesh-settings"
 
 Doc = dict[str, Any]
 
@@ -44,7 +50,7 @@ def kubectl() -> str:
 
 @cache
 def _render_text(variant: str) -> str:
-    directory, components = VARIANTS[variant]
+    directory, components = (CLUSTER, ()) if variant == CLUSTER else VARIANTS[variant]
     target = KUSTOMIZE_ROOT / directory
     with tempfile.TemporaryDirectory() as scratch:
         if components:
@@ -73,6 +79,24 @@ def _render_text(variant: str) -> str:
 def render(variant: str) -> list[Doc]:
     """Every object of `variant`, as kustomize renders it (a fresh copy each call)."""
     return [doc for doc in yaml.safe_load_all(_render_text(variant)) if doc]
+
+
+def render_directory(directory: Path) -> list[Doc]:
+    """The objects of a kustomization outside deploy/ (a test's own overlay)."""
+    result = subprocess.run(
+        [kubectl(), "kustomize", "--load-restrictor", "LoadRestrictionsNone", str(directory)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+
+
+def settings_map(docs: list[Doc]) -> Doc:
+    """The generated settings ConfigMap (its name is ragmesh-settings-<hash of its values>)."""
+    (doc,) = [
+        d for d in find(docs, "ConfigMap") if d["metadata"]["name"].rsplit("-", 1)[0] == SETTINGS
+    ]
+    return doc
 
 
 def find(docs: list[Doc], kind: str, name: str | None = None) -> list[Doc]:
@@ -134,6 +158,29 @@ class Container:
         volumes = {v["name"]: v for v in self.pod["spec"].get("volumes", [])}
         for mount in self.spec.get("volumeMounts", []):
             yield mount["mountPath"], volumes[mount["name"]]
+
+    def mounted_files(self) -> Iterator[tuple[str, str, str, str]]:
+        """(mount path, file, source kind, source name) for every file a Secret or ConfigMap
+        volume (plain or projected) puts in this container: all keys unless `items` says."""
+        for mount_path, volume in self.mounts():
+            for kind, source in volume_sources(volume):
+                for item in source.get("items", [{"key": "*", "path": "*"}]):
+                    yield mount_path, item["path"], kind, source_name(kind, source)
+
+
+def volume_sources(volume: Doc) -> list[tuple[str, Doc]]:
+    """A volume's Secret and ConfigMap sources: ("secret"|"configMap", source)."""
+    if "projected" in volume:
+        return [
+            (kind, source[kind]) for source in volume["projected"]["sources"] for kind in source
+        ]
+    return [(kind, volume[kind]) for kind in ("secret", "configMap") if kind in volume]
+
+
+def source_name(kind: str, source: Doc) -> str:
+    return str(
+        source["secretName"] if kind == "secret" and "secretName" in source else source["name"]
+    )
 
 
 def containers(docs: list[Doc]) -> list[Container]:

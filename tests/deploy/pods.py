@@ -24,7 +24,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from tests.deploy.manifests import Container, Doc
+from tests.deploy.manifests import Container, Doc, source_name, volume_sources
 from tests.helpers import free_port
 
 _PORT = re.compile(r"(?<=:)(\d{2,5})\b")
@@ -82,15 +82,27 @@ def with_hosts(argv: list[str], hosts: Path) -> list[str]:
 
 def pod_root(container: Container, root: Path, volumes: dict[str, Path]) -> Path:
     """A directory standing for the container's filesystem: each volume mount is a symlink
-    (Secrets: to `volumes[secret name]`; emptyDir: a directory of the pod's own)."""
+    (Secret, ConfigMap and projected volumes: to a folder of the pod's own holding the files
+    the volume selects, each a link into `volumes[source name]`; emptyDir: a directory of
+    the pod's own)."""
     pod = root / container.deployment
     for mount_path, volume in sorted(container.mounts(), key=lambda item: len(item[0])):
         target = pod / mount_path.lstrip("/")
         if target.exists() or target.is_symlink():
             continue
         target.parent.mkdir(parents=True, exist_ok=True)
-        if "secret" in volume:
-            target.symlink_to(volumes[volume["secret"]["secretName"]])
+        sources = volume_sources(volume)
+        if sources:
+            projected = pod / ".volumes" / volume["name"]
+            projected.mkdir(parents=True, exist_ok=True)
+            for kind, source in sources:
+                folder = volumes[source_name(kind, source)]
+                items = source.get("items") or [
+                    {"key": p.name, "path": p.name} for p in sorted(folder.iterdir())
+                ]
+                for item in items:
+                    (projected / item["path"]).symlink_to(folder / item["key"])
+            target.symlink_to(projected)
         else:
             # An emptyDir is shared by the pod's containers: one folder per volume name.
             shared = pod / ".volumes" / volume["name"]

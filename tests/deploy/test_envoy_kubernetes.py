@@ -8,13 +8,15 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from ragmeshd.envoy.config import validate_config
-from ragmeshd.envoy.kubernetes import service_host
+from ragmeshd.envoy.kubernetes import kubernetes_topology, service_host
 from ragmeshd.envoy.topology import OPENAI_PATHS
 from ragmeshd.identities import service_dns_name
 from ragmeshd.pki.certs import ensure_certificates
+from ragmeshd.settings import load_settings
 from tests.deploy.manifests import Container, Doc, containers, one, render
 from tests.helpers import ragmesh_command
 
@@ -153,3 +155,29 @@ def _check_admin_locked_down(
     ]
     assert forwarded[0]["match"]["headers"][0]["string_match"] == {"exact": "GET"}
     assert routes[-1] == {"match": {"prefix": "/"}, "direct_response": {"status": 403}}
+
+
+def test_the_cluster_domain_comes_from_the_settings_not_the_code(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Envoy's init container passes CLUSTER_DOMAIN (settings.env) as --cluster-domain, and
+    every per-pod cluster resolves <service>.<namespace>.svc.<that domain>."""
+    docs = render("production")
+    (init,) = [c for c in containers(docs) if c.deployment == "envoy" and c.init]
+    env = init.env(docs, secrets={})
+    assert env["CLUSTER_DOMAIN"] == "cluster.local"
+    env["CLUSTER_DOMAIN"] = "corp.example"
+    argv = init.argv(env)
+    assert argv[argv.index("--cluster-domain") + 1] == "corp.example"
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    topology = kubernetes_topology(
+        load_settings(), namespace="team-a", cluster_domain="corp.example", sds_dir=tmp_path
+    )
+    hosts = {host for cluster in topology.clusters for host, _ in cluster.endpoints}
+    assert hosts == {
+        f"{s}.team-a.svc.corp.example" for s in ("embeddings", "search", "coordinator")
+    }
+    assert topology.ratelimit_endpoint[0] == "ratelimit.team-a.svc.corp.example"
+    with pytest.raises(ValueError, match="not a DNS domain"):
+        kubernetes_topology(load_settings(), cluster_domain="$(CLUSTER_DOMAIN)", sds_dir=tmp_path)

@@ -17,7 +17,17 @@ from ragmeshd.ratelimit.rls_messages import SERVICE as RATELIMIT_SERVICE
 from ragmeshd.runtime.server import LIVENESS_SERVICE
 from ragmeshd.settings import load_settings
 from ragmeshd.supervisor.plan import grpc_service_name
-from tests.deploy.manifests import VARIANTS, Doc, containers, find, one, render
+from tests.deploy import crds
+from tests.deploy.manifests import (
+    ALL_RENDERED,
+    VARIANTS,
+    Doc,
+    containers,
+    find,
+    one,
+    render,
+    settings_map,
+)
 
 KUBERNETES_VERSION = "1.37.0"
 SERVICES = ("embeddings", "search", "coordinator")
@@ -28,6 +38,8 @@ _OUTSIDE_SECRETS = {
     "ragmesh-external-db": "the user (components/external-postgres)",
     "ragmesh-external-db-ca": "the user (components/external-postgres)",
 }
+# ConfigMaps that operators make: trust-manager writes the Bundle's target into the namespace.
+_BUNDLE_TARGETS = "Bundle"
 
 
 def _check_issuer(doc: Doc, docs: list[Doc]) -> None:
@@ -75,7 +87,8 @@ def _check_service_monitor(doc: Doc, docs: list[Doc]) -> None:
             assert endpoint["port"] in ports, (service["metadata"]["name"], endpoint["port"])
 
 
-_CUSTOM_RESOURCES: dict[tuple[str, str], Any] = {
+# Beyond its CRD's schema: the references a custom resource makes to other objects.
+_REFERENCES: dict[tuple[str, str], Any] = {
     ("cert-manager.io/v1", "Issuer"): _check_issuer,
     ("cert-manager.io/v1", "Certificate"): _check_certificate,
     ("postgresql.cnpg.io/v1", "Cluster"): _check_cnpg_cluster,
@@ -83,17 +96,39 @@ _CUSTOM_RESOURCES: dict[tuple[str, str], Any] = {
 }
 
 
-@pytest.mark.parametrize("variant", list(VARIANTS))
+@pytest.mark.parametrize("variant", ALL_RENDERED)
 def test_every_object_validates(variant: str) -> None:
+    """Built-in kinds against the Kubernetes schemas, custom resources against their CRDs'
+    schemas (vendored in deploy/crds/ with their versions), both strictly."""
     docs = render(variant)
-    assert find(docs, "Deployment"), "nothing rendered"
+    assert docs, "nothing rendered"
     for doc in docs:
-        check = _CUSTOM_RESOURCES.get((doc["apiVersion"], doc["kind"]))
-        if check is not None:
-            check(doc, docs)
+        if crds.crd_for(doc["apiVersion"], doc["kind"]) is not None:
+            crds.validate(doc)
+            check = _REFERENCES.get((doc["apiVersion"], doc["kind"]))
+            if check is not None:
+                check(doc, docs)
         else:
             # Raises ValidationError (or SchemaNotFoundError for a kind it does not know).
             kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
+
+
+# Built-in kinds without a namespace (the ones these manifests could hold).
+_CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding", "PriorityClass"}
+
+
+@pytest.mark.parametrize("variant", ALL_RENDERED)
+def test_every_namespaced_object_is_in_the_namespace(variant: str) -> None:
+    """Each overlay, each component on the production overlay (composed in a kustomization of
+    one's own), and the cluster-wide folder: namespaced objects in `ragmesh`, cluster-scoped
+    ones (the trust Bundle) in none. An object without a namespace lands in whatever namespace
+    `kubectl apply` runs in, where nothing resolves its name (issue 26: qdrant)."""
+    for doc in render(variant):
+        scoped = crds.namespaced(doc["apiVersion"], doc["kind"])
+        if scoped is None:
+            scoped = doc["kind"] not in _CLUSTER_SCOPED
+        where = doc["metadata"].get("namespace")
+        assert where == ("ragmesh" if scoped else None), (doc["kind"], doc["metadata"]["name"])
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
@@ -102,8 +137,14 @@ def test_every_secret_a_pod_mounts_or_reads_has_a_maker(variant: str) -> None:
     made = {c["spec"]["secretName"] for c in find(docs, "Certificate")}
     # CloudNativePG makes <cluster>-app (the application user's URI) and <cluster>-ca.
     made |= {f"{c['metadata']['name']}-{s}" for c in find(docs, "Cluster") for s in ("app", "ca")}
+    # trust-manager writes each Bundle's target ConfigMap (named as the Bundle).
+    bundles = {b["metadata"]["name"] for b in find(render("cluster"), "Bundle")}
+    config_maps = {c["metadata"]["name"] for c in find(docs, "ConfigMap")} | bundles
     for container in containers(docs):
-        names = {v["secret"]["secretName"] for _, v in container.mounts() if "secret" in v}
+        files = list(container.mounted_files())
+        names = {name for _, _, kind, name in files if kind == "secret"}
+        for _, _, kind, name in files:
+            assert kind == "secret" or name in config_maps, (container.name, name)
         names |= {
             e["valueFrom"]["secretKeyRef"]["name"]
             for e in container.spec.get("env", [])
@@ -137,7 +178,7 @@ def test_certificates_carry_the_names_the_mesh_verifies() -> None:
     upstream = by_secret["ragmesh-envoy-upstream-tls"]
     assert upstream["uris"] == [identity_uri("envoy", "envoy-upstream")]
     envoy = by_secret["ragmesh-envoy-tls"]
-    settings = one(docs, "ConfigMap", "ragmesh-settings")["data"]
+    settings = settings_map(docs)["data"]
     for target in ("RAGMESH_SEARCH__EMBEDDINGS_TARGET", "RAGMESH_COORDINATOR__SEARCH_TARGET"):
         # Services verify Envoy's certificate against the host name they dial.
         assert settings[target].rsplit(":", 1)[0] in envoy["dnsNames"]
@@ -170,7 +211,7 @@ def test_adapter_and_ratelimit_probes_ask_their_health_ports() -> None:
     """The adapter's plaintext /healthz and /livez, the rate-limit service's grpc.health.v1,
     on the health-only ports their settings open; Envoy reaches them on the ports it renders."""
     docs = render("base")
-    settings = one(docs, "ConfigMap", "ragmesh-settings")["data"]
+    settings = settings_map(docs)["data"]
     by_name = {c.deployment: c for c in containers(docs)}
     openai, ratelimit = by_name["openai"], by_name["ratelimit"]
     openai_env = {e["name"]: e.get("value") for e in openai.spec["env"]}
@@ -221,7 +262,7 @@ def test_pods_run_as_non_root_on_a_read_only_root_with_limits(variant: str) -> N
 
 def test_graceful_termination_outlasts_drain_and_grace() -> None:
     docs = render("base")
-    settings = one(docs, "ConfigMap", "ragmesh-settings")["data"]
+    settings = settings_map(docs)["data"]
     needed = float(settings["RAGMESH_SERVER__SHUTDOWN_DRAIN_S"]) + float(
         settings["RAGMESH_SERVER__SHUTDOWN_GRACE_S"]
     )

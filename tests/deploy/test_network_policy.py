@@ -1,7 +1,8 @@
-"""The rendered NetworkPolicies, evaluated as Kubernetes does for ingress: which pod may open
-a connection to which port of which pod. Every hop goes through Envoy; only the probes' and
-Prometheus's plaintext ports are open to all; the database takes search, the coordinator,
-its own instances and its operator."""
+"""The rendered NetworkPolicies, evaluated as Kubernetes does: a connection from one pod to a
+port of another passes when the target's ingress policies admit it and the source's egress
+policies let it out. Every hop goes through Envoy; only the probes' and Prometheus's
+plaintext ports are open to all; the database takes search, the coordinator, its own
+instances and its operator; ragmesh's pods reach nothing but what they call, and DNS."""
 
 from __future__ import annotations
 
@@ -69,25 +70,34 @@ def _peer_matches(peer: dict[str, Any], source: Pod) -> bool:
     return _selects(peer.get("podSelector", {}), source.labels)
 
 
-def allowed(docs: list[Doc], source: Pod, target: Pod, port: str | int) -> bool:
-    """Whether `source` may connect to `port` (a name or a number) of `target`."""
+def _admitted(docs: list[Doc], direction: str, selected: Pod, peer: Pod, port: str | int) -> bool:
+    """Whether `selected`'s policies of `direction` (Ingress, Egress) let through a connection
+    with `peer` on `port` (a name or a number of the target's)."""
     policies = [
         p
         for p in find(docs, "NetworkPolicy")
-        if "Ingress" in p["spec"]["policyTypes"]
-        and _selects(p["spec"]["podSelector"], target.labels)
+        if direction in p["spec"]["policyTypes"]
+        and _selects(p["spec"]["podSelector"], selected.labels)
     ]
     if not policies:
-        return True  # a pod no policy selects takes every connection
+        return True  # a pod no policy of this direction selects is not restricted in it
+    key, peers_key = ("ingress", "from") if direction == "Ingress" else ("egress", "to")
     for policy in policies:
-        for rule in policy["spec"].get("ingress", []):
+        for rule in policy["spec"].get(key, []):
             ports = [p["port"] for p in rule.get("ports", [])]
-            peers = rule.get("from", [])
+            peers = rule.get(peers_key, [])
             if (not ports or port in ports) and (
-                not peers or any(_peer_matches(peer, source) for peer in peers)
+                not peers or any(_peer_matches(p, peer) for p in peers)
             ):
                 return True
     return False
+
+
+def allowed(docs: list[Doc], source: Pod, target: Pod, port: str | int) -> bool:
+    """Whether `source` may connect to `port` (a name or a number) of `target`."""
+    return _admitted(docs, "Ingress", target, source, port) and _admitted(
+        docs, "Egress", source, target, port
+    )
 
 
 def _pods(docs: list[Doc]) -> dict[str, Pod]:
@@ -110,7 +120,24 @@ def _pods(docs: list[Doc]) -> dict[str, Pod]:
     return pods
 
 
-@pytest.mark.parametrize("variant", ["base", "production", "dev+qdrant"])
+# The cluster's DNS (CoreDNS, kube-dns's labels) and a pod of some other namespace.
+DNS = Pod("kube-system", {"k8s-app": "kube-dns"}, {53})
+ELSEWHERE = Pod("elsewhere", {"app": "anything"}, {443, 5432, 6333, 8443})
+
+
+@pytest.mark.parametrize("variant", ["base", "production", "dev+qdrant", "production+qdrant"])
+def test_ragmesh_pods_reach_only_what_they_call_and_dns(variant: str) -> None:
+    docs = render(variant)
+    pods = _pods(docs)
+    for name, pod in pods.items():
+        if "app.kubernetes.io/part-of" not in pod.labels:
+            continue  # the database's and Qdrant's own pods: their operators' traffic
+        assert allowed(docs, pod, DNS, 53), f"{name} cannot resolve names"
+        for port in ELSEWHERE.ports:
+            assert not _admitted(docs, "Egress", pod, ELSEWHERE, port), f"{name} -> :{port}"
+
+
+@pytest.mark.parametrize("variant", ["base", "production", "dev+qdrant", "production+qdrant"])
 def test_only_what_must_talk_talks(variant: str) -> None:
     docs = render(variant)
     pods = _pods(docs)
@@ -121,7 +148,14 @@ def test_only_what_must_talk_talks(variant: str) -> None:
         ), f"no NetworkPolicy protects {target_name}"
         for port in target.ports:
             for source_name, source in sources.items():
-                expected = port in OPEN_PORTS or (source_name, target_name, port) in EXPECTED_CALLS
+                # The open ports serve the kubelet (which no policy governs) and Prometheus,
+                # not ragmesh's own pods, whose egress reaches only what they call.
+                restricted = "app.kubernetes.io/part-of" in source.labels
+                expected = (port in OPEN_PORTS and not restricted) or (
+                    source_name,
+                    target_name,
+                    port,
+                ) in EXPECTED_CALLS
                 assert allowed(docs, source, target, port) == expected, (
                     f"{source_name} -> {target_name}:{port}"
                 )

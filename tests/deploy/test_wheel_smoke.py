@@ -107,6 +107,12 @@ def _secrets(docs: list[Doc], folder: Path) -> dict[str, Path]:
     database_ca.mkdir()
     shutil.copy(ca_state.ca, database_ca / "ca.crt")
     secrets["ragmesh-db-ca"] = database_ca
+    # trust-manager's place: the Bundle's ConfigMap (ca.crt), here the one CA.
+    for bundle in find(render("cluster"), "Bundle"):
+        trust = folder / bundle["metadata"]["name"]
+        trust.mkdir()
+        shutil.copy(ca_state.ca, trust / bundle["spec"]["target"]["configMap"]["key"])
+        secrets[bundle["metadata"]["name"]] = trust
     return secrets
 
 
@@ -205,7 +211,10 @@ def _openai_embeddings(endpoint: str, client: Path, api_key: str) -> None:
 def _envoy_metrics_only(metrics: str) -> None:
     """Envoy's metrics listener: its counters for Prometheus, no other admin page or action."""
     with urllib.request.urlopen(f"http://{metrics}/stats/prometheus", timeout=5) as page:  # nosec B310
-        assert "envoy_cluster_upstream_rq" in page.read().decode()
+        counters = page.read().decode()
+    assert "envoy_cluster_upstream_rq" in counters
+    # What the monitoring component's certificate alert reads (components/monitoring/rules.yaml).
+    assert "envoy_server_days_until_first_cert_expiring" in counters
     for method, path in (
         ("POST", "/quitquitquit"),
         ("POST", "/logging?level=debug"),
@@ -261,7 +270,11 @@ def test_manifests_run_from_the_installed_wheel(installed: Installed, tmp_path: 
     namespace = one(docs, "Namespace", "ragmesh")["metadata"]["name"]
     hosts = hosts_file(
         tmp_path / "hosts",
-        ["envoy", *(f"{s}.{namespace}.svc.cluster.local" for s in (*SERVICES, *HELPERS))],
+        [
+            "envoy",
+            "envoy-internal",
+            *(f"{s}.{namespace}.svc.cluster.local" for s in (*SERVICES, *HELPERS)),
+        ],
     )
     logs = tmp_path / "logs"
     logs.mkdir()

@@ -11,6 +11,7 @@ from ragmeshd.envoy.admin import admin_post
 from ragmeshd.envoy.config import validate_config
 from ragmeshd.envoy.kubernetes import (
     ADMIN_SOCKET,
+    CLUSTER_DOMAIN,
     DEFAULT_NAMESPACE,
     METRICS_LISTEN,
     METRICS_PATH,
@@ -42,6 +43,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         " RAGMESH_MOUNTED_CERTS__SERVER_DIR/CLIENT_DIR. Envoy's init container runs it.",
     )
     config.add_argument("--namespace", default=DEFAULT_NAMESPACE)
+    config.add_argument(
+        "--cluster-domain",
+        default=CLUSTER_DOMAIN,
+        help="the cluster's DNS domain, as the kubelet's --cluster-domain"
+        f" (default {CLUSTER_DOMAIN})",
+    )
     config.add_argument("--out", required=True, type=Path, help="the bootstrap file to write")
     config.add_argument(
         "--probe-listen",
@@ -90,6 +97,7 @@ def _envoy_config(args: argparse.Namespace) -> int:
         topology = kubernetes_topology(
             settings,
             namespace=args.namespace,
+            cluster_domain=args.cluster_domain,
             sds_dir=out.parent / "sds",
             admin_socket=args.admin_socket,
         )

@@ -21,6 +21,7 @@ only /stats/prometheus (for Prometheus) and the probe listener.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import yaml
@@ -35,7 +36,11 @@ from ragmeshd.supervisor.http_adapter import OPENAI
 from ragmeshd.supervisor.plan import RETRY_METHODS, grpc_service_name, split_address
 
 DEFAULT_NAMESPACE = "ragmesh"
+# The kubelet's default --cluster-domain; `envoy-config --cluster-domain` for another.
 CLUSTER_DOMAIN = "cluster.local"
+_DNS_NAME = re.compile(
+    r"^(?=.{1,253}$)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$"
+)
 # Kubernetes serves the services in this order; Envoy needs all of them.
 SERVICES = ("embeddings", "search", "coordinator")
 # Envoy's plaintext probe listener (envoy/probe_listener.yaml) and the path it answers.
@@ -79,31 +84,20 @@ def kubernetes_topology(
     namespace: str = DEFAULT_NAMESPACE,
     sds_dir: Path,
     admin_socket: Path = Path(ADMIN_SOCKET),
+    cluster_domain: str = CLUSTER_DOMAIN,
 ) -> Topology:
     """Envoy's topology for a Kubernetes namespace: one cluster per service, its hosts the
-    pods behind the service's headless Service; the same for the OpenAI adapter and the
-    rate-limit service."""
+    pods behind the service's headless Service (`<service>.<namespace>.svc.<cluster_domain>`,
+    the kubelet's --cluster-domain); the same for the OpenAI adapter and the rate-limit
+    service."""
+    if not _DNS_NAME.match(cluster_domain):
+        raise ValueError(f"--cluster-domain {cluster_domain!r} is not a DNS domain")
     if not settings.ratelimit.listen:
         raise ValueError(
             "Envoy on Kubernetes needs RAGMESH_RATELIMIT__LISTEN (the rate-limit service's"
             " port, which Envoy calls for per-key limits)"
         )
-    clusters = []
-    for service in SERVICES:
-        grpc_service = grpc_service_name(service)
-        if grpc_service is None:
-            raise ValueError(f"this build has no API for {service}")
-        _, port = split_address(getattr(settings, service).listen)
-        clusters.append(
-            UpstreamCluster(
-                name=service,
-                grpc_service=grpc_service,
-                endpoints=[(service_host(service, namespace), port)],
-                retry_methods=[f"/{grpc_service}/{m}" for m in RETRY_METHODS[service]],
-                # No per-replica cap from the settings here: the pods behind the one DNS name
-                # are not counted, so it would cap the whole service (envoy_limits' 512 stays).
-            )
-        )
+    clusters = _service_clusters(settings, namespace, cluster_domain)
     mesh = settings.mesh
     return Topology(
         clusters=clusters,
@@ -115,9 +109,10 @@ def kubernetes_topology(
         otlp_endpoint=settings.telemetry.otlp_address,
         trace_sampling_ratio=settings.telemetry.sampling_ratio,
         ratelimit_endpoint=(
-            service_host(RATELIMIT, namespace),
+            service_host(RATELIMIT, namespace, cluster_domain),
             split_address(settings.ratelimit.listen)[1],
         ),
+        ratelimit_fail_open=settings.ratelimit.fail_open,
         # HTTP/JSON for every RPC and the OpenAI-compatible paths on the client listener, as
         # under `ragmesh up`.
         http_gateway=HttpGateway(
@@ -125,13 +120,41 @@ def kubernetes_topology(
             adapters=[
                 HttpUpstream(
                     OPENAI,
-                    [(service_host(OPENAI, namespace), split_address(settings.openai.listen)[1])],
+                    [
+                        (
+                            service_host(OPENAI, namespace, cluster_domain),
+                            split_address(settings.openai.listen)[1],
+                        )
+                    ],
                 )
             ],
         ),
         sds_dir=sds_dir,
         internal_listener_remote=True,
     )
+
+
+def _service_clusters(
+    settings: Settings, namespace: str, cluster_domain: str
+) -> list[UpstreamCluster]:
+    """One STRICT_DNS cluster per service over its headless Service."""
+    clusters = []
+    for service in SERVICES:
+        grpc_service = grpc_service_name(service)
+        if grpc_service is None:
+            raise ValueError(f"this build has no API for {service}")
+        _, port = split_address(getattr(settings, service).listen)
+        clusters.append(
+            UpstreamCluster(
+                name=service,
+                grpc_service=grpc_service,
+                endpoints=[(service_host(service, namespace, cluster_domain), port)],
+                retry_methods=[f"/{grpc_service}/{m}" for m in RETRY_METHODS[service]],
+                # No per-replica cap from the settings here: the pods behind the one DNS name
+                # are not counted, so it would cap the whole service (envoy_limits' 512 stays).
+            )
+        )
+    return clusters
 
 
 def write_kubernetes_config(
