@@ -87,6 +87,13 @@ MAX_VECTOR_DIMENSIONS = 2000
 # write within MAX_MESSAGE_BYTES, so a document's passages are replaced atomically) too.
 DOCUMENT_MAX_BYTES = 64 * 1024 * 1024
 DOCUMENT_MAX_TEXT_CHARS = 4_000_000
+# A document sent as passages (Document.passages) holds at most this many.
+MAX_PASSAGES_PER_DOCUMENT = 20_000
+# ListDocuments: documents a page.
+DEFAULT_LIST_PAGE_SIZE = 100
+MAX_LIST_PAGE_SIZE = 1000
+# Source, title and section strings (Document.source, .title, PassageInput.section).
+MAX_SOURCE_CHARS = 1024
 
 # Search: splitting documents into passages. all-MiniLM-L6-v2's window is 256 tokens, two
 # of which are [CLS] and [SEP]; consecutive passages share PASSAGE_OVERLAP_TOKENS tokens.

@@ -106,6 +106,10 @@ class DynamicBatcher(Generic[Result]):
         self._max_batch_delay_s = max_batch_delay_s
         self._max_queue_texts = max_queue_texts
         self._queue: deque[_Entry[Result]] = deque()
+        # The bulk lane (writes' passages): served only when no interactive text waits, never
+        # refused for length: a bulk call waits for room instead (backpressure).
+        self._bulk: deque[_Entry[Result]] = deque()
+        self._bulk_room = asyncio.Event()
         self._wakeup = asyncio.Event()
         self._closing = False
         # One thread: the model is never used by two batches at once.
@@ -115,7 +119,7 @@ class DynamicBatcher(Generic[Result]):
 
     @property
     def queue_depth(self) -> int:
-        return len(self._queue)
+        return len(self._queue) + len(self._bulk)
 
     def expected_wait_s(self, more_texts: int = 0) -> float:
         """How long `more_texts` added now would wait for their results behind the queue, at
@@ -124,19 +128,21 @@ class DynamicBatcher(Generic[Result]):
         (ragmeshd/embeddings/servicer.py)."""
         if self.stats.texts_per_s <= 0:
             return 0.0
+        # Bulk texts do not count: interactive ones go before them.
         return (len(self._queue) + more_texts) / self.stats.texts_per_s
 
     def start(self) -> asyncio.Task[None]:
         """Start the batch loop; its task (it ends only when the batcher closes)."""
-        metrics.QUEUE_DEPTH.set_function(lambda: len(self._queue))
+        metrics.QUEUE_DEPTH.set_function(lambda: len(self._queue) + len(self._bulk))
         self._loop_task = asyncio.create_task(self._batch_loop(), name="batcher")
         return self._loop_task
 
     def fail_queued(self, error: Exception) -> int:
         """Fail every call still waiting in the queue with `error` (the model is gone);
         returns how many calls that was."""
-        calls = {id(entry.call): entry.call for entry in self._queue}
+        calls = {id(entry.call): entry.call for entry in (*self._queue, *self._bulk)}
         self._queue.clear()
+        self._bulk.clear()
         for call in calls.values():
             if not call.done.done():
                 call.done.set_exception(error)
@@ -146,19 +152,31 @@ class DynamicBatcher(Generic[Result]):
         """Stop taking calls, finish everything queued, stop the worker."""
         self._closing = True
         self._wakeup.set()
+        self._bulk_room.set()
         if self._loop_task is not None:
             await self._loop_task
         self._executor.shutdown(wait=True)
 
-    async def submit(self, texts: list[str]) -> list[Result]:
+    async def submit(self, texts: list[str], *, bulk: bool = False) -> list[Result]:
         """Queue `texts` and wait for their results, in order.
 
-        Raises QueueFullError when the queue cannot hold them. Cancelling the awaiting task
-        (a cancelled RPC or an expired deadline) drops the call's texts from the queue.
+        Raises QueueFullError when the queue cannot hold them; a `bulk` call instead waits
+        until the bulk lane has room (or it is empty). Cancelling the awaiting task (a
+        cancelled RPC or an expired deadline) drops the call's texts from the queue.
         """
         if self._closing:
             raise BatcherClosedError("the server is shutting down")
-        if len(self._queue) + len(texts) > self._max_queue_texts:
+        if bulk:
+            while not (
+                self._closing
+                or not self._bulk
+                or len(self._bulk) + len(texts) <= self._max_queue_texts
+            ):
+                self._bulk_room.clear()
+                await self._bulk_room.wait()
+            if self._closing:
+                raise BatcherClosedError("the server is shutting down")
+        elif len(self._queue) + len(texts) > self._max_queue_texts:
             raise QueueFullError(
                 f"the embedding queue is full ({len(self._queue)} of {self._max_queue_texts}"
                 " texts waiting); retry with backoff"
@@ -170,7 +188,8 @@ class DynamicBatcher(Generic[Result]):
             remaining=len(texts),
         )
         now = time.monotonic()
-        self._queue.extend(_Entry(call, index, now) for index in range(len(texts)))
+        lane = self._bulk if bulk else self._queue
+        lane.extend(_Entry(call, index, now) for index in range(len(texts)))
         self._wakeup.set()
         try:
             return await call.done
@@ -180,10 +199,12 @@ class DynamicBatcher(Generic[Result]):
 
     def _drop(self, call: _Call[Result]) -> None:
         self._queue = deque(entry for entry in self._queue if entry.call is not call)
+        self._bulk = deque(entry for entry in self._bulk if entry.call is not call)
+        self._bulk_room.set()
 
     async def _batch_loop(self) -> None:
         while True:
-            if not self._queue:
+            if not self._queue and not self._bulk:
                 if self._closing:
                     return
                 self._wakeup.clear()
@@ -201,10 +222,11 @@ class DynamicBatcher(Generic[Result]):
 
     async def _wait_for_fill(self) -> None:
         """Wait until a full batch is queued or the oldest text has waited long enough."""
-        while len(self._queue) < self._max_batch_texts and not self._closing:
-            if not self._queue:
+        while len(self._queue) + len(self._bulk) < self._max_batch_texts and not self._closing:
+            if not self._queue and not self._bulk:
                 return
-            waited = time.monotonic() - self._queue[0].enqueued_at
+            heads = [lane[0].enqueued_at for lane in (self._queue, self._bulk) if lane]
+            waited = time.monotonic() - min(heads)
             left = self._max_batch_delay_s - waited
             if left <= 0:
                 return
@@ -216,10 +238,15 @@ class DynamicBatcher(Generic[Result]):
 
     def _take_batch(self) -> list[_Entry[Result]]:
         batch: list[_Entry[Result]] = []
-        while self._queue and len(batch) < self._max_batch_texts:
-            entry = self._queue.popleft()
-            if not entry.call.done.done():
-                batch.append(entry)
+        took_bulk = False
+        for lane in (self._queue, self._bulk):
+            while lane and len(batch) < self._max_batch_texts:
+                entry = lane.popleft()
+                took_bulk |= lane is self._bulk
+                if not entry.call.done.done():
+                    batch.append(entry)
+        if took_bulk:
+            self._bulk_room.set()
         # Longest first, as sentence-transformers does: similar lengths share padding.
         batch.sort(key=lambda entry: len(entry.call.texts[entry.index]), reverse=True)
         return batch

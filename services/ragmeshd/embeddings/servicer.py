@@ -57,8 +57,13 @@ class EmbeddingsServicer(pb_grpc.EmbeddingsServiceServicer):
     async def Embed(
         self, request: pb.EmbedRequest, context: grpc.aio.ServicerContext
     ) -> pb.EmbedResponse:
+        bulk = request.priority == pb.EMBED_PRIORITY_BULK
         encoder, embeddings = await self._embed(
-            request.inputs, request, call_timeout(context, self._default_deadline_s)
+            request.inputs,
+            request,
+            call_timeout(context, self._default_deadline_s),
+            shed=not bulk,
+            bulk=bulk,
         )
         return pb.EmbedResponse(
             embeddings=embeddings, model=encoder.name, dimensions=encoder.dimensions
@@ -162,10 +167,12 @@ class EmbeddingsServicer(pb_grpc.EmbeddingsServiceServicer):
         prefix: str = "",
         *,
         shed: bool = True,
+        bulk: bool = False,
     ) -> tuple[ModelProcess, list[pb.Embedding]]:
         """Validate and embed one call's texts; failures raise RpcFailure. `shed`: refuse
         them at once when the queue is too long (a stream's messages are not shed: the stream
-        is paced by its few messages in flight instead)."""
+        is paced by its few messages in flight instead). `bulk`: queue them in the bulk lane,
+        behind every interactive call, waiting for room rather than being refused."""
         keeper, encoder, batcher = self.keeper, self.encoder, self.batcher
         if keeper is None or encoder is None or batcher is None:
             raise unavailable("the embedding model is loading or restarting; retry shortly")
@@ -201,7 +208,7 @@ class EmbeddingsServicer(pb_grpc.EmbeddingsServiceServicer):
                     f" waits ({limit_s:.2f} s: embeddings.max_queue_wait_ms or the call's"
                     " deadline); retry later with backoff",
                 )
-            return await batcher.submit(missing)
+            return await batcher.submit(missing, bulk=bulk)
 
         try:
             results = await asyncio.wait_for(

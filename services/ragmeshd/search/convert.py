@@ -7,7 +7,20 @@ from collections.abc import MutableMapping
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from ragmesh.search.v1 import search_service_pb2 as pb
-from ragmeshd.search.records import CollectionInfo, Metadata, MetadataValue, Mode, RankedHit
+from ragmeshd.search.records import (
+    CONTENT_HASH_KEY,
+    MTIME_KEY,
+    PAGE_KEY,
+    SECTION_KEY,
+    SOURCE_KEY,
+    TITLE_KEY,
+    CollectionInfo,
+    DocumentSummary,
+    Metadata,
+    MetadataValue,
+    Mode,
+    RankedHit,
+)
 
 MODES = {
     Mode.DENSE: pb.SEARCH_MODE_DENSE,
@@ -54,5 +67,29 @@ def hit_to_proto(hit: RankedHit) -> pb.SearchHit:
         dense_rank=hit.dense_rank,
         keyword_rank=hit.keyword_rank,
     )
-    fill_metadata(message.metadata, hit.passage.metadata)
+    found = hit.passage.metadata
+    fill_metadata(message.metadata, found)
+    message.source = str(found.get(SOURCE_KEY, ""))
+    message.title = str(found.get(TITLE_KEY, ""))
+    message.section = str(found.get(SECTION_KEY, ""))
+    page = found.get(PAGE_KEY)
+    if isinstance(page, int | float) and not isinstance(page, bool):
+        message.page = int(page)
+    return message
+
+
+def summary_to_proto(document: DocumentSummary) -> pb.DocumentSummary:
+    found = document.metadata
+    message = pb.DocumentSummary(
+        id=document.id,
+        source=str(found.get(SOURCE_KEY, "")),
+        title=str(found.get(TITLE_KEY, "")),
+        content_hash=str(found.get(CONTENT_HASH_KEY, "")),
+        passage_count=document.passage_count,
+    )
+    mtime = found.get(MTIME_KEY)
+    if isinstance(mtime, int | float) and not isinstance(mtime, bool):
+        seconds = int(mtime // 1)
+        message.modify_time.seconds = seconds
+        message.modify_time.nanos = min(round((mtime - seconds) * 1e9), 999_999_999)
     return message

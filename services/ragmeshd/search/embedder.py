@@ -125,15 +125,24 @@ class Embedder:
         response: embeddings_pb.InfoResponse = await self._guarded(call, "Info")
         return response
 
-    async def embed(self, texts: Sequence[str], timeout_s: float | None = None) -> Embeddings:
-        """Embed `texts` (unit-length vectors, in order) within `timeout_s`."""
+    async def embed(
+        self, texts: Sequence[str], timeout_s: float | None = None, *, bulk: bool = False
+    ) -> Embeddings:
+        """Embed `texts` (unit-length vectors, in order) within `timeout_s`. `bulk`: a write's
+        passages, which the embeddings server queues behind interactive calls and never sheds
+        (they wait within the deadline instead)."""
         if not texts:
             raise ValueError("nothing to embed")
         budget = self._settings.embed_timeout_s if timeout_s is None else timeout_s
         deadline = time.monotonic() + budget
         size = self._settings.embed_batch_texts
         chunks = [list(texts[start : start + size]) for start in range(0, len(texts), size)]
-        responses = await asyncio.gather(*(self._embed_chunk(chunk, deadline) for chunk in chunks))
+        priority = (
+            embeddings_pb.EMBED_PRIORITY_BULK if bulk else embeddings_pb.EMBED_PRIORITY_INTERACTIVE
+        )
+        responses = await asyncio.gather(
+            *(self._embed_chunk(chunk, deadline, priority) for chunk in chunks)
+        )
         first = responses[0]
         vectors = np.array(
             [embedding.values for response in responses for embedding in response.embeddings],
@@ -141,9 +150,16 @@ class Embedder:
         )
         return Embeddings(vectors, first.model, first.dimensions)
 
-    async def _embed_chunk(self, texts: list[str], deadline: float) -> embeddings_pb.EmbedResponse:
+    async def _embed_chunk(
+        self, texts: list[str], deadline: float, priority: int
+    ) -> embeddings_pb.EmbedResponse:
         stub = self._stub_for_loop()
-        request = embeddings_pb.EmbedRequest(inputs=texts, normalize=True, truncate=True)
+        request = embeddings_pb.EmbedRequest(
+            inputs=texts,
+            normalize=True,
+            truncate=True,
+            priority=priority,  # type: ignore[arg-type]
+        )
 
         async def call() -> embeddings_pb.EmbedResponse:
             remaining = max(deadline - time.monotonic(), 0.001)

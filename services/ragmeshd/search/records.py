@@ -4,13 +4,22 @@ from __future__ import annotations
 
 import datetime
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 # A metadata value: typed, so that "1", 1.0 and true are three different values.
 MetadataValue = str | float | bool
 Metadata = dict[str, MetadataValue]
+
+# Metadata keys the server fills from a document's own fields (Document.source, ...) and a
+# passage's (PassageInput.section, .page): filterable like any other key.
+SOURCE_KEY = "source"
+TITLE_KEY = "title"
+CONTENT_HASH_KEY = "content_hash"
+MTIME_KEY = "mtime"  # seconds since the Unix epoch
+SECTION_KEY = "section"
+PAGE_KEY = "page"
 
 
 @dataclass(frozen=True)
@@ -74,11 +83,13 @@ class CollectionInfo:
 
 @dataclass(frozen=True)
 class Passage:
-    """One searchable piece of a document, with its vector."""
+    """One searchable piece of a document, with its vector and the metadata of its own
+    (section, page) stored with the document's."""
 
     index: int
     text: str
     vector: np.ndarray
+    metadata: Metadata = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -99,6 +110,24 @@ class StoredDocument:
     text: str
     metadata: Metadata
     passage_count: int
+
+
+@dataclass(frozen=True)
+class DocumentSummary:
+    """A stored document as ListDocuments describes it."""
+
+    id: str
+    metadata: Metadata
+    passage_count: int
+
+
+@dataclass(frozen=True)
+class DocumentPage:
+    """One page of ListDocuments: the documents and the token of the next page ("" at the
+    end; opaque, each backend makes its own)."""
+
+    documents: list[DocumentSummary]
+    next_token: str
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import contextlib
 import time
 from collections.abc import Iterator
@@ -20,12 +22,19 @@ from ragmeshd.search import validation
 from ragmeshd.search.backends.base import (
     CollectionExistsError,
     CollectionNotFoundError,
+    InvalidPageTokenError,
     SearchBackend,
     StoreTimeoutError,
     StoreUnavailableError,
 )
 from ragmeshd.search.chunking import PassageSplitter
-from ragmeshd.search.convert import MODES, collection_to_proto, fill_metadata, hit_to_proto
+from ragmeshd.search.convert import (
+    MODES,
+    collection_to_proto,
+    fill_metadata,
+    hit_to_proto,
+    summary_to_proto,
+)
 from ragmeshd.search.embedder import (
     Embedder,
     EmbeddingsOverloadedError,
@@ -38,6 +47,7 @@ from ragmeshd.search.fusion import one_per_document, ranked_dense, ranked_keywor
 from ragmeshd.search.records import (
     CollectionInfo,
     CollectionSpec,
+    Metadata,
     Mode,
     Passage,
     PreparedDocument,
@@ -56,7 +66,7 @@ def _as_rpc_failures() -> Iterator[None]:
     """Domain errors to gRPC status codes with the domain's message."""
     try:
         yield
-    except InvalidRequestError as exc:
+    except (InvalidRequestError, InvalidPageTokenError) as exc:
         raise invalid_argument(str(exc)) from None
     except CollectionNotFoundError as exc:
         raise not_found(str(exc)) from None
@@ -73,6 +83,20 @@ def _as_rpc_failures() -> Iterator[None]:
         raise RpcFailure(exc.code, f"the embeddings service refused the text: {exc}") from None
     except InvalidationError as exc:
         raise unavailable(str(exc)) from None
+
+
+def _encode_token(raw: str) -> str:
+    """A backend's page token as the opaque string clients pass back."""
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=") if raw else ""
+
+
+def _decode_token(token: str) -> str:
+    if not token:
+        return ""
+    try:
+        return base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise InvalidPageTokenError() from None
 
 
 class SearchServicer(pb_grpc.SearchServiceServicer):
@@ -194,23 +218,39 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
         splitter: PassageSplitter,
         timeout_s: float,
     ) -> list[PreparedDocument]:
-        """Split the texts without a vector into passages and embed them all."""
-        texts = [document.text for document in inputs if document.vector is None]
-        pieces = await asyncio.to_thread(lambda: [splitter.split(text) for text in texts])
+        """Split the texts without a vector into passages (a client's passages only where one
+        is longer than the model's window) and embed them all, as a bulk write."""
+
+        def split() -> list[list[tuple[str, Metadata]]]:
+            pieces: list[list[tuple[str, Metadata]]] = []
+            for document in inputs:
+                if document.vector is not None:
+                    pieces.append([])
+                elif document.passages is None:
+                    pieces.append([(piece, {}) for piece in splitter.split(document.text)])
+                else:
+                    pieces.append(
+                        [
+                            (piece, passage.metadata)
+                            for passage in document.passages
+                            for piece in splitter.split(passage.text)
+                        ]
+                    )
+            return pieces
+
+        pieces = await asyncio.to_thread(split)
         vectors = np.zeros((0, collection.spec.dimensions), dtype=np.float32)
-        flat = [piece for document_pieces in pieces for piece in document_pieces]
+        flat = [text for document_pieces in pieces for text, _ in document_pieces]
         if flat:
-            vectors = await self._embed(flat, collection, timeout_s)
-        documents, next_piece, next_text = [], 0, 0
-        for document in inputs:
+            vectors = await self._embed(flat, collection, timeout_s, bulk=True)
+        documents, next_piece = [], 0
+        for document, document_pieces in zip(inputs, pieces, strict=True):
             if document.vector is not None:
                 passages = [Passage(0, document.text, document.vector)]
             else:
-                document_pieces = pieces[next_text]
-                next_text += 1
                 passages = [
-                    Passage(index, piece, vectors[next_piece + index])
-                    for index, piece in enumerate(document_pieces)
+                    Passage(index, text, vectors[next_piece + index], metadata)
+                    for index, (text, metadata) in enumerate(document_pieces)
                 ]
                 next_piece += len(document_pieces)
             documents.append(
@@ -219,9 +259,9 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
         return documents
 
     async def _embed(
-        self, texts: list[str], collection: CollectionInfo, timeout_s: float
+        self, texts: list[str], collection: CollectionInfo, timeout_s: float, *, bulk: bool = False
     ) -> np.ndarray:
-        embeddings = await self._embedder.embed(texts, timeout_s)
+        embeddings = await self._embedder.embed(texts, timeout_s, bulk=bulk)
         if embeddings.dimensions != collection.spec.dimensions:
             raise RpcFailure(
                 grpc.StatusCode.FAILED_PRECONDITION,
@@ -238,10 +278,46 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
         self._check_available()
         with _as_rpc_failures():
             name = validation.check_collection_name(request.collection, "collection")
-            ids = validation.check_ids(request.ids, self._settings)
-            deleted = await self._backend.delete_documents(name, ids)
+            if request.source_prefix and request.ids:
+                raise InvalidRequestError("give ids or source_prefix, not both")
+            if request.source_prefix:
+                deleted = await self._delete_by_source(
+                    name, validation.check_source_prefix(request.source_prefix)
+                )
+            else:
+                ids = validation.check_ids(request.ids, self._settings)
+                deleted = await self._backend.delete_documents(name, ids)
             await self._results.invalidate(name)
         return pb.DeleteDocumentsResponse(deleted_count=deleted)
+
+    async def _delete_by_source(self, name: str, prefix: str) -> int:
+        """Delete every document whose source starts with `prefix`, a page at a time (each
+        page's delete is atomic, the whole is not: a failure leaves the rest for a retry)."""
+        deleted = 0
+        while True:
+            page = await self._backend.list_documents(
+                name, prefix, "", self._settings.max_ids_per_delete
+            )
+            if not page.documents:
+                return deleted
+            deleted += await self._backend.delete_documents(
+                name, [document.id for document in page.documents]
+            )
+
+    async def ListDocuments(
+        self, request: pb.ListDocumentsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListDocumentsResponse:
+        self._check_available()
+        with _as_rpc_failures():
+            name = validation.check_collection_name(request.collection, "collection")
+            query = validation.check_list(request)
+            page = await self._backend.list_documents(
+                name, query.source_prefix, _decode_token(query.page_token), query.page_size
+            )
+        return pb.ListDocumentsResponse(
+            documents=[summary_to_proto(document) for document in page.documents],
+            next_page_token=_encode_token(page.next_token),
+        )
 
     async def GetDocument(
         self, request: pb.GetDocumentRequest, context: grpc.aio.ServicerContext

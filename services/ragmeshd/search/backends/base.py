@@ -17,6 +17,7 @@ from ragmeshd.search.fusion import fuse_passages
 from ragmeshd.search.records import (
     CollectionInfo,
     CollectionSpec,
+    DocumentPage,
     Filter,
     FusionParams,
     PassageHit,
@@ -36,6 +37,16 @@ class StoreUnavailableError(BackendError):
 
 class StoreTimeoutError(BackendError):
     """The store did not finish the operation in time (e.g. the statement timeout)."""
+
+
+class InvalidPageTokenError(BackendError):
+    """A page token this backend did not make."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "page_token is not one a previous ListDocuments returned: pass next_page_token"
+            " as it came, or empty for the first page"
+        )
 
 
 class CollectionNotFoundError(BackendError):
@@ -93,6 +104,13 @@ class SearchBackend(abc.ABC):
 
     @abc.abstractmethod
     async def count_documents(self, name: str, conditions: Filter) -> int: ...
+
+    @abc.abstractmethod
+    async def list_documents(
+        self, name: str, source_prefix: str, page_token: str, limit: int
+    ) -> DocumentPage:
+        """Up to `limit` documents whose metadata "source" starts with `source_prefix` (all
+        when empty), after those of the page that returned `page_token` ("" for the first)."""
 
     @abc.abstractmethod
     async def dense_search(

@@ -55,6 +55,8 @@ from ragmeshd.search.keywords import passage_terms, query_terms
 from ragmeshd.search.records import (
     CollectionInfo,
     CollectionSpec,
+    DocumentPage,
+    DocumentSummary,
     Filter,
     FusionParams,
     PassageHit,
@@ -216,7 +218,8 @@ class PgVectorBackend(SearchBackend):
                     ],
                     records=[
                         (
-                            d.id, p.index, p.text, json.dumps(d.metadata), p.vector,
+                            d.id, p.index, p.text, json.dumps({**d.metadata, **p.metadata}),
+                            p.vector,
                             k.terms, k.frequencies, k.length,
                         )
                         for (d, p), k in zip(passages, keywords, strict=True)
@@ -295,6 +298,29 @@ class PgVectorBackend(SearchBackend):
                         *params.values,
                     )
                 )
+
+    async def list_documents(
+        self, name: str, source_prefix: str, page_token: str, limit: int
+    ) -> DocumentPage:
+        # Keyset paging in id order: the token is the last id of the page before.
+        with translated_errors("listing documents"):
+            async with self.pool.acquire() as conn:
+                collection = await self._collection_row(conn, name)
+                rows = await conn.fetch(
+                    "SELECT id, metadata, passage_count"
+                    f" FROM {documents_table(collection['id'])}"
+                    " WHERE id > $1 AND ($2 = '' OR starts_with(metadata->>'source', $2))"
+                    " ORDER BY id LIMIT $3",
+                    page_token,
+                    source_prefix,
+                    limit + 1,
+                )
+        documents = [
+            DocumentSummary(row["id"], metadata(row["metadata"]), row["passage_count"])
+            for row in rows[:limit]
+        ]
+        next_token = documents[-1].id if len(rows) > limit else ""
+        return DocumentPage(documents, next_token)
 
     # -- search ------------------------------------------------------------------------
 

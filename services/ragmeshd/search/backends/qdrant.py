@@ -36,6 +36,7 @@ from qdrant_client import models as qm
 from ragmeshd.search.backends.base import (
     CollectionExistsError,
     CollectionNotFoundError,
+    InvalidPageTokenError,
     SearchBackend,
     StoreUnavailableError,
 )
@@ -45,6 +46,8 @@ from ragmeshd.search.keywords import passage_terms, sparse_passage, sparse_query
 from ragmeshd.search.records import (
     CollectionInfo,
     CollectionSpec,
+    DocumentPage,
+    DocumentSummary,
     Filter,
     FusionParams,
     Metadata,
@@ -62,6 +65,19 @@ DENSE = "dense"
 KEYWORDS = "keywords"
 _POINT_NAMESPACE = uuid.UUID("5d1c7e0a-8f6b-4f38-9a51-3f1b2f0c9e11")
 _FIRST_PASSAGE = qm.FieldCondition(key="passage_index", match=qm.MatchValue(value=0))
+
+
+# On a document's first point: the document's metadata without that passage's own keys.
+_DOCUMENT_METADATA = "document_metadata"
+
+
+def _document_metadata(payload: dict[str, Any]) -> Metadata:
+    """A first point's document metadata (points stored before passages had metadata of their
+    own hold it only under QDRANT_METADATA_FIELD)."""
+    stored = payload.get(_DOCUMENT_METADATA)
+    if stored is None:
+        stored = payload.get(QDRANT_METADATA_FIELD)
+    return dict(stored or {})
 
 
 def point_id(document_id: str, passage_index: int) -> str:
@@ -244,10 +260,12 @@ class QdrantBackend(SearchBackend):
                         "passage_count": len(document.passages),
                         "length": passage_counted.length,
                         "text": passage.text,
-                        QDRANT_METADATA_FIELD: document.metadata,
+                        QDRANT_METADATA_FIELD: {**document.metadata, **passage.metadata},
                     }
                     if passage.index == 0:
                         payload["document_text"] = document.text
+                        # The document's own metadata, without the passage's section and page.
+                        payload[_DOCUMENT_METADATA] = document.metadata
                     sparse = sparse_passage(
                         passage_counted, k1=s.bm25_k1, b=s.bm25_b, avg_length=average
                     )
@@ -343,9 +361,46 @@ class QdrantBackend(SearchBackend):
         return StoredDocument(
             document_id,
             str(payload["document_text"]),
-            dict(payload.get(QDRANT_METADATA_FIELD) or {}),
+            _document_metadata(payload),
             int(payload["passage_count"]),
         )
+
+    async def list_documents(
+        self, name: str, source_prefix: str, page_token: str, limit: int
+    ) -> DocumentPage:
+        # Scrolls first passages in point order; the token is the next point's id. Qdrant has
+        # no prefix match on a keyword field, so the prefix is tested here; each scroll asks
+        # only for as many points as the page still needs, so the token stays exact.
+        qdrant_name = await self._existing(name)
+        offset: str | None = None
+        if page_token:
+            try:
+                offset = str(uuid.UUID(page_token))
+            except ValueError:
+                raise InvalidPageTokenError() from None
+        documents: list[DocumentSummary] = []
+        with _translated_errors("listing documents"):
+            while len(documents) < limit:
+                records, following = await self.client.scroll(
+                    qdrant_name,
+                    scroll_filter=qm.Filter(must=[_FIRST_PASSAGE]),
+                    limit=limit - len(documents),
+                    offset=offset,
+                    with_payload=True,
+                )
+                for record in records:
+                    payload = record.payload or {}
+                    found = _document_metadata(payload)
+                    if str(found.get("source", "")).startswith(source_prefix):
+                        documents.append(
+                            DocumentSummary(
+                                str(payload["document_id"]), found, int(payload["passage_count"])
+                            )
+                        )
+                offset = None if following is None else str(following)
+                if offset is None:
+                    break
+        return DocumentPage(documents, offset or "")
 
     async def count_documents(self, name: str, conditions: Filter) -> int:
         qdrant_name = await self._existing(name)

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n.ragmesh/embeddings/v1/embeddings_service.proto\x12\x15ragmesh.embeddings.v1\x1a\x1cgoogle/api/annotations.proto\"\x85\x01\n\x0c\x45mbedRequest\x12\x16\n\x06inputs\x18\x01 \x03(\tR\x06inputs\x12!\n\tnormalize\x18\x02 \x01(\x08H\x00R\tnormalize\x88\x01\x01\x12\x1f\n\x08truncate\x18\x03 \x01(\x08H\x01R\x08truncate\x88\x01\x01\x42\x0c\n\n_normalizeB\x0b\n\t_truncate\"b\n\tEmbedding\x12\x16\n\x06values\x18\x01 \x03(\x02R\x06values\x12\x1f\n\x0btoken_count\x18\x02 \x01(\x05R\ntokenCount\x12\x1c\n\ttruncated\x18\x03 \x01(\x08R\ttruncated\"\x87\x01\n\rEmbedResponse\x12@\n\nembeddings\x18\x01 \x03(\x0b\x32 .ragmesh.embeddings.v1.EmbeddingR\nembeddings\x12\x14\n\x05model\x18\x02 \x01(\tR\x05model\x12\x1e\n\ndimensions\x18\x03 \x01(\x05R\ndimensions\"\xa7\x01\n\x12\x45mbedStreamRequest\x12\x1a\n\x08sequence\x18\x01 \x01(\x03R\x08sequence\x12\x16\n\x06inputs\x18\x02 \x03(\tR\x06inputs\x12!\n\tnormalize\x18\x03 \x01(\x08H\x00R\tnormalize\x88\x01\x01\x12\x1f\n\x08truncate\x18\x04 \x01(\x08H\x01R\x08truncate\x88\x01\x01\x42\x0c\n\n_normalizeB\x0b\n\t_truncate\"\xa9\x01\n\x13\x45mbedStreamResponse\x12\x1a\n\x08sequence\x18\x01 \x01(\x03R\x08sequence\x12@\n\nembeddings\x18\x02 \x03(\x0b\x32 .ragmesh.embeddings.v1.EmbeddingR\nembeddings\x12\x14\n\x05model\x18\x03 \x01(\tR\x05model\x12\x1e\n\ndimensions\x18\x04 \x01(\x05R\ndimensions\"\r\n\x0bInfoRequest\"\xec\x03\n\x0cInfoResponse\x12\x14\n\x05model\x18\x01 \x01(\tR\x05model\x12\x1e\n\ndimensions\x18\x02 \x01(\x05R\ndimensions\x12.\n\x13max_sequence_length\x18\x03 \x01(\x05R\x11maxSequenceLength\x12(\n\x10max_client_batch\x18\x04 \x01(\x05R\x0emaxClientBatch\x12&\n\x0fmax_input_chars\x18\x05 \x01(\x05R\rmaxInputChars\x12&\n\x0fmax_batch_texts\x18\x06 \x01(\x05R\rmaxBatchTexts\x12+\n\x12max_batch_delay_ms\x18\x07 \x01(\x05R\x0fmaxBatchDelayMs\x12\x16\n\x06\x64\x65vice\x18\x08 \x01(\tR\x06\x64\x65vice\x12\x14\n\x05ready\x18\t \x01(\x08R\x05ready\x12\x1f\n\x0b\x62\x61tches_run\x18\n \x01(\x03R\nbatchesRun\x12%\n\x0etexts_embedded\x18\x0b \x01(\x03R\rtextsEmbedded\x12\x18\n\x07runtime\x18\x0c \x01(\tR\x07runtime\x12?\n\x05\x63\x61\x63he\x18\r \x01(\x0b\x32).ragmesh.embeddings.v1.EmbeddingCacheInfoR\x05\x63\x61\x63he\"\x92\x02\n\x12\x45mbeddingCacheInfo\x12\x1b\n\tmax_bytes\x18\x01 \x01(\x03R\x08maxBytes\x12\x14\n\x05\x62ytes\x18\x02 \x01(\x03R\x05\x62ytes\x12\x18\n\x07\x65ntries\x18\x03 \x01(\x03R\x07\x65ntries\x12\x12\n\x04hits\x18\x04 \x01(\x03R\x04hits\x12\x16\n\x06misses\x18\x05 \x01(\x03R\x06misses\x12\x1c\n\tevictions\x18\x06 \x01(\x03R\tevictions\x12\x1f\n\x0bshared_tier\x18\x07 \x01(\x08R\nsharedTier\x12\x1f\n\x0bshared_hits\x18\x08 \x01(\x03R\nsharedHits\x12#\n\rshared_misses\x18\t \x01(\x03R\x0csharedMisses2\x88\x03\n\x11\x45mbeddingsService\x12s\n\x05\x45mbed\x12#.ragmesh.embeddings.v1.EmbedRequest\x1a$.ragmesh.embeddings.v1.EmbedResponse\"\x1f\x82\xd3\xe4\x93\x02\x19\"\x14/v1/embeddings:embed:\x01*\x12\x8f\x01\n\x0b\x45mbedStream\x12).ragmesh.embeddings.v1.EmbedStreamRequest\x1a*.ragmesh.embeddings.v1.EmbedStreamResponse\"%\x82\xd3\xe4\x93\x02\x1f\"\x1a/v1/embeddings:embedStream:\x01*(\x01\x30\x01\x12l\n\x04Info\x12\".ragmesh.embeddings.v1.InfoRequest\x1a#.ragmesh.embeddings.v1.InfoResponse\"\x1b\x82\xd3\xe4\x93\x02\x15\x12\x13/v1/embeddings:infob\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n.ragmesh/embeddings/v1/embeddings_service.proto\x12\x15ragmesh.embeddings.v1\x1a\x1cgoogle/api/annotations.proto\"\xc7\x01\n\x0c\x45mbedRequest\x12\x16\n\x06inputs\x18\x01 \x03(\tR\x06inputs\x12!\n\tnormalize\x18\x02 \x01(\x08H\x00R\tnormalize\x88\x01\x01\x12\x1f\n\x08truncate\x18\x03 \x01(\x08H\x01R\x08truncate\x88\x01\x01\x12@\n\x08priority\x18\x04 \x01(\x0e\x32$.ragmesh.embeddings.v1.EmbedPriorityR\x08priorityB\x0c\n\n_normalizeB\x0b\n\t_truncate\"b\n\tEmbedding\x12\x16\n\x06values\x18\x01 \x03(\x02R\x06values\x12\x1f\n\x0btoken_count\x18\x02 \x01(\x05R\ntokenCount\x12\x1c\n\ttruncated\x18\x03 \x01(\x08R\ttruncated\"\x87\x01\n\rEmbedResponse\x12@\n\nembeddings\x18\x01 \x03(\x0b\x32 .ragmesh.embeddings.v1.EmbeddingR\nembeddings\x12\x14\n\x05model\x18\x02 \x01(\tR\x05model\x12\x1e\n\ndimensions\x18\x03 \x01(\x05R\ndimensions\"\xa7\x01\n\x12\x45mbedStreamRequest\x12\x1a\n\x08sequence\x18\x01 \x01(\x03R\x08sequence\x12\x16\n\x06inputs\x18\x02 \x03(\tR\x06inputs\x12!\n\tnormalize\x18\x03 \x01(\x08H\x00R\tnormalize\x88\x01\x01\x12\x1f\n\x08truncate\x18\x04 \x01(\x08H\x01R\x08truncate\x88\x01\x01\x42\x0c\n\n_normalizeB\x0b\n\t_truncate\"\xa9\x01\n\x13\x45mbedStreamResponse\x12\x1a\n\x08sequence\x18\x01 \x01(\x03R\x08sequence\x12@\n\nembeddings\x18\x02 \x03(\x0b\x32 .ragmesh.embeddings.v1.EmbeddingR\nembeddings\x12\x14\n\x05model\x18\x03 \x01(\tR\x05model\x12\x1e\n\ndimensions\x18\x04 \x01(\x05R\ndimensions\"\r\n\x0bInfoRequest\"\xec\x03\n\x0cInfoResponse\x12\x14\n\x05model\x18\x01 \x01(\tR\x05model\x12\x1e\n\ndimensions\x18\x02 \x01(\x05R\ndimensions\x12.\n\x13max_sequence_length\x18\x03 \x01(\x05R\x11maxSequenceLength\x12(\n\x10max_client_batch\x18\x04 \x01(\x05R\x0emaxClientBatch\x12&\n\x0fmax_input_chars\x18\x05 \x01(\x05R\rmaxInputChars\x12&\n\x0fmax_batch_texts\x18\x06 \x01(\x05R\rmaxBatchTexts\x12+\n\x12max_batch_delay_ms\x18\x07 \x01(\x05R\x0fmaxBatchDelayMs\x12\x16\n\x06\x64\x65vice\x18\x08 \x01(\tR\x06\x64\x65vice\x12\x14\n\x05ready\x18\t \x01(\x08R\x05ready\x12\x1f\n\x0b\x62\x61tches_run\x18\n \x01(\x03R\nbatchesRun\x12%\n\x0etexts_embedded\x18\x0b \x01(\x03R\rtextsEmbedded\x12\x18\n\x07runtime\x18\x0c \x01(\tR\x07runtime\x12?\n\x05\x63\x61\x63he\x18\r \x01(\x0b\x32).ragmesh.embeddings.v1.EmbeddingCacheInfoR\x05\x63\x61\x63he\"\x92\x02\n\x12\x45mbeddingCacheInfo\x12\x1b\n\tmax_bytes\x18\x01 \x01(\x03R\x08maxBytes\x12\x14\n\x05\x62ytes\x18\x02 \x01(\x03R\x05\x62ytes\x12\x18\n\x07\x65ntries\x18\x03 \x01(\x03R\x07\x65ntries\x12\x12\n\x04hits\x18\x04 \x01(\x03R\x04hits\x12\x16\n\x06misses\x18\x05 \x01(\x03R\x06misses\x12\x1c\n\tevictions\x18\x06 \x01(\x03R\tevictions\x12\x1f\n\x0bshared_tier\x18\x07 \x01(\x08R\nsharedTier\x12\x1f\n\x0bshared_hits\x18\x08 \x01(\x03R\nsharedHits\x12#\n\rshared_misses\x18\t \x01(\x03R\x0csharedMisses*h\n\rEmbedPriority\x12\x1e\n\x1a\x45MBED_PRIORITY_UNSPECIFIED\x10\x00\x12\x1e\n\x1a\x45MBED_PRIORITY_INTERACTIVE\x10\x01\x12\x17\n\x13\x45MBED_PRIORITY_BULK\x10\x02\x32\x88\x03\n\x11\x45mbeddingsService\x12s\n\x05\x45mbed\x12#.ragmesh.embeddings.v1.EmbedRequest\x1a$.ragmesh.embeddings.v1.EmbedResponse\"\x1f\x82\xd3\xe4\x93\x02\x19\"\x14/v1/embeddings:embed:\x01*\x12\x8f\x01\n\x0b\x45mbedStream\x12).ragmesh.embeddings.v1.EmbedStreamRequest\x1a*.ragmesh.embeddings.v1.EmbedStreamResponse\"%\x82\xd3\xe4\x93\x02\x1f\"\x1a/v1/embeddings:embedStream:\x01*(\x01\x30\x01\x12l\n\x04Info\x12\".ragmesh.embeddings.v1.InfoRequest\x1a#.ragmesh.embeddings.v1.InfoResponse\"\x1b\x82\xd3\xe4\x93\x02\x15\x12\x13/v1/embeddings:infob\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,22 +38,24 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_EMBEDDINGSSERVICE'].methods_by_name['EmbedStream']._serialized_options = b'\202\323\344\223\002\037\"\032/v1/embeddings:embedStream:\001*'
   _globals['_EMBEDDINGSSERVICE'].methods_by_name['Info']._loaded_options = None
   _globals['_EMBEDDINGSSERVICE'].methods_by_name['Info']._serialized_options = b'\202\323\344\223\002\025\022\023/v1/embeddings:info'
+  _globals['_EMBEDPRIORITY']._serialized_start=1672
+  _globals['_EMBEDPRIORITY']._serialized_end=1776
   _globals['_EMBEDREQUEST']._serialized_start=104
-  _globals['_EMBEDREQUEST']._serialized_end=237
-  _globals['_EMBEDDING']._serialized_start=239
-  _globals['_EMBEDDING']._serialized_end=337
-  _globals['_EMBEDRESPONSE']._serialized_start=340
-  _globals['_EMBEDRESPONSE']._serialized_end=475
-  _globals['_EMBEDSTREAMREQUEST']._serialized_start=478
-  _globals['_EMBEDSTREAMREQUEST']._serialized_end=645
-  _globals['_EMBEDSTREAMRESPONSE']._serialized_start=648
-  _globals['_EMBEDSTREAMRESPONSE']._serialized_end=817
-  _globals['_INFOREQUEST']._serialized_start=819
-  _globals['_INFOREQUEST']._serialized_end=832
-  _globals['_INFORESPONSE']._serialized_start=835
-  _globals['_INFORESPONSE']._serialized_end=1327
-  _globals['_EMBEDDINGCACHEINFO']._serialized_start=1330
-  _globals['_EMBEDDINGCACHEINFO']._serialized_end=1604
-  _globals['_EMBEDDINGSSERVICE']._serialized_start=1607
-  _globals['_EMBEDDINGSSERVICE']._serialized_end=1999
+  _globals['_EMBEDREQUEST']._serialized_end=303
+  _globals['_EMBEDDING']._serialized_start=305
+  _globals['_EMBEDDING']._serialized_end=403
+  _globals['_EMBEDRESPONSE']._serialized_start=406
+  _globals['_EMBEDRESPONSE']._serialized_end=541
+  _globals['_EMBEDSTREAMREQUEST']._serialized_start=544
+  _globals['_EMBEDSTREAMREQUEST']._serialized_end=711
+  _globals['_EMBEDSTREAMRESPONSE']._serialized_start=714
+  _globals['_EMBEDSTREAMRESPONSE']._serialized_end=883
+  _globals['_INFOREQUEST']._serialized_start=885
+  _globals['_INFOREQUEST']._serialized_end=898
+  _globals['_INFORESPONSE']._serialized_start=901
+  _globals['_INFORESPONSE']._serialized_end=1393
+  _globals['_EMBEDDINGCACHEINFO']._serialized_start=1396
+  _globals['_EMBEDDINGCACHEINFO']._serialized_end=1670
+  _globals['_EMBEDDINGSSERVICE']._serialized_start=1779
+  _globals['_EMBEDDINGSSERVICE']._serialized_end=2171
 # @@protoc_insertion_point(module_scope)

@@ -1,5 +1,6 @@
 from google.api import annotations_pb2 as _annotations_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
@@ -7,15 +8,26 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class EmbedPriority(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    EMBED_PRIORITY_UNSPECIFIED: _ClassVar[EmbedPriority]
+    EMBED_PRIORITY_INTERACTIVE: _ClassVar[EmbedPriority]
+    EMBED_PRIORITY_BULK: _ClassVar[EmbedPriority]
+EMBED_PRIORITY_UNSPECIFIED: EmbedPriority
+EMBED_PRIORITY_INTERACTIVE: EmbedPriority
+EMBED_PRIORITY_BULK: EmbedPriority
+
 class EmbedRequest(_message.Message):
-    __slots__ = ("inputs", "normalize", "truncate")
+    __slots__ = ("inputs", "normalize", "truncate", "priority")
     INPUTS_FIELD_NUMBER: _ClassVar[int]
     NORMALIZE_FIELD_NUMBER: _ClassVar[int]
     TRUNCATE_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
     inputs: _containers.RepeatedScalarFieldContainer[str]
     normalize: bool
     truncate: bool
-    def __init__(self, inputs: _Optional[_Iterable[str]] = ..., normalize: _Optional[bool] = ..., truncate: _Optional[bool] = ...) -> None: ...
+    priority: EmbedPriority
+    def __init__(self, inputs: _Optional[_Iterable[str]] = ..., normalize: _Optional[bool] = ..., truncate: _Optional[bool] = ..., priority: _Optional[_Union[EmbedPriority, str]] = ...) -> None: ...
 
 class Embedding(_message.Message):
     __slots__ = ("values", "token_count", "truncated")

@@ -120,7 +120,7 @@ class MetadataValue(_message.Message):
     def __init__(self, string_value: _Optional[str] = ..., number_value: _Optional[float] = ..., bool_value: _Optional[bool] = ...) -> None: ...
 
 class Document(_message.Message):
-    __slots__ = ("id", "text", "metadata", "vector")
+    __slots__ = ("id", "text", "metadata", "vector", "source", "title", "content_hash", "modify_time", "passages")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -132,11 +132,31 @@ class Document(_message.Message):
     TEXT_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
     VECTOR_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    TITLE_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_HASH_FIELD_NUMBER: _ClassVar[int]
+    MODIFY_TIME_FIELD_NUMBER: _ClassVar[int]
+    PASSAGES_FIELD_NUMBER: _ClassVar[int]
     id: str
     text: str
     metadata: _containers.MessageMap[str, MetadataValue]
     vector: _containers.RepeatedScalarFieldContainer[float]
-    def __init__(self, id: _Optional[str] = ..., text: _Optional[str] = ..., metadata: _Optional[_Mapping[str, MetadataValue]] = ..., vector: _Optional[_Iterable[float]] = ...) -> None: ...
+    source: str
+    title: str
+    content_hash: str
+    modify_time: _timestamp_pb2.Timestamp
+    passages: _containers.RepeatedCompositeFieldContainer[PassageInput]
+    def __init__(self, id: _Optional[str] = ..., text: _Optional[str] = ..., metadata: _Optional[_Mapping[str, MetadataValue]] = ..., vector: _Optional[_Iterable[float]] = ..., source: _Optional[str] = ..., title: _Optional[str] = ..., content_hash: _Optional[str] = ..., modify_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., passages: _Optional[_Iterable[_Union[PassageInput, _Mapping]]] = ...) -> None: ...
+
+class PassageInput(_message.Message):
+    __slots__ = ("text", "section", "page")
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    SECTION_FIELD_NUMBER: _ClassVar[int]
+    PAGE_FIELD_NUMBER: _ClassVar[int]
+    text: str
+    section: str
+    page: int
+    def __init__(self, text: _Optional[str] = ..., section: _Optional[str] = ..., page: _Optional[int] = ...) -> None: ...
 
 class UpsertDocumentsRequest(_message.Message):
     __slots__ = ("collection", "documents")
@@ -155,12 +175,14 @@ class UpsertDocumentsResponse(_message.Message):
     def __init__(self, document_count: _Optional[int] = ..., passage_count: _Optional[int] = ...) -> None: ...
 
 class DeleteDocumentsRequest(_message.Message):
-    __slots__ = ("collection", "ids")
+    __slots__ = ("collection", "ids", "source_prefix")
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     IDS_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_PREFIX_FIELD_NUMBER: _ClassVar[int]
     collection: str
     ids: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, collection: _Optional[str] = ..., ids: _Optional[_Iterable[str]] = ...) -> None: ...
+    source_prefix: str
+    def __init__(self, collection: _Optional[str] = ..., ids: _Optional[_Iterable[str]] = ..., source_prefix: _Optional[str] = ...) -> None: ...
 
 class DeleteDocumentsResponse(_message.Message):
     __slots__ = ("deleted_count",)
@@ -183,6 +205,42 @@ class GetDocumentResponse(_message.Message):
     document: Document
     passage_count: int
     def __init__(self, document: _Optional[_Union[Document, _Mapping]] = ..., passage_count: _Optional[int] = ...) -> None: ...
+
+class ListDocumentsRequest(_message.Message):
+    __slots__ = ("collection", "source_prefix", "page_size", "page_token")
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_PREFIX_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    source_prefix: str
+    page_size: int
+    page_token: str
+    def __init__(self, collection: _Optional[str] = ..., source_prefix: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class DocumentSummary(_message.Message):
+    __slots__ = ("id", "source", "title", "content_hash", "modify_time", "passage_count")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    TITLE_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_HASH_FIELD_NUMBER: _ClassVar[int]
+    MODIFY_TIME_FIELD_NUMBER: _ClassVar[int]
+    PASSAGE_COUNT_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    source: str
+    title: str
+    content_hash: str
+    modify_time: _timestamp_pb2.Timestamp
+    passage_count: int
+    def __init__(self, id: _Optional[str] = ..., source: _Optional[str] = ..., title: _Optional[str] = ..., content_hash: _Optional[str] = ..., modify_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., passage_count: _Optional[int] = ...) -> None: ...
+
+class ListDocumentsResponse(_message.Message):
+    __slots__ = ("documents", "next_page_token")
+    DOCUMENTS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    documents: _containers.RepeatedCompositeFieldContainer[DocumentSummary]
+    next_page_token: str
+    def __init__(self, documents: _Optional[_Iterable[_Union[DocumentSummary, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class CountDocumentsRequest(_message.Message):
     __slots__ = ("collection", "filter")
@@ -259,7 +317,7 @@ class SearchRequest(_message.Message):
     def __init__(self, collection: _Optional[str] = ..., query: _Optional[str] = ..., query_vector: _Optional[_Iterable[float]] = ..., top_k: _Optional[int] = ..., filter: _Optional[_Union[MetadataFilter, _Mapping]] = ..., mode: _Optional[_Union[SearchMode, str]] = ..., rrf_k: _Optional[int] = ..., dense_weight: _Optional[float] = ..., keyword_weight: _Optional[float] = ..., fusion_method: _Optional[_Union[FusionMethod, str]] = ...) -> None: ...
 
 class SearchHit(_message.Message):
-    __slots__ = ("document_id", "passage_text", "passage_index", "metadata", "score", "dense_rank", "keyword_rank")
+    __slots__ = ("document_id", "passage_text", "passage_index", "metadata", "score", "dense_rank", "keyword_rank", "source", "title", "section", "page")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -274,6 +332,10 @@ class SearchHit(_message.Message):
     SCORE_FIELD_NUMBER: _ClassVar[int]
     DENSE_RANK_FIELD_NUMBER: _ClassVar[int]
     KEYWORD_RANK_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    TITLE_FIELD_NUMBER: _ClassVar[int]
+    SECTION_FIELD_NUMBER: _ClassVar[int]
+    PAGE_FIELD_NUMBER: _ClassVar[int]
     document_id: str
     passage_text: str
     passage_index: int
@@ -281,7 +343,11 @@ class SearchHit(_message.Message):
     score: float
     dense_rank: int
     keyword_rank: int
-    def __init__(self, document_id: _Optional[str] = ..., passage_text: _Optional[str] = ..., passage_index: _Optional[int] = ..., metadata: _Optional[_Mapping[str, MetadataValue]] = ..., score: _Optional[float] = ..., dense_rank: _Optional[int] = ..., keyword_rank: _Optional[int] = ...) -> None: ...
+    source: str
+    title: str
+    section: str
+    page: int
+    def __init__(self, document_id: _Optional[str] = ..., passage_text: _Optional[str] = ..., passage_index: _Optional[int] = ..., metadata: _Optional[_Mapping[str, MetadataValue]] = ..., score: _Optional[float] = ..., dense_rank: _Optional[int] = ..., keyword_rank: _Optional[int] = ..., source: _Optional[str] = ..., title: _Optional[str] = ..., section: _Optional[str] = ..., page: _Optional[int] = ...) -> None: ...
 
 class SearchResponse(_message.Message):
     __slots__ = ("hits", "mode")

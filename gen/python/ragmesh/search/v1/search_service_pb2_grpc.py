@@ -77,6 +77,11 @@ class SearchServiceStub:
                 request_serializer=ragmesh_dot_search_dot_v1_dot_search__service__pb2.GetDocumentRequest.SerializeToString,
                 response_deserializer=ragmesh_dot_search_dot_v1_dot_search__service__pb2.GetDocumentResponse.FromString,
                 _registered_method=True)
+        self.ListDocuments = channel.unary_unary(
+                '/ragmesh.search.v1.SearchService/ListDocuments',
+                request_serializer=ragmesh_dot_search_dot_v1_dot_search__service__pb2.ListDocumentsRequest.SerializeToString,
+                response_deserializer=ragmesh_dot_search_dot_v1_dot_search__service__pb2.ListDocumentsResponse.FromString,
+                _registered_method=True)
         self.CountDocuments = channel.unary_unary(
                 '/ragmesh.search.v1.SearchService/CountDocuments',
                 request_serializer=ragmesh_dot_search_dot_v1_dot_search__service__pb2.CountDocumentsRequest.SerializeToString,
@@ -141,8 +146,9 @@ class SearchServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def DeleteDocuments(self, request, context):
-        """DeleteDocuments removes documents by id; ids that are not stored are ignored.
-        NOT_FOUND when the collection does not exist.
+        """DeleteDocuments removes documents by id, or every document whose source starts with a
+        prefix; ids that are not stored are ignored. NOT_FOUND when the collection does not
+        exist.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -151,6 +157,15 @@ class SearchServiceServicer:
     def GetDocument(self, request, context):
         """GetDocument returns one stored document. NOT_FOUND when the collection does not exist
         or the id is not stored.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListDocuments(self, request, context):
+        """ListDocuments pages through a collection's documents in id order, optionally only those
+        whose source starts with a prefix: what a sync compares its files with (content hash,
+        modification time). NOT_FOUND when the collection does not exist.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -210,6 +225,11 @@ def add_SearchServiceServicer_to_server(servicer, server):
                     servicer.GetDocument,
                     request_deserializer=ragmesh_dot_search_dot_v1_dot_search__service__pb2.GetDocumentRequest.FromString,
                     response_serializer=ragmesh_dot_search_dot_v1_dot_search__service__pb2.GetDocumentResponse.SerializeToString,
+            ),
+            'ListDocuments': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListDocuments,
+                    request_deserializer=ragmesh_dot_search_dot_v1_dot_search__service__pb2.ListDocumentsRequest.FromString,
+                    response_serializer=ragmesh_dot_search_dot_v1_dot_search__service__pb2.ListDocumentsResponse.SerializeToString,
             ),
             'CountDocuments': grpc.unary_unary_rpc_method_handler(
                     servicer.CountDocuments,
@@ -419,6 +439,33 @@ class SearchService:
             '/ragmesh.search.v1.SearchService/GetDocument',
             ragmesh_dot_search_dot_v1_dot_search__service__pb2.GetDocumentRequest.SerializeToString,
             ragmesh_dot_search_dot_v1_dot_search__service__pb2.GetDocumentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListDocuments(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ragmesh.search.v1.SearchService/ListDocuments',
+            ragmesh_dot_search_dot_v1_dot_search__service__pb2.ListDocumentsRequest.SerializeToString,
+            ragmesh_dot_search_dot_v1_dot_search__service__pb2.ListDocumentsResponse.FromString,
             options,
             channel_credentials,
             insecure,
