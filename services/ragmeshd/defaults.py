@@ -304,3 +304,6 @@ LLM_MAX_STOP_SEQUENCE_CHARS = 64
 # Envoy's cap on calls in flight to one llm replica: the one generating, its queue, and room
 # for Info probes; past it Envoy refuses at once.
 LLM_ENVOY_MAX_REQUESTS = 16
+
+# Envoy's rate-limit service down or slow: calls of limited keys are refused (fail closed).
+RATELIMIT_FAIL_OPEN = False

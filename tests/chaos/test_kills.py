@@ -8,13 +8,18 @@ against the 30 s target."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
+import subprocess
 import time
 from collections.abc import Callable
 
+import grpc
 import pytest
 
+from ragmesh.embeddings.v1 import embeddings_service_pb2 as embeddings_pb
+from ragmesh.embeddings.v1 import embeddings_service_pb2_grpc as embeddings_grpc
 from tests.chaos.conftest import (
     GIVE_UP_S,
     RECOVERY_S,
@@ -23,7 +28,7 @@ from tests.chaos.conftest import (
     wait_for,
 )
 from tests.chaos.traffic import Traffic
-from tests.helpers import model_process_pid
+from tests.helpers import REPO_ROOT, model_process_pid, ragmesh_command
 from tests.mesh import Mesh
 
 pytestmark = pytest.mark.e2e
@@ -96,3 +101,62 @@ async def test_killed_postgres_loses_no_acknowledged_write(
 
 async def test_killed_envoy_is_restarted(chaos_mesh: Mesh, traffic: Traffic) -> None:
     await kill_child(chaos_mesh, traffic, "envoy")
+
+
+async def limited_key_answers(mesh: Mesh, key: str, calls: int) -> list[str]:
+    """The status names of `calls` Info calls made with a rate-limited key."""
+    answers = []
+    async with grpc.aio.secure_channel(mesh.endpoint, mesh.client_credentials()) as channel:
+        stub = embeddings_grpc.EmbeddingsServiceStub(channel)
+        for _ in range(calls):
+            try:
+                await stub.Info(
+                    embeddings_pb.InfoRequest(), metadata=[("x-api-key", key)], timeout=10
+                )
+                answers.append("OK")
+            except grpc.aio.AioRpcError as error:
+                answers.append(error.code().name)
+    return answers
+
+
+def create_limited_key(mesh: Mesh) -> str:
+    created = subprocess.run(
+        ragmesh_command("keys", "create", "chaos-limited", "--scopes", "embed", "--rate", "50/s"),
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+        env={**os.environ, **mesh.env},
+        timeout=60,
+        check=True,
+    )
+    return created.stdout.strip()
+
+
+async def test_rate_limit_service_killed_or_frozen_fails_closed(
+    chaos_mesh: Mesh, traffic: Traffic
+) -> None:
+    """Issue 23: when the rate-limit service cannot answer, a limited key's calls are refused
+    (UNAVAILABLE, never INTERNAL, never let through unmetered) while keys without a limit (the
+    traffic's) never wait on it; the service comes back and the limited key works again."""
+    key = create_limited_key(chaos_mesh)
+    await asyncio.sleep(1.5)  # the service and the servers re-read the key store
+    assert set(await limited_key_answers(chaos_mesh, key, 3)) == {"OK"}
+
+    pid = chaos_mesh.state.pids["ratelimit"]
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        frozen = await limited_key_answers(chaos_mesh, key, 5)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert set(frozen) == {"UNAVAILABLE"}, frozen
+    assert not traffic.unexpected(time.monotonic() - 30)
+
+    before = restarts(chaos_mesh, "ratelimit")
+    os.kill(pid, signal.SIGKILL)
+    killed = await limited_key_answers(chaos_mesh, key, 3)
+    assert set(killed) <= {"UNAVAILABLE", "OK"} and "INTERNAL" not in killed, killed
+    await wait_for(lambda: restarts(chaos_mesh, "ratelimit") == before + 1, 60, "restarted")
+    deadline = time.monotonic() + 60
+    while (await limited_key_answers(chaos_mesh, key, 1)) != ["OK"]:
+        assert time.monotonic() < deadline, "the limited key never worked again"
+        await asyncio.sleep(0.5)

@@ -89,7 +89,11 @@ def render_config(topology: Topology) -> str:
     rate_limited = topology.ratelimit_socket is not None or topology.ratelimit_endpoint is not None
     for listener in listeners:
         secure_listener(
-            listener, render, duration, rate_limited=listener["name"] == "client" and rate_limited
+            listener,
+            render,
+            duration,
+            rate_limited=listener["name"] == "client" and rate_limited,
+            fail_open=topology.ratelimit_fail_open,
         )
     clusters = [grpc_cluster(cluster, certs) for cluster in topology.clusters]
     if topology.http_gateway is not None:

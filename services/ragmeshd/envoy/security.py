@@ -85,7 +85,12 @@ def key_rate_limits() -> list[dict[str, Any]]:
 
 
 def secure_listener(
-    listener: dict[str, Any], render: Any, duration: Any, *, rate_limited: bool
+    listener: dict[str, Any],
+    render: Any,
+    duration: Any,
+    *,
+    rate_limited: bool,
+    fail_open: bool = False,
 ) -> None:
     """Add the credential filter (and, when `rate_limited`, the rate-limit filter with its
     descriptors) in front of the listener's other HTTP filters."""
@@ -101,6 +106,7 @@ def secure_listener(
                         "ratelimit_filter.yaml",
                         timeout=duration(RATELIMIT_TIMEOUT_S),
                         cluster=RATELIMIT_CLUSTER,
+                        failure_mode_deny=not fail_open,
                     )
                 )
                 for host in manager["route_config"]["virtual_hosts"]:

@@ -143,6 +143,8 @@ class Topology:
     # Or its (host, port) over mutual TLS, health-checked like a service (Kubernetes: one
     # rate-limit pod that every Envoy pod asks, so a key's limit holds across them all).
     ratelimit_endpoint: Address | None = None
+    # Limited keys' calls go on when the rate-limit service cannot answer (default: refused).
+    ratelimit_fail_open: bool = False
     # Envoy's admin on this unix socket (0600), `admin` then serving only its read-only pages
     # (ragmeshd/envoy/security.py); None: admin itself on `admin` (loopback).
     admin_socket: Path | None = None

@@ -67,6 +67,10 @@ class RateLimitSettings(Section):
     # host:port (Kubernetes: the Envoy pods call it over the network): mutual TLS when
     # mesh.tls, and only Envoy's client certificate is admitted.
     listen: str = ""
+    # When the service cannot answer in time, calls of limited keys are refused (UNAVAILABLE,
+    # HTTP 503) unless this is set: failing open would let anyone who can slow the service
+    # down spend without limit (docs/security.md). Keys without a limit never wait on it.
+    fail_open: bool = defaults.RATELIMIT_FAIL_OPEN
 
 
 # --- Kubernetes (issue 14): certificates issued outside ragmesh ---------------------------

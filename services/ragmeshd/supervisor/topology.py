@@ -60,6 +60,7 @@ def mesh_topology(
         # Admin on a 0600 unix socket; admin_listen serves its read-only pages only.
         admin_socket=admin_socket(settings.state_dir),
         ratelimit_socket=layout.ratelimit_socket,
+        ratelimit_fail_open=settings.ratelimit.fail_open,
         trace_sampling_ratio=settings.telemetry.sampling_ratio,
         http_gateway=HttpGateway(
             services=[cluster.grpc_service for cluster in clusters],
