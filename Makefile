@@ -24,7 +24,8 @@ up: install
 	$(BIN)/ragmesh up
 
 # The suite scrapes a running mesh with a real Prometheus (Debian's package); the embedded
-# PostgreSQL has no TLS, so PostgreSQL over verified TLS is tested with Debian's server.
+# PostgreSQL has no TLS, so PostgreSQL over verified TLS is tested with Debian's server;
+# Swagger UI at /docs is tested in Debian's headless chromium (tests/e2e/test_api_docs.py).
 test-tools:
 	@command -v prometheus >/dev/null || { \
 	  echo "installing prometheus (Debian package) for the observability tests"; \
@@ -35,6 +36,11 @@ test-tools:
 	@ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || { \
 	  echo "installing postgresql (Debian package, built with TLS) for the verify-full test"; \
 	  apt-get update -qq && apt-get install -y -qq --no-install-recommends postgresql >/dev/null; }
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null \
+	  && command -v pk12util >/dev/null || { \
+	  echo "installing chromium, chromium-driver and libnss3-tools (Debian packages) for the Swagger UI test"; \
+	  apt-get update -qq && apt-get install -y -qq --no-install-recommends \
+	    chromium chromium-driver libnss3-tools >/dev/null; }
 
 # Coverage of ragmeshd (services/ragmeshd) is measured in the test process and in every Python process the
 # tests start (servers, `ragmesh up` and its children, the model processes, CLI commands;
