@@ -36,6 +36,7 @@ _SERVICE, _METHOD = 6, 2
 _VERBS = ("get", "put", "post", "delete", "patch")
 # {name} or {name=pattern} in a path template: OpenAPI keeps the name only.
 _VARIABLE = re.compile(r"\{([^}=]+)(=[^}]*)?\}")
+_SENTENCE_END = re.compile(r"\.\s(?=[A-Z`])")
 _QUERY_TYPES = {FieldProto.TYPE_MESSAGE, FieldProto.TYPE_GROUP}
 
 
@@ -103,7 +104,10 @@ def _operations(
 
 
 def _first_sentence(text: str) -> str:
-    return " ".join(text.split(". ")[0].split()).rstrip(".")
+    """The comment's first sentence (a full stop before a capital: not "e.g. to")."""
+    flat = " ".join(text.split())
+    end = _SENTENCE_END.search(flat)
+    return flat[: end.start()] if end else flat.rstrip(".")
 
 
 def _streaming_note(method: descriptor_pb2.MethodDescriptorProto) -> str:

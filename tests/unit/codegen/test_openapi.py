@@ -200,3 +200,13 @@ def test_the_openai_compatible_routes_are_described(document: Document) -> None:
         "ragmesh.openai.Error"
         in chat["responses"]["401"]["content"]["application/json"]["schema"]["$ref"]
     )
+
+
+def test_summaries_are_the_comments_first_sentence(document: Document) -> None:
+    augment = document["paths"]["/v1/queries:augment"]["post"]["summary"]
+    assert augment.startswith("AugmentQuery retrieves the context") and "NOT_FOUND" not in augment
+    export = document["paths"]["/v1/interactions:export"]["post"]["summary"]
+    assert "(e.g. to build a fine-tuning set)" in export
+    assert document["paths"]["/v1/embeddings:embed"]["post"]["summary"] == (
+        "Embed returns one embedding per input text, in the order of the inputs"
+    )
