@@ -102,6 +102,8 @@ def mesh_env(state_dir: Path) -> dict[str, str]:
         "RAGMESH_SEARCH__METRICS_LISTEN": f"127.0.0.1:{_free_port_run(1, step)}",
         "RAGMESH_COORDINATOR__METRICS_LISTEN": f"127.0.0.1:{_free_port_run(1, step)}",
         "RAGMESH_OPENAI__LISTEN": f"127.0.0.1:{free_port()}",
+        "RAGMESH_LLM__LISTEN": f"127.0.0.1:{free_port()}",
+        "RAGMESH_LLM__METRICS_LISTEN": f"127.0.0.1:{free_port()}",
     }
 
 

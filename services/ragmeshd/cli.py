@@ -26,6 +26,7 @@ COMMAND_MODULES = [
     "ragmeshd.commands.background",
     "ragmeshd.commands.bench",
     "ragmeshd.commands.status",
+    "ragmeshd.commands.ask",
     "ragmeshd.commands.certs",
     "ragmeshd.commands.keys",
     "ragmeshd.commands.db",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ragmeshd.bench.ask import register_ask_bench
 from ragmeshd.bench.ingest import register_ingest_bench
 from ragmeshd.bench.overload import register_overload_bench
 from ragmeshd.commands.bench_search import register_search_bench
@@ -47,6 +48,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     register_search_bench(targets)
     register_ingest_bench(targets)
     register_overload_bench(targets)
+    register_ask_bench(targets)
 
     cache = targets.add_parser(
         "search-cache",

@@ -25,6 +25,7 @@ from ragmeshd.coordinator.search_client import (
     SearchClient,
     SearchRejectedError,
 )
+from ragmeshd.coordinator.sources import hit_metadata
 from ragmeshd.settings import CoordinatorSettings
 
 DENSE = search_pb.SEARCH_MODE_DENSE
@@ -115,10 +116,7 @@ class Augmenter:
             if isinstance(hits, BaseException) or isinstance(dense_hits, BaseException):
                 continue  # a default collection that could not be searched
             searched.append(name)
-            passages += [
-                Passage(name, hit.document_id, hit.passage_text, hit.passage_index, hit.score)
-                for hit in hits
-            ]
+            passages += _passages(name, hits)
             confidence = max([confidence, *(hit.score for hit in dense_hits)])
 
         selection = select_context(
@@ -164,3 +162,18 @@ def _skippable(error: BaseException) -> bool:
         _log.warning("skipping a collection", extra={"error": str(error)})
         return True
     return False
+
+
+def _passages(collection: str, hits: Sequence[search_pb.SearchHit]) -> list[Passage]:
+    """A collection's hits as context passages, with their documents' metadata."""
+    return [
+        Passage(
+            collection,
+            hit.document_id,
+            hit.passage_text,
+            hit.passage_index,
+            hit.score,
+            metadata=hit_metadata(hit),
+        )
+        for hit in hits
+    ]

@@ -71,6 +71,9 @@ class Passage:
     score: float
     token_count: int = 0
     truncated: bool = False
+    # The document's metadata (e.g. source, title, section, page from an ingest), as
+    # (key, value) pairs: what the answer's sources show.
+    metadata: tuple[tuple[str, str | float | bool], ...] = ()
 
 
 @dataclass(frozen=True)

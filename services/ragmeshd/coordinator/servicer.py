@@ -16,6 +16,7 @@ from ragmeshd.coordinator import convert
 from ragmeshd.coordinator.answering import AnswerOutcome, BackendSlot, stream_answer
 from ragmeshd.coordinator.augment import Augmenter, AugmentParams, Context
 from ragmeshd.coordinator.feedback import InteractionsCollection
+from ragmeshd.coordinator.grounding import Grounding, not_in_documents, says_not_in_documents
 from ragmeshd.coordinator.prompt import chat_messages
 from ragmeshd.coordinator.records import ContextRef, ExportFilter, NewInteraction, Timings
 from ragmeshd.coordinator.routing import (
@@ -30,6 +31,7 @@ from ragmeshd.coordinator.search_client import (
     SearchError,
     SearchRejectedError,
 )
+from ragmeshd.coordinator.sources import answer_sources
 from ragmeshd.coordinator.store import InteractionStore, StoreUnavailableError
 from ragmeshd.coordinator.threshold import LiveThreshold
 from ragmeshd.coordinator.validation import (
@@ -181,15 +183,21 @@ class CoordinatorServicer(pb_grpc.CoordinatorServiceServicer):
         routing_ms = (time.perf_counter() - routing_started) * 1000
 
         outcome = AnswerOutcome()
-        async for event in stream_answer(
-            route,
-            deps.slots,
-            chat_messages(params.query, found.passages),
-            found.passages,
-            max_tokens=max_answer_tokens,
-            deadline=deadline,
-            outcome=outcome,
-        ):
+        grounding = Grounding(len(found.passages))
+        events = (
+            not_in_documents(found.confidence, threshold, outcome)
+            if says_not_in_documents(route, forced, found.confidence, threshold)
+            else stream_answer(
+                route,
+                deps.slots,
+                chat_messages(params.query, found.passages),
+                found.passages,
+                max_tokens=max_answer_tokens,
+                deadline=deadline,
+                outcome=outcome,
+            )
+        )
+        async for event in grounding.filter(events):
             yield pb.AskResponse(
                 chunk=pb.AnswerChunk(
                     text=event.text,
@@ -198,6 +206,9 @@ class CoordinatorServicer(pb_grpc.CoordinatorServiceServicer):
                 )
             )
 
+        yield pb.AskResponse(
+            sources=answer_sources(found.passages, grounding.cited, grounding.removed)
+        )
         first_chunk = outcome.first_chunk_at or time.perf_counter()
         timings = Timings(
             search_ms=found.search_ms,
@@ -222,7 +233,7 @@ class CoordinatorServicer(pb_grpc.CoordinatorServiceServicer):
                 ContextRef(p.collection, p.document_id, p.passage_index, p.score)
                 for p in found.passages
             ],
-            answer=outcome.answer,
+            answer=grounding.answer,
             timings=timings,
         )
         timings.total_ms = (time.perf_counter() - started) * 1000

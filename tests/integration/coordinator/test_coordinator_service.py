@@ -44,6 +44,7 @@ class AskResult:
     summary: pb.AskSummary | None = None
     summary_time: float = 0.0
     order: list[str] = field(default_factory=list)
+    sources: pb.AnswerSources | None = None
 
     @property
     def answer(self) -> str:
@@ -62,11 +63,19 @@ async def ask(target: str, query: str, **fields: object) -> AskResult:
         if kind == "chunk":
             result.chunks.append(message.chunk)
             result.chunk_times.append(time.monotonic())
+        elif kind == "sources":
+            result.sources = message.sources
         else:
             result.summary = message.summary
             result.summary_time = time.monotonic()
     assert result.order and result.order[-1] == "summary"
     assert result.order.count("summary") == 1
+    # The sources, always, right before the summary: one per context passage.
+    assert result.order[-2] == "sources" and result.order.count("sources") == 1
+    assert result.sources is not None and result.summary is not None
+    assert [s.document_id for s in result.sources.sources] == [
+        p.document_id for p in result.summary.passages
+    ]
     return result
 
 
@@ -284,7 +293,7 @@ async def test_chunks_stream_as_the_backend_produces_them(coordinator: Coordinat
     result = await ask(coordinator.target, CONFIDENT)
     words = coordinator.local.answer_for(CONFIDENT).split(" ")  # type: ignore[union-attr]
     assert len(result.chunks) == len(words)
-    assert result.order == ["chunk"] * len(words) + ["summary"]
+    assert result.order == ["chunk"] * len(words) + ["sources", "summary"]
     # The first chunk arrived long before the backend finished: nothing was buffered.
     assert result.summary_time - result.chunk_times[0] > 0.2 * (len(words) - 2)
     assert result.summary is not None

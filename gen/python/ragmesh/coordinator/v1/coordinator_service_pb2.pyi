@@ -143,13 +143,47 @@ class AskSummary(_message.Message):
     timings: Timings
     def __init__(self, interaction_id: _Optional[str] = ..., decision: _Optional[_Union[Decision, str]] = ..., reason: _Optional[str] = ..., answered_by: _Optional[_Union[Decision, str]] = ..., model: _Optional[str] = ..., fallback: _Optional[bool] = ..., fallback_reason: _Optional[str] = ..., confidence: _Optional[float] = ..., passages: _Optional[_Iterable[_Union[ContextPassage, _Mapping]]] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ...) -> None: ...
 
+class Source(_message.Message):
+    __slots__ = ("number", "source", "title", "section", "page", "score", "text", "collection", "document_id", "cited")
+    NUMBER_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    TITLE_FIELD_NUMBER: _ClassVar[int]
+    SECTION_FIELD_NUMBER: _ClassVar[int]
+    PAGE_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    DOCUMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    CITED_FIELD_NUMBER: _ClassVar[int]
+    number: int
+    source: str
+    title: str
+    section: str
+    page: int
+    score: float
+    text: str
+    collection: str
+    document_id: str
+    cited: bool
+    def __init__(self, number: _Optional[int] = ..., source: _Optional[str] = ..., title: _Optional[str] = ..., section: _Optional[str] = ..., page: _Optional[int] = ..., score: _Optional[float] = ..., text: _Optional[str] = ..., collection: _Optional[str] = ..., document_id: _Optional[str] = ..., cited: _Optional[bool] = ...) -> None: ...
+
+class AnswerSources(_message.Message):
+    __slots__ = ("sources", "removed_citation_count")
+    SOURCES_FIELD_NUMBER: _ClassVar[int]
+    REMOVED_CITATION_COUNT_FIELD_NUMBER: _ClassVar[int]
+    sources: _containers.RepeatedCompositeFieldContainer[Source]
+    removed_citation_count: int
+    def __init__(self, sources: _Optional[_Iterable[_Union[Source, _Mapping]]] = ..., removed_citation_count: _Optional[int] = ...) -> None: ...
+
 class AskResponse(_message.Message):
-    __slots__ = ("chunk", "summary")
+    __slots__ = ("chunk", "summary", "sources")
     CHUNK_FIELD_NUMBER: _ClassVar[int]
     SUMMARY_FIELD_NUMBER: _ClassVar[int]
+    SOURCES_FIELD_NUMBER: _ClassVar[int]
     chunk: AnswerChunk
     summary: AskSummary
-    def __init__(self, chunk: _Optional[_Union[AnswerChunk, _Mapping]] = ..., summary: _Optional[_Union[AskSummary, _Mapping]] = ...) -> None: ...
+    sources: AnswerSources
+    def __init__(self, chunk: _Optional[_Union[AnswerChunk, _Mapping]] = ..., summary: _Optional[_Union[AskSummary, _Mapping]] = ..., sources: _Optional[_Union[AnswerSources, _Mapping]] = ...) -> None: ...
 
 class ContextReference(_message.Message):
     __slots__ = ("collection", "document_id", "passage_index", "score")

@@ -95,7 +95,10 @@ class CoordinatorServiceServicer:
     def Ask(self, request, context):
         """Ask augments a query, decides which backend answers it, and streams the answer: zero
         or more `chunk` messages in the order the backend produced them, then exactly one
-        `summary` message, which is always the last. A backend that fails, hangs or returns
+        `sources` message (the numbered passages the answer may cite as [n]; citations of no
+        passage are removed from the chunks), then exactly one `summary` message, which is
+        always the last. Below the confidence threshold, when only the local model could
+        answer, the answer says that the documents do not contain it instead of guessing. A backend that fails, hangs or returns
         garbage is not an error: the other backend answers if one is configured (the summary
         says so), and when no backend can answer, the answer is the retrieved context with a
         note saying why. The interaction is stored before the summary is sent. Errors end the
