@@ -162,8 +162,10 @@ async def _chat(backends: Backends, request: Request) -> Response:
         call.request, metadata=_metadata(request), timeout=backends.ask_timeout_s
     )
     if not call.stream:
-        answer, summary = await _collect(stream)
-        return JSONResponse(convert.chat_response(summary, answer, call.model, convert.now()))
+        answer, summary, sources = await _collect(stream)
+        return JSONResponse(
+            convert.chat_response(summary, answer, call.model, convert.now(), sources)
+        )
     # Wait for the first message, so that bad input or a missing key is an HTTP error status
     # rather than an error event inside a 200 stream.
     iterator = stream.__aiter__()
@@ -182,15 +184,18 @@ async def _chat(backends: Backends, request: Request) -> Response:
 
 async def _collect(
     stream: AsyncIterator[coordinator_pb.AskResponse],
-) -> tuple[str, coordinator_pb.AskSummary]:
+) -> tuple[str, coordinator_pb.AskSummary, coordinator_pb.AnswerSources | None]:
     answer: list[str] = []
+    sources = None
     async for message in stream:
         if message.HasField("chunk"):
             if message.chunk.discard_previous:
                 answer.clear()
             answer.append(message.chunk.text)
+        elif message.HasField("sources"):
+            sources = message.sources
         elif message.HasField("summary"):
-            return "".join(answer), message.summary
+            return "".join(answer), message.summary, sources
     raise ApiError(502, "the coordinator ended the answer without a summary", "server_error")
 
 
@@ -206,6 +211,7 @@ async def _sse(
     created = convert.now()
     model = call.model
     answer: list[str] = []
+    sources = None
 
     def event(body: dict[str, Any]) -> str:
         return f"data: {json.dumps(body)}\n\n"
@@ -222,9 +228,11 @@ async def _sse(
                 extra = {"discard_previous": True} if chunk.discard_previous else None
                 delta = {"content": chunk.text}
                 yield event(convert.chat_chunk(chunk_id, model, created, delta, None, extra))
+            elif message.HasField("sources"):
+                sources = message.sources
             elif message.HasField("summary"):
                 summary = message.summary
-                extra = convert.summary_extra(summary)
+                extra = convert.summary_extra(summary, sources)
                 yield event(convert.chat_chunk(chunk_id, model, created, {}, "stop", extra))
                 if call.include_usage:
                     body = convert.chat_chunk(chunk_id, model, created, {})

@@ -19,6 +19,7 @@ import numpy as np
 from ragmesh.coordinator.v1 import coordinator_service_pb2 as coordinator_pb
 from ragmesh.embeddings.v1 import embeddings_service_pb2 as embeddings_pb
 from ragmesh.search.v1 import search_service_pb2 as search_pb
+from ragmeshd.openai_compat.sources import source_list
 
 # The model id `GET /v1/models` lists for chat completions: the coordinator's retrieval-augmented
 # answer (whichever language model it routes to is named in the response's `model`).
@@ -254,7 +255,9 @@ def completion_id(interaction_id: str) -> str:
     return f"chatcmpl-{interaction_id}" if interaction_id else "chatcmpl-ragmesh"
 
 
-def summary_extra(summary: coordinator_pb.AskSummary) -> dict[str, Any]:
+def summary_extra(
+    summary: coordinator_pb.AskSummary, sources: coordinator_pb.AnswerSources | None = None
+) -> dict[str, Any]:
     """The `ragmesh` extra field: the stored interaction, routing and the answer's sources."""
     return {
         "interaction_id": summary.interaction_id,
@@ -264,16 +267,7 @@ def summary_extra(summary: coordinator_pb.AskSummary) -> dict[str, Any]:
         "fallback": summary.fallback,
         "fallback_reason": summary.fallback_reason,
         "confidence": summary.confidence,
-        "sources": [
-            {
-                "collection": passage.collection,
-                "document_id": passage.document_id,
-                "passage_index": passage.passage_index,
-                "score": passage.score,
-                "text": passage.text,
-            }
-            for passage in summary.passages
-        ],
+        "sources": source_list(summary, sources),
     }
 
 
@@ -294,7 +288,11 @@ def usage(summary: coordinator_pb.AskSummary, answer: str) -> dict[str, int]:
 
 
 def chat_response(
-    summary: coordinator_pb.AskSummary, answer: str, requested_model: str, created: int
+    summary: coordinator_pb.AskSummary,
+    answer: str,
+    requested_model: str,
+    created: int,
+    sources: coordinator_pb.AnswerSources | None = None,
 ) -> dict[str, Any]:
     return {
         "id": completion_id(summary.interaction_id),
@@ -310,7 +308,7 @@ def chat_response(
             }
         ],
         "usage": usage(summary, answer),
-        "ragmesh": summary_extra(summary),
+        "ragmesh": summary_extra(summary, sources),
     }
 
 

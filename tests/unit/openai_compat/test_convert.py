@@ -166,8 +166,33 @@ def test_chat_response_carries_the_sources_in_the_ragmesh_field() -> None:
     assert extra["decision"] == "local" and extra["answered_by"] == "remote"
     assert extra["fallback"] and extra["fallback_reason"] == "local: timed out"
     assert extra["sources"] == [
-        {"collection": "c", "document_id": "d", "passage_index": 2, "score": 0.5, "text": "t"}
+        {
+            "number": 1,
+            "collection": "c",
+            "document_id": "d",
+            "passage_index": 2,
+            "score": 0.5,
+            "text": "t",
+            "source": "d",
+            "title": "",
+            "section": "",
+            "page": None,
+            "cited": False,
+        }
     ]
+
+
+def test_the_sources_of_the_ask_stream_name_files_titles_and_citations() -> None:
+    sources = coordinator_pb.AnswerSources(
+        sources=[
+            coordinator_pb.Source(number=1, source="notes/a.pdf", title="A", page=3, cited=True)
+        ]
+    )
+    body = convert.chat_response(_summary(), "x [1]", convert.CHAT_MODEL, 100, sources)
+    (source,) = body["ragmesh"]["sources"]
+    assert (source["source"], source["title"], source["page"], source["cited"]) == (
+        "notes/a.pdf", "A", 3, True,
+    )  # fmt: skip
 
 
 def test_chat_chunks() -> None:

@@ -43,10 +43,17 @@ async def events(*messages: pb.AskResponse, include_usage: bool = False) -> list
 
 
 async def test_collect_keeps_only_the_text_after_a_restart() -> None:
-    answer, summary = await _collect(
-        stream(chunk("local par"), chunk("remote ", discard=True), chunk("answer"), SUMMARY)
+    answer, summary, sources = await _collect(
+        stream(
+            chunk("local par"),
+            chunk("remote ", discard=True),
+            chunk("answer"),
+            pb.AskResponse(sources=pb.AnswerSources(sources=[pb.Source(number=1)])),
+            SUMMARY,
+        )
     )
     assert answer == "remote answer" and summary.interaction_id == "i-1"
+    assert sources is not None and sources.sources[0].number == 1
 
 
 async def test_collect_without_a_summary_is_a_bad_gateway() -> None:
