@@ -80,6 +80,8 @@ def test_every_rpc_through_the_transcoder(http: httpx.Client) -> None:
     assert get("/v1/collections/http-json", "GetCollection")["collection"]["documentCount"] == "2"
     document = get("/v1/collections/http-json/documents/1", "GetDocument")
     assert document["document"]["text"] == documents[0]["text"]
+    listed = get("/v1/collections/http-json/documents?page_size=1", "ListDocuments")
+    assert [d["id"] for d in listed["documents"]] == ["1"] and listed["nextPageToken"]
     filtered = {"filter": {"conditions": [{"key": "lang", "equals": {"stringValue": "en"}}]}}
     count = post("/v1/collections/http-json/documents:count", filtered, "CountDocuments")
     assert count == {"documentCount": "1"}

@@ -24,6 +24,7 @@ import grpc
 from pydantic import ValidationError
 
 from ragmeshd.runtime.channels import metadata_interceptors
+from ragmeshd.runtime.client_retries import RetryIdempotent
 from ragmeshd.runtime.keystore import parse_duration as parse_duration_text
 from ragmeshd.runtime.tls import channel_credentials
 from ragmeshd.settings import Settings, load_settings
@@ -144,9 +145,14 @@ def mesh_target(settings: Settings, target: str | None) -> str:
     return f"{'127.0.0.1' if host in ('0.0.0.0', '::', '[::]', '') else host}:{port}"
 
 
-def mesh_channel(settings: Settings, args: argparse.Namespace) -> grpc.aio.Channel:
+def mesh_channel(
+    settings: Settings, args: argparse.Namespace, *, retry_idempotent: bool = False
+) -> grpc.aio.Channel:
     """A channel to the mesh through Envoy: mutual TLS with the state folder's client
-    certificate, the key from `--api-key-file` (default the admin key) on every call."""
+    certificate, the key from `--api-key-file` (default the admin key) on every call.
+    `retry_idempotent`: retry idempotent calls on UNAVAILABLE and RESOURCE_EXHAUSTED after
+    the server's pushback (ragmeshd/runtime/client_retries.py; ingest, search, eval; never
+    a bench, which counts refusals)."""
     layout = MeshLayout(settings.state_dir)
     certs = layout.certificates()
     missing = [p for p in (certs.ca, certs.client.cert, certs.client.key) if not p.exists()]
@@ -161,8 +167,14 @@ def mesh_channel(settings: Settings, args: argparse.Namespace) -> grpc.aio.Chann
     return grpc.aio.secure_channel(
         mesh_target(settings, getattr(args, "target", None)),
         channel_credentials(certs.ca, certs.client.cert, certs.client.key),
-        interceptors=metadata_interceptors(api_key),
-        options=[("grpc.max_receive_message_length", MAX_RECEIVE_BYTES)],
+        interceptors=[
+            *([RetryIdempotent()] if retry_idempotent else []),
+            *metadata_interceptors(api_key),
+        ],
+        options=[
+            ("grpc.max_receive_message_length", MAX_RECEIVE_BYTES),
+            ("grpc.max_send_message_length", MAX_RECEIVE_BYTES),
+        ],
     )
 
 

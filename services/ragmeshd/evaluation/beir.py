@@ -25,6 +25,7 @@ from ragmesh.search.v1 import search_service_pb2 as pb
 from ragmesh.search.v1 import search_service_pb2_grpc as pb_grpc
 from ragmeshd.progress import Progress
 from ragmeshd.runtime.channels import metadata_interceptors
+from ragmeshd.runtime.client_retries import RetryIdempotent
 from ragmeshd.search.chunking import PassageSplitter
 from ragmeshd.search.metrics import mean_over_queries
 
@@ -261,7 +262,9 @@ async def evaluate_service(
     async with grpc.aio.insecure_channel(
         target,
         options=[("grpc.max_receive_message_length", 64 * 1024 * 1024)],
-        interceptors=metadata_interceptors(api_key),
+        # Idempotent calls (the upserts and searches) retried on UNAVAILABLE and
+        # RESOURCE_EXHAUSTED after the server's pushback (ragmeshd/runtime/client_retries.py).
+        interceptors=[RetryIdempotent(), *metadata_interceptors(api_key)],
     ) as channel:
         stub = pb_grpc.SearchServiceStub(channel)
         started = time.perf_counter()

@@ -39,6 +39,7 @@ METHOD_SCOPES = {
     f"{_SEARCH}GetCollection": "search.read",
     f"{_SEARCH}GetDocument": "search.read",
     f"{_SEARCH}CountDocuments": "search.read",
+    f"{_SEARCH}ListDocuments": "search.read",
     f"{_SEARCH}Search": "search.read",
     f"{_SEARCH}UpsertDocuments": "search.write",
     f"{_SEARCH}DeleteDocuments": "search.write",

@@ -9,25 +9,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ragmeshd.runtime.api import API_FILES, full_service_name
+from ragmeshd.runtime.client_retries import IDEMPOTENT_BY_SERVICE
 from ragmeshd.settings import Settings
 
-# Methods that are safe to send twice, so Envoy may retry them on another replica. Streams,
-# creations and anything that records a new interaction are not.
-RETRY_METHODS = {
-    "embeddings": ("Embed", "Info"),
-    "search": (
-        "ListCollections",
-        "GetCollection",
-        "UpsertDocuments",
-        "DeleteDocuments",
-        "GetDocument",
-        "CountDocuments",
-        "Search",
-    ),
-    "coordinator": ("AugmentQuery", "RecordFeedback", "GetInteraction"),
-    # Generate is a stream that spends the model's time: never sent twice.
-    "llm": ("Info",),
-}
+# Methods that are safe to send twice, so Envoy may retry them on another replica: the one
+# declaration the project's own clients retry by too (ragmeshd/runtime/client_retries.py).
+RETRY_METHODS = IDEMPOTENT_BY_SERVICE
 
 # The services of the mesh in dependency order, with their gRPC service names.
 SERVICE_ORDER = ("embeddings", "search", "llm", "coordinator")

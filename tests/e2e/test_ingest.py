@@ -1,0 +1,184 @@
+"""Documents in through the whole mesh (issue 21): `ragmesh ingest` of a generated folder
+through Envoy with mutual TLS, `ragmesh search` finding passages by text, page and section,
+a second run sending nothing, a changed and a deleted file with --prune, `ragmesh documents`,
+ListDocuments over HTTP/JSON, and a search.read key refused the writes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.helpers import REPO_ROOT, ragmesh_command
+from tests.mesh import Mesh, running_mesh
+from tests.unit.documents.conftest import write_docx, write_pdf, write_scanned_pdf
+
+pytestmark = pytest.mark.e2e
+
+COLLECTION = "notes"
+
+
+@pytest.fixture(scope="module")
+def mesh() -> Iterator[Mesh]:
+    state_dir = Path(tempfile.mkdtemp(prefix="ragmesh-ingest-e2e-"))
+    with running_mesh(state_dir, {"RAGMESH_EMBEDDINGS__RUNTIME": "torch"}, "--llm", "none") as m:
+        yield m
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("my-docs")
+    (root / "guides").mkdir()
+    (root / "guides" / "kayak.md").write_text(
+        "# Kayak guide\n\n## Launching\n\nSit in the kayak while it floats in shallow water,"
+        " then push off with the paddle.\n\n## Capsizing\n\nLean forward, pull the spray"
+        " skirt loop and slide out of the cockpit.\n"
+    )
+    (root / "guides" / "stove.rst").write_text(
+        "Stove manual\n============\n\nPriming\n-------\n\nPump the fuel bottle twenty"
+        " times before lighting the white gas stove.\n"
+    )
+    (root / "page.html").write_text(
+        "<html><head><title>Camp</title></head><body><nav>Home | Shop | Cart</nav><main>"
+        "<h1>Campsites</h1><h2>Water</h2><p>Filter stream water through a ceramic filter"
+        " before drinking.</p></main><footer>cookie banner</footer></body></html>"
+    )
+    (root / "todo.txt").write_text("Buy waterproof matches and a spare headlamp battery.")
+    write_pdf(
+        root / "avalanche.pdf",
+        [
+            "Avalanche danger rises after heavy snowfall and strong wind.",
+            "Every member of the party carries a beacon, a probe and a shovel.",
+        ],
+        headings=["Danger", "Equipment"],
+        title="Avalanche basics",
+    )
+    write_docx(root / "manual.docx")
+    write_scanned_pdf(root / "scan.pdf", root.parent / "scan.png")
+    (root / "broken.pdf").write_bytes(b"%PDF-1.7\n" + bytes(range(256)) * 8)
+    (root / "photo.txt").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 8)
+    return root
+
+
+def cli(mesh: Mesh, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        ragmesh_command("--state-dir", str(mesh.state_dir), *args),
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+        env={**os.environ, **mesh.env},
+        timeout=500,
+        check=False,
+    )
+    if check:
+        assert result.returncode == 0, (result.returncode, result.stdout, result.stderr)
+    return result
+
+
+def cli_json(mesh: Mesh, *args: str) -> Any:
+    return json.loads(cli(mesh, *args, "--json").stdout)
+
+
+def search(mesh: Mesh, query: str, *extra: str) -> list[dict[str, Any]]:
+    found = cli_json(mesh, "search", query, "--collection", COLLECTION, *extra)
+    hits: list[dict[str, Any]] = found["hits"]
+    return hits
+
+
+def test_ingest_then_search_by_text_page_and_section(mesh: Mesh, folder: Path) -> None:
+    report = cli_json(mesh, "ingest", str(folder), "--collection", COLLECTION)
+    assert report["collection_created"]
+    assert report["ingested"] == 6, report
+    assert sorted(Path(i).name for i in report["added"]) == [
+        "avalanche.pdf", "kayak.md", "manual.docx", "page.html", "stove.rst", "todo.txt",
+    ]  # fmt: skip
+    reasons = {Path(s["path"]).name: s["reason"] for s in report["skipped"]}
+    assert reasons == {
+        "scan.pdf": "no text layer",
+        "broken.pdf": "unreadable",
+        "photo.txt": "binary",
+    }
+    assert report["passages"] >= 6
+
+    pdf = search(mesh, "who carries a beacon probe and shovel", "--top-k", "3")[0]
+    assert pdf["source"].endswith("/avalanche.pdf")
+    assert (pdf["title"], pdf["page"], pdf["section"]) == ("Avalanche basics", 2, "Equipment")
+    kayak = search(mesh, "pull the spray skirt loop to slide out of the cockpit")[0]
+    assert kayak["source"].endswith("/guides/kayak.md")
+    assert (kayak["title"], kayak["section"]) == ("Kayak guide", "Capsizing")
+    stove = search(mesh, "pump the fuel bottle", "--mode", "keyword")[0]
+    assert (stove["title"], stove["section"]) == ("Stove manual", "Priming")
+    html = search(mesh, "ceramic filter for stream water")[0]
+    assert (html["title"], html["section"]) == ("Campsites", "Water")
+    assert "cookie" not in html["text"] and "Shop" not in html["text"]
+    plain = cli(mesh, "search", "spare headlamp battery", "--collection", COLLECTION).stdout
+    assert "todo.txt" in plain.splitlines()[0]
+
+
+def test_a_second_run_sends_nothing_and_prune_follows_changes(mesh: Mesh, folder: Path) -> None:
+    again = cli_json(mesh, "ingest", str(folder), "--collection", COLLECTION)
+    assert again["upsert_calls"] == 0 and again["ingested"] == 0
+    assert again["unchanged"] == 6
+
+    (folder / "todo.txt").write_text("Buy a topographic map of the glacier.")
+    (folder / "guides" / "stove.rst").unlink()
+    kept = cli_json(mesh, "ingest", str(folder), "--collection", COLLECTION)
+    assert [Path(i).name for i in kept["changed"]] == ["todo.txt"] and kept["pruned"] == []
+    pruned = cli_json(mesh, "ingest", str(folder), "--collection", COLLECTION, "--prune")
+    assert [Path(i).name for i in pruned["pruned"]] == ["stove.rst"]
+    assert pruned["upsert_calls"] == 0
+
+    listed = cli_json(mesh, "documents", "list", "--collection", COLLECTION)["documents"]
+    assert sorted(Path(d["source"]).name for d in listed) == [
+        "avalanche.pdf", "kayak.md", "manual.docx", "page.html", "todo.txt",
+    ]  # fmt: skip
+    pdf = next(d for d in listed if d["source"].endswith("avalanche.pdf"))
+    assert pdf["passages"] == 2 and len(pdf["content_hash"]) == 64 and pdf["modified"]
+    hits = search(mesh, "topographic map of the glacier", "--mode", "keyword")
+    assert hits[0]["source"].endswith("/todo.txt")
+    assert all(not hit["source"].endswith("stove.rst") for hit in search(mesh, "fuel bottle"))
+
+
+def test_documents_over_http_and_delete_by_source(mesh: Mesh, folder: Path) -> None:
+    headers = {"authorization": f"Bearer {mesh.api_key}"}
+    with httpx.Client(
+        base_url=mesh.base_url, verify=mesh.ssl_context(), headers=headers, timeout=60
+    ) as http:
+        response = http.get(f"/v1/collections/{COLLECTION}/documents", params={"page_size": 2})
+        assert response.status_code == 200, response.text
+        page = response.json()
+        assert len(page["documents"]) == 2 and page["nextPageToken"]
+        assert {"id", "source", "contentHash", "passageCount"} <= set(page["documents"][0])
+    prefix = page["documents"][0]["source"].rsplit("/", 1)[0] + "/guides/"
+    deleted = cli_json(mesh, "documents", "delete", "--collection", COLLECTION, "--source", prefix)
+    assert deleted == {"deleted": 1}  # guides/kayak.md (stove.rst was pruned)
+
+
+def test_a_search_read_key_may_search_but_not_write(mesh: Mesh, folder: Path) -> None:
+    created = cli(mesh, "keys", "create", "reader", "--scopes", "search.read")
+    key_file = mesh.state_dir / "reader.key"
+    key_file.write_text(created.stdout.strip())
+    key_file.chmod(0o600)
+    time.sleep(1.5)  # servers re-read the key store within a second
+    (folder / "new.md").write_text("# New\n\nA note written after the first ingest.")
+    try:
+        refused = cli(
+            mesh, "ingest", str(folder), "--collection", COLLECTION,
+            "--api-key-file", str(key_file), check=False,
+        )  # fmt: skip
+        assert refused.returncode == 1, refused.stderr
+        assert "PERMISSION_DENIED" in refused.stderr
+        found = cli(
+            mesh, "search", "beacon", "--collection", COLLECTION, "--api-key-file", str(key_file)
+        )
+        assert "avalanche.pdf" in found.stdout
+    finally:
+        (folder / "new.md").unlink()
