@@ -94,6 +94,9 @@ DEFAULT_LIST_PAGE_SIZE = 100
 MAX_LIST_PAGE_SIZE = 1000
 # Source, title and section strings (Document.source, .title, PassageInput.section).
 MAX_SOURCE_CHARS = 1024
+# UploadFiles: the bytes of one call's files together (search.upload_max_bytes); each
+# stream message holds a piece (a gRPC message is at most MAX_MESSAGE_BYTES).
+UPLOAD_MAX_BYTES = 64 * 1024 * 1024
 
 # Search: splitting documents into passages. all-MiniLM-L6-v2's window is 256 tokens, two
 # of which are [CLS] and [SEP]; consecutive passages share PASSAGE_OVERLAP_TOKENS tokens.
@@ -243,6 +246,9 @@ OPENAI_LISTEN = "127.0.0.1:50054"
 # An embeddings call through the adapter; a whole chat completion (Ask streams the answer).
 OPENAI_EMBED_TIMEOUT_S = 60.0
 OPENAI_ASK_TIMEOUT_S = 300.0
+# The largest HTTP request body a route reads (the OpenAI routes, HTTP/JSON through Envoy's
+# transcoder); larger ones are 413 before any work. Uploads have their own limit.
+HTTP_MAX_BODY_BYTES = 1024 * 1024
 # A mounted (cert-manager) certificate of the adapter is looked at this often for a renewal.
 OPENAI_CERT_RELOAD_INTERVAL_S = 30.0
 

@@ -22,6 +22,7 @@ from typing import Any
 
 import yaml
 
+from ragmeshd import defaults
 from ragmeshd.envoy import limits as envoy_limits
 from ragmeshd.envoy.clusters import CONNECT_TIMEOUT_S, grpc_cluster, http_cluster, otlp_cluster
 from ragmeshd.envoy.sds import sds_path, sds_resources, use_sds
@@ -34,7 +35,7 @@ from ragmeshd.envoy.security import (
     secure_listener,
 )
 from ragmeshd.envoy.topology import (
-    HTTP_JSON_MAX_BODY_BYTES,
+    HTTP_JSON_MAX_RESPONSE_BYTES,
     OTLP_CLUSTER,
     Address,
     EnvoyConfigError,
@@ -299,10 +300,15 @@ def _add_http_gateway(listener: Any, gateway: HttpGateway) -> None:
         "grpc_json_transcoder.yaml",
         descriptor_path=str(gateway.descriptor_set),
         services=list(gateway.services),
-        max_request_bytes=HTTP_JSON_MAX_BODY_BYTES,
-        max_response_bytes=HTTP_JSON_MAX_BODY_BYTES,
+        max_request_bytes=defaults.HTTP_MAX_BODY_BYTES,
+        max_response_bytes=HTTP_JSON_MAX_RESPONSE_BYTES,
     )
-    config["http_filters"].insert(0, transcoder)
+    # Right after the credential filter: a call with a malformed credential, or an HTTP body
+    # declared over HTTP_MAX_BODY_BYTES (413), is refused before the transcoder buffers it;
+    # the rate-limit filter comes after, so it sees the gRPC route a REST path maps to.
+    filters = config["http_filters"]
+    credential = next(i for i, f in enumerate(filters) if f["name"] == "envoy.filters.http.lua")
+    filters.insert(credential + 1, transcoder)
     routes = config["route_config"]["virtual_hosts"][0]["routes"]
     adapter_routes = [
         _route(

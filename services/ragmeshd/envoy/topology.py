@@ -26,12 +26,11 @@ ADMIN_LISTEN = ("127.0.0.1", 9901)
 OTLP_CLUSTER = "otlp_collector"
 
 # HTTP/JSON on the client listener (see HttpGateway): the descriptor set `make generate` builds
-# for the transcoder, and the largest JSON body either way (the gRPC message limit, with room
-# for JSON's longer spelling of numbers).
-# gen/descriptors, through the symlink that also ships it in the wheel.
+# for the transcoder (gen/descriptors, through the symlink that also ships it in the wheel),
+# and the largest JSON answer (the gRPC message limit, with room for JSON's longer spelling of
+# numbers). Request bodies are capped far lower: defaults.HTTP_MAX_BODY_BYTES.
 DESCRIPTOR_SET = Path(__file__).resolve().parent / "descriptors" / "ragmesh.binpb"
-
-HTTP_JSON_MAX_BODY_BYTES = 64 * 1024 * 1024
+HTTP_JSON_MAX_RESPONSE_BYTES = 64 * 1024 * 1024
 
 # The paths the OpenAI-compatible adapter answers (exact, or a prefix ending in "/").
 OPENAI_PATHS = ("/v1/embeddings", "/v1/models", "/v1/models/", "/v1/chat/completions")

@@ -17,6 +17,7 @@ from ragmesh.coordinator.v1 import coordinator_service_pb2_grpc as coordinator_g
 from ragmesh.embeddings.v1 import embeddings_service_pb2_grpc as embeddings_grpc
 from ragmeshd import defaults
 from ragmeshd.openai_compat.app import Backends, create_app
+from ragmeshd.openai_compat.gate import BodyLimit, EnvoyOnlyProtocol
 from ragmeshd.openai_compat.lifecycle import (
     DrainingServer,
     Health,
@@ -64,8 +65,14 @@ def uvicorn_config(
             "ssl_ca_certs": str(ca),
             "ssl_cert_reqs": ssl.CERT_REQUIRED,
         }
+    if settings.mesh.tls:
+        # Only Envoy's client certificate gets in, as on the gRPC replicas.
+        tls["http"] = EnvoyOnlyProtocol
     return uvicorn.Config(
-        create_app(backends, health.readiness if health is not None else None),
+        BodyLimit(
+            create_app(backends, health.readiness if health is not None else None),
+            settings.openai.max_body_bytes,
+        ),
         host=host,
         port=port,
         log_config=None,

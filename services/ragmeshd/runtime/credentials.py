@@ -15,6 +15,8 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+from ragmeshd.defaults import HTTP_MAX_BODY_BYTES, UPLOAD_MAX_BYTES
+
 AUTHORIZATION = "authorization"
 API_KEY = "x-api-key"
 CREDENTIAL_HEADERS = (AUTHORIZATION, API_KEY)
@@ -51,10 +53,15 @@ def single_credential(metadata: Sequence[tuple[str, Any]] | None) -> str | None:
     return match.group(1) if name == AUTHORIZATION else match.group(0)
 
 
+# The file upload route (POST /v1/collections/{collection}/files) streams up to its own limit.
+UPLOAD_PATH_LUA = "^/v1/collections/[^/?]+/files$"
+
 # Envoy's half of the rule, as a Lua filter on every listener (envoy/credential_filter.yaml):
 # the same checks as single_credential, an UNAUTHENTICATED answer in the caller's protocol
 # (gRPC status 16, or HTTP 401 with an OpenAI-style error), and the key's id in the request's
-# dynamic metadata so every access-log line names the key (the id, never the secret).
+# dynamic metadata so every access-log line names the key (the id, never the secret). It also
+# refuses an HTTP body whose Content-Length is over HTTP_MAX_BODY_BYTES (UPLOAD_MAX_BYTES on the
+# upload route) with 413 before anything buffers it.
 LUA_CREDENTIAL_CHECK = """
 local ACCEPTED = "ACCEPTED_FORMS"
 
@@ -72,8 +79,27 @@ local function refuse(handle, why)
   end
 end
 
+local function too_large(handle, limit)
+  local message = "the request body is over " .. limit .. " bytes, this route's limit"
+  handle:respond({[":status"] = "413", ["content-type"] = "application/json"},
+                 '{"error": {"message": "' .. message ..
+                 '", "type": "invalid_request_error", "code": "request_too_large"}}')
+end
+
 function envoy_on_request(handle)
   local headers = handle:headers()
+  -- HTTP bodies (JSON for the transcoder, the OpenAI routes) are capped before any buffering;
+  -- gRPC messages have the servers' own limits.
+  local content_type = headers:get("content-type") or ""
+  local declared = tonumber(headers:get("content-length") or "")
+  local limit = MAX_BODY_BYTES
+  if string.match(headers:get(":path") or "", "UPLOAD_PATH") then
+    limit = UPLOAD_MAX_BYTES
+  end
+  if declared ~= nil and declared > limit
+      and string.sub(content_type, 1, 16) ~= "application/grpc" then
+    return too_large(handle, limit)
+  end
   local bearers = headers:getNumValues("authorization")
   local api_keys = headers:getNumValues("x-api-key")
   if bearers + api_keys > 1 then
@@ -97,3 +123,8 @@ function envoy_on_request(handle)
   end
 end
 """.replace("ACCEPTED_FORMS", ACCEPTED_FORMS)
+LUA_CREDENTIAL_CHECK = (
+    LUA_CREDENTIAL_CHECK.replace("UPLOAD_MAX_BYTES", str(UPLOAD_MAX_BYTES))
+    .replace("MAX_BODY_BYTES", str(HTTP_MAX_BODY_BYTES))
+    .replace("UPLOAD_PATH", UPLOAD_PATH_LUA)
+)

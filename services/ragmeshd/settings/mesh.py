@@ -54,6 +54,8 @@ class OpenAISettings(Section):
     coordinator_target: str = defaults.COORDINATOR_LISTEN
     embed_timeout_s: float = Field(defaults.OPENAI_EMBED_TIMEOUT_S, gt=0)
     ask_timeout_s: float = Field(defaults.OPENAI_ASK_TIMEOUT_S, gt=0)
+    # The largest request body it reads; a larger one is answered 413 before any work.
+    max_body_bytes: int = Field(defaults.HTTP_MAX_BODY_BYTES, ge=1024)
     # --- Kubernetes (issue 14) ---
     # A plaintext port answering only GET /healthz (503 while draining) and GET /livez: the
     # kubelet's httpGet probes present no client certificate. Empty turns it off.
