@@ -16,15 +16,14 @@ from typing import Any
 from pydantic import ValidationError
 from pydantic_settings import EnvSettingsSource, TomlConfigSettingsSource
 
+from ragmeshd.runtime.redaction import REDACTED
+from ragmeshd.runtime.redaction import redact as redact_secrets
 from ragmeshd.settings import Settings, load_settings
 from ragmeshd.settings.profiles import DEFAULT_PROFILE, PROFILES, profile_defaults
 
-REDACTED = "***"
 # Settings whose values are secrets, or may hold one (a DSN's password).
 _SECRET_NAME = re.compile(r"(password|secret|token|api_key)$")
 _DSN_NAME = re.compile(r"dsn$")
-_DSN_PASSWORD = re.compile(r"(://[^:/@]*:)[^@]*@")
-_PASSWORD_PARAMETER = re.compile(r"(password=)[^&\s]*")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -110,9 +109,7 @@ def redact(name: str, value: Any) -> Any:
     if not isinstance(value, str) or not value:
         return value
     if _DSN_NAME.search(name):
-        return _PASSWORD_PARAMETER.sub(
-            rf"\g<1>{REDACTED}", _DSN_PASSWORD.sub(rf"\g<1>{REDACTED}@", value)
-        )
+        return redact_secrets(value)
     if _SECRET_NAME.search(name):
         return REDACTED
     return value

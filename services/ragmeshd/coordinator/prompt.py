@@ -3,6 +3,7 @@ numbered context passages and the query. Also the answer given when no model ans
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 from ragmeshd.coordinator.budget import Passage
@@ -13,7 +14,9 @@ from ragmeshd.coordinator.llm_backend import ChatMessage
 # brackets are replaced in the text), and the system prompt says that what lies between them
 # is data to quote, never instructions to follow.
 OPEN_BRACKETS, CLOSE_BRACKETS = "<<<", ">>>"
-_ESCAPES = {OPEN_BRACKETS: "< < <", CLOSE_BRACKETS: "> > >"}
+# A space after every bracket that another one follows: no two stay adjacent, so no run of
+# any length (five brackets in a row used to leave three behind) can form a delimiter.
+_ADJACENT_BRACKETS = re.compile(r"([<>])(?=[<>])")
 
 SYSTEM_PROMPT = (
     "You are a careful assistant. Answer the question using the numbered context passages"
@@ -30,10 +33,8 @@ NO_CONTEXT = "(no relevant passages were found)"
 
 
 def neutralise(text: str) -> str:
-    """`text` with the delimiter brackets replaced, so it cannot open or close a passage."""
-    for brackets, replacement in _ESCAPES.items():
-        text = text.replace(brackets, replacement)
-    return text
+    """`text` with adjacent brackets spaced apart, so it cannot open or close a passage."""
+    return _ADJACENT_BRACKETS.sub(r"\1 ", text)
 
 
 def _passage_block(number: int, passage: Passage) -> str:

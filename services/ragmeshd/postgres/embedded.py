@@ -71,11 +71,13 @@ class EmbeddedPostgres:
 
     @property
     def socket_dir(self) -> Path:
-        """The data directory, or a short directory under /tmp when its path is too long."""
+        """The data directory, or, when its path is too long for a unix socket, a folder in
+        this user's private directory under /tmp (never a predictable shared /tmp path another
+        user could create first: see private_runtime_dir)."""
         if len(str(self.data_dir / f".s.PGSQL.{self.port}")) <= _MAX_SOCKET_PATH:
             return self.data_dir
         digest = hashlib.sha256(str(self.data_dir).encode()).hexdigest()[:12]
-        return Path(tempfile.gettempdir()) / f"ragmesh-pg-{digest}"
+        return private_runtime_dir() / f"pg-{digest}"
 
     def dsn(self, database: str | None = None) -> str:
         """A libpq URI for the server's unix socket."""
@@ -244,3 +246,23 @@ async def accepts_connections(dsn: str, timeout_s: float = 2.0) -> bool:
         return False
     await connection.close()
     return True
+
+
+def private_runtime_dir() -> Path:
+    """/tmp/ragmesh-<uid>: made by this user with mode 0700 (0711 as root, so PostgreSQL's own
+    user can reach its socket folder inside, but nobody can list it), and refused when it is a
+    link, belongs to another user or others may write to it."""
+    folder = Path(tempfile.gettempdir()) / f"ragmesh-{os.geteuid()}"
+    mode = 0o711 if os.geteuid() == 0 else 0o700
+    try:
+        folder.mkdir()
+        folder.chmod(mode)  # explicitly: the process umask (0077) would take 0711 to 0700
+    except FileExistsError:
+        pass  # made earlier: checked below like any other
+    info = folder.lstat()
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid() or info.st_mode & 0o022:
+        raise EmbeddedPostgresError(
+            f"{folder} is not a private folder of this user (a link, another user's, or"
+            " writable by others): remove it, or give ragmesh a shorter state folder path"
+        )
+    return folder

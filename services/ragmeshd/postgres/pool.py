@@ -7,9 +7,10 @@ import asyncio
 import logging
 import weakref
 from collections.abc import Awaitable, Callable, Mapping
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
+
+from ragmeshd.runtime.redaction import redact
 
 _log = logging.getLogger("ragmesh.postgres")
 
@@ -53,15 +54,6 @@ def drop_open_connections() -> int:
 
 class DatabaseConnectError(Exception):
     """The database could not be reached at start-up after every attempt."""
-
-
-def redact(dsn: str) -> str:
-    """The DSN without its password, for logs and messages."""
-    parts = urlsplit(dsn)
-    if parts.password is None:
-        return dsn
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 async def connect_with_retries(

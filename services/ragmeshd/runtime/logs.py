@@ -5,7 +5,6 @@ from __future__ import annotations
 import faulthandler
 import json
 import logging
-import re
 import sys
 import time
 import traceback
@@ -15,26 +14,7 @@ from opentelemetry import trace
 
 from ragmeshd import __version__
 from ragmeshd.runtime.context import request_id
-
-# Secrets that must never reach a log, whatever logs them: a DSN's password (URI userinfo or
-# a `password=` parameter, e.g. postgresql://user:pw@host/db?password=pw) and API keys'
-# secrets (rmk_<id>_<secret> keeps its id, which is not secret).
-_SECRET_PATTERNS = (
-    (re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*:)[^@\s]*(?P<tail>@)"), "***"),
-    (
-        re.compile(r"(?P<head>\bpassword\s*=\s*)(?:'[^']*'|\"[^\"]*\"|[^&\s;]*)(?P<tail>)", re.I),
-        "***",
-    ),
-    (re.compile(r"(?P<head>\brmk_[0-9a-f]{12}_)[A-Za-z0-9_-]+(?P<tail>)"), "***"),
-)
-
-
-def redact(text: str) -> str:
-    """`text` with passwords in DSNs and API key secrets replaced by ***."""
-    for pattern, replacement in _SECRET_PATTERNS:
-        text = pattern.sub(rf"\g<head>{replacement}\g<tail>", text)
-    return text
-
+from ragmeshd.runtime.redaction import redact
 
 # LogRecord attributes that are not user fields.
 _RESERVED = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message"}

@@ -7,7 +7,8 @@ import logging
 import numpy as np
 import pytest
 
-from ragmeshd.postgres.pool import DatabaseConnectError, connect_with_retries, redact
+from ragmeshd.postgres.pool import DatabaseConnectError, connect_with_retries
+from ragmeshd.runtime.redaction import redact
 from ragmeshd.search.backends.pg_connection import decode_vector, encode_vector
 
 

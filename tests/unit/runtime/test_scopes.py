@@ -20,7 +20,7 @@ from ragmeshd.runtime.keystore import (
     parse_rate,
     presented_key_id,
 )
-from ragmeshd.runtime.logs import redact
+from ragmeshd.runtime.redaction import redact
 from ragmeshd.runtime.scopes import (
     DEFAULT_SCOPES,
     METHOD_SCOPES,

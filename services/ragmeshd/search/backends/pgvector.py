@@ -20,8 +20,9 @@ from collections.abc import Sequence
 import asyncpg
 import numpy as np
 
-from ragmeshd.postgres.pool import connect_with_retries, redact
+from ragmeshd.postgres.pool import connect_with_retries
 from ragmeshd.runtime import metrics
+from ragmeshd.runtime.redaction import redact
 from ragmeshd.search import migrate
 from ragmeshd.search.backends.base import (
     CollectionExistsError,
