@@ -13,6 +13,7 @@ import yaml
 
 from ragmeshd.envoy.config import validate_config
 from ragmeshd.envoy.kubernetes import kubernetes_topology, service_host
+from ragmeshd.envoy.security import KEYLESS_PATHS
 from ragmeshd.envoy.topology import OPENAI_PATHS
 from ragmeshd.identities import service_dns_name
 from ragmeshd.pki.certs import ensure_certificates
@@ -108,7 +109,8 @@ def _check_openai_and_ratelimit(
         for r in routes
         if r.get("route", {}).get("cluster") == "openai"
     }
-    assert to_openai == set(OPENAI_PATHS)
+    # With the key-less documentation routes (/openapi.json, /docs), as under `ragmesh up`.
+    assert to_openai == set(OPENAI_PATHS) | set(KEYLESS_PATHS)
     filters = [f["name"] for f in client["http_filters"]]
     assert "envoy.filters.http.ratelimit" in filters
     (ratelimit,) = [
