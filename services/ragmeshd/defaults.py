@@ -97,6 +97,9 @@ MAX_SOURCE_CHARS = 1024
 # UploadFiles: the bytes of one call's files together (search.upload_max_bytes); each
 # stream message holds a piece (a gRPC message is at most MAX_MESSAGE_BYTES).
 UPLOAD_MAX_BYTES = 64 * 1024 * 1024
+# UploadFiles: the bytes of one call's files together (search.upload_max_bytes); each
+# stream message holds a piece (a gRPC message is at most MAX_MESSAGE_BYTES).
+UPLOAD_MAX_BYTES = 64 * 1024 * 1024
 
 # Search: splitting documents into passages. all-MiniLM-L6-v2's window is 256 tokens, two
 # of which are [CLS] and [SEP]; consecutive passages share PASSAGE_OVERLAP_TOKENS tokens.

@@ -82,6 +82,15 @@ def test_every_rpc_through_the_transcoder(http: httpx.Client) -> None:
     assert document["document"]["text"] == documents[0]["text"]
     listed = get("/v1/collections/http-json/documents?page_size=1", "ListDocuments")
     assert [d["id"] for d in listed["documents"]] == ["1"] and listed["nextPageToken"]
+    # UploadFiles: the HTTP body is the file itself (google.api.HttpBody).
+    calls.add("UploadFiles")
+    uploaded = http.post(
+        "/v1/collections/http-json/files",
+        params={"file_name": "3.md"},
+        content=b"# Three\n\nA third document, uploaded as a file.",
+        headers={"content-type": "text/markdown"},
+    )
+    assert _ok(uploaded)["files"][0]["title"] == "Three"
     filtered = {"filter": {"conditions": [{"key": "lang", "equals": {"stringValue": "en"}}]}}
     count = post("/v1/collections/http-json/documents:count", filtered, "CountDocuments")
     assert count == {"documentCount": "1"}

@@ -5,6 +5,7 @@ ListDocuments over HTTP/JSON, and a search.read key refused the writes."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -182,3 +183,51 @@ def test_a_search_read_key_may_search_but_not_write(mesh: Mesh, folder: Path) ->
         assert "avalanche.pdf" in found.stdout
     finally:
         (folder / "new.md").unlink()
+
+
+def test_upload_over_http_through_envoy(mesh: Mesh) -> None:
+    headers = {"authorization": f"Bearer {mesh.api_key}"}
+    with httpx.Client(
+        base_url=mesh.base_url, verify=mesh.ssl_context(), headers=headers, timeout=120
+    ) as http:
+        response = http.post(
+            f"/v1/collections/{COLLECTION}/files",
+            params={"file_name": "uploads/hut.md"},
+            content=b"# Hut guide\n\n## Booking\n\nBook the mountain hut two weeks ahead.\n",
+            headers={"content-type": "text/markdown"},
+        )
+        assert response.status_code == 200, response.text
+        stored = response.json()
+        assert stored["files"][0]["id"] == "uploads/hut.md"
+        assert stored["files"][0]["title"] == "Hut guide"
+        bad = http.post(
+            f"/v1/collections/{COLLECTION}/files",
+            params={"file_name": "uploads/photo.png"},
+            content=b"\x89PNG\r\n\x1a\n" + bytes(256),
+            headers={"content-type": "image/png"},
+        )
+        assert bad.status_code == 400, bad.text
+        assert "uploads/photo.png" in bad.text
+    hit = search(mesh, "when to book the mountain hut")[0]
+    assert (hit["source"], hit["section"]) == ("uploads/hut.md", "Booking")
+
+
+async def test_a_search_read_key_gets_permission_denied_on_upload(mesh: Mesh) -> None:
+    import grpc
+    from google.api.httpbody_pb2 import HttpBody
+
+    from ragmesh.search.v1 import search_service_pb2 as pb
+    from ragmesh.search.v1 import search_service_pb2_grpc as pb_grpc
+    from ragmeshd.runtime.channels import metadata_interceptors
+
+    key = cli(mesh, "keys", "create", "upload-reader", "--scopes", "search.read").stdout.strip()
+    await asyncio.sleep(1.5)  # servers re-read the key store within a second
+    request = pb.UploadFilesRequest(
+        collection=COLLECTION, file_name="denied.md", chunk=HttpBody(data=b"# No\n\ntext")
+    )
+    async with grpc.aio.secure_channel(
+        mesh.endpoint, mesh.client_credentials(), interceptors=metadata_interceptors(key)
+    ) as channel:
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await pb_grpc.SearchServiceStub(channel).UploadFiles(iter([request]), timeout=60)
+    assert raised.value.code() == grpc.StatusCode.PERMISSION_DENIED

@@ -42,6 +42,7 @@ METHOD_SCOPES = {
     f"{_SEARCH}ListDocuments": "search.read",
     f"{_SEARCH}Search": "search.read",
     f"{_SEARCH}UpsertDocuments": "search.write",
+    f"{_SEARCH}UploadFiles": "search.write",
     f"{_SEARCH}DeleteDocuments": "search.write",
     f"{_SEARCH}CreateCollection": "search.admin",
     f"{_SEARCH}DeleteCollection": "search.admin",

@@ -7,13 +7,23 @@ import base64
 import binascii
 import contextlib
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
 
 import grpc
 import numpy as np
 
 from ragmesh.search.v1 import search_service_pb2 as pb
 from ragmesh.search.v1 import search_service_pb2_grpc as pb_grpc
+from ragmeshd.documents import (
+    ExtractedDocument,
+    PassageBudget,
+    Skipped,
+    content_hash,
+    extract_bytes,
+    split_document,
+)
+from ragmeshd.documents.limits import Limits
 from ragmeshd.runtime import metrics
 from ragmeshd.runtime.errors import RpcFailure, invalid_argument, not_found, unavailable
 from ragmeshd.runtime.server import call_timeout
@@ -45,6 +55,11 @@ from ragmeshd.search.embedder import (
 from ragmeshd.search.filters import parse_filter
 from ragmeshd.search.fusion import one_per_document, ranked_dense, ranked_keyword
 from ragmeshd.search.records import (
+    CONTENT_HASH_KEY,
+    PAGE_KEY,
+    SECTION_KEY,
+    SOURCE_KEY,
+    TITLE_KEY,
     CollectionInfo,
     CollectionSpec,
     Metadata,
@@ -54,7 +69,7 @@ from ragmeshd.search.records import (
     RankedHit,
 )
 from ragmeshd.search.result_cache import InvalidationError, ResultCache
-from ragmeshd.search.validation import DocumentInput, InvalidRequestError
+from ragmeshd.search.validation import DocumentInput, InvalidRequestError, PassageText
 from ragmeshd.settings import SearchSettings, ServerSettings
 
 # Recorded as a collection's model when it was created with explicit dimensions only.
@@ -83,6 +98,13 @@ def _as_rpc_failures() -> Iterator[None]:
         raise RpcFailure(exc.code, f"the embeddings service refused the text: {exc}") from None
     except InvalidationError as exc:
         raise unavailable(str(exc)) from None
+
+
+@dataclass
+class _UploadedBytes:
+    name: str
+    content_type: str
+    data: bytearray = field(default_factory=bytearray)
 
 
 def _encode_token(raw: str) -> str:
@@ -289,6 +311,127 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
                 deleted = await self._backend.delete_documents(name, ids)
             await self._results.invalidate(name)
         return pb.DeleteDocumentsResponse(deleted_count=deleted)
+
+    async def UploadFiles(
+        self,
+        request_iterator: AsyncIterator[pb.UploadFilesRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> pb.UploadFilesResponse:
+        splitter = self._check_available()
+        s = self._settings
+        with _as_rpc_failures():
+            collection_name, files = await self._receive_files(request_iterator)
+            name = validation.check_collection_name(collection_name, "collection")
+            collection = await self._backend.get_collection(name)
+            budget = PassageBudget(
+                s.passage_max_tokens, s.passage_overlap_tokens, s.passage_max_chars
+            )
+            limits = Limits(max_bytes=s.upload_max_bytes)
+
+            def extract_all() -> list[tuple[_UploadedBytes, ExtractedDocument, list[PassageText]]]:
+                found = []
+                for upload in files:
+                    data = bytes(upload.data)
+                    extracted = extract_bytes(upload.name, data, upload.content_type, limits)
+                    if isinstance(extracted, Skipped):
+                        raise InvalidRequestError(
+                            f"file {upload.name!r} cannot be stored: {extracted.reason.value}"
+                            f" ({extracted.detail})"
+                        )
+                    passages = [
+                        PassageText(
+                            passage.text,
+                            {
+                                **({SECTION_KEY: passage.section} if passage.section else {}),
+                                **({PAGE_KEY: float(passage.page)} if passage.page else {}),
+                            },
+                        )
+                        for passage in split_document(extracted, splitter.count_tokens, budget)
+                    ]
+                    if len(passages) > s.max_passages_per_document:
+                        raise InvalidRequestError(
+                            f"file {upload.name!r} gives {len(passages)} passages; the limit is"
+                            f" {s.max_passages_per_document}"
+                        )
+                    found.append((upload, extracted, passages))
+                return found
+
+            extracted = await asyncio.to_thread(extract_all)
+            inputs = [
+                DocumentInput(
+                    upload.name,
+                    "\n\n".join(passage.text for passage in passages),
+                    {
+                        SOURCE_KEY: upload.name,
+                        TITLE_KEY: document.title[: validation.MAX_TEXT_FIELD_CHARS],
+                        CONTENT_HASH_KEY: content_hash(bytes(upload.data)),
+                    },
+                    None,
+                    passages,
+                )
+                for upload, document, passages in extracted
+            ]
+            documents = await self._prepare(
+                inputs, collection, splitter, call_timeout(context, self._default_deadline_s)
+            )
+            await self._backend.upsert(name, documents)
+            await self._results.invalidate(name)
+        return pb.UploadFilesResponse(
+            files=[
+                pb.UploadedFile(
+                    id=document.id,
+                    title=str(document.metadata[TITLE_KEY]),
+                    passage_count=len(document.passages),
+                    content_hash=str(document.metadata[CONTENT_HASH_KEY]),
+                )
+                for document in documents
+            ],
+            passage_count=sum(len(document.passages) for document in documents),
+        )
+
+    async def _receive_files(
+        self, request_iterator: AsyncIterator[pb.UploadFilesRequest]
+    ) -> tuple[str, list[_UploadedBytes]]:
+        """The collection and the files of an upload stream, within the call's limits."""
+        s = self._settings
+        collection = ""
+        files: list[_UploadedBytes] = []
+        total = 0
+        async for message in request_iterator:
+            if message.collection:
+                if collection and message.collection != collection:
+                    raise InvalidRequestError(
+                        f"collection changes from {collection!r} to {message.collection!r}"
+                        " within one upload"
+                    )
+                collection = message.collection
+            if message.file_name and (not files or message.file_name != files[-1].name):
+                if len(files) == s.max_documents_per_upsert:
+                    raise InvalidRequestError(
+                        f"the upload has more than {s.max_documents_per_upsert} files"
+                    )
+                validation.check_document_id(
+                    message.file_name, f"file_name {message.file_name!r}", s.max_document_id_chars
+                )
+                if any(upload.name == message.file_name for upload in files):
+                    raise InvalidRequestError(
+                        f"file_name {message.file_name!r} is sent twice in one upload"
+                    )
+                files.append(_UploadedBytes(message.file_name, message.chunk.content_type))
+            elif not files:
+                raise InvalidRequestError(
+                    "the first message with bytes has no file_name: name each file"
+                )
+            total += len(message.chunk.data)
+            if total > s.upload_max_bytes:
+                raise InvalidRequestError(
+                    f"the upload is over {s.upload_max_bytes / 2**20:.0f} MiB"
+                    f" (search.upload_max_bytes), at file {files[-1].name!r}"
+                )
+            files[-1].data += message.chunk.data
+        if not files:
+            raise InvalidRequestError("the upload has no file: send file_name and its bytes")
+        return collection, files
 
     async def _delete_by_source(self, name: str, prefix: str) -> int:
         """Delete every document whose source starts with `prefix`, a page at a time (each

@@ -231,6 +231,9 @@ def check_documents(
     return checked
 
 
+MAX_TEXT_FIELD_CHARS = defaults.MAX_SOURCE_CHARS
+
+
 def _check_text_field(value: str, field: str) -> str:
     if len(value) > defaults.MAX_SOURCE_CHARS:
         raise InvalidRequestError(

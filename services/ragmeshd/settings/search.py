@@ -26,6 +26,7 @@ class SearchSettings(Section):
     max_document_id_chars: int = Field(defaults.MAX_DOCUMENT_ID_CHARS, ge=1, le=4096)
     max_document_chars: int = Field(defaults.MAX_DOCUMENT_CHARS, ge=1)
     max_passages_per_document: int = Field(defaults.MAX_PASSAGES_PER_DOCUMENT, ge=1)
+    upload_max_bytes: int = Field(defaults.UPLOAD_MAX_BYTES, ge=1)
     max_metadata_keys: int = Field(defaults.MAX_METADATA_KEYS, ge=0)
     max_metadata_key_chars: int = Field(defaults.MAX_METADATA_KEY_CHARS, ge=1)
     max_metadata_string_chars: int = Field(defaults.MAX_METADATA_STRING_CHARS, ge=1)

@@ -176,3 +176,84 @@ async def test_bad_documents_and_page_tokens_are_invalid_argument(
         client.ListDocuments(pb.ListDocumentsRequest(collection="missing-collection")),
         grpc.StatusCode.NOT_FOUND,
     )
+
+
+def upload_messages(collection: str, files: list[tuple[str, bytes, str]], chunk: int = 1000):
+    """UploadFilesRequest messages: each file in pieces of `chunk` bytes."""
+    from google.api.httpbody_pb2 import HttpBody
+
+    first = True
+    for name, data, content_type in files:
+        for start in range(0, max(len(data), 1), chunk):
+            yield pb.UploadFilesRequest(
+                collection=collection if first else "",
+                file_name=name if start == 0 else "",
+                chunk=HttpBody(
+                    content_type=content_type if start == 0 else "",
+                    data=data[start : start + chunk],
+                ),
+            )
+            first = False
+
+
+async def test_upload_files_extracts_on_the_server(search_server: ServerProcess, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from tests.unit.documents.conftest import write_pdf
+
+    client = stub(search_server)
+    name = await new_collection(client)
+    pdf = write_pdf(
+        tmp_path / "report.pdf",
+        ["Crampons grip hard ice.", "Ice axes stop a slide."],
+        headings=["Ice", "Self arrest"],
+    ).read_bytes()
+    markdown = b"# Hut guide\n\n## Booking\n\nBook the hut two weeks ahead.\n"
+    response = await client.UploadFiles(
+        upload_messages(
+            name,
+            [("trip/report.pdf", pdf, "application/pdf"), ("hut", markdown, "text/markdown")],
+        )
+    )
+    assert [(f.id, f.title, f.passage_count) for f in response.files] == [
+        ("trip/report.pdf", "report", 2),
+        ("hut", "Hut guide", 1),
+    ]
+    assert len(response.files[0].content_hash) == 64 and response.passage_count == 3
+    hit = (
+        await client.Search(pb.SearchRequest(collection=name, query="stop a slide with an axe"))
+    ).hits[0]
+    assert (hit.document_id, hit.source, hit.page, hit.section) == (
+        "trip/report.pdf",
+        "trip/report.pdf",
+        2,
+        "Self arrest",
+    )
+    listed = await client.ListDocuments(pb.ListDocumentsRequest(collection=name))
+    assert sorted(d.source for d in listed.documents) == ["hut", "trip/report.pdf"]
+
+
+async def test_a_bad_upload_is_invalid_argument_naming_the_file_and_stores_nothing(
+    search_server: ServerProcess,
+) -> None:
+    client = stub(search_server)
+    name = await new_collection(client)
+    good = ("good.md", b"# Fine\n\ntext", "")
+    await expect_error(
+        client.UploadFiles(upload_messages(name, [good, ("photo.png", b"\x89PNG\r\n", "")])),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "file 'photo.png' cannot be stored: unsupported format",
+    )
+    await expect_error(
+        client.UploadFiles(upload_messages(name, [good, ("scan.pdf", b"%PDF-1.4\n garbage", "")])),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "file 'scan.pdf' cannot be stored: unreadable",
+    )
+    await expect_error(
+        client.UploadFiles(upload_messages(name, [("blank.txt", b"   \n", "text/plain")])),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "file 'blank.txt' cannot be stored: empty",
+    )
+    assert (await client.ListDocuments(pb.ListDocumentsRequest(collection=name))).documents == []
+    await expect_error(
+        client.UploadFiles(upload_messages("no-such-collection", [good])),
+        grpc.StatusCode.NOT_FOUND,
+    )

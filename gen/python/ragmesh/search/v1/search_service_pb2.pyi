@@ -1,6 +1,7 @@
 import datetime
 
 from google.api import annotations_pb2 as _annotations_pb2
+from google.api import httpbody_pb2 as _httpbody_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
@@ -173,6 +174,36 @@ class UpsertDocumentsResponse(_message.Message):
     document_count: int
     passage_count: int
     def __init__(self, document_count: _Optional[int] = ..., passage_count: _Optional[int] = ...) -> None: ...
+
+class UploadFilesRequest(_message.Message):
+    __slots__ = ("collection", "file_name", "chunk")
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    FILE_NAME_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    file_name: str
+    chunk: _httpbody_pb2.HttpBody
+    def __init__(self, collection: _Optional[str] = ..., file_name: _Optional[str] = ..., chunk: _Optional[_Union[_httpbody_pb2.HttpBody, _Mapping]] = ...) -> None: ...
+
+class UploadedFile(_message.Message):
+    __slots__ = ("id", "title", "passage_count", "content_hash")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    TITLE_FIELD_NUMBER: _ClassVar[int]
+    PASSAGE_COUNT_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_HASH_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    title: str
+    passage_count: int
+    content_hash: str
+    def __init__(self, id: _Optional[str] = ..., title: _Optional[str] = ..., passage_count: _Optional[int] = ..., content_hash: _Optional[str] = ...) -> None: ...
+
+class UploadFilesResponse(_message.Message):
+    __slots__ = ("files", "passage_count")
+    FILES_FIELD_NUMBER: _ClassVar[int]
+    PASSAGE_COUNT_FIELD_NUMBER: _ClassVar[int]
+    files: _containers.RepeatedCompositeFieldContainer[UploadedFile]
+    passage_count: int
+    def __init__(self, files: _Optional[_Iterable[_Union[UploadedFile, _Mapping]]] = ..., passage_count: _Optional[int] = ...) -> None: ...
 
 class DeleteDocumentsRequest(_message.Message):
     __slots__ = ("collection", "ids", "source_prefix")

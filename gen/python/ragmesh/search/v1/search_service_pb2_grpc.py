@@ -67,6 +67,11 @@ class SearchServiceStub:
                 request_serializer=ragmesh_dot_search_dot_v1_dot_search__service__pb2.UpsertDocumentsRequest.SerializeToString,
                 response_deserializer=ragmesh_dot_search_dot_v1_dot_search__service__pb2.UpsertDocumentsResponse.FromString,
                 _registered_method=True)
+        self.UploadFiles = channel.stream_unary(
+                '/ragmesh.search.v1.SearchService/UploadFiles',
+                request_serializer=ragmesh_dot_search_dot_v1_dot_search__service__pb2.UploadFilesRequest.SerializeToString,
+                response_deserializer=ragmesh_dot_search_dot_v1_dot_search__service__pb2.UploadFilesResponse.FromString,
+                _registered_method=True)
         self.DeleteDocuments = channel.unary_unary(
                 '/ragmesh.search.v1.SearchService/DeleteDocuments',
                 request_serializer=ragmesh_dot_search_dot_v1_dot_search__service__pb2.DeleteDocumentsRequest.SerializeToString,
@@ -145,6 +150,22 @@ class SearchServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UploadFiles(self, request_iterator, context):
+        """UploadFiles stores files as documents, their text extracted on the server by the same
+        code as `ragmesh ingest` (txt, md, rst, html, pdf, docx; docs/ingest.md): one document
+        per file, its id and source the file's name, cut into passages on headings, paragraphs
+        and sentences. A client stream: a message whose file_name differs from the previous
+        file's starts a file, later messages without a name carry the rest of its bytes. Over
+        HTTP the body is one file: POST /v1/collections/{collection}/files?file_name=NAME with
+        the file's Content-Type. Atomic like UpsertDocuments. INVALID_ARGUMENT names a file that
+        cannot be read (binary, empty, encrypted, a scan without text, unreadable, unsupported)
+        and why, or a limit the call breaks (search.upload_max_bytes in all, 64 MiB by default);
+        NOT_FOUND when the collection does not exist.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def DeleteDocuments(self, request, context):
         """DeleteDocuments removes documents by id, or every document whose source starts with a
         prefix; ids that are not stored are ignored. NOT_FOUND when the collection does not
@@ -215,6 +236,11 @@ def add_SearchServiceServicer_to_server(servicer, server):
                     servicer.UpsertDocuments,
                     request_deserializer=ragmesh_dot_search_dot_v1_dot_search__service__pb2.UpsertDocumentsRequest.FromString,
                     response_serializer=ragmesh_dot_search_dot_v1_dot_search__service__pb2.UpsertDocumentsResponse.SerializeToString,
+            ),
+            'UploadFiles': grpc.stream_unary_rpc_method_handler(
+                    servicer.UploadFiles,
+                    request_deserializer=ragmesh_dot_search_dot_v1_dot_search__service__pb2.UploadFilesRequest.FromString,
+                    response_serializer=ragmesh_dot_search_dot_v1_dot_search__service__pb2.UploadFilesResponse.SerializeToString,
             ),
             'DeleteDocuments': grpc.unary_unary_rpc_method_handler(
                     servicer.DeleteDocuments,
@@ -385,6 +411,33 @@ class SearchService:
             '/ragmesh.search.v1.SearchService/UpsertDocuments',
             ragmesh_dot_search_dot_v1_dot_search__service__pb2.UpsertDocumentsRequest.SerializeToString,
             ragmesh_dot_search_dot_v1_dot_search__service__pb2.UpsertDocumentsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UploadFiles(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/ragmesh.search.v1.SearchService/UploadFiles',
+            ragmesh_dot_search_dot_v1_dot_search__service__pb2.UploadFilesRequest.SerializeToString,
+            ragmesh_dot_search_dot_v1_dot_search__service__pb2.UploadFilesResponse.FromString,
             options,
             channel_credentials,
             insecure,
