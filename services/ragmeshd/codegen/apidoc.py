@@ -248,6 +248,10 @@ def render_index(files: list[descriptor_pb2.FileDescriptorProto]) -> str:
         " strings. A failed call answers with the HTTP status for its gRPC code and a body"
         ' `{"code": <gRPC code number>, "message": "...", "details": []}`.',
         "",
+        "The same API as OpenAPI 3.1 is [openapi.json](openapi.json) (ragmeshd/codegen/openapi.py),"
+        " which the mesh serves at `GET /openapi.json`, with Swagger UI at `GET /docs` to try"
+        " every route from a browser.",
+        "",
         "| service | page |",
         "| --- | --- |",
     ]
