@@ -180,6 +180,7 @@ def test_the_cluster_domain_comes_from_the_settings_not_the_code(
     assert hosts == {
         f"{s}.team-a.svc.corp.example" for s in ("embeddings", "search", "coordinator")
     }
+    assert topology.ratelimit_endpoint is not None
     assert topology.ratelimit_endpoint[0] == "ratelimit.team-a.svc.corp.example"
     with pytest.raises(ValueError, match="not a DNS domain"):
         kubernetes_topology(load_settings(), cluster_domain="$(CLUSTER_DOMAIN)", sds_dir=tmp_path)
