@@ -32,6 +32,15 @@ VARIANTS: dict[str, tuple[str, tuple[str, ...]]] = {
     "production+qdrant": ("overlays/production", ("components/qdrant",)),
     "production+external-postgres": ("overlays/production", ("components/external-postgres",)),
     "production+monitoring": ("overlays/production", ("components/monitoring",)),
+    "production+queue-autoscaling": (
+        "overlays/production",
+        ("components/monitoring", "components/queue-autoscaling"),
+    ),
+    "production+gpu": ("overlays/production", ("components/monitoring", "components/gpu")),
+    "production+backups": ("overlays/production", ("components/backups",)),
+    "production+restore": ("overlays/production", ("components/backups", "components/restore")),
+    "production+llm-remote": ("overlays/production", ("components/llm-remote",)),
+    "dev+zone-spread": ("overlays/dev", ("components/zone-spread",)),
 }
 # Cluster-scoped objects (the trust bundle), applied once per cluster beside an overlay.
 CLUSTER = "cluster"

@@ -37,6 +37,7 @@ _OUTSIDE_SECRETS = {
     "ragmesh-api-keys": "the user (docs/kubernetes.md, API keys)",
     "ragmesh-external-db": "the user (components/external-postgres)",
     "ragmesh-external-db-ca": "the user (components/external-postgres)",
+    "ragmesh-llm-remote": "the user (components/llm-remote)",
 }
 # ConfigMaps that operators make: trust-manager writes the Bundle's target into the namespace.
 _BUNDLE_TARGETS = "Bundle"
@@ -67,6 +68,11 @@ def _check_cnpg_cluster(doc: Doc, docs: list[Doc]) -> None:
     spec = doc["spec"]
     assert isinstance(spec["instances"], int) and spec["instances"] >= 1
     assert re.match(r"^\d+[KMGT]i$", spec["storage"]["size"])
+    if "recovery" in spec["bootstrap"]:
+        # components/restore: recovered from a source this Cluster names.
+        source = spec["bootstrap"]["recovery"]["source"]
+        assert source in {c["name"] for c in spec["externalClusters"]}
+        return
     initdb = spec["bootstrap"]["initdb"]
     assert initdb["database"] and initdb["owner"]
     assert any("vector" in sql for sql in initdb.get("postInitApplicationSQL", []))
