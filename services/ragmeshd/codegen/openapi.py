@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from google.api import annotations_pb2  # registers the google.api.http option
@@ -24,6 +24,8 @@ from google.protobuf.compiler import plugin_pb2
 from ragmeshd.codegen import openapi_routes
 from ragmeshd.codegen.apidoc import EVERY_RPC, HTTP_STATUS, Comments, codes_named
 from ragmeshd.codegen.openapi_schemas import (
+    HTTP_BODY,
+    RAW_BODY,
     STATUS_SCHEMA_NAME,
     FieldProto,
     Schema,
@@ -40,9 +42,13 @@ _SENTENCE_END = re.compile(r"\.\s(?=[A-Z`])")
 _QUERY_TYPES = {FieldProto.TYPE_MESSAGE, FieldProto.TYPE_GROUP}
 
 
-def document(files: list[descriptor_pb2.FileDescriptorProto]) -> dict[str, Any]:
-    """The OpenAPI document for the services in `files` (every proto they need among them)."""
-    schemas = Schemas(files)
+def document(
+    files: list[descriptor_pb2.FileDescriptorProto],
+    imported: Sequence[descriptor_pb2.FileDescriptorProto] = (),
+) -> dict[str, Any]:
+    """The OpenAPI document for the services in `files`; `imported` has the other protos
+    they use (e.g. google/api/httpbody.proto)."""
+    schemas = Schemas(files, imported)
     paths: dict[str, dict[str, Any]] = {}
     tags = []
     for file in files:
@@ -141,10 +147,14 @@ def _parameters(
 def _request_body(
     method: descriptor_pb2.MethodDescriptorProto, body: str, bound: list[str], schemas: Schemas
 ) -> dict[str, Any]:
-    if body == "*":
+    field = schemas.field(method.input_type, body) if body != "*" else None
+    if (field.type_name if field else method.input_type) == HTTP_BODY:
+        # The raw request body, in its own Content-Type (a stream too: the transcoder cuts it).
+        return {"required": True, "content": {"*/*": {"schema": RAW_BODY}}}
+    if field is None:
         schema = schemas.without(method.input_type, set(bound))
     else:
-        schema = schemas.field_schema(schemas.field(method.input_type, body))
+        schema = schemas.field_schema(field)
     if method.client_streaming:
         schema = {"type": "array", "items": schema}
     return {"required": True, "content": {"application/json": {"schema": schema}}}
@@ -154,10 +164,13 @@ def _responses(
     method: descriptor_pb2.MethodDescriptorProto, text: str, schemas: Schemas
 ) -> dict[str, Any]:
     schema: Schema = ref(method.output_type)
-    if method.server_streaming:
+    media_type = "application/json"
+    if method.output_type == HTTP_BODY:
+        schema, media_type = RAW_BODY, "*/*"  # the reply's own bytes and Content-Type
+    elif method.server_streaming:
         schema = {"type": "array", "items": schema}
     responses: dict[str, Any] = {
-        "200": {"description": "OK", "content": {"application/json": {"schema": schema}}}
+        "200": {"description": "OK", "content": {media_type: {"schema": schema}}}
     }
     named = codes_named(text)
     by_status: dict[int, list[str]] = {}
@@ -176,7 +189,8 @@ def generate(request: plugin_pb2.CodeGeneratorRequest) -> Iterator[tuple[str, st
     by_name = {file.name: file for file in request.proto_file}
     names = sorted(name for name in request.file_to_generate if name.startswith("ragmesh/"))
     files = [by_name[name] for name in names]
-    yield OUTPUT, json.dumps(document(files), indent=2, ensure_ascii=False) + "\n"
+    imported = [file for file in request.proto_file if file.name not in names]
+    yield OUTPUT, json.dumps(document(files, imported), indent=2, ensure_ascii=False) + "\n"
 
 
 def main() -> None:

@@ -6,6 +6,9 @@ google.protobuf.Timestamp as an RFC 3339 string. Descriptions are the protos' co
 
 from __future__ import annotations
 
+import json
+import re
+from collections.abc import Callable, Sequence
 from typing import Any, TypeAlias
 
 from google.protobuf import descriptor_pb2
@@ -51,6 +54,11 @@ WELL_KNOWN: dict[str, Schema] = {
         "description": "seconds with an s suffix, e.g. 1.5s",
     },
     ".google.protobuf.Empty": {"type": "object"},
+    ".google.protobuf.Any": {
+        "type": "object",
+        "properties": {"@type": {"type": "string"}},
+        "description": "Any message: its type URL in @type, beside its own fields",
+    },
     ".google.protobuf.Struct": {"type": "object"},
     ".google.protobuf.Value": {},
     ".google.protobuf.ListValue": {"type": "array"},
@@ -62,6 +70,10 @@ WELL_KNOWN: dict[str, Schema] = {
     ".google.protobuf.FloatValue": {"type": ["number", "null"], "format": "float"},
     ".google.protobuf.DoubleValue": {"type": ["number", "null"], "format": "double"},
 }
+# A google.api.HttpBody field that an HTTP rule names as the body: the raw HTTP body, with its
+# own Content-Type (the transcoder fills content_type and data).
+HTTP_BODY = ".google.api.HttpBody"
+RAW_BODY: Schema = {"type": "string", "format": "binary"}
 # google.rpc.Status, the body of every failed HTTP/JSON call (convert_grpc_status).
 STATUS_SCHEMA_NAME = "google.rpc.Status"
 STATUS_SCHEMA: Schema = {
@@ -85,17 +97,52 @@ def ref(full_name: str) -> Schema:
 class Schemas:
     """The component schemas of every message and enum in `files`, and each field's schema."""
 
-    def __init__(self, files: list[descriptor_pb2.FileDescriptorProto]) -> None:
+    def __init__(
+        self,
+        files: list[descriptor_pb2.FileDescriptorProto],
+        imported: Sequence[descriptor_pb2.FileDescriptorProto] = (),
+    ) -> None:
+        """Every message and enum of `files`, and those of `imported` (e.g.
+        google.api.HttpBody) that they refer to."""
         self.components: dict[str, Schema] = {}
         self.messages: dict[str, descriptor_pb2.DescriptorProto] = {}
         self._maps: dict[str, descriptor_pb2.DescriptorProto] = {}
         for file in files:
-            comments = Comments(file)
-            for index, message in enumerate(file.message_type):
-                self._add_message(message, f".{file.package}", comments, (_MESSAGE, index))
-            for index, enum in enumerate(file.enum_type):
-                self._add_enum(enum, f".{file.package}", comments, (_ENUM, index))
+            self._add_file(file, lambda _name: True)
+        while missing := self._missing():
+
+            def wanted(name: str, missing: set[str] = missing) -> bool:
+                return any(m == name or m.startswith(f"{name}.") for m in missing)
+
+            found = [file for file in imported if any(map(wanted, self._names(file)))]
+            known = len(self.components)
+            for file in found:
+                self._add_file(file, wanted)
+            if len(self.components) == known:
+                raise KeyError(f"no proto defines {sorted(missing)}")
         self.components[STATUS_SCHEMA_NAME] = STATUS_SCHEMA
+
+    def _add_file(
+        self, file: descriptor_pb2.FileDescriptorProto, wanted: Callable[[str], bool]
+    ) -> None:
+        comments = Comments(file)
+        for index, message in enumerate(file.message_type):
+            if wanted(f"{file.package}.{message.name}"):
+                self._add_message(message, f".{file.package}", comments, (_MESSAGE, index))
+        for index, enum in enumerate(file.enum_type):
+            if wanted(f"{file.package}.{enum.name}"):
+                self._add_enum(enum, f".{file.package}", comments, (_ENUM, index))
+
+    @staticmethod
+    def _names(file: descriptor_pb2.FileDescriptorProto) -> set[str]:
+        types = [*file.message_type, *file.enum_type]
+        return {f"{file.package}.{each.name}" for each in types}
+
+    def _missing(self) -> set[str]:
+        """Top-level names referred to by a component but not yet among them."""
+        prefix = "#/components/schemas/"
+        referred = set(re.findall(f'"{prefix}([^"]+)"', json.dumps(self.components)))
+        return {name for name in referred if name not in self.components}
 
     def _add_message(
         self,

@@ -210,3 +210,17 @@ def test_summaries_are_the_comments_first_sentence(document: Document) -> None:
     assert document["paths"]["/v1/embeddings:embed"]["post"]["summary"] == (
         "Embed returns one embedding per input text, in the order of the inputs"
     )
+
+
+def test_an_http_body_field_is_the_raw_request_body(document: Document) -> None:
+    """UploadFiles: `body: "chunk"`, a google.api.HttpBody, is the file's own bytes, and the
+    request's other fields are query parameters."""
+    upload = document["paths"]["/v1/collections/{collection}/files"]["post"]
+    assert upload["requestBody"]["content"] == {
+        "*/*": {"schema": {"type": "string", "format": "binary"}}
+    }
+    where = {parameter["name"]: parameter["in"] for parameter in upload["parameters"]}
+    assert where == {"collection": "path", "file_name": "query"}
+    # The gRPC message still refers to HttpBody, which is described too (from its own proto).
+    http_body = _schema(document, "google.api.HttpBody")
+    assert {"contentType", "data"} <= set(http_body["properties"])
