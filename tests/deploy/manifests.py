@@ -30,6 +30,10 @@ VARIANTS: dict[str, tuple[str, tuple[str, ...]]] = {
     "production": ("overlays/production", ()),
     "dev+qdrant": ("overlays/dev", ("components/qdrant",)),
     "production+qdrant": ("overlays/production", ("components/qdrant",)),
+    "production+qdrant-distributed": (
+        "overlays/production",
+        ("components/qdrant", "components/qdrant-distributed"),
+    ),
     "production+external-postgres": ("overlays/production", ("components/external-postgres",)),
     "production+monitoring": ("overlays/production", ("components/monitoring",)),
     "production+queue-autoscaling": (

@@ -38,6 +38,7 @@ _OUTSIDE_SECRETS = {
     "ragmesh-external-db": "the user (components/external-postgres)",
     "ragmesh-external-db-ca": "the user (components/external-postgres)",
     "ragmesh-llm-remote": "the user (components/llm-remote)",
+    "ragmesh-qdrant": "the user (components/qdrant)",
 }
 # ConfigMaps that operators make: trust-manager writes the Bundle's target into the namespace.
 _BUNDLE_TARGETS = "Bundle"

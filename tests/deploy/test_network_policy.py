@@ -24,6 +24,7 @@ EXPECTED_CALLS: set[tuple[str, str, str | int]] = {
     ("openai", "envoy", "internal"),
     ("search", "qdrant", "http"),
     ("search", "qdrant", "grpc"),
+    ("qdrant", "qdrant", "p2p"),
     ("search", "ragmesh-db", 5432),
     ("coordinator", "ragmesh-db", 5432),
     # Replication and status between instances; the operator's status and SQL connections.
@@ -137,7 +138,9 @@ def test_ragmesh_pods_reach_only_what_they_call_and_dns(variant: str) -> None:
             assert not _admitted(docs, "Egress", pod, ELSEWHERE, port), f"{name} -> :{port}"
 
 
-@pytest.mark.parametrize("variant", ["base", "production", "dev+qdrant", "production+qdrant"])
+@pytest.mark.parametrize(
+    "variant", ["base", "production", "dev+qdrant", "production+qdrant-distributed"]
+)
 def test_only_what_must_talk_talks(variant: str) -> None:
     docs = render(variant)
     pods = _pods(docs)

@@ -143,3 +143,41 @@ def test_the_remote_llm_is_wired_to_the_coordinator() -> None:
         and p["spec"]["podSelector"].get("matchLabels") == {"app.kubernetes.io/name": "coordinator"}
     ]
     assert any(rule["ports"] == [{"port": 443}] for p in policies for rule in p["spec"]["egress"])
+
+
+def test_qdrant_loads_without_being_killed_keeps_snapshots_and_requires_a_key() -> None:
+    docs = render("production+qdrant")
+    qdrant = one(docs, "StatefulSet", "qdrant")
+    (container,) = qdrant["spec"]["template"]["spec"]["containers"]
+    startup, liveness = container["startupProbe"], container["livenessProbe"]
+    assert startup["periodSeconds"] * startup["failureThreshold"] >= 600
+    assert liveness["httpGet"]["path"] == "/livez"
+    env = {e["name"]: e for e in container["env"]}
+    key_ref = env["QDRANT__SERVICE__API_KEY"]["valueFrom"]["secretKeyRef"]
+    snapshots = env["QDRANT__STORAGE__SNAPSHOTS_PATH"]["value"]
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    claims = {c["metadata"]["name"] for c in qdrant["spec"]["volumeClaimTemplates"]}
+    assert mounts[snapshots] in claims and mounts["/qdrant/storage"] in claims
+    assert one(docs, "PodDisruptionBudget", "qdrant")["spec"]["maxUnavailable"] == 1
+    # Search presents the same Secret's key, from the file its setting names.
+    settings = settings_map(docs)["data"]
+    (search,) = [c for c in containers(docs) if c.deployment == "search"]
+    mounted = {f"{m}/{p}": (name, p) for m, p, _, name in search.mounted_files()}
+    assert mounted[settings["RAGMESH_SEARCH__QDRANT_API_KEY_FILE"]] == (
+        key_ref["name"],
+        key_ref["key"],
+    )
+
+
+def test_qdrant_distributed_nodes_find_each_other() -> None:
+    docs = render("production+qdrant-distributed")
+    qdrant = one(docs, "StatefulSet", "qdrant")
+    assert qdrant["spec"]["replicas"] == 3
+    peers = one(docs, "Service", qdrant["spec"]["serviceName"])
+    assert peers["spec"]["clusterIP"] == "None" and peers["spec"]["publishNotReadyAddresses"]
+    (container,) = qdrant["spec"]["template"]["spec"]["containers"]
+    script = container["args"][0]
+    assert f"qdrant-0.{peers['metadata']['name']}:6335" in script
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["QDRANT__CLUSTER__ENABLED"] == "true"
+    assert int(env["QDRANT__STORAGE__COLLECTION__REPLICATION_FACTOR"]) >= 2

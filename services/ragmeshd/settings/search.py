@@ -78,6 +78,9 @@ class SearchSettings(Section):
 
     qdrant_location: str = defaults.QDRANT_LOCATION
     qdrant_prefer_grpc: bool = defaults.QDRANT_PREFER_GRPC
+    # A file holding the API key of a Qdrant server that requires one (QDRANT__SERVICE__API_KEY;
+    # deploy/kubernetes/components/qdrant); empty: none sent.
+    qdrant_api_key_file: str = ""
 
     @model_validator(mode="after")
     def _consistent(self) -> SearchSettings:

@@ -27,6 +27,7 @@ import logging
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -117,6 +118,11 @@ def _translated_errors(what: str) -> Iterator[None]:
         raise
 
 
+def _api_key(key_file: str) -> str | None:
+    """The Qdrant server's API key from its file (a mounted Secret), or None without one."""
+    return Path(key_file).read_text().strip() if key_file else None
+
+
 class QdrantBackend(SearchBackend):
     name = "qdrant"
 
@@ -134,7 +140,9 @@ class QdrantBackend(SearchBackend):
         location = self._settings.qdrant_location
         if location.startswith(("http://", "https://")):
             self._client = AsyncQdrantClient(
-                url=location, prefer_grpc=self._settings.qdrant_prefer_grpc
+                url=location,
+                prefer_grpc=self._settings.qdrant_prefer_grpc,
+                api_key=_api_key(self._settings.qdrant_api_key_file),
             )
         elif location == ":memory:":
             self._client = AsyncQdrantClient(location=":memory:")
