@@ -90,14 +90,31 @@ bench: install
 # root filesystem made here by debootstrap, and the build runs without network from wheels
 # gathered on this host.
 CONTAINER_ENGINE ?= $(shell command -v podman || command -v docker)
+# The image's torch, on purpose, from PyTorch's own index for its build: the CPU build by
+# default (from a plain index torch==2.13.0 resolves to the multi-GB CUDA build), or the CUDA
+# build with IMAGE_VARIANT=cuda (the image localhost/ragmesh-cuda that components/gpu runs).
+# Point TORCH_INDEX_URL at a mirror (or a folder: file:///opt/wheels) where that index is not
+# reachable.
+IMAGE_VARIANT ?= cpu
+TORCH_VERSION := 2.13.0
+ifeq ($(IMAGE_VARIANT),cuda)
+IMAGE ?= localhost/ragmesh-cuda
+IMAGE_TORCH_PIN ?= torch==$(TORCH_VERSION)+cu128
+TORCH_INDEX_URL ?= https://download.pytorch.org/whl/cu128
+else
 IMAGE ?= localhost/ragmesh
+IMAGE_TORCH_PIN ?= torch==$(TORCH_VERSION)+cpu
+TORCH_INDEX_URL ?= https://download.pytorch.org/whl/cpu
+endif
 IMAGE_TAG ?= 0.1.0
+# What an image may weigh (bytes), checked by `make image-test` (tests/deploy/image_check.py):
+# one image serves every role, so a node pulls it once for all of them (docs/kubernetes.md).
+IMAGE_SIZE_BUDGET ?= $(if $(filter cuda,$(IMAGE_VARIANT)),9000000000,2600000000)
 BASE_IMAGE ?= localhost/ragmesh-base:bookworm
 # The Debian mirror this machine's apt already uses (its first URIs: line), so debootstrap
 # reaches the same archive apt-get does.
 DEBIAN_MIRROR ?= $(shell awk '/^URIs:/ {print $$2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null)
-# The CUDA variant: TORCH_PIN=torch==2.13.0+cu128 TORCH_INDEX_URL=<PyTorch's cu128 index>.
-TORCH_INDEX_URL ?=
+DEBIAN_SECURITY_MIRROR ?= http://security.debian.org/debian-security
 WHEELHOUSE := build/wheelhouse
 # Wheels the image's Python (Debian bookworm's 3.11.2) needs but this host's newer 3.11 does not,
 # by the dependencies' own markers (redis: async-timeout on Python < 3.11.3).
@@ -115,6 +132,14 @@ image-base:
 	rm -rf build/rootfs && mkdir -p build
 	debootstrap --variant=minbase --include=python3,python3-venv,ca-certificates \
 	  bookworm build/rootfs $(DEBIAN_MIRROR)
+	# bookworm as debootstrap makes it has no security updates: add bookworm-updates and
+	# bookworm-security and upgrade, so every image starts from a patched base.
+	echo "deb $(or $(DEBIAN_MIRROR),http://deb.debian.org/debian) bookworm-updates main" \
+	  > build/rootfs/etc/apt/sources.list.d/updates.list
+	echo "deb $(DEBIAN_SECURITY_MIRROR) bookworm-security main" \
+	  > build/rootfs/etc/apt/sources.list.d/security.list
+	chroot build/rootfs sh -c 'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get upgrade -y -qq'
+	chroot build/rootfs dpkg-query -W > build/base-packages.txt
 	rm -rf build/rootfs/var/cache/apt/archives/*.deb build/rootfs/var/lib/apt/lists/*
 	tar -C build/rootfs -c . | $(CONTAINER_ENGINE) import - $(BASE_IMAGE)
 	rm -rf build/rootfs
@@ -122,9 +147,17 @@ image-base:
 wheelhouse: install
 	rm -rf $(WHEELHOUSE) && mkdir -p $(WHEELHOUSE)
 	$(BIN)/python -m pip wheel --quiet --no-deps --no-build-isolation -w $(WHEELHOUSE) .
-	$(BIN)/python -m pip download --quiet -d $(WHEELHOUSE) \
-	  $(if $(TORCH_INDEX_URL),--extra-index-url $(TORCH_INDEX_URL)) \
-	  $(TORCH_PIN) $(WHEELHOUSE)/ragmesh-*.whl $(IMAGE_PYTHON_EXTRAS)
+	# torch alone from its own index (never resolved against a plain one), then everything
+	# else at the versions the tests ran with here (this environment's, as constraints) and
+	# torch from the wheelhouse; the image build checks every wheel against SHA256SUMS.
+	$(BIN)/python -m pip download --quiet --no-deps -d $(WHEELHOUSE) \
+	  --index-url $(TORCH_INDEX_URL) $(IMAGE_TORCH_PIN)
+	$(BIN)/python -m pip freeze --exclude-editable | grep -v -e '^torch==' -e ' @ ' \
+	  > $(WHEELHOUSE)/constraints.txt
+	$(BIN)/python -m pip download --quiet -d $(WHEELHOUSE) --find-links $(WHEELHOUSE) \
+	  -c $(WHEELHOUSE)/constraints.txt \
+	  $(IMAGE_TORCH_PIN) $(WHEELHOUSE)/ragmesh-*.whl $(IMAGE_PYTHON_EXTRAS)
+	cd $(WHEELHOUSE) && sha256sum *.whl > SHA256SUMS
 
 image: wheelhouse
 	@test -n "$(CONTAINER_ENGINE)" || { echo "make image needs podman or docker"; exit 1; }
@@ -137,6 +170,7 @@ image: wheelhouse
 # no network).
 image-test: install
 	IMAGE=$(IMAGE):$(IMAGE_TAG) CONTAINER_RUN="$(CONTAINER_ENGINE) $(ENGINE_FLAGS) run $(RUN_LIMITS)" \
+	  CONTAINER_ENGINE="$(CONTAINER_ENGINE)" IMAGE_SIZE_BUDGET=$(IMAGE_SIZE_BUDGET) \
 	  $(BIN)/python -m pytest -q -p no:cacheprovider tests/deploy/image_check.py
 
 # Locust gRPC users through Envoy, headless for a fixed time; reports under STATE_DIR/load/.

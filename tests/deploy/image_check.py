@@ -85,3 +85,14 @@ def test_embeddings_serves_from_the_model_inside_without_network() -> None:
     assert "dimensions 384" in out
     # The runtime chosen at build time serves, from the read-only image.
     assert "runtime openvino" in out or "runtime onnx" in out, out
+
+
+def test_the_image_fits_its_size_budget() -> None:
+    """One image for every role, within the budget the Makefile states (IMAGE_SIZE_BUDGET)."""
+    engine = os.environ.get("CONTAINER_ENGINE", "podman")
+    budget = int(os.environ.get("IMAGE_SIZE_BUDGET", "2600000000"))
+    size = subprocess.run(
+        [engine, "image", "inspect", "--format", "{{.Size}}", IMAGE],
+        capture_output=True, text=True, check=True, timeout=60,
+    ).stdout.strip()  # fmt: skip
+    assert int(size) <= budget, f"{IMAGE} is {int(size) / 1e9:.2f} GB, over {budget / 1e9:.2f} GB"
