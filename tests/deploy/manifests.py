@@ -46,6 +46,14 @@ VARIANTS: dict[str, tuple[str, tuple[str, ...]]] = {
     "production+llm-remote": ("overlays/production", ("components/llm-remote",)),
     "dev+zone-spread": ("overlays/dev", ("components/zone-spread",)),
 }
+# The common setups of deploy/kubernetes/examples/, each a complete kustomization.
+VARIANTS.update(
+    {
+        f"example:{path.name}": (f"examples/{path.name}", ())
+        for path in sorted((KUSTOMIZE_ROOT / "examples").iterdir())
+        if (path / "kustomization.yaml").exists()
+    }
+)
 # Cluster-scoped objects (the trust bundle), applied once per cluster beside an overlay.
 CLUSTER = "cluster"
 ALL_RENDERED = [*VARIANTS, CLUSTER]

@@ -181,3 +181,11 @@ def test_qdrant_distributed_nodes_find_each_other() -> None:
     env = {e["name"]: e.get("value") for e in container["env"]}
     assert env["QDRANT__CLUSTER__ENABLED"] == "true"
     assert int(env["QDRANT__STORAGE__COLLECTION__REPLICATION_FACTOR"]) >= 2
+
+
+@pytest.mark.parametrize("variant", [v for v in VARIANTS if v.startswith("example:")])
+def test_each_common_setup_pulls_from_its_registry(variant: str) -> None:
+    """The examples' image entries match the names the overlay and components leave (an entry
+    that matches nothing is silently ignored by kustomize)."""
+    for container in containers(render(variant)):
+        assert not container.spec["image"].startswith("localhost/"), (variant, container.name)
