@@ -3,8 +3,8 @@ need the client certificate but no key, and are the only routes that need none; 
 browser (headless chromium with the mesh's client certificate) the page lists every route,
 and "Try it out" on Embed, with the key typed into Authorize, answers 200.
 
-Screenshots of the page and of that call are kept in .ragmesh/artifacts/e2e/ (docs-page.png,
-docs-try-it-out.png)."""
+Screenshots of the page, the Authorize dialog and that call are kept in .ragmesh/artifacts/e2e/
+(docs-page.png, docs-authorize.png, docs-try-it-out.png)."""
 
 from __future__ import annotations
 
@@ -109,6 +109,7 @@ def _authorize(driver: WebDriver, key: str) -> None:
     driver.find_element(By.CSS_SELECTOR, "button.authorize").click()
     field = _wait(driver, ".modal-ux input[aria-label='auth-bearer-value']")
     field.send_keys(key)
+    driver.save_screenshot(str(ARTIFACTS / "docs-authorize.png"))
     driver.find_element(By.CSS_SELECTOR, ".modal-ux button.modal-btn.authorize").click()
     driver.find_element(By.CSS_SELECTOR, ".modal-ux button.btn-done").click()
 
