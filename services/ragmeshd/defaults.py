@@ -15,6 +15,12 @@ MAX_INPUT_CHARS = 10_000
 # Embeddings: server-side dynamic batching.
 MAX_BATCH_TEXTS = 64
 MAX_BATCH_DELAY_MS = 5
+# Bulk writes' texts (issue 21) run in batches of about this many characters: ~250-350 tokens,
+# ~50 ms of all-MiniLM-L6-v2 on 2 CPU cores, the longest an interactive call arriving meanwhile
+# waits for the model; interactive texts never share a batch with bulk ones. `ragmesh bench
+# ingest` (docs/benchmarks.md): 2000 chars gave single-text Embed p99 196 ms during an ingest
+# (idle 25 ms), 1000 chars 106 ms (idle 26 ms) at the same passages/s.
+BULK_BATCH_CHARS = 1000
 # A batch runs as length-sorted slices chosen to minimise padded tokens plus this fixed cost
 # per forward pass, in tokens: ~4.6 ms per pass vs ~0.14 ms per token on a 2-core CPU for
 # all-MiniLM-L6-v2 (docs/benchmarks.md). On a GPU, where a pass is cheap next to padding
@@ -94,9 +100,6 @@ DEFAULT_LIST_PAGE_SIZE = 100
 MAX_LIST_PAGE_SIZE = 1000
 # Source, title and section strings (Document.source, .title, PassageInput.section).
 MAX_SOURCE_CHARS = 1024
-# UploadFiles: the bytes of one call's files together (search.upload_max_bytes); each
-# stream message holds a piece (a gRPC message is at most MAX_MESSAGE_BYTES).
-UPLOAD_MAX_BYTES = 64 * 1024 * 1024
 # UploadFiles: the bytes of one call's files together (search.upload_max_bytes); each
 # stream message holds a piece (a gRPC message is at most MAX_MESSAGE_BYTES).
 UPLOAD_MAX_BYTES = 64 * 1024 * 1024

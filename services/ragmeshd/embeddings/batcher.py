@@ -98,6 +98,7 @@ class DynamicBatcher(Generic[Result]):
         max_queue_texts: int,
         batch_timeout_s: float | None = None,
         on_batch_timeout: Callable[[], None] | None = None,
+        bulk_batch_chars: int | None = None,
     ) -> None:
         self._run_batch = run_batch
         self._batch_timeout_s = batch_timeout_s
@@ -105,6 +106,9 @@ class DynamicBatcher(Generic[Result]):
         self._max_batch_texts = max_batch_texts
         self._max_batch_delay_s = max_batch_delay_s
         self._max_queue_texts = max_queue_texts
+        # A batch of bulk texts only holds about this many characters (at least one text), so
+        # an interactive call arriving while it runs waits one short batch, not a full one.
+        self._bulk_batch_chars = bulk_batch_chars
         self._queue: deque[_Entry[Result]] = deque()
         # The bulk lane (writes' passages): served only when no interactive text waits, never
         # refused for length: a bulk call waits for room instead (backpressure).
@@ -238,14 +242,24 @@ class DynamicBatcher(Generic[Result]):
 
     def _take_batch(self) -> list[_Entry[Result]]:
         batch: list[_Entry[Result]] = []
-        took_bulk = False
-        for lane in (self._queue, self._bulk):
-            while lane and len(batch) < self._max_batch_texts:
-                entry = lane.popleft()
-                took_bulk |= lane is self._bulk
+        while self._queue and len(batch) < self._max_batch_texts:
+            entry = self._queue.popleft()
+            if not entry.call.done.done():
+                batch.append(entry)
+        if not batch:
+            # Interactive texts run alone (their batch stays short); bulk ones only when
+            # none waits, in batches of at most bulk_batch_chars.
+            chars = 0
+            limit = self._bulk_batch_chars
+            while self._bulk and len(batch) < self._max_batch_texts:
+                entry = self._bulk[0]
+                size = len(entry.call.texts[entry.index])
+                if batch and limit is not None and chars + size > limit:
+                    break
+                self._bulk.popleft()
                 if not entry.call.done.done():
                     batch.append(entry)
-        if took_bulk:
+                    chars += size
             self._bulk_room.set()
         # Longest first, as sentence-transformers does: similar lengths share padding.
         batch.sort(key=lambda entry: len(entry.call.texts[entry.index]), reverse=True)

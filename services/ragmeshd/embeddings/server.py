@@ -46,6 +46,7 @@ async def serve_embeddings(settings: Settings) -> int:
             max_queue_texts=config.max_queue_texts,
             batch_timeout_s=config.model_batch_timeout_s,
             on_batch_timeout=keeper.on_batch_timeout,
+            bulk_batch_chars=config.bulk_batch_chars,
         )
         keeper.on_lost = batcher.fail_queued
         server.watch(batcher.start(), "batcher")

@@ -23,6 +23,8 @@ class EmbeddingsSettings(Section):
     max_input_chars: int = Field(defaults.MAX_INPUT_CHARS, ge=1)
     max_batch_texts: int = Field(defaults.MAX_BATCH_TEXTS, ge=1, le=4096)
     max_batch_delay_ms: float = Field(defaults.MAX_BATCH_DELAY_MS, ge=0)
+    # Characters in a batch of bulk texts (writes); interactive calls wait at most one.
+    bulk_batch_chars: int = Field(defaults.BULK_BATCH_CHARS, ge=1)
     slice_overhead_tokens: float = Field(defaults.SLICE_OVERHEAD_TOKENS, ge=0)
     max_queue_texts: int = Field(defaults.MAX_QUEUE_TEXTS, ge=1)
     # Load shedding (issue 9): a call whose texts would wait longer than this for the model

@@ -101,3 +101,23 @@ async def test_a_cancelled_bulk_call_leaves_the_lane_and_frees_room() -> None:
     await running
     await batcher.close()
     assert ["d1"] not in model.batches and ["d2"] not in model.batches
+
+
+async def test_bulk_batches_stay_short_and_never_mix_with_interactive_texts() -> None:
+    model = RecordingModel()
+    model.release.clear()
+    batcher = make_batcher(model, max_batch_texts=8, max_batch_delay_s=0.0, bulk_batch_chars=10)
+    held = asyncio.ensure_future(batcher.submit(["held"], bulk=True))
+    await until(lambda: model.concurrent == 1)
+    bulk = asyncio.ensure_future(
+        batcher.submit(["aaaa", "bbbb", "cccc", "dddddddddddd"], bulk=True)
+    )
+    await until(lambda: batcher.queue_depth == 4)
+    query = asyncio.ensure_future(batcher.submit(["q"]))
+    await until(lambda: batcher.queue_depth == 5)
+    model.release.set()
+    await asyncio.gather(held, bulk, query)
+    await batcher.close()
+    # the interactive text alone, then bulk batches of at most 10 characters (a longer text
+    # alone)
+    assert model.batches == [["held"], ["q"], ["aaaa", "bbbb"], ["cccc"], ["dddddddddddd"]]
