@@ -263,6 +263,10 @@ OPENAI_CERT_RELOAD_INTERVAL_S = 30.0
 # fp32's (cosine >= 0.9999 on a fixed text set), measured on first start and kept with the
 # converted models under STATE_DIR/models.
 EMBEDDINGS_RUNTIME: Literal["auto", "torch", "onnx", "openvino"] = "auto"
+# CPU threads the model process may use (torch's pool, ONNX Runtime's, OpenVINO's streams);
+# 0: each runtime's own choice, every core it sees (on Kubernetes without a CPU limit, the
+# node's). The embeddings Deployment sets it to its CPU request (the Downward API).
+EMBEDDINGS_CPU_THREADS = 0
 # Each replica keeps the vectors of recently embedded texts in memory, up to this many bytes
 # (least recently used first out; a 384-d vector takes ~1.7 KB with its key).
 EMBEDDINGS_CACHE_MAX_BYTES = 64 * 1024 * 1024
@@ -319,3 +323,7 @@ LLM_ENVOY_MAX_REQUESTS = 16
 
 # Envoy's rate-limit service down or slow: calls of limited keys are refused (fail closed).
 RATELIMIT_FAIL_OPEN = False
+
+# A log in STATE_DIR/logs is rotated past 50 MiB, keeping 3 older copies (up to 200 MiB a log).
+LOG_MAX_BYTES = 50 * 1024 * 1024
+LOG_KEEP = 3

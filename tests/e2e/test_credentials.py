@@ -5,6 +5,7 @@ other form but the two accepted; a limited key's first call within its burst pas
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 
@@ -39,7 +40,7 @@ def limited_key(mesh: Mesh, name: str) -> str:
     return created.stdout.strip()
 
 
-async def embed(mesh: Mesh, metadata: list[tuple[str, str]]) -> grpc.StatusCode:
+async def embed(mesh: Mesh, metadata: list[tuple[str, str]]) -> tuple[grpc.StatusCode, str]:
     async with grpc.aio.secure_channel(mesh.endpoint, mesh.client_credentials()) as channel:
         stub = embeddings_grpc.EmbeddingsServiceStub(channel)
         try:
@@ -47,21 +48,27 @@ async def embed(mesh: Mesh, metadata: list[tuple[str, str]]) -> grpc.StatusCode:
                 embeddings_pb.EmbedRequest(inputs=["decoy"]), metadata=metadata, timeout=30
             )
         except grpc.aio.AioRpcError as error:
-            assert error.code() != grpc.StatusCode.UNAUTHENTICATED or ACCEPTED_FORMS in (
-                error.details() or ""
-            ), error.details()
-            return error.code()
-    return grpc.StatusCode.OK
+            return error.code(), error.details() or ""
+    return grpc.StatusCode.OK, ""
+
+
+async def embed_code(mesh: Mesh, metadata: list[tuple[str, str]]) -> grpc.StatusCode:
+    return (await embed(mesh, metadata))[0]
+
+
+async def refused_for_its_form(mesh: Mesh, metadata: list[tuple[str, str]]) -> bool:
+    code, details = await embed(mesh, metadata)
+    return code == grpc.StatusCode.UNAUTHENTICATED and ACCEPTED_FORMS in details
 
 
 async def test_the_decoy_header_is_refused_on_grpc_and_a_first_call_passes(mesh: Mesh) -> None:
     key = limited_key(mesh, "decoy-grpc")
     await asyncio.sleep(RELOAD_WAIT_S)
     for _ in range(3):
-        assert await embed(mesh, [("x-api-key", key), DECOY]) == grpc.StatusCode.UNAUTHENTICATED
+        assert await refused_for_its_form(mesh, [("x-api-key", key), DECOY])
     # None of those spent the key's one-call burst; its first real call passes, the next not.
-    assert await embed(mesh, [("x-api-key", key)]) == grpc.StatusCode.OK
-    assert await embed(mesh, [("x-api-key", key)]) == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert await embed_code(mesh, [("x-api-key", key)]) == grpc.StatusCode.OK
+    assert await embed_code(mesh, [("x-api-key", key)]) == grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
 @pytest.mark.parametrize(
@@ -78,7 +85,7 @@ async def test_every_other_form_is_unauthenticated_on_grpc(
     mesh: Mesh, headers: list[tuple[str, str]]
 ) -> None:
     metadata = [(name, value.format(key=mesh.api_key)) for name, value in headers]
-    assert await embed(mesh, metadata) == grpc.StatusCode.UNAUTHENTICATED
+    assert await refused_for_its_form(mesh, metadata)
 
 
 def http_post(mesh: Mesh, path: str, body: dict[str, object], headers: list[tuple[str, str]]):  # type: ignore[no-untyped-def]
@@ -107,3 +114,41 @@ async def test_the_decoy_header_is_refused_over_http(
     assert first.status_code == 200, first.text
     second = await asyncio.to_thread(http_post, mesh, path, body, [("x-api-key", key)])
     assert second.status_code == 429, second.text
+
+
+async def test_refusals_and_key_changes_reach_the_audit_log(mesh: Mesh) -> None:
+    """STATE_DIR/logs/audit.log, a JSON stream of its own: a refused call with its reason, key
+    id and peer; a key created, rotated away and revoked; never a key's secret."""
+    key = limited_key(mesh, "audited")
+    key_id = key.split("_")[1]
+    await asyncio.sleep(RELOAD_WAIT_S)
+    forged = key[: key.rindex("_") + 1] + "A" * 43
+    assert await embed_code(mesh, [("x-api-key", forged)]) == grpc.StatusCode.UNAUTHENTICATED
+    revoked = await asyncio.to_thread(
+        subprocess.run,
+        ragmesh_command("keys", "revoke", key_id),
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+        env={**os.environ, **mesh.env},
+        timeout=60,
+    )
+    assert revoked.returncode == 0, revoked.stderr
+    audit_log = mesh.state_dir / "logs" / "audit.log"
+
+    def events() -> list[dict[str, object]]:
+        return [json.loads(line) for line in audit_log.read_text().splitlines() if line]
+
+    deadline = asyncio.get_running_loop().time() + 10
+    while True:
+        mine = [e for e in events() if e.get("key_id") == key_id]
+        kinds = {e["event"] for e in mine}
+        if {"key created", "call refused", "key revoked"} <= kinds:
+            break
+        assert asyncio.get_running_loop().time() < deadline, kinds
+        await asyncio.sleep(0.2)
+    refusal = next(e for e in mine if e["event"] == "call refused")
+    assert refusal["grpc_code"] == "UNAUTHENTICATED" and refusal["peer"]
+    assert refusal["reason"]
+    assert key.rsplit("_", 1)[1] not in audit_log.read_text()
+    assert all(e["logger"] == "ragmesh.audit" for e in events())

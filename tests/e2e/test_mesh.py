@@ -239,7 +239,9 @@ async def test_prometheus_scrapes_every_target_and_sees_traffic(mesh: Mesh, tmp_
     try:
         targets = await wait_for_targets_up(address, len(mesh.state.replicas) + 1, log_path)
         jobs = {target["labels"]["job"] for target in targets}
-        assert jobs == {"ragmesh-embeddings", "ragmesh-search", "ragmesh-coordinator", "envoy"}
+        services = {replica.service for replica in mesh.state.replicas}
+        assert jobs == {f"ragmesh-{service}" for service in services} | {"envoy"}
+        assert {"embeddings", "search", "llm", "coordinator"} <= services
 
         embed_calls = 'sum(grpc_server_handled_total{grpc_method="Embed",grpc_code="OK"})'
         envoy_requests = 'sum(envoy_cluster_upstream_rq_total{envoy_cluster_name="embeddings"})'

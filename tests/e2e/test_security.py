@@ -111,24 +111,34 @@ async def test_access_log_names_the_key_id_and_refusals_are_logged(mesh: Mesh) -
         await search.ListCollections(search_pb.ListCollectionsRequest(), timeout=10)
         with pytest.raises(grpc.aio.AioRpcError):
             await search.CreateCollection(search_pb.CreateCollectionRequest(name="no"), timeout=10)
-    await asyncio.sleep(0.5)
-    lines = []
-    for log in (mesh.state_dir / "logs").glob("search-*.log"):
-        text = log.read_text()
-        assert key.split("_", 2)[2] not in text  # never the secret
-        lines += [json.loads(line) for line in text.splitlines() if line.startswith("{")]
-    finished = [
-        line
-        for line in lines
-        if line.get("event") == "rpc finished"
-        and line.get("grpc_method", "").endswith("/ListCollections")
-    ]
-    assert any(line.get("key_id") == key_id for line in finished)
-    refused = [line for line in lines if line.get("event") == "call refused"]
-    assert any(
-        line.get("key_id") == key_id and line.get("grpc_code") == "PERMISSION_DENIED"
-        for line in refused
-    )
+
+    def logged() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        lines = []
+        for log in (mesh.state_dir / "logs").glob("search-*.log"):
+            text = log.read_text()
+            assert key.split("_", 2)[2] not in text  # never the secret
+            lines += [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+        finished = [
+            line
+            for line in lines
+            if line.get("event") == "rpc finished"
+            and line.get("grpc_method", "").endswith("/ListCollections")
+            and line.get("key_id") == key_id
+        ]
+        refused = [
+            line
+            for line in lines
+            if line.get("event") == "call refused"
+            and line.get("key_id") == key_id
+            and line.get("grpc_code") == "PERMISSION_DENIED"
+        ]
+        return finished, refused
+
+    # A server writes its log lines as the calls end; wait for them, not for a fixed time.
+    deadline = time.monotonic() + 15
+    while not all(logged()):
+        assert time.monotonic() < deadline, "the access log or the refusal never showed"
+        await asyncio.sleep(0.2)
 
 
 async def test_a_rotated_key_works_through_its_grace_period_only(mesh: Mesh) -> None:

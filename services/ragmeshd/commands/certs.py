@@ -5,11 +5,15 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ragmeshd.commands.convention import settings_or_exit
 from ragmeshd.pki.certs import CertificateError, ensure_certificates, issue_client_certificate
 from ragmeshd.pki.crl import crl_path, revoke_client
 from ragmeshd.pki.passphrase import use_settings_passphrase
 from ragmeshd.pki.renewal import RENEW_WITHIN_DAYS, renew_certificates, serial_of
-from ragmeshd.settings import load_settings
+from ragmeshd.runtime.audit import open_audit_file
+from ragmeshd.runtime.logs import JsonFormatter
+from ragmeshd.runtime.private_files import forbid_inspection
+from ragmeshd.settings import Settings
 from ragmeshd.state import MeshLayout
 
 
@@ -51,8 +55,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _issue_client(args: argparse.Namespace) -> int:
-    settings = load_settings()
-    use_settings_passphrase(settings)
+    settings = _settings_with_ca_passphrase()
     certs_dir = MeshLayout(settings.state_dir).certs_dir
     try:
         paths = ensure_certificates(certs_dir)
@@ -65,8 +68,7 @@ def _issue_client(args: argparse.Namespace) -> int:
 
 
 def _renew(args: argparse.Namespace) -> int:
-    settings = load_settings()
-    use_settings_passphrase(settings)
+    settings = _settings_with_ca_passphrase()
     certs_dir = MeshLayout(settings.state_dir).certs_dir
     within = float("inf") if args.all else args.within_days
     try:
@@ -82,8 +84,7 @@ def _renew(args: argparse.Namespace) -> int:
 
 
 def _revoke(args: argparse.Namespace) -> int:
-    settings = load_settings()
-    use_settings_passphrase(settings)
+    settings = _settings_with_ca_passphrase()
     certs_dir = MeshLayout(settings.state_dir).certs_dir
     try:
         serial = revoke_client(certs_dir, args.name)
@@ -92,3 +93,14 @@ def _revoke(args: argparse.Namespace) -> int:
         return 1
     print(f"revoked  {args.name}  serial {serial:x}  (CRL {crl_path(certs_dir)})")
     return 0
+
+
+def _settings_with_ca_passphrase() -> Settings:
+    """The settings, with the CA key's passphrase usable by this process only: it is made
+    non-dumpable first, so no other process of the user can read the passphrase from it."""
+    forbid_inspection()
+    settings = settings_or_exit()
+    # Certificate changes are audit events: STATE_DIR/logs/audit.log (runtime/audit.py).
+    open_audit_file(MeshLayout(settings.state_dir).logs_dir, JsonFormatter("certs"))
+    use_settings_passphrase(settings)
+    return settings

@@ -7,6 +7,7 @@ import sys
 import time
 
 from ragmeshd.commands.convention import add_json_option, print_json, settings_or_exit
+from ragmeshd.runtime.audit import open_audit_file
 from ragmeshd.runtime.keystore import (
     DEFAULT_ROTATION_GRACE_S,
     ApiKeyError,
@@ -16,6 +17,7 @@ from ragmeshd.runtime.keystore import (
     parse_duration,
     parse_rate,
 )
+from ragmeshd.runtime.logs import JsonFormatter
 from ragmeshd.runtime.scopes import DEFAULT_SCOPES, SCOPES, parse_scopes
 from ragmeshd.state import MeshLayout
 
@@ -63,7 +65,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _store() -> KeyStore:
-    return KeyStore(MeshLayout(settings_or_exit().state_dir).keys_dir)
+    settings = settings_or_exit()
+    # Key changes are audit events: STATE_DIR/logs/audit.log (runtime/audit.py).
+    open_audit_file(MeshLayout(settings.state_dir).logs_dir, JsonFormatter("keys"))
+    return KeyStore(MeshLayout(settings.state_dir).keys_dir)
 
 
 def _create(args: argparse.Namespace) -> int:

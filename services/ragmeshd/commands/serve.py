@@ -156,7 +156,7 @@ def _serve_embeddings(args: argparse.Namespace) -> int:
         ],
     )
     settings = load_settings(embeddings=overrides)
-    configure_logging("embeddings", settings.log_level)
+    configure_logging("embeddings", settings.log_level, settings.state_dir)
     return asyncio.run(serve_embeddings(settings))
 
 
@@ -180,7 +180,7 @@ def _serve_coordinator(args: argparse.Namespace) -> int:
         ],
     )
     settings = load_settings(coordinator=overrides)
-    configure_logging("coordinator", settings.log_level)
+    configure_logging("coordinator", settings.log_level, settings.state_dir)
     return asyncio.run(
         serve_coordinator(settings, reload_settings=lambda: load_settings(coordinator=overrides))
     )
@@ -194,7 +194,7 @@ def _serve_search(args: argparse.Namespace) -> int:
         ["listen", "backend", "embeddings_target", "pg_dsn", "qdrant_location", "hnsw_ef_search"],
     )
     settings = load_settings(search=overrides)
-    configure_logging("search", settings.log_level)
+    configure_logging("search", settings.log_level, settings.state_dir)
     return asyncio.run(serve_search(settings))
 
 
@@ -203,7 +203,7 @@ def _serve_openai(args: argparse.Namespace) -> int:
 
     overrides = _section_overrides(args, ["listen", "embeddings_target", "coordinator_target"])
     settings = load_settings(openai=overrides)
-    configure_logging("openai", settings.log_level)
+    configure_logging("openai", settings.log_level, settings.state_dir)
     return asyncio.run(serve_openai(settings))
 
 
@@ -214,7 +214,7 @@ def _serve_llm(args: argparse.Namespace) -> int:
         args, ["listen", "model_path", "context_window_tokens", "threads", "max_waiting"]
     )
     settings = load_settings(llm=overrides)
-    configure_logging("llm", settings.log_level)
+    configure_logging("llm", settings.log_level, settings.state_dir)
     return asyncio.run(serve_llm(settings))
 
 
@@ -222,7 +222,7 @@ def _serve_postgres(args: argparse.Namespace) -> int:
     from ragmeshd.postgres.embedded import EmbeddedPostgres, EmbeddedPostgresError
 
     settings = load_settings()
-    configure_logging("postgres", settings.log_level)
+    configure_logging("postgres", settings.log_level, settings.state_dir)
     try:
         return EmbeddedPostgres(settings.state_dir).run()
     except EmbeddedPostgresError as exc:
@@ -234,5 +234,5 @@ def _serve_ratelimit(args: argparse.Namespace) -> int:
     from ragmeshd.ratelimit.server import serve_ratelimit
 
     settings = load_settings()
-    configure_logging("ratelimit", settings.log_level)
+    configure_logging("ratelimit", settings.log_level, settings.state_dir)
     return asyncio.run(serve_ratelimit(settings))

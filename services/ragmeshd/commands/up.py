@@ -5,13 +5,22 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
 
+from ragmeshd.commands.background import pid_file, running_pid, start_detached
+from ragmeshd.commands.convention import (
+    EXIT_USAGE,
+    CommandError,
+    parse_duration,
+    settings_or_exit,
+)
 from ragmeshd.pki.certs import CertificateError
 from ragmeshd.runtime.logs import configure_logging
-from ragmeshd.settings import Settings, load_settings
+from ragmeshd.runtime.private_files import forbid_inspection
+from ragmeshd.settings import Settings
 from ragmeshd.state import MeshLayout
 from ragmeshd.supervisor.launcher import MeshLauncher
 from ragmeshd.supervisor.plan import parse_replicas
@@ -43,9 +52,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     up.add_argument(
         "--timeout",
-        type=float,
+        type=parse_duration,
         default=STARTUP_TIMEOUT_S,
-        help=f"seconds the mesh may take to become healthy (default {STARTUP_TIMEOUT_S:.0f})",
+        metavar="DURATION",
+        help=f"how long the mesh may take to become healthy (default {STARTUP_TIMEOUT_S:.0f}s)",
+    )
+    up.add_argument(
+        "--detach",
+        action="store_true",
+        help="run in the background: return once the mesh is healthy; output in"
+        " STATE_DIR/logs/up.log, stop it with `ragmesh down`",
     )
     up.add_argument(
         "--llm",
@@ -65,43 +81,53 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     up.set_defaults(handler=_up)
 
 
-def llm_choice(value: str, api_key_file: str) -> tuple[bool, str]:
-    """(run the llm service, the REMOTE URL) for `--llm`; ValueError for anything else."""
+def llm_choice(value: str, api_key_file: str) -> tuple[bool, str, str]:
+    """(run the llm service, the REMOTE URL, its key file's absolute path) for `--llm` and
+    `--llm-api-key-file`; ValueError for anything else."""
+    if api_key_file and not value.startswith(("http://", "https://")):
+        raise ValueError("--llm-api-key-file goes with --llm URL")
+    if api_key_file and not Path(api_key_file).is_file():
+        raise ValueError(f"--llm-api-key-file {api_key_file}: no such file")
+    key_file = str(Path(api_key_file).resolve()) if api_key_file else ""
     if value == "local":
-        return True, ""
+        return True, "", ""
     if value == "none":
-        return False, ""
+        return False, "", ""
     if value.startswith(("http://", "https://")):
-        return False, value
+        return False, value, key_file
     raise ValueError(f"--llm {value!r}: use local, none, or an http(s):// URL")
 
 
 def _up(args: argparse.Namespace) -> int:
-    settings = load_settings()
-    configure_logging("up", settings.log_level)
+    if args.detach:
+        up_args = [arg for pair in (("--replicas", r) for r in args.replicas) for arg in pair]
+        llm_args = ["--llm", args.llm]
+        if args.llm_api_key_file:
+            llm_args += ["--llm-api-key-file", str(Path(args.llm_api_key_file).resolve())]
+        return start_detached([*up_args, *llm_args, "--timeout", f"{args.timeout}s"], args.timeout)
+    # `up` holds the CA key's passphrase while it issues certificates: the services it starts
+    # (same OS user) must not read it from its /proc/<pid>/environ or memory.
+    forbid_inspection()
+    settings = settings_or_exit()
+    configure_logging("up", settings.log_level, settings.state_dir)
     try:
         counts = parse_replicas(args.replicas)
-        run_llm, llm_url = llm_choice(args.llm, args.llm_api_key_file)
-        if args.llm_api_key_file and not llm_url:
-            raise ValueError("--llm-api-key-file goes with --llm URL")
-        if args.llm_api_key_file and not Path(args.llm_api_key_file).is_file():
-            raise ValueError(f"--llm-api-key-file {args.llm_api_key_file}: no such file")
+        run_llm, llm_url, llm_key_file = llm_choice(args.llm, args.llm_api_key_file)
     except ValueError as exc:
-        print(f"ragmesh up: {exc}", file=sys.stderr)
-        return 2
+        raise CommandError(str(exc), EXIT_USAGE) from None
     if not run_llm:
         counts["llm"] = 0
-    return asyncio.run(
-        run_mesh(
-            settings,
-            counts,
-            args.timeout,
-            llm_url=llm_url,
-            llm_api_key_file=str(Path(args.llm_api_key_file).resolve())
-            if args.llm_api_key_file
-            else "",
+    # `ragmesh down` finds this process by its pid file, detached or not.
+    layout = MeshLayout(settings.state_dir)
+    layout.run_dir.mkdir(parents=True, exist_ok=True)
+    pid_file(layout).write_text(f"{os.getpid()}\n")
+    try:
+        return asyncio.run(
+            run_mesh(settings, counts, args.timeout, llm_url=llm_url, llm_api_key_file=llm_key_file)
         )
-    )
+    finally:
+        if running_pid(layout) in (None, os.getpid()):
+            pid_file(layout).unlink(missing_ok=True)
 
 
 async def run_mesh(

@@ -53,6 +53,7 @@ from ragmeshd.pki.pem_files import (
 )
 
 # The names certificates carry live one layer down, where the runtime checks them too.
+from ragmeshd.runtime.audit import audit
 from ragmeshd.state import (
     DEFAULT_CLIENT,
     DEFAULT_SERVICES,
@@ -286,6 +287,13 @@ def issue_leaf(ca: CertificateAuthority, spec: LeafSpec, valid_days: int) -> Non
     # Key first: a certificate on disk always has its key beside it.
     write_key(spec.identity.key, key)
     write_cert(spec.identity.cert, cert)
+    audit(
+        "certificate issued",
+        common_name=spec.common_name,
+        uri=spec.uri,
+        serial=f"{cert.serial_number:x}",
+        not_after=not_after.isoformat(),
+    )
 
 
 def _machine_hostnames() -> list[str]:

@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 
 from ragmeshd.pki import authority, certs, pem_files
 from ragmeshd.pki.certs import CertificateError
+from ragmeshd.runtime.audit import audit
 from ragmeshd.state import client_identity
 
 CRL_FILE = "crl.pem"
@@ -85,6 +86,7 @@ def revoke_client(certs_dir: Path, name: str, *, now: dt.datetime | None = None)
         for file in (identity.cert, identity.key):
             if file.exists():
                 file.replace(archive / f"{file.stem}-{serial:x}{file.suffix}")
+    audit("certificate revoked", client=name, serial=f"{serial:x}")
     return serial
 
 

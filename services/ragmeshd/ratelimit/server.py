@@ -36,6 +36,7 @@ from ragmeshd.ratelimit.rls_messages import (
     RateLimitRequest,
     RateLimitResponse,
 )
+from ragmeshd.runtime.audit import audit
 from ragmeshd.runtime.auth import KeyVerifier
 from ragmeshd.runtime.credentials import CredentialError, single_credential
 from ragmeshd.runtime.keystore import KeyStore
@@ -116,13 +117,12 @@ class KeyRateLimiter:
         status.duration_until_reset.seconds = wait_s
         response.response_headers_to_add.add(key="retry-after", value=str(wait_s))
         response.response_headers_to_add.add(key="retry-after-ms", value=str(wait_ms))
-        _log.info(
-            "rate limited",
-            extra={
-                "key_id": stored.key_id,
-                "retry_after_ms": wait_ms,
-                "per_second": limit.per_second,
-            },
+        audit(
+            "call refused",
+            reason="over its rate limit",
+            key_id=stored.key_id,
+            retry_after_ms=wait_ms,
+            per_second=limit.per_second,
         )
         return response
 

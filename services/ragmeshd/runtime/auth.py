@@ -23,6 +23,7 @@ from typing import Any
 import grpc
 
 from ragmeshd.identities import ENVOY_UPSTREAM, identity_uri
+from ragmeshd.runtime.audit import audit
 from ragmeshd.runtime.credentials import CredentialError
 from ragmeshd.runtime.handlers import HEALTH_PREFIX, wrap_handler
 from ragmeshd.runtime.keystore import (
@@ -147,22 +148,35 @@ class RefusalLog:
         self._window_start = time.monotonic()
         self._logged = self._suppressed = 0
 
-    def refused(self, method: str, code: grpc.StatusCode, key_id: str | None, peer: str) -> None:
+    def refused(
+        self,
+        method: str,
+        code: grpc.StatusCode,
+        key_id: str | None,
+        peer: str,
+        reason: str = "",
+    ) -> None:
+        """Record a refused call in the audit log (runtime/audit.py)."""
         now = time.monotonic()
         if now - self._window_start >= self._window_s:
             if self._suppressed:
-                _log.warning(
+                audit(
                     "refused calls left out of the log",
-                    extra={"suppressed": self._suppressed, "window_s": self._window_s},
+                    suppressed=self._suppressed,
+                    window_s=self._window_s,
                 )
             self._window_start, self._logged, self._suppressed = now, 0, 0
         if self._logged >= self._burst:
             self._suppressed += 1
             return
         self._logged += 1
-        _log.warning(
+        audit(
             "call refused",
-            extra={"grpc_method": method, "grpc_code": code.name, "key_id": key_id, "peer": peer},
+            grpc_method=method,
+            grpc_code=code.name,
+            reason=reason,
+            key_id=key_id,
+            peer=peer,
         )
 
 
@@ -213,7 +227,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         code = verdict.code
 
         def record(peer: str) -> None:
-            self._refusals.refused(method, code, key_id, peer)
+            self._refusals.refused(method, code, key_id, peer, verdict.message)
 
         return _refusing(handler, verdict, record)
 
@@ -225,7 +239,11 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             if any(uri == ENVOY_PEER or uri.startswith(SERVICE_PEER_PREFIX) for uri in uris):
                 return
             self._refusals.refused(
-                method, grpc.StatusCode.PERMISSION_DENIED, None, f"{context.peer()} {uris}"
+                method,
+                grpc.StatusCode.PERMISSION_DENIED,
+                None,
+                f"{context.peer()} {uris}",
+                "not Envoy's or a mesh service's certificate",
             )
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, PEER_REFUSED_MESSAGE)
 

@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from ragmeshd.runtime.audit import audit
 from ragmeshd.runtime.credentials import single_credential
 from ragmeshd.runtime.scopes import ADMIN, DEFAULT_SCOPES, SERVICE_SCOPES
 
@@ -183,6 +184,14 @@ class KeyStore:
             key, stored = _new_key(name, scopes, expires_at, rate)
             keys.append(stored)
             self._save(keys)
+        audit(
+            "key created",
+            key_id=stored.key_id,
+            key_name=name,
+            scopes=list(stored.scopes),
+            expires_at=expires_at,
+            rate_per_s=rate.per_second if rate else None,
+        )
         return key
 
     def _update(self, key_id: str, **changes: Any) -> StoredKey:
@@ -196,7 +205,9 @@ class KeyStore:
         raise ApiKeyError(f"no key with id {key_id!r} (see `ragmesh keys list`)")
 
     def revoke(self, key_id: str) -> StoredKey:
-        return self._update(key_id, revoked=True)
+        revoked = self._update(key_id, revoked=True)
+        audit("key revoked", key_id=key_id, key_name=revoked.name)
+        return revoked
 
     def rotate(
         self, key_id: str, grace_s: float = DEFAULT_ROTATION_GRACE_S
@@ -223,6 +234,13 @@ class KeyStore:
             )
             keys.append(stored)
             self._save(keys)
+        audit(
+            "key rotated",
+            key_id=key_id,
+            new_key_id=stored.key_id,
+            key_name=old.name,
+            grace_s=grace_s,
+        )
         return key, keys[index]
 
     def ensure_named_key(self, name: str, scopes: Sequence[str] | None = None) -> Path:

@@ -8,11 +8,13 @@ import logging
 import sys
 import time
 import traceback
+from pathlib import Path
 from typing import Any
 
 from opentelemetry import trace
 
 from ragmeshd import __version__
+from ragmeshd.runtime.audit import open_audit_file
 from ragmeshd.runtime.context import request_id
 from ragmeshd.runtime.redaction import redact
 
@@ -57,13 +59,30 @@ def _trace_ids() -> dict[str, str | None]:
     return {"trace_id": f"{context.trace_id:032x}", "span_id": f"{context.span_id:016x}"}
 
 
-def configure_logging(service: str, level: str) -> None:
-    """Send every logger's records to stdout as JSON lines; a fatal signal (a crash inside
-    a C extension) dumps every thread's Python stack to stderr, which `up` keeps in the
-    child's `.stderr.log`."""
+class HumanFormatter(JsonFormatter):
+    """One readable line per record, for a person at a terminal: time, level, event, fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = json.loads(super().format(record))
+        head = f"{entry.pop('time')[11:19]} {entry.pop('level'):<7} {entry.pop('event')}"
+        for name in ("service", "version", "logger", "trace_id", "span_id"):
+            entry.pop(name, None)
+        fields = " ".join(f"{key}={value}" for key, value in entry.items() if key != "traceback")
+        traceback_text = entry.get("traceback")
+        return f"{head}  {fields}".rstrip() + (f"\n{traceback_text}" if traceback_text else "")
+
+
+def configure_logging(service: str, level: str, state_dir: Path | None = None) -> None:
+    """Send every logger's records to stdout: JSON lines, or readable lines on a terminal; a
+    fatal signal (a crash inside a C extension) dumps every thread's Python stack to stderr,
+    which `up` keeps in the child's `.stderr.log`. With `state_dir`, audit events also go to
+    STATE_DIR/logs/audit.log (runtime/audit.py)."""
     faulthandler.enable(file=sys.stderr, all_threads=True)
     handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(JsonFormatter(service))
+    json_lines = JsonFormatter(service)
+    handler.setFormatter(HumanFormatter(service) if sys.stdout.isatty() else json_lines)
+    if state_dir is not None:
+        open_audit_file(state_dir / "logs", json_lines)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

@@ -12,6 +12,7 @@ which must be able to pass through STATE_DIR to its data folder, so STATE_DIR is
 
 from __future__ import annotations
 
+import ctypes
 import os
 import stat
 from pathlib import Path
@@ -43,3 +44,26 @@ def secure_state_dir(state_dir: Path, *, traversable: bool = False) -> None:
                 path.chmod(0o700)
             elif path.is_file() and mode & 0o077:
                 path.chmod(0o600)
+
+
+# prctl(2) option: whether the process may be dumped or inspected by its owner's other processes.
+_PR_SET_DUMPABLE = 4
+_PR_GET_DUMPABLE = 3
+
+
+def forbid_inspection() -> bool:
+    """Make this process non-dumpable (Linux): other processes of the same user, such as a
+    compromised server of this mesh, can no longer read its /proc/<pid>/environ or memory
+    (where the CA passphrase lived), nor attach a debugger. For the processes that hold the
+    CA key's passphrase: `ragmesh up` and `ragmesh certs`. False where it is not supported."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return bool(libc.prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0) == 0)
+    except (OSError, AttributeError):
+        return False
+
+
+def inspectable() -> bool:
+    """Whether this process can still be dumped or inspected (see forbid_inspection)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    return bool(libc.prctl(_PR_GET_DUMPABLE, 0, 0, 0, 0))

@@ -32,6 +32,9 @@ class MeshSettings(Section):
     restart_reset_after_s: float = Field(defaults.RESTART_RESET_AFTER_S, gt=0)
     crash_loop_exits: int = Field(defaults.CRASH_LOOP_EXITS, ge=1)
     crash_loop_window_s: float = Field(defaults.CRASH_LOOP_WINDOW_S, gt=0)
+    # Logs in STATE_DIR/logs are rotated past this size, keeping this many older copies.
+    log_max_bytes: int = Field(defaults.LOG_MAX_BYTES, ge=64 * 1024)
+    log_keep: int = Field(defaults.LOG_KEEP, ge=1)
     # Security (issue 10): the CA private key is encrypted at rest. Its passphrase comes from
     # the environment variable named here when that is set, else from this file, which gets a
     # random passphrase on first use. The file lies outside the state folder, so a copy of

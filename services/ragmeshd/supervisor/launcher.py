@@ -34,7 +34,12 @@ from ragmeshd.supervisor.plan import (
     plan_replicas,
     split_address,
 )
-from ragmeshd.supervisor.processes import ManagedProcess, ProcessSpec, Supervisor
+from ragmeshd.supervisor.processes import (
+    LogRotation,
+    ManagedProcess,
+    ProcessSpec,
+    Supervisor,
+)
 from ragmeshd.supervisor.prometheus import prometheus_config
 from ragmeshd.supervisor.restarts import RestartPolicy
 from ragmeshd.supervisor.topology import mesh_topology, runs_openai
@@ -96,6 +101,7 @@ class MeshLauncher:
             ),
             # `ragmesh status` reads the new pids, restart counts and last exits.
             on_change=self.write_state,
+            rotation=LogRotation(layout.logs_dir, mesh.log_max_bytes, mesh.log_keep),
         )
         # Health probes go straight to each replica, as Envoy's own would.
         self._probe_credentials = channel_credentials(

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ragmeshd.progress import Progress
+from ragmeshd.supervisor.log_rotation import rotate_folder
 from ragmeshd.supervisor.restarts import RestartHistory, RestartPolicy, exit_fields
 
 _log = logging.getLogger("ragmesh.supervisor")
@@ -100,9 +101,14 @@ class Supervisor:
     """Owns the children it started; restarts them; stops them in reverse order."""
 
     def __init__(
-        self, policy: RestartPolicy | None = None, on_change: Callable[[], None] | None = None
+        self,
+        policy: RestartPolicy | None = None,
+        on_change: Callable[[], None] | None = None,
+        rotation: LogRotation | None = None,
     ) -> None:
         self.processes: list[ManagedProcess] = []
+        # The logs folder rotated by size while the mesh runs (None: never).
+        self._rotation = rotation
         self.policy = policy or RestartPolicy()
         # Called after a child's pid, restart count or last exit changed.
         self._on_change = on_change or (lambda: None)
@@ -158,6 +164,8 @@ class Supervisor:
                     returncode = process.popen.poll()
                     if returncode is not None:
                         self._schedule_restart(process, returncode)
+                if self._rotation is not None:
+                    self._rotation.tick()
                 await asyncio.sleep(HEALTH_POLL_INTERVAL_S)
         finally:
             for task in self._tasks:
@@ -282,3 +290,20 @@ def stop_process(popen: subprocess.Popen[bytes], timeout_s: float) -> None:
     except subprocess.TimeoutExpired:
         popen.kill()
         popen.wait()
+
+
+@dataclass
+class LogRotation:
+    """Rotate the *.log files of `folder` over `max_bytes` (keeping `keep` copies), looking
+    every `every_ticks` supervision ticks."""
+
+    folder: Path
+    max_bytes: int
+    keep: int
+    every_ticks: int = 10
+    _ticks: int = 0
+
+    def tick(self) -> None:
+        self._ticks += 1
+        if self._ticks % self.every_ticks == 0:
+            rotate_folder(self.folder, self.max_bytes, self.keep)

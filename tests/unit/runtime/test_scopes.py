@@ -120,7 +120,8 @@ def test_named_keys_get_their_scopes_and_old_stores_keep_working(tmp_path: Path)
 
 def test_refusals_are_logged_at_a_bounded_rate(caplog: pytest.LogCaptureFixture) -> None:
     log = RefusalLog(window_s=3600, burst=3)
-    with caplog.at_level(logging.WARNING, logger="ragmesh.auth"):
+    # Refusals are audit events (runtime/audit.py): their own logger and stream.
+    with caplog.at_level(logging.INFO, logger="ragmesh.audit"):
         for _ in range(50):
             log.refused("/m", grpc.StatusCode.UNAUTHENTICATED, "abc", "ipv4:1.2.3.4:5")
     refused = [r for r in caplog.records if r.getMessage() == "call refused"]
