@@ -207,6 +207,8 @@ class EmbeddingsServicer(pb_grpc.EmbeddingsServiceServicer):
                     f"{prefix}the embedding queue is {wait_s:.2f} s long, more than this server"
                     f" waits ({limit_s:.2f} s: embeddings.max_queue_wait_ms or the call's"
                     " deadline); retry later with backoff",
+                    # Come back when the queue ahead has drained.
+                    retry_after_s=wait_s,
                 )
             return await batcher.submit(missing, bulk=bulk)
 
@@ -216,7 +218,11 @@ class EmbeddingsServicer(pb_grpc.EmbeddingsServiceServicer):
                 timeout=timeout_s,
             )
         except QueueFullError as exc:
-            raise RpcFailure(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc)) from None
+            raise RpcFailure(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                str(exc),
+                retry_after_s=max(batcher.expected_wait_s(), 0.1),
+            ) from None
         except (BatcherClosedError, BatchTimeoutError, ModelUnavailableError) as exc:
             # The model failed or the server stops: not the call's fault, and another
             # replica (Envoy retries UNAVAILABLE) may answer it.

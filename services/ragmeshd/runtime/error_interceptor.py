@@ -174,7 +174,11 @@ async def _within_deadline(
 async def _abort(context: grpc.aio.ServicerContext, failure: RpcFailure) -> None:
     if _client_left(context):
         raise asyncio.CancelledError  # the client left: nobody to tell
-    await context.abort(failure.code, status_message(failure.details))
+    trailers: tuple[tuple[str, str], ...] = ()
+    if failure.retry_after_s is not None:
+        pushback_ms = max(0, round(failure.retry_after_s * 1000))
+        trailers = (("grpc-retry-pushback-ms", str(pushback_ms)),)
+    await context.abort(failure.code, status_message(failure.details), trailers)
 
 
 async def _reject_undecodable(

@@ -12,10 +12,15 @@ import grpc
 class RpcFailure(Exception):
     """A failure the client should see with this code and message."""
 
-    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+    def __init__(
+        self, code: grpc.StatusCode, details: str, *, retry_after_s: float | None = None
+    ) -> None:
         super().__init__(details)
         self.code = code
         self.details = details
+        # Sent as the `grpc-retry-pushback-ms` trailer (gRFC A6): how long a client should
+        # wait before trying again (ragmeshd/runtime/client_retries.py honours it).
+        self.retry_after_s = retry_after_s
 
 
 def invalid_argument(details: str) -> RpcFailure:
