@@ -58,6 +58,8 @@ class SkipReason(enum.Enum):
     ENCRYPTED = "encrypted"
     NO_TEXT_LAYER = "no text layer"
     UNREADABLE = "unreadable"
+    # Sent, and refused by the mesh as invalid (INVALID_ARGUMENT with its reason).
+    REFUSED = "refused by the mesh"
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ than being refused). Retries of idempotent calls come from the channel
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 import grpc
@@ -17,7 +18,7 @@ from ragmesh.search.v1 import search_service_pb2 as pb
 from ragmesh.search.v1 import search_service_pb2_grpc as pb_grpc
 from ragmeshd import defaults
 from ragmeshd.ingest.plan import RemoteDocument
-from ragmeshd.ingest.sync import OutgoingDocument
+from ragmeshd.ingest.sync import DocumentRefusedError, OutgoingDocument
 
 # A write's deadline: this much, plus this much per passage it holds.
 WRITE_BASE_S = 30.0
@@ -26,18 +27,26 @@ WRITE_PER_PASSAGE_S = 0.25
 LIST_PAGE_SIZE = defaults.MAX_LIST_PAGE_SIZE
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def _clean(text: str) -> str:
+    """Text for a metadata string: control characters (a PDF title may hold some) as spaces,
+    cut to the server's limit."""
+    return _CONTROL.sub(" ", text)[: defaults.MAX_SOURCE_CHARS]
+
+
 def document_to_proto(document: OutgoingDocument) -> pb.Document:
-    cap = defaults.MAX_SOURCE_CHARS
     seconds, nanos = divmod(document.mtime_ns, 1_000_000_000)
     return pb.Document(
         id=document.id,
-        source=document.source[:cap],
-        title=document.title[:cap],
+        source=_clean(document.source),
+        title=_clean(document.title),
         content_hash=document.content_hash,
         modify_time=Timestamp(seconds=seconds, nanos=nanos),
         passages=[
             pb.PassageInput(
-                text=passage.text, section=passage.section[:cap], page=passage.page or 0
+                text=passage.text, section=_clean(passage.section), page=passage.page or 0
             )
             for passage in document.passages
         ],
@@ -112,12 +121,17 @@ class MeshDocuments:
 
     async def upsert(self, collection: str, documents: Sequence[OutgoingDocument]) -> int:
         passages = sum(len(document.passages) for document in documents)
-        response = await self._stub.UpsertDocuments(
-            pb.UpsertDocumentsRequest(
-                collection=collection, documents=[document_to_proto(d) for d in documents]
-            ),
-            timeout=max(self._timeout_s, WRITE_BASE_S + WRITE_PER_PASSAGE_S * passages),
-        )
+        try:
+            response = await self._stub.UpsertDocuments(
+                pb.UpsertDocumentsRequest(
+                    collection=collection, documents=[document_to_proto(d) for d in documents]
+                ),
+                timeout=max(self._timeout_s, WRITE_BASE_S + WRITE_PER_PASSAGE_S * passages),
+            )
+        except grpc.aio.AioRpcError as error:
+            if error.code() == grpc.StatusCode.INVALID_ARGUMENT:
+                raise DocumentRefusedError(error.details() or "invalid") from None
+            raise
         self.upsert_calls += 1
         return int(response.passage_count)
 

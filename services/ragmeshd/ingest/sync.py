@@ -39,6 +39,11 @@ class OutgoingDocument:
     passages: list[Passage]
 
 
+class DocumentRefusedError(Exception):
+    """The mesh refused a write as invalid (INVALID_ARGUMENT): a bad document, not a failure
+    of the run."""
+
+
 class DocumentStore(Protocol):
     """What a sync needs from the mesh (ragmeshd.ingest.client.MeshDocuments over gRPC)."""
 
@@ -49,7 +54,8 @@ class DocumentStore(Protocol):
     async def list_documents(self, collection: str, source_prefix: str) -> list[RemoteDocument]: ...
 
     async def upsert(self, collection: str, documents: Sequence[OutgoingDocument]) -> int:
-        """Store the documents (replacing same ids); the passages stored."""
+        """Store the documents (replacing same ids); the passages stored. Raises
+        DocumentRefusedError when the mesh refuses them as invalid."""
         ...
 
     async def delete(self, collection: str, ids: Sequence[str]) -> int: ...
@@ -176,7 +182,18 @@ async def sync(
     batch: list[OutgoingDocument] = []
 
     async def send(documents: list[OutgoingDocument]) -> None:
-        stored = await store.upsert(options.collection, documents)
+        try:
+            stored = await store.upsert(options.collection, documents)
+        except DocumentRefusedError as refused:
+            report.upsert_calls += 1
+            if len(documents) > 1:  # find the one refused: each alone
+                for document in documents:
+                    await send([document])
+                return
+            path = str(by_id[documents[0].id].path)
+            report.skipped.append(Skipped(path, SkipReason.REFUSED, str(refused)))
+            progress.advance(1, 0)
+            return
         report.upsert_calls += 1
         report.passages += stored
         for document in documents:

@@ -31,6 +31,8 @@ from ragmeshd.ingest.patterns import Pattern, any_match
 # The search service's limit on a document id.
 MAX_DOCUMENT_ID_CHARS = defaults.MAX_DOCUMENT_ID_CHARS
 _LABEL_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
+# Document ids may not hold control characters (a file name with a newline is skipped).
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _MAX_LABEL_NAME_CHARS = 40
 
 
@@ -127,6 +129,9 @@ def walk(
             result.roots.append(root)
             candidates = [(given.resolve(), given.name)]
         for path, relative in candidates:
+            if _CONTROL.search(relative):
+                result.problems.append((str(path), "its name has a control character"))
+                continue
             real = path.resolve()
             if real in seen:
                 continue

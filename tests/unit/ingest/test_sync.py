@@ -112,3 +112,28 @@ async def test_prune_leaves_other_roots_alone(tmp_path: Path) -> None:
         "one",
         "two",
     ]
+
+
+class RefusingStore(MemoryStore):
+    """Refuses any write that holds a document whose title says so, as the mesh refuses an
+    invalid document with INVALID_ARGUMENT."""
+
+    async def upsert(self, collection: str, documents: Sequence[OutgoingDocument]) -> int:
+        from ragmeshd.ingest.sync import DocumentRefusedError
+
+        if any("Refuse" in document.title for document in documents):
+            self.upsert_calls += 1
+            raise DocumentRefusedError("documents[0].title is bad")
+        return await super().upsert(collection, documents)
+
+
+async def test_a_document_the_mesh_refuses_is_skipped_and_the_rest_stored(tmp_path: Path) -> None:
+    root = tmp_path / "docs"
+    root.mkdir()
+    for name in ("a", "b", "c"):
+        (root / f"{name}.md").write_text(f"# {'Refuse me' if name == 'b' else name}\n\ntext")
+    store = RefusingStore()
+    report = await sync([root], store, words, OPTIONS)
+    assert sorted(i.rsplit("/", 1)[1] for i in report.added) == ["a.md", "c.md"]
+    assert [(Path(s.name).name, s.reason) for s in report.skipped] == [("b.md", SkipReason.REFUSED)]
+    assert "title is bad" in report.skipped[0].detail

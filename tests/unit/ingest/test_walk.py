@@ -147,3 +147,27 @@ def test_long_ids_stay_unique_and_within_the_limit() -> None:
     assert first != second
     assert len(first) == len(second) == MAX_DOCUMENT_ID_CHARS
     assert document_id("lbl", "short.md") == "lbl/short.md"
+
+
+def test_a_file_name_with_a_control_character_is_a_problem_not_an_id(tmp_path: Path) -> None:
+    make(tmp_path, "fine.md")
+    (tmp_path / "bad\nname.md").write_text("text")
+    result = walk([tmp_path])
+    assert relatives(result) == ["fine.md"]
+    assert result.problems == [(str(tmp_path / "bad\nname.md"), "its name has a control character")]
+
+
+def test_metadata_strings_lose_control_characters() -> None:
+    from ragmeshd.documents.model import Passage
+    from ragmeshd.ingest.client import document_to_proto
+    from ragmeshd.ingest.sync import OutgoingDocument
+
+    sent = document_to_proto(
+        OutgoingDocument(
+            "r/a.pdf", "r/a.pdf", "Title\x00with\x1fcontrols", "ab" * 32, 1_500_000_000_123,
+            [Passage(0, "text", "T", "Intro\x07", 3, 1)],
+        )
+    )  # fmt: skip
+    assert sent.title == "Title with controls"
+    assert sent.passages[0].section == "Intro " and sent.passages[0].page == 3
+    assert (sent.modify_time.seconds, sent.modify_time.nanos) == (1500, 123)
