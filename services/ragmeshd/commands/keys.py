@@ -19,6 +19,7 @@ from ragmeshd.runtime.keystore import (
 )
 from ragmeshd.runtime.logs import JsonFormatter
 from ragmeshd.runtime.scopes import DEFAULT_SCOPES, SCOPES, parse_scopes
+from ragmeshd.runtime.tenancy import TenancyError, parse_collections, parse_groups
 from ragmeshd.state import MeshLayout
 
 
@@ -43,6 +44,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     create.add_argument(
         "--burst", type=int, metavar="N", help="calls allowed at once (default: one second's)"
+    )
+    create.add_argument(
+        "--collections",
+        default="*",
+        metavar="PATTERNS",
+        help="comma-separated collection names or patterns it may use, e.g. 'team-a-*,shared'"
+        " (default: every collection)",
+    )
+    create.add_argument(
+        "--groups",
+        default="",
+        metavar="GROUPS",
+        help="comma-separated groups: it sees documents whose `acl` names one of them"
+        " (default: none, so only documents without `acl`)",
     )
     create.set_defaults(handler=_create)
     listing = actions.add_parser("list", help="every key: id, name, scopes, limits, expiry")
@@ -84,8 +99,15 @@ def _create(args: argparse.Namespace) -> int:
             rate = RateLimit(per_second, burst)
         elif args.burst is not None:
             raise ValueError("--burst needs --rate")
-        key = _store().create(args.name, scopes=scopes, expires_at=expires_at, rate=rate)
-    except (ApiKeyError, ValueError) as exc:
+        key = _store().create(
+            args.name,
+            scopes=scopes,
+            expires_at=expires_at,
+            rate=rate,
+            collections=parse_collections(args.collections),
+            groups=parse_groups(args.groups),
+        )
+    except (ApiKeyError, ValueError, TenancyError) as exc:
         print(f"ragmesh keys create: {exc}", file=sys.stderr)
         return 2
     print(key)
@@ -157,6 +179,8 @@ def _key_document(key: StoredKey) -> dict[str, object]:
         "id": key.key_id,
         "name": key.name,
         "scopes": list(key.scopes),
+        "collections": list(key.collections),
+        "groups": list(key.groups),
         "rate_per_s": limit.per_second if limit else None,
         "burst": limit.burst if limit else None,
         "created_at": _when(key.created_at),

@@ -19,6 +19,7 @@ from ragmesh.search.v1 import search_service_pb2 as search_pb
 from ragmesh.search.v1 import search_service_pb2_grpc as search_grpc
 from ragmeshd.runtime.channels import open_channel
 from ragmeshd.runtime.resilience import CircuitBreaker, is_cancellation
+from ragmeshd.runtime.tenancy import delegation_metadata
 
 T = TypeVar("T")
 
@@ -138,8 +139,11 @@ class SearchClient:
 
     async def list_collections(self, *, timeout_s: float | None = None) -> list[str]:
         async def run(attempt_s: float) -> list[str]:
+            # For the caller: only the collections its key may use (runtime/tenancy.py).
             response = await self._stub.ListCollections(
-                search_pb.ListCollectionsRequest(), timeout=attempt_s
+                search_pb.ListCollectionsRequest(),
+                timeout=attempt_s,
+                metadata=delegation_metadata(),
             )
             return [collection.name for collection in response.collections]
 
@@ -159,7 +163,10 @@ class SearchClient:
         )
 
         async def run(attempt_s: float) -> list[search_pb.SearchHit]:
-            response = await self._stub.Search(request, timeout=attempt_s)
+            # With the caller's authority: its key's collections and groups bound the search.
+            response = await self._stub.Search(
+                request, timeout=attempt_s, metadata=delegation_metadata()
+            )
             return list(response.hits)
 
         return await self._call("Search", run, collection=collection, timeout_s=timeout_s)

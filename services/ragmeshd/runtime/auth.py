@@ -37,7 +37,14 @@ from ragmeshd.runtime.keystore import (
     presented_key,
     presented_key_id,
 )
-from ragmeshd.runtime.scopes import allows, required_scope
+from ragmeshd.runtime.scopes import allows, may_create_named, required_scope
+from ragmeshd.runtime.tenancy import (
+    DELEGABLE_BY,
+    DELEGABLE_METHODS,
+    DELEGATION_HEADER,
+    Principal,
+    set_current,
+)
 from ragmeshd.runtime.tls import peer_uris
 from ragmeshd.state import MeshLayout
 
@@ -71,6 +78,8 @@ class Verdict:
     code: grpc.StatusCode | None
     message: str = ""
     key: StoredKey | None = None
+    # Whose data boundary the call runs under (the caller's when a service delegates).
+    principal: Principal | None = None
 
 
 class KeyVerifier:
@@ -118,8 +127,9 @@ class KeyVerifier:
         stored = self.authenticate(presented)
         return stored is not None and stored.usable()
 
-    def check(self, presented: str | None, method: str) -> Verdict:
-        """May the holder of `presented` call `method`?"""
+    def check(self, presented: str | None, method: str, forwarded: str | None = None) -> Verdict:
+        """May the holder of `presented` call `method` (for the holder of `forwarded`, a
+        caller's key a service passes on, when given)?"""
         stored = self.authenticate(presented)
         if stored is None or stored.revoked:
             return Verdict(grpc.StatusCode.UNAUTHENTICATED, UNAUTHENTICATED_MESSAGE, stored)
@@ -130,14 +140,48 @@ class KeyVerifier:
                 f"API key {stored.key_id} expired at {when}; ask for a new key",
                 stored,
             )
+        if forwarded is not None:
+            return self._delegated(stored, forwarded, method)
         needed = required_scope(method)
-        if not allows(stored.scopes, needed):
+        if not allows(stored.scopes, needed) and not may_create_named(
+            stored.scopes, stored.collections, method
+        ):
             return Verdict(
                 grpc.StatusCode.PERMISSION_DENIED,
                 f"API key {stored.key_id} lacks the scope {needed!r} that {method} needs",
                 stored,
             )
-        return Verdict(None, key=stored)
+        return Verdict(None, key=stored, principal=stored.principal())
+
+    def _delegated(self, service: StoredKey, forwarded: str, method: str) -> Verdict:
+        """A service's call for a caller: the service's key must hold `delegate`, the method
+        be a read, and the caller's key be usable and hold `search.read` or `ask`; the call
+        then runs within the caller's collections and groups."""
+        denied = grpc.StatusCode.PERMISSION_DENIED
+        if not allows(service.scopes, "delegate"):
+            return Verdict(
+                denied,
+                f"API key {service.key_id} lacks the scope 'delegate' that forwarding a"
+                f" caller's key ({DELEGATION_HEADER}) needs",
+                service,
+            )
+        if method not in DELEGABLE_METHODS:
+            return Verdict(denied, f"{method} cannot be called on a caller's behalf", service)
+        caller = self.authenticate(forwarded)
+        if caller is None or not caller.usable():
+            return Verdict(
+                grpc.StatusCode.UNAUTHENTICATED,
+                "the caller's key forwarded on this call is missing, invalid, revoked or expired",
+                service,
+            )
+        if not any(allows(caller.scopes, scope) for scope in DELEGABLE_BY):
+            return Verdict(
+                denied,
+                f"API key {caller.key_id} lacks the scope 'search.read' or 'ask' that"
+                f" {method} on its behalf needs",
+                service,
+            )
+        return Verdict(None, key=service, principal=caller.principal())
 
 
 class RefusalLog:
@@ -216,13 +260,17 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         if method.startswith(HEALTH_PREFIX):
             return await continuation(handler_call_details)
         try:
-            presented = presented_key(handler_call_details.invocation_metadata)
-            verdict = self._verifier.check(presented, method)
+            metadata = handler_call_details.invocation_metadata
+            presented = presented_key(metadata)
+            verdict = self._verifier.check(presented, method, _forwarded_key(metadata))
         except CredentialError as error:
             presented, verdict = None, Verdict(grpc.StatusCode.UNAUTHENTICATED, str(error))
         handler = await continuation(handler_call_details)
         if verdict.code is None:
-            return handler
+            if handler is None:
+                return handler
+            # The handler's own task learns whose data it may reach (runtime/tenancy.py).
+            return wrap_handler(handler, method, _within(verdict.principal, presented))
         key_id = verdict.key.key_id if verdict.key else presented_key_id(presented)
         code = verdict.code
 
@@ -261,6 +309,41 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             return await behaviour(request, context)
 
         return guarded
+
+
+def _forwarded_key(metadata: Any) -> str | None:
+    """The caller's key a service forwards (DELEGATION_HEADER); at most one."""
+    values = [
+        value.decode("latin-1") if isinstance(value, bytes) else str(value)
+        for name, value in metadata or ()
+        if name.lower() == DELEGATION_HEADER
+    ]
+    if len(values) > 1:
+        raise CredentialError(f"more than one {DELEGATION_HEADER} header")
+    return values[0] if values else None
+
+
+def _within(principal: Principal | None, presented: str | None) -> Any:
+    """A behaviour wrapper that sets the call's principal (and its key, for delegation)
+    before the handler runs, in the handler's own task."""
+
+    def wrap(method: str, behaviour: Any, yields: bool) -> Any:
+        if yields:
+
+            async def streaming(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                set_current(principal, presented)
+                async for response in behaviour(request, context):
+                    yield response
+
+            return streaming
+
+        async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            set_current(principal, presented)
+            return await behaviour(request, context)
+
+        return unary
+
+    return wrap
 
 
 def _refusing(

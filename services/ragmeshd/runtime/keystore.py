@@ -25,7 +25,8 @@ from typing import Any
 
 from ragmeshd.runtime.audit import audit
 from ragmeshd.runtime.credentials import single_credential
-from ragmeshd.runtime.scopes import ADMIN, DEFAULT_SCOPES, SERVICE_SCOPES
+from ragmeshd.runtime.scopes import ADMIN, DEFAULT_SCOPES, SERVICE_COLLECTIONS, SERVICE_SCOPES
+from ragmeshd.runtime.tenancy import ALL_COLLECTIONS, Principal
 
 KEY_PREFIX = "rmk"
 # A key with a rate limit says so in its own text, so Envoy asks the rate-limit service only
@@ -74,6 +75,13 @@ class StoredKey:
     rate_burst: int | None = None
     # The id of the key that replaced this one (`ragmesh keys rotate`).
     rotated_to: str | None = None
+    # The collections (names or glob patterns) and document groups it may reach
+    # (runtime/tenancy.py); keys made before tenancy existed reach every collection.
+    collections: tuple[str, ...] = ALL_COLLECTIONS
+    groups: tuple[str, ...] = ()
+
+    def principal(self) -> Principal:
+        return Principal(self.key_id, self.collections, self.groups, ADMIN in self.scopes)
 
     @property
     def rate_limit(self) -> RateLimit | None:
@@ -94,6 +102,8 @@ class StoredKey:
             # Keys made before scopes existed keep what their name says they are for.
             entry["scopes"] = _legacy_scopes(entry["name"])
         entry["scopes"] = tuple(entry["scopes"])
+        entry["collections"] = tuple(entry.get("collections", ALL_COLLECTIONS))
+        entry["groups"] = tuple(entry.get("groups", ()))
         return cls(**entry)
 
 
@@ -173,6 +183,8 @@ class KeyStore:
         scopes: Sequence[str] = DEFAULT_SCOPES,
         expires_at: float | None = None,
         rate: RateLimit | None = None,
+        collections: Sequence[str] = ALL_COLLECTIONS,
+        groups: Sequence[str] = (),
     ) -> str:
         """Make a key, store its hash, and return the key (the only time it is seen)."""
         if not _NAME.match(name):
@@ -182,6 +194,7 @@ class KeyStore:
         with self._locked():
             keys = self.load()
             key, stored = _new_key(name, scopes, expires_at, rate)
+            stored = replace(stored, collections=tuple(collections), groups=tuple(groups))
             keys.append(stored)
             self._save(keys)
         audit(
@@ -191,6 +204,8 @@ class KeyStore:
             scopes=list(stored.scopes),
             expires_at=expires_at,
             rate_per_s=rate.per_second if rate else None,
+            collections=list(stored.collections),
+            groups=list(stored.groups),
         )
         return key
 
@@ -226,6 +241,7 @@ class KeyStore:
             if not old.usable():
                 raise ApiKeyError(f"key {key_id} is revoked or expired; create a new one instead")
             key, stored = _new_key(old.name, old.scopes, old.expires_at, old.rate_limit)
+            stored = replace(stored, collections=old.collections, groups=old.groups)
             ends = time.time() + grace_s
             keys[index] = replace(
                 old,
@@ -253,7 +269,13 @@ class KeyStore:
         with self._locked():
             if key_file.exists():
                 return key_file
-        key = self.create(name, scopes=scopes if scopes is not None else scopes_for_name(name))
+        service = name.removeprefix(SERVICE_KEY_PREFIX)
+        collections = SERVICE_COLLECTIONS.get(service, ALL_COLLECTIONS)
+        key = self.create(
+            name,
+            scopes=scopes if scopes is not None else scopes_for_name(name),
+            collections=collections if name.startswith(SERVICE_KEY_PREFIX) else ALL_COLLECTIONS,
+        )
         with self._locked():
             if not key_file.exists():
                 descriptor = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

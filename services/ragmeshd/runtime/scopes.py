@@ -22,6 +22,9 @@ SCOPES = (
     "interactions.read",
     "interactions.export",
     "llm",
+    # Forward a caller's key (runtime/tenancy.py DELEGATION_HEADER) so a read is done with
+    # the caller's collections and groups: the coordinator's key, searching for Ask.
+    "delegate",
     ADMIN,
 )
 # What `ragmesh keys create NAME` gives a key when --scopes is not given.
@@ -68,11 +71,15 @@ SERVICE_SCOPES: dict[str, tuple[str, ...]] = {
     "embeddings": (),
     # Info (model dimensions) and Embed.
     "search": ("embed",),
-    # Search and ListCollections for context; Create/Upsert/Delete for the interactions
-    # collection that +1 feedback feeds.
-    "coordinator": ("search.read", "search.write", "search.admin", "llm"),
+    # Search and ListCollections for context only on a caller's behalf (delegate: the
+    # caller's key bounds them); Create/Upsert/Delete for the interactions collection that +1
+    # feedback feeds, which is the only collection its key reaches (SERVICE_COLLECTIONS).
+    "coordinator": ("search.write", "llm", "delegate"),
     "llm": (),
 }
+# The collections a service's own key reaches (absent: every collection).
+SERVICE_COLLECTIONS: dict[str, tuple[str, ...]] = {"coordinator": ("interactions",)}
+CREATE_COLLECTION = "/ragmesh.search.v1.SearchService/CreateCollection"
 
 
 def required_scope(method: str) -> str | None:
@@ -85,6 +92,19 @@ def required_scope(method: str) -> str | None:
 def allows(scopes: Iterable[str], needed: str | None) -> bool:
     held = set(scopes)
     return needed is None or ADMIN in held or needed in held
+
+
+def may_create_named(scopes: Iterable[str], collections: Iterable[str], method: str) -> bool:
+    """A key with `search.write` limited to collections named outright (no wildcard) may
+    create those collections (the servicer checks the name): the coordinator's key makes
+    its interactions collection this way, without `search.admin`."""
+    patterns = list(collections)
+    return (
+        method == CREATE_COLLECTION
+        and "search.write" in set(scopes)
+        and bool(patterns)
+        and not any(c in pattern for pattern in patterns for c in "*?")
+    )
 
 
 def parse_scopes(text: str) -> tuple[str, ...]:

@@ -14,12 +14,28 @@ from typing import Any
 from qdrant_client import models as qm
 
 from ragmesh.search.v1 import search_service_pb2 as pb
-from ragmeshd.search.records import AnyOf, Condition, Equals, Filter, MetadataValue, NumericRange
+from ragmeshd.runtime.tenancy import ACL_KEY
+from ragmeshd.search.records import (
+    AnyOf,
+    Condition,
+    Equals,
+    Filter,
+    MetadataValue,
+    NumericRange,
+    Visible,
+)
 from ragmeshd.search.validation import InvalidRequestError, check_metadata_key, value_from_proto
 from ragmeshd.settings import SearchSettings
 
 # Where the document's metadata lives in a Qdrant point's payload.
 QDRANT_METADATA_FIELD = "metadata"
+# A point's document groups as a list (Qdrant matches any element), from its `acl` metadata.
+QDRANT_ACL_FIELD = "acl_groups"
+
+
+def acl_groups(acl: MetadataValue | None) -> list[str]:
+    """The groups of an `acl` metadata value ("finance,legal")."""
+    return [g for g in str(acl).split(",") if g] if isinstance(acl, str) else []
 
 
 def parse_filter(message: pb.MetadataFilter, settings: SearchSettings) -> Filter:
@@ -94,6 +110,12 @@ def _json_object(key: str, value: MetadataValue) -> str:
 
 
 def _condition_sql(condition: Condition, column: str, params: SqlParameters) -> str:
+    if isinstance(condition, Visible):
+        key = params.add(ACL_KEY)
+        return (
+            f"(NOT ({column} ? {key}) OR string_to_array({column} ->> {key}, ',')"
+            f" && {params.add(list(condition.groups))}::text[])"
+        )
     if isinstance(condition, Equals):
         # Containment compares by type and, for numbers, by value (1 = 1.0).
         return f"{column} @> {params.add(_json_object(condition.key, condition.value))}::jsonb"
@@ -130,13 +152,24 @@ def _value_qdrant(key: str, value: MetadataValue) -> qm.FieldCondition:
 
 
 def _condition_qdrant(condition: Condition) -> qm.FieldCondition | qm.Filter:
+    if isinstance(condition, Visible):
+        should: list[qm.Condition] = [
+            qm.IsEmptyCondition(is_empty=qm.PayloadField(key=QDRANT_ACL_FIELD))
+        ]
+        if condition.groups:
+            should.append(
+                qm.FieldCondition(
+                    key=QDRANT_ACL_FIELD, match=qm.MatchAny(any=list(condition.groups))
+                )
+            )
+        return qm.Filter(should=should)
     field = f"{QDRANT_METADATA_FIELD}.{condition.key}"
     if isinstance(condition, Equals):
         return _value_qdrant(condition.key, condition.value)
     if isinstance(condition, AnyOf):
         strings = [value for value in condition.values if isinstance(value, str)]
         others = [value for value in condition.values if not isinstance(value, str)]
-        should: list[qm.Condition] = [_value_qdrant(condition.key, value) for value in others]
+        should = [_value_qdrant(condition.key, value) for value in others]
         if strings:
             should.append(qm.FieldCondition(key=field, match=qm.MatchAny(any=strings)))
         return qm.Filter(should=should)

@@ -49,7 +49,15 @@ class NumericRange:
     lte: float | None = None
 
 
-Condition = Equals | AnyOf | NumericRange
+@dataclass(frozen=True)
+class Visible:
+    """The document is visible to a key holding `groups` (runtime/tenancy.py): it has no
+    `acl` metadata, or its `acl` (comma-separated groups) names one of `groups`."""
+
+    groups: tuple[str, ...]
+
+
+Condition = Equals | AnyOf | NumericRange | Visible
 # All conditions must hold; empty matches everything.
 Filter = tuple[Condition, ...]
 

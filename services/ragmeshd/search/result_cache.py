@@ -1,10 +1,12 @@
 """The search result cache: a Search answered before is answered again from memory until its
 TTL passes, and at once no longer after any write to its collection, on every replica.
 
-Entries are keyed by the collection, the collection's write generation and the request's
-bytes. The generation is a counter in PostgreSQL (search_result_generations), raised after
-every write and read by every replica on every query (one indexed row: a fraction of a
-millisecond next to embedding the query and searching), so a replica never answers from
+Entries are keyed by the collection, the collection's write generation, what the caller may
+see (its key's collections and groups, runtime/tenancy.py: a result cached for one key is
+served only to keys with the same boundary) and the request's bytes. The generation is a
+counter in PostgreSQL (search_result_generations), raised after every write and read by every
+replica on every query (one indexed row: a fraction of a millisecond next to embedding the
+query and searching), so a replica never answers from
 results cached before a write that was acknowledged. Raising it after the write commits
 leaves no gap: a result computed before the write was cached under the old generation.
 
@@ -68,15 +70,20 @@ class ResultCache:
         collection: str,
         request: pb.SearchRequest,
         compute: Callable[[], Awaitable[pb.SearchResponse]],
+        *,
+        boundary: str = "",
     ) -> pb.SearchResponse:
-        """The cached response to `request`, or `compute()`'s, then cached."""
+        """The cached response to `request` for callers with `boundary`
+        (Principal.boundary()), or `compute()`'s, then cached."""
         if self._pool is None:
             return await compute()
         try:
             generation = await self._pool.fetchval(_READ, collection) or 0
         except (*UNAVAILABLE_ERRORS, TimeoutError, asyncpg.PostgresError):
             return await compute()  # the search itself reports what is wrong
-        digest = hashlib.sha256(request.SerializeToString(deterministic=True)).digest()
+        digest = hashlib.sha256(
+            boundary.encode() + b"\0" + request.SerializeToString(deterministic=True)
+        ).digest()
         key = f"{collection}\0{generation}\0".encode() + digest
         if (cached := self.memory.get(key)) is not None:
             return pb.SearchResponse.FromString(cached)

@@ -34,6 +34,7 @@ import numpy as np
 from qdrant_client import AsyncQdrantClient
 from qdrant_client import models as qm
 
+from ragmeshd.runtime.tenancy import ACL_KEY
 from ragmeshd.search.backends.base import (
     CollectionExistsError,
     CollectionNotFoundError,
@@ -41,7 +42,12 @@ from ragmeshd.search.backends.base import (
     SearchBackend,
     StoreUnavailableError,
 )
-from ragmeshd.search.filters import QDRANT_METADATA_FIELD, to_qdrant
+from ragmeshd.search.filters import (
+    QDRANT_ACL_FIELD,
+    QDRANT_METADATA_FIELD,
+    acl_groups,
+    to_qdrant,
+)
 from ragmeshd.search.fusion import fuse_passages
 from ragmeshd.search.keywords import passage_terms, sparse_passage, sparse_query
 from ragmeshd.search.records import (
@@ -270,6 +276,8 @@ class QdrantBackend(SearchBackend):
                         "text": passage.text,
                         QDRANT_METADATA_FIELD: {**document.metadata, **passage.metadata},
                     }
+                    if groups := acl_groups(document.metadata.get(ACL_KEY)):
+                        payload[QDRANT_ACL_FIELD] = groups
                     if passage.index == 0:
                         payload["document_text"] = document.text
                         # The document's own metadata, without the passage's section and page.
