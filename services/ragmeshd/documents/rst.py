@@ -48,73 +48,71 @@ def extract_rst(text: str, fallback_title: str) -> tuple[str, SectionBuilder]:
     """Section titles (underlined, or over- and underlined, levels in order of first use of
     each style), paragraphs on blank lines, the bodies of admonitions and code directives;
     other directives, comments and targets dropped."""
-    builder = SectionBuilder()
-    styles: list[tuple[str, bool]] = []
-    lines = text.split("\n")
-    paragraph: list[str] = []
-    skip_indent: int | None = None
-
-    def flush() -> None:
-        if paragraph:
-            builder.paragraph(inline_rst(squash(" ".join(paragraph))))
-            paragraph.clear()
-
-    def level(char: str, overline: bool) -> int:
-        if (char, overline) not in styles:
-            styles.append((char, overline))
-        return styles.index((char, overline)) + 1
-
+    reader = _Reader(text.split("\n"))
     index = 0
-    while index < len(lines):
-        line = lines[index]
+    while index < len(reader.lines):
+        index = reader.step(index)
+    reader.flush()
+    return fallback_title, reader.builder
+
+
+class _Reader:
+    def __init__(self, lines: list[str]) -> None:
+        self.lines = lines
+        self.builder = SectionBuilder()
+        self.styles: list[tuple[str, bool]] = []
+        self.paragraph: list[str] = []
+        # Inside a dropped directive: lines indented deeper than this are skipped.
+        self.skip_indent: int | None = None
+
+    def flush(self) -> None:
+        if self.paragraph:
+            self.builder.paragraph(inline_rst(squash(" ".join(self.paragraph))))
+            self.paragraph.clear()
+
+    def heading(self, char: str, overline: bool, title: str) -> None:
+        if (char, overline) not in self.styles:
+            self.styles.append((char, overline))
+        self.builder.heading(self.styles.index((char, overline)) + 1, inline_rst(title))
+
+    def step(self, index: int) -> int:
+        """Read the line at `index`; the index of the next line to read."""
+        lines, line = self.lines, self.lines[index]
         following = lines[index + 1] if index + 1 < len(lines) else ""
-        if skip_indent is not None:
-            if not line.strip() or len(line) - len(line.lstrip()) > skip_indent:
-                index += 1
-                continue
-            skip_indent = None
         stripped = line.strip()
+        if self.skip_indent is not None:
+            if not stripped or len(line) - len(line.lstrip()) > self.skip_indent:
+                return index + 1
+            self.skip_indent = None
         if not stripped:
-            flush()
-            index += 1
-            continue
-        # over- and underlined title
+            self.flush()
+            return index + 1
+        adornment = bool(_ADORNMENT.match(line))
         if (
-            _ADORNMENT.match(line)
+            adornment
             and index + 2 < len(lines)
-            and lines[index + 1].strip()
+            and following.strip()
             and lines[index + 2].rstrip() == line.rstrip()
-        ):
-            flush()
-            builder.heading(level(line.strip()[0], True), inline_rst(lines[index + 1]))
-            index += 3
-            continue
-        # underlined title: one line of text, then its adornment
-        if (
-            not paragraph
-            and following
-            and _is_underline(following, line)
-            and not _ADORNMENT.match(line)
-        ):
-            builder.heading(level(following.strip()[0], False), inline_rst(line))
-            index += 2
-            continue
+        ):  # an over- and underlined title
+            self.flush()
+            self.heading(stripped[0], True, following)
+            return index + 3
+        if not self.paragraph and following and _is_underline(following, line) and not adornment:
+            self.heading(following.strip()[0], False, line)
+            return index + 2
         if stripped.startswith(".."):
-            flush()
-            directive = _DIRECTIVE.match(stripped)
-            indent = len(line) - len(line.lstrip())
-            if directive and directive.group(1).lower() in _KEPT_DIRECTIVES:
-                argument = directive.group(2).strip()
-                if argument and directive.group(1).lower() in {"admonition", "topic", "rubric"}:
-                    builder.paragraph(inline_rst(argument))
-            else:
-                skip_indent = indent
-            index += 1
-            continue
-        if _ADORNMENT.match(line) and len(stripped) >= 4 and not paragraph:
-            index += 1  # a transition
-            continue
-        paragraph.append(line)
-        index += 1
-    flush()
-    return fallback_title, builder
+            self.flush()
+            self.directive(line, stripped)
+            return index + 1
+        if not (adornment and len(stripped) >= 4 and not self.paragraph):  # not a transition
+            self.paragraph.append(line)
+        return index + 1
+
+    def directive(self, line: str, stripped: str) -> None:
+        found = _DIRECTIVE.match(stripped)
+        if found and found.group(1).lower() in _KEPT_DIRECTIVES:
+            argument = found.group(2).strip()
+            if argument and found.group(1).lower() in {"admonition", "topic", "rubric"}:
+                self.builder.paragraph(inline_rst(argument))
+        else:
+            self.skip_indent = len(line) - len(line.lstrip())

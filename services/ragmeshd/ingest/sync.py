@@ -156,19 +156,8 @@ async def sync(
             for document in await store.list_documents(options.collection, root.prefix):
                 if root.covers(document.id):
                     remote[document.id] = document
-
     progress.start(len(walked.files))
-    # Hash every file; those to send are read again when their turn comes (a folder's bytes
-    # are never all in memory at once).
-    hashes: dict[str, str | None] = {}
-    by_id = {file.document_id: file for file in walked.files}
-    for file in walked.files:
-        data = await asyncio.to_thread(read_file, file.path, options.limits)
-        if isinstance(data, Skipped):
-            report.skipped.append(data)
-            hashes[file.document_id] = None
-            continue
-        hashes[file.document_id] = content_hash(data)
+    hashes = await _hash_files(walked, options, report)
     plan: SyncPlan = plan_sync(
         hashes,
         remote.values(),
@@ -177,66 +166,8 @@ async def sync(
     )
     report.unchanged = len(plan.unchanged)
     progress.advance(len(plan.unchanged) + len(report.skipped), 0)
-
-    pending: set[asyncio.Task[None]] = set()
-    batch: list[OutgoingDocument] = []
-
-    async def send(documents: list[OutgoingDocument]) -> None:
-        try:
-            stored = await store.upsert(options.collection, documents)
-        except DocumentRefusedError as refused:
-            report.upsert_calls += 1
-            if len(documents) > 1:  # find the one refused: each alone
-                for document in documents:
-                    await send([document])
-                return
-            path = str(by_id[documents[0].id].path)
-            report.skipped.append(Skipped(path, SkipReason.REFUSED, str(refused)))
-            progress.advance(1, 0)
-            return
-        report.upsert_calls += 1
-        report.passages += stored
-        for document in documents:
-            (report.added if document.id not in remote else report.changed).append(document.id)
-        progress.advance(len(documents), stored)
-
-    async def flush() -> None:
-        nonlocal batch
-        if not batch:
-            return
-        documents, batch = batch, []
-        while len(pending) >= options.in_flight:
-            done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-            for task in done:
-                pending.discard(task)
-                task.result()
-        pending.add(asyncio.create_task(send(documents)))
-
-    try:
-        for identifier in plan.send:
-            file = by_id[identifier]
-            prepared = await asyncio.to_thread(_read_and_prepare, file, count_tokens, options)
-            if isinstance(prepared, Skipped):
-                report.skipped.append(prepared)
-                progress.advance(1, 0)
-                continue
-            passages = sum(len(document.passages) for document in batch)
-            if batch and (
-                len(batch) >= options.batch_documents
-                or passages + len(prepared.passages) > options.batch_passages
-            ):
-                await flush()
-            batch.append(prepared)
-        await flush()
-        if pending:
-            for outcome in await asyncio.gather(*pending, return_exceptions=True):
-                if isinstance(outcome, BaseException):
-                    raise outcome
-            pending.clear()
-    finally:
-        for task in pending:
-            task.cancel()
-
+    sender = _Sender(store, options, report, progress, walked, set(remote))
+    await sender.send_all(plan.send, count_tokens)
     for start in range(0, len(plan.prune), options.delete_batch):
         chunk = list(plan.prune[start : start + options.delete_batch])
         await store.delete(options.collection, chunk)
@@ -245,3 +176,97 @@ async def sync(
     report.changed.sort()
     report.seconds = time.monotonic() - started
     return report
+
+
+async def _hash_files(
+    walked: Walk, options: SyncOptions, report: SyncReport
+) -> dict[str, str | None]:
+    """Every file's content hash (None for one that cannot be read, reported as skipped).
+    Those to send are read again when their turn comes: a folder's bytes are never all in
+    memory at once."""
+    hashes: dict[str, str | None] = {}
+    for file in walked.files:
+        data = await asyncio.to_thread(read_file, file.path, options.limits)
+        if isinstance(data, Skipped):
+            report.skipped.append(data)
+            hashes[file.document_id] = None
+        else:
+            hashes[file.document_id] = content_hash(data)
+    return hashes
+
+
+class _Sender:
+    """Extracts the files to send one after the other (in a worker thread) and writes them in
+    batches of whole documents, with at most `in_flight` writes outstanding."""
+
+    def __init__(
+        self,
+        store: DocumentStore,
+        options: SyncOptions,
+        report: SyncReport,
+        progress: SyncProgress,
+        walked: Walk,
+        stored: set[str],
+    ) -> None:
+        self.store, self.options, self.report, self.progress = store, options, report, progress
+        self.by_id = {file.document_id: file for file in walked.files}
+        self.stored = stored
+        self.pending: set[asyncio.Task[None]] = set()
+        self.batch: list[OutgoingDocument] = []
+
+    async def send_all(self, identifiers: Sequence[str], count_tokens: CountTokens) -> None:
+        options = self.options
+        try:
+            for identifier in identifiers:
+                file = self.by_id[identifier]
+                prepared = await asyncio.to_thread(_read_and_prepare, file, count_tokens, options)
+                if isinstance(prepared, Skipped):
+                    self.report.skipped.append(prepared)
+                    self.progress.advance(1, 0)
+                    continue
+                passages = sum(len(document.passages) for document in self.batch)
+                if self.batch and (
+                    len(self.batch) >= options.batch_documents
+                    or passages + len(prepared.passages) > options.batch_passages
+                ):
+                    await self.flush()
+                self.batch.append(prepared)
+            await self.flush()
+            for outcome in await asyncio.gather(*self.pending, return_exceptions=True):
+                if isinstance(outcome, BaseException):
+                    raise outcome
+            self.pending.clear()
+        finally:
+            for task in self.pending:
+                task.cancel()
+
+    async def flush(self) -> None:
+        if not self.batch:
+            return
+        documents, self.batch = self.batch, []
+        while len(self.pending) >= self.options.in_flight:
+            done, _ = await asyncio.wait(self.pending, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                self.pending.discard(task)
+                task.result()
+        self.pending.add(asyncio.create_task(self.send(documents)))
+
+    async def send(self, documents: list[OutgoingDocument]) -> None:
+        report = self.report
+        try:
+            stored = await self.store.upsert(self.options.collection, documents)
+        except DocumentRefusedError as refused:
+            report.upsert_calls += 1
+            if len(documents) > 1:  # find the one refused: each alone
+                for document in documents:
+                    await self.send([document])
+                return
+            path = str(self.by_id[documents[0].id].path)
+            report.skipped.append(Skipped(path, SkipReason.REFUSED, str(refused)))
+            self.progress.advance(1, 0)
+            return
+        report.upsert_calls += 1
+        report.passages += stored
+        for document in documents:
+            (report.changed if document.id in self.stored else report.added).append(document.id)
+        self.progress.advance(len(documents), stored)

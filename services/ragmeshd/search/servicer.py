@@ -3,37 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import contextlib
 import time
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
 
 import grpc
 import numpy as np
 
 from ragmesh.search.v1 import search_service_pb2 as pb
 from ragmesh.search.v1 import search_service_pb2_grpc as pb_grpc
-from ragmeshd.documents import (
-    ExtractedDocument,
-    PassageBudget,
-    Skipped,
-    content_hash,
-    extract_bytes,
-    split_document,
-)
-from ragmeshd.documents.limits import Limits
 from ragmeshd.runtime import metrics
 from ragmeshd.runtime.errors import RpcFailure, invalid_argument, not_found, unavailable
 from ragmeshd.runtime.server import call_timeout
-from ragmeshd.runtime.tenancy import (
-    ACL_KEY,
-    CollectionDenied,
-    check_collection,
-    current,
-    visible_collections,
-)
 from ragmeshd.runtime.tracing import tracer
 from ragmeshd.search import validation
 from ragmeshd.search.backends.base import (
@@ -59,26 +40,21 @@ from ragmeshd.search.embedder import (
     EmbeddingsTimeoutError,
     EmbeddingsUnavailableError,
 )
-from ragmeshd.search.filters import acl_groups, parse_filter
+from ragmeshd.search.filters import parse_filter
 from ragmeshd.search.fusion import one_per_document, ranked_dense, ranked_keyword
+from ragmeshd.search.paging import decode_token, encode_token
 from ragmeshd.search.records import (
-    CONTENT_HASH_KEY,
-    PAGE_KEY,
-    SECTION_KEY,
-    SOURCE_KEY,
-    TITLE_KEY,
     CollectionInfo,
     CollectionSpec,
-    Filter,
     Metadata,
     Mode,
     Passage,
     PreparedDocument,
     RankedHit,
-    Visible,
 )
 from ragmeshd.search.result_cache import InvalidationError, ResultCache
-from ragmeshd.search.validation import DocumentInput, InvalidRequestError, PassageText
+from ragmeshd.search.uploads import extract_uploads, receive_files, upload_response
+from ragmeshd.search.validation import DocumentInput, InvalidRequestError
 from ragmeshd.settings import SearchSettings, ServerSettings
 
 # Recorded as a collection's model when it was created with explicit dimensions only.
@@ -107,53 +83,6 @@ def _as_rpc_failures() -> Iterator[None]:
         raise RpcFailure(exc.code, f"the embeddings service refused the text: {exc}") from None
     except InvalidationError as exc:
         raise unavailable(str(exc)) from None
-    except CollectionDenied as exc:
-        raise RpcFailure(grpc.StatusCode.PERMISSION_DENIED, str(exc)) from None
-
-
-def _visibility() -> Filter:
-    """The condition that keeps documents the call's key may not see out of the query
-    itself (before top-k); empty when it sees every document."""
-    principal = current()
-    groups = principal.document_groups() if principal is not None else None
-    return () if groups is None else (Visible(groups),)
-
-
-def _may_see(metadata: Metadata) -> bool:
-    """The same test as _visibility, for one document already read."""
-    principal = current()
-    groups = principal.document_groups() if principal is not None else None
-    if groups is None or ACL_KEY not in metadata:
-        return True
-    return not set(acl_groups(metadata[ACL_KEY])).isdisjoint(groups)
-
-
-def _collection(name: str, field: str = "name") -> str:
-    """A valid collection name the call's key may use (runtime/tenancy.py)."""
-    checked = validation.check_collection_name(name, field)
-    check_collection(checked)
-    return checked
-
-
-@dataclass
-class _UploadedBytes:
-    name: str
-    content_type: str
-    data: bytearray = field(default_factory=bytearray)
-
-
-def _encode_token(raw: str) -> str:
-    """A backend's page token as the opaque string clients pass back."""
-    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=") if raw else ""
-
-
-def _decode_token(token: str) -> str:
-    if not token:
-        return ""
-    try:
-        return base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        raise InvalidPageTokenError() from None
 
 
 class SearchServicer(pb_grpc.SearchServiceServicer):
@@ -200,7 +129,7 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
         self._check_available()
         s = self._settings
         with _as_rpc_failures():
-            name = _collection(request.name)
+            name = validation.check_collection_name(request.name)
             validation.check_dimensions(request.dimensions, s.max_vector_dimensions)
             index = request.index_settings
             m = index.hnsw_m or s.hnsw_m
@@ -221,17 +150,16 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
         self._check_available()
         with _as_rpc_failures():
             collections = await self._backend.list_collections()
-        allowed = set(visible_collections(c.spec.name for c in collections))
-        return pb.ListCollectionsResponse(
-            collections=[collection_to_proto(c) for c in collections if c.spec.name in allowed]
-        )
+        return pb.ListCollectionsResponse(collections=[collection_to_proto(c) for c in collections])
 
     async def GetCollection(
         self, request: pb.GetCollectionRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetCollectionResponse:
         self._check_available()
         with _as_rpc_failures():
-            info = await self._backend.get_collection(_collection(request.name))
+            info = await self._backend.get_collection(
+                validation.check_collection_name(request.name)
+            )
         return pb.GetCollectionResponse(collection=collection_to_proto(info))
 
     async def DeleteCollection(
@@ -239,7 +167,7 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
     ) -> pb.DeleteCollectionResponse:
         self._check_available()
         with _as_rpc_failures():
-            name = _collection(request.name)
+            name = validation.check_collection_name(request.name)
             await self._backend.delete_collection(name)
             await self._results.invalidate(name)
         return pb.DeleteCollectionResponse()
@@ -251,7 +179,7 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
     ) -> pb.UpsertDocumentsResponse:
         splitter = self._check_available()
         with _as_rpc_failures():
-            name = _collection(request.collection, "collection")
+            name = validation.check_collection_name(request.collection, "collection")
             inputs = validation.check_documents(request.documents, self._settings)
             collection = await self._backend.get_collection(name)
             for index, document in enumerate(inputs):
@@ -335,7 +263,7 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
     ) -> pb.DeleteDocumentsResponse:
         self._check_available()
         with _as_rpc_failures():
-            name = _collection(request.collection, "collection")
+            name = validation.check_collection_name(request.collection, "collection")
             if request.source_prefix and request.ids:
                 raise InvalidRequestError("give ids or source_prefix, not both")
             if request.source_prefix:
@@ -356,118 +284,16 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
         splitter = self._check_available()
         s = self._settings
         with _as_rpc_failures():
-            collection_name, files = await self._receive_files(request_iterator)
-            name = _collection(collection_name, "collection")
+            collection_name, files = await receive_files(request_iterator, s)
+            name = validation.check_collection_name(collection_name, "collection")
             collection = await self._backend.get_collection(name)
-            budget = PassageBudget(
-                s.passage_max_tokens, s.passage_overlap_tokens, s.passage_max_chars
-            )
-            limits = Limits(max_bytes=s.upload_max_bytes)
-
-            def extract_all() -> list[tuple[_UploadedBytes, ExtractedDocument, list[PassageText]]]:
-                found = []
-                for upload in files:
-                    data = bytes(upload.data)
-                    extracted = extract_bytes(upload.name, data, upload.content_type, limits)
-                    if isinstance(extracted, Skipped):
-                        raise InvalidRequestError(
-                            f"file {upload.name!r} cannot be stored: {extracted.reason.value}"
-                            f" ({extracted.detail})"
-                        )
-                    passages = [
-                        PassageText(
-                            passage.text,
-                            {
-                                **({SECTION_KEY: passage.section} if passage.section else {}),
-                                **({PAGE_KEY: float(passage.page)} if passage.page else {}),
-                            },
-                        )
-                        for passage in split_document(extracted, splitter.count_tokens, budget)
-                    ]
-                    if len(passages) > s.max_passages_per_document:
-                        raise InvalidRequestError(
-                            f"file {upload.name!r} gives {len(passages)} passages; the limit is"
-                            f" {s.max_passages_per_document}"
-                        )
-                    found.append((upload, extracted, passages))
-                return found
-
-            extracted = await asyncio.to_thread(extract_all)
-            inputs = [
-                DocumentInput(
-                    upload.name,
-                    "\n\n".join(passage.text for passage in passages),
-                    {
-                        SOURCE_KEY: upload.name,
-                        TITLE_KEY: document.title[: validation.MAX_TEXT_FIELD_CHARS],
-                        CONTENT_HASH_KEY: content_hash(bytes(upload.data)),
-                    },
-                    None,
-                    passages,
-                )
-                for upload, document, passages in extracted
-            ]
+            inputs = await asyncio.to_thread(extract_uploads, files, s, splitter.count_tokens)
             documents = await self._prepare(
                 inputs, collection, splitter, call_timeout(context, self._default_deadline_s)
             )
             await self._backend.upsert(name, documents)
             await self._results.invalidate(name)
-        return pb.UploadFilesResponse(
-            files=[
-                pb.UploadedFile(
-                    id=document.id,
-                    title=str(document.metadata[TITLE_KEY]),
-                    passage_count=len(document.passages),
-                    content_hash=str(document.metadata[CONTENT_HASH_KEY]),
-                )
-                for document in documents
-            ],
-            passage_count=sum(len(document.passages) for document in documents),
-        )
-
-    async def _receive_files(
-        self, request_iterator: AsyncIterator[pb.UploadFilesRequest]
-    ) -> tuple[str, list[_UploadedBytes]]:
-        """The collection and the files of an upload stream, within the call's limits."""
-        s = self._settings
-        collection = ""
-        files: list[_UploadedBytes] = []
-        total = 0
-        async for message in request_iterator:
-            if message.collection:
-                if collection and message.collection != collection:
-                    raise InvalidRequestError(
-                        f"collection changes from {collection!r} to {message.collection!r}"
-                        " within one upload"
-                    )
-                collection = message.collection
-            if message.file_name and (not files or message.file_name != files[-1].name):
-                if len(files) == s.max_documents_per_upsert:
-                    raise InvalidRequestError(
-                        f"the upload has more than {s.max_documents_per_upsert} files"
-                    )
-                validation.check_document_id(
-                    message.file_name, f"file_name {message.file_name!r}", s.max_document_id_chars
-                )
-                if any(upload.name == message.file_name for upload in files):
-                    raise InvalidRequestError(
-                        f"file_name {message.file_name!r} is sent twice in one upload"
-                    )
-                files.append(_UploadedBytes(message.file_name, message.chunk.content_type))
-            elif not files:
-                raise InvalidRequestError(
-                    "the first message with bytes has no file_name: name each file"
-                )
-            total += len(message.chunk.data)
-            if total > s.upload_max_bytes:
-                raise InvalidRequestError(
-                    f"the upload is over {s.upload_max_bytes / 2**20:.0f} MiB"
-                    f" (search.upload_max_bytes), at file {files[-1].name!r}"
-                )
-            files[-1].data += message.chunk.data
-        if not files:
-            raise InvalidRequestError("the upload has no file: send file_name and its bytes")
-        return collection, files
+        return upload_response(documents)
 
     async def _delete_by_source(self, name: str, prefix: str) -> int:
         """Delete every document whose source starts with `prefix`, a page at a time (each
@@ -488,18 +314,14 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
     ) -> pb.ListDocumentsResponse:
         self._check_available()
         with _as_rpc_failures():
-            name = _collection(request.collection, "collection")
+            name = validation.check_collection_name(request.collection, "collection")
             query = validation.check_list(request)
             page = await self._backend.list_documents(
-                name, query.source_prefix, _decode_token(query.page_token), query.page_size
+                name, query.source_prefix, decode_token(query.page_token), query.page_size
             )
         return pb.ListDocumentsResponse(
-            documents=[
-                summary_to_proto(document)
-                for document in page.documents
-                if _may_see(document.metadata)
-            ],
-            next_page_token=_encode_token(page.next_token),
+            documents=[summary_to_proto(document) for document in page.documents],
+            next_page_token=encode_token(page.next_token),
         )
 
     async def GetDocument(
@@ -507,12 +329,12 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
     ) -> pb.GetDocumentResponse:
         self._check_available()
         with _as_rpc_failures():
-            name = _collection(request.collection, "collection")
+            name = validation.check_collection_name(request.collection, "collection")
             document_id = validation.check_document_id(
                 request.id, "id", self._settings.max_document_id_chars
             )
             stored = await self._backend.get_document(name, document_id)
-        if stored is None or not _may_see(stored.metadata):
+        if stored is None:
             raise not_found(f"document {request.id!r} is not in collection {request.collection!r}")
         message = pb.Document(id=stored.id, text=stored.text)
         fill_metadata(message.metadata, stored.metadata)
@@ -523,8 +345,8 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
     ) -> pb.CountDocumentsResponse:
         self._check_available()
         with _as_rpc_failures():
-            name = _collection(request.collection, "collection")
-            conditions = parse_filter(request.filter, self._settings) + _visibility()
+            name = validation.check_collection_name(request.collection, "collection")
+            conditions = parse_filter(request.filter, self._settings)
             count = await self._backend.count_documents(name, conditions)
         return pb.CountDocumentsResponse(document_count=count)
 
@@ -534,15 +356,8 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
         self, request: pb.SearchRequest, context: grpc.aio.ServicerContext
     ) -> pb.SearchResponse:
         with _as_rpc_failures():
-            # The key's boundary is checked before the cache and is part of its key: a
-            # result cached for one key is served only to keys that may see the same.
-            check_collection(request.collection)
-            principal = current()
             return await self._results.search(
-                request.collection,
-                request,
-                lambda: self._search(request, context),
-                boundary=principal.boundary() if principal is not None else "",
+                request.collection, request, lambda: self._search(request, context)
             )
 
     async def _search(
@@ -551,9 +366,9 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
         self._check_available()
         timeout_s = call_timeout(context, self._default_deadline_s)
         with _as_rpc_failures():
-            name = _collection(request.collection, "collection")
+            name = validation.check_collection_name(request.collection, "collection")
             query = validation.check_search(request, self._settings)
-            conditions = parse_filter(request.filter, self._settings) + _visibility()
+            conditions = parse_filter(request.filter, self._settings)
             collection = await self._backend.get_collection(name)
             vector = query.vector
             if vector is not None:

@@ -12,15 +12,16 @@ from dataclasses import dataclass
 import numpy as np
 
 from ragmesh.search.v1 import search_service_pb2 as pb
-from ragmeshd import defaults
-from ragmeshd.runtime.tenancy import ACL_KEY, TenancyError, acl_text, parse_groups
+from ragmeshd.search.fields import (
+    InvalidRequestError,
+    ListInput,
+    PassageText,
+    check_list,
+    check_passages,
+    check_source_prefix,
+    document_fields,
+)
 from ragmeshd.search.records import (
-    CONTENT_HASH_KEY,
-    MTIME_KEY,
-    PAGE_KEY,
-    SECTION_KEY,
-    SOURCE_KEY,
-    TITLE_KEY,
     FusionMethod,
     FusionParams,
     Metadata,
@@ -36,24 +37,20 @@ HNSW_EF_CONSTRUCTION_RANGE = (4, 1000)
 RRF_K_RANGE = (1, 1000)
 RRF_WEIGHT_MAX = 100.0
 
+__all__ = [
+    "InvalidRequestError",
+    "ListInput",
+    "PassageText",
+    "check_list",
+    "check_source_prefix",
+]
+
 _MODES = {
     pb.SEARCH_MODE_UNSPECIFIED: Mode.HYBRID,
     pb.SEARCH_MODE_DENSE: Mode.DENSE,
     pb.SEARCH_MODE_KEYWORD: Mode.KEYWORD,
     pb.SEARCH_MODE_HYBRID: Mode.HYBRID,
 }
-
-
-class InvalidRequestError(ValueError):
-    """The request breaks a documented limit; the message says which and how."""
-
-
-@dataclass(frozen=True)
-class PassageText:
-    """A passage the client cut, with its own metadata (section, page)."""
-
-    text: str
-    metadata: Metadata
 
 
 @dataclass(frozen=True)
@@ -66,15 +63,6 @@ class DocumentInput:
     vector: np.ndarray | None
     # The client's passages (Document.passages); None: the server splits `text`.
     passages: list[PassageText] | None = None
-
-
-@dataclass(frozen=True)
-class ListInput:
-    """A validated ListDocuments request."""
-
-    source_prefix: str
-    page_size: int
-    page_token: str
 
 
 @dataclass(frozen=True)
@@ -160,22 +148,7 @@ def metadata_from_proto(
     for key in sorted(metadata):
         check_metadata_key(key, f"{field} key {key!r}", settings)
         result[key] = value_from_proto(metadata[key], f"{field}[{key!r}]", settings)
-    if ACL_KEY in result:
-        result[ACL_KEY] = check_acl(result[ACL_KEY], f"{field}[{ACL_KEY!r}]")
     return result
-
-
-def check_acl(value: MetadataValue, field: str) -> str:
-    """A document's `acl`: one or more comma-separated group names (runtime/tenancy.py)."""
-    try:
-        groups = parse_groups(value) if isinstance(value, str) else ()
-    except TenancyError as exc:
-        raise InvalidRequestError(f"{field}: {exc}") from None
-    if not groups:
-        raise InvalidRequestError(
-            f'{field} must name one or more groups, comma-separated (e.g. "finance,legal")'
-        )
-    return acl_text(groups)
 
 
 def check_metadata_key(key: str, field: str, settings: SearchSettings) -> str:
@@ -229,10 +202,10 @@ def check_documents(
             )
         seen[document_id] = index
         metadata = metadata_from_proto(document.metadata, f"{field}.metadata", settings)
-        metadata.update(_document_fields(document, field))
+        metadata.update(document_fields(document, field))
         vector = check_vector(document.vector, f"{field}.vector") if document.vector else None
         if document.passages:
-            passages = _check_passages(document, field, settings)
+            passages = check_passages(document, field, settings)
             text = "\n\n".join(passage.text for passage in passages)
             checked.append(DocumentInput(document_id, text, metadata, None, passages))
             continue
@@ -245,87 +218,6 @@ def check_documents(
             )
         checked.append(DocumentInput(document_id, document.text, metadata, vector))
     return checked
-
-
-MAX_TEXT_FIELD_CHARS = defaults.MAX_SOURCE_CHARS
-
-
-def _check_text_field(value: str, field: str) -> str:
-    if len(value) > defaults.MAX_SOURCE_CHARS:
-        raise InvalidRequestError(
-            f"{field} has {len(value)} characters; the limit is {defaults.MAX_SOURCE_CHARS}"
-        )
-    if any(unicodedata.category(char) == "Cc" for char in value):
-        raise InvalidRequestError(f"{field} contains a control character")
-    return value
-
-
-def _document_fields(document: pb.Document, field: str) -> Metadata:
-    """The metadata keys a document's own fields set (they replace the client's keys)."""
-    found: Metadata = {}
-    if document.source:
-        found[SOURCE_KEY] = _check_text_field(document.source, f"{field}.source")
-    if document.title:
-        found[TITLE_KEY] = _check_text_field(document.title, f"{field}.title")
-    if document.content_hash:
-        found[CONTENT_HASH_KEY] = _check_text_field(document.content_hash, f"{field}.content_hash")
-    if document.HasField("modify_time"):
-        stamp = document.modify_time
-        found[MTIME_KEY] = float(stamp.seconds) + stamp.nanos / 1e9
-    return found
-
-
-def _check_passages(
-    document: pb.Document, field: str, settings: SearchSettings
-) -> list[PassageText]:
-    if document.text:
-        raise InvalidRequestError(
-            f"{field} has both text and passages: send one (with passages, the text stored is"
-            " the passages joined)"
-        )
-    if document.vector:
-        raise InvalidRequestError(f"{field} has both a vector and passages: send one")
-    limit = settings.max_passages_per_document
-    if len(document.passages) > limit:
-        raise InvalidRequestError(
-            f"{field}.passages has {len(document.passages)} passages; the limit is {limit}"
-        )
-    checked = []
-    for number, passage in enumerate(document.passages):
-        where = f"{field}.passages[{number}]"
-        if not passage.text.strip():
-            raise InvalidRequestError(f"{where}.text is empty or only whitespace")
-        if len(passage.text) > settings.passage_max_chars:
-            raise InvalidRequestError(
-                f"{where}.text has {len(passage.text)} characters; the limit is"
-                f" {settings.passage_max_chars} (search.passage_max_chars)"
-            )
-        if passage.page < 0:
-            raise InvalidRequestError(f"{where}.page is {passage.page}; pages count from 1")
-        metadata: Metadata = {}
-        if passage.section:
-            metadata[SECTION_KEY] = _check_text_field(passage.section, f"{where}.section")
-        if passage.page:
-            metadata[PAGE_KEY] = float(passage.page)
-        checked.append(PassageText(passage.text, metadata))
-    return checked
-
-
-def check_list(request: pb.ListDocumentsRequest) -> ListInput:
-    size = request.page_size or defaults.DEFAULT_LIST_PAGE_SIZE
-    if not 1 <= size <= defaults.MAX_LIST_PAGE_SIZE:
-        raise InvalidRequestError(
-            f"page_size is {request.page_size}; it must be 1 to {defaults.MAX_LIST_PAGE_SIZE}"
-            f" (0 means {defaults.DEFAULT_LIST_PAGE_SIZE})"
-        )
-    prefix = _check_text_field(request.source_prefix, "source_prefix")
-    return ListInput(prefix, size, request.page_token)
-
-
-def check_source_prefix(prefix: str) -> str:
-    if not prefix:
-        raise InvalidRequestError("source_prefix is empty: give ids or a source prefix")
-    return _check_text_field(prefix, "source_prefix")
 
 
 def check_ids(ids: Sequence[str], settings: SearchSettings) -> list[str]:

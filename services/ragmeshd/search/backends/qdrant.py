@@ -58,6 +58,7 @@ from ragmeshd.search.records import (
     Filter,
     FusionParams,
     Metadata,
+    Passage,
     PassageHit,
     PreparedDocument,
     RankedHit,
@@ -85,6 +86,25 @@ def _document_metadata(payload: dict[str, Any]) -> Metadata:
     if stored is None:
         stored = payload.get(QDRANT_METADATA_FIELD)
     return dict(stored or {})
+
+
+def _payload(document: PreparedDocument, passage: Passage, length: int) -> dict[str, Any]:
+    """A passage's point payload: its text, its document's metadata merged with its own (the
+    filters test it), and on the first point the document's text and own metadata."""
+    payload: dict[str, Any] = {
+        "document_id": document.id,
+        "passage_index": passage.index,
+        "passage_count": len(document.passages),
+        "length": length,
+        "text": passage.text,
+        QDRANT_METADATA_FIELD: {**document.metadata, **passage.metadata},
+    }
+    if groups := acl_groups(document.metadata.get(ACL_KEY)):
+        payload[QDRANT_ACL_FIELD] = groups
+    if passage.index == 0:
+        payload["document_text"] = document.text
+        payload[_DOCUMENT_METADATA] = document.metadata
+    return payload
 
 
 def point_id(document_id: str, passage_index: int) -> str:
@@ -268,20 +288,7 @@ class QdrantBackend(SearchBackend):
             points = []
             for document, terms in zip(documents, counted, strict=True):
                 for passage, passage_counted in zip(document.passages, terms, strict=True):
-                    payload: dict[str, Any] = {
-                        "document_id": document.id,
-                        "passage_index": passage.index,
-                        "passage_count": len(document.passages),
-                        "length": passage_counted.length,
-                        "text": passage.text,
-                        QDRANT_METADATA_FIELD: {**document.metadata, **passage.metadata},
-                    }
-                    if groups := acl_groups(document.metadata.get(ACL_KEY)):
-                        payload[QDRANT_ACL_FIELD] = groups
-                    if passage.index == 0:
-                        payload["document_text"] = document.text
-                        # The document's own metadata, without the passage's section and page.
-                        payload[_DOCUMENT_METADATA] = document.metadata
+                    payload = _payload(document, passage, passage_counted.length)
                     sparse = sparse_passage(
                         passage_counted, k1=s.bm25_k1, b=s.bm25_b, avg_length=average
                     )
