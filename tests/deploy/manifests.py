@@ -158,11 +158,24 @@ class Container:
             if "secretKeyRef" in source:
                 ref = source["secretKeyRef"]
                 env[item["name"]] = secrets[(ref["name"], ref["key"])]
+            elif "resourceFieldRef" in source:
+                env[item["name"]] = self.resource_field(source["resourceFieldRef"])
             elif source.get("fieldRef", {}).get("fieldPath") == "metadata.namespace":
                 env[item["name"]] = self.pod["metadata"].get("namespace", "ragmesh")
             else:
                 raise AssertionError(f"{self.name}: unsupported env source {source}")
         return env
+
+    def resource_field(self, ref: Doc) -> str:
+        """A CPU request or limit through the Downward API: in units of `divisor`, rounded up,
+        as the kubelet gives it."""
+        kind, name = ref["resource"].split(".", 1)
+        assert name == "cpu" and ref.get("containerName", self.name) == self.name, ref
+        value = str(self.spec["resources"][kind][name])
+        millicores = int(value[:-1]) if value.endswith("m") else int(float(value) * 1000)
+        divisor = str(ref.get("divisor", "1"))
+        unit = int(divisor[:-1]) if divisor.endswith("m") else int(float(divisor) * 1000)
+        return str(-(-millicores // unit))
 
     def argv(self, env: dict[str, str]) -> list[str]:
         """command + args with $(VAR) expanded from the container's environment."""

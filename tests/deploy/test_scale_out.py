@@ -189,3 +189,13 @@ def test_each_common_setup_pulls_from_its_registry(variant: str) -> None:
     that matches nothing is silently ignored by kustomize)."""
     for container in containers(render(variant)):
         assert not container.spec["image"].startswith("localhost/"), (variant, container.name)
+
+
+@pytest.mark.parametrize("variant", ["base", "production", "production+gpu"])
+def test_the_model_threads_follow_the_cpu_request(variant: str) -> None:
+    docs = render(variant)
+    (embeddings,) = [c for c in containers(docs) if c.deployment == "embeddings"]
+    env = embeddings.env(docs, secrets={})
+    request = str(embeddings.spec["resources"]["requests"]["cpu"])
+    cores = int(request[:-1]) / 1000 if request.endswith("m") else float(request)
+    assert int(env["RAGMESH_EMBEDDINGS__CPU_THREADS"]) == max(1, -(-int(cores * 1000) // 1000))

@@ -32,6 +32,20 @@ from ragmeshd.embeddings.slicing import spread_slices
 # The runtime names a setting may hold; "auto" picks one (ragmeshd/embeddings/runtime_choice.py).
 RUNTIMES = ("torch", "onnx", "openvino")
 
+# CPU threads this process's runtimes may use (limit_cpu_threads); 0: their own choice.
+_cpu_threads = 0
+
+
+def limit_cpu_threads(threads: int) -> None:
+    """Bound every runtime this process loads from now on to `threads` CPU threads: torch's
+    intra-op pool, ONNX Runtime's, and OpenVINO's (its THROUGHPUT streams share them). 0
+    leaves each its own choice: every core it sees, which on Kubernetes without a CPU limit
+    is the whole node's. Called once, in the model process, before the model loads."""
+    global _cpu_threads
+    _cpu_threads = threads
+    if threads:
+        torch.set_num_threads(threads)
+
 
 class Runtime(Protocol):
     """Runs one slice of texts through the model."""
@@ -91,8 +105,11 @@ class OnnxRuntime(_GraphRuntime):
         import onnxruntime
 
         super().__init__(model, input_names)
+        options = onnxruntime.SessionOptions()
+        if _cpu_threads:
+            options.intra_op_num_threads = _cpu_threads
         self._session = onnxruntime.InferenceSession(
-            str(directory / "model.onnx"), providers=["CPUExecutionProvider"]
+            str(directory / "model.onnx"), options, providers=["CPUExecutionProvider"]
         )
         self.name = "onnx-fp32"
 
@@ -123,16 +140,17 @@ class OpenVinoRuntime(_GraphRuntime):
         core = openvino.Core()
         capabilities = core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
         precision = "bf16" if "BF16" in capabilities else "f32"
-        compiled = core.compile_model(
-            core.read_model(str(directory / "model.xml")),
-            "CPU",
-            {
-                "INFERENCE_PRECISION_HINT": precision,
-                "PERFORMANCE_HINT": "THROUGHPUT",
-                "ENABLE_CPU_PINNING": False,
-            },
-        )
+        config: dict[str, Any] = {
+            "INFERENCE_PRECISION_HINT": precision,
+            "PERFORMANCE_HINT": "THROUGHPUT",
+            "ENABLE_CPU_PINNING": False,
+        }
+        if _cpu_threads:
+            # Streams within the pod's share (its CPU request), not the node's cores.
+            config["INFERENCE_NUM_THREADS"] = _cpu_threads
+        compiled = core.compile_model(core.read_model(str(directory / "model.xml")), "CPU", config)
         self.streams = int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
+        self.threads = int(compiled.get_property("INFERENCE_NUM_THREADS"))
         self._queue = openvino.AsyncInferQueue(compiled, self.streams)
         self._queue.set_callback(_keep_output)
         self.name = f"openvino-{'bf16' if precision == 'bf16' else 'fp32'}"

@@ -10,6 +10,7 @@ from ragmeshd.embeddings.model import EncodedText
 from ragmeshd.embeddings.servicer import EmbeddingsServicer
 from ragmeshd.embeddings.worker import load_encoder
 from ragmeshd.runtime.server import service_server
+from ragmeshd.runtime.work_meter import work_meter_for
 from ragmeshd.settings import Settings
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["EmbeddingsService"].full_name
@@ -20,6 +21,7 @@ async def serve_embeddings(settings: Settings) -> int:
     config = settings.embeddings
     server = service_server(settings, "embeddings", health_names=[SERVICE_NAME])
     servicer = EmbeddingsServicer(config, settings.server)
+    servicer.meter = work_meter_for(settings, "embeddings")
     pb_grpc.add_EmbeddingsServiceServicer_to_server(servicer, server.grpc)
     await server.start()
 
@@ -33,6 +35,7 @@ async def serve_embeddings(settings: Settings) -> int:
                 backoff_base_s=config.model_load_backoff_base_s,
                 runtime=config.runtime,
                 runtime_cache_dir=str(settings.models_dir),
+                cpu_threads=config.cpu_threads,
             ),
             set_serving=server.set_serving,
             # A replacement ends when the new process serves; it must not fail.

@@ -42,8 +42,14 @@ def _serve_model(
     slice_overhead_tokens: float,
     runtime: str,
     runtime_cache_dir: str,
+    cpu_threads: int = 0,
 ) -> None:
     try:
+        # This process only runs the model: its runtimes stay within the threads given
+        # (imported here: the runtimes bring torch, which the server process never loads).
+        from ragmeshd.embeddings.runtimes import limit_cpu_threads
+
+        limit_cpu_threads(cpu_threads)
         encoder = Encoder(model_path, device, slice_overhead_tokens, runtime, runtime_cache_dir)
         encoder.self_test()
     except Exception as exc:
@@ -87,12 +93,21 @@ class ModelProcess:
         *,
         runtime: str = "torch",
         runtime_cache_dir: str = "",
+        cpu_threads: int = 0,
     ) -> None:
         context = multiprocessing.get_context("spawn")
         self._connection, child_end = context.Pipe()
         self._process = context.Process(
             target=_serve_model,
-            args=(child_end, model_path, device, slice_overhead_tokens, runtime, runtime_cache_dir),
+            args=(
+                child_end,
+                model_path,
+                device,
+                slice_overhead_tokens,
+                runtime,
+                runtime_cache_dir,
+                cpu_threads,
+            ),
             name="ragmesh-model",
             daemon=True,
         )
@@ -191,6 +206,7 @@ async def load_encoder(
     backoff_base_s: float,
     runtime: str = "torch",
     runtime_cache_dir: str = "",
+    cpu_threads: int = 0,
 ) -> ModelProcess:
     """Start the model process (it loads and checks the model) off the event loop,
     retrying with exponential backoff."""
@@ -204,6 +220,7 @@ async def load_encoder(
                 slice_overhead_tokens,
                 runtime=runtime,
                 runtime_cache_dir=runtime_cache_dir,
+                cpu_threads=cpu_threads,
             )
         except Exception as exc:
             if attempt == attempts:

@@ -41,6 +41,8 @@ class EmbeddingsSettings(Section):
     runtime: Literal["auto", "torch", "onnx", "openvino"] = defaults.EMBEDDINGS_RUNTIME
     # Where converted models are kept; empty means STATE_DIR/models.
     runtime_cache_dir: str = ""
+    # CPU threads of the model process; 0: every core the runtime sees (defaults.py).
+    cpu_threads: int = Field(defaults.EMBEDDINGS_CPU_THREADS, ge=0)
     # The in-memory vector cache of each replica, in bytes; 0 turns it off.
     cache_max_bytes: int = Field(defaults.EMBEDDINGS_CACHE_MAX_BYTES, ge=0)
     # A shared cache tier, e.g. redis://127.0.0.1:6379/0; empty means none.
