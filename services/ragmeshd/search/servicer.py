@@ -15,6 +15,13 @@ from ragmesh.search.v1 import search_service_pb2_grpc as pb_grpc
 from ragmeshd.runtime import metrics
 from ragmeshd.runtime.errors import RpcFailure, invalid_argument, not_found, unavailable
 from ragmeshd.runtime.server import call_timeout
+from ragmeshd.runtime.tenancy import (
+    ACL_KEY,
+    CollectionDenied,
+    check_collection,
+    current,
+    visible_collections,
+)
 from ragmeshd.runtime.tracing import tracer
 from ragmeshd.search import validation
 from ragmeshd.search.backends.base import (
@@ -40,17 +47,19 @@ from ragmeshd.search.embedder import (
     EmbeddingsTimeoutError,
     EmbeddingsUnavailableError,
 )
-from ragmeshd.search.filters import parse_filter
+from ragmeshd.search.filters import acl_groups, parse_filter
 from ragmeshd.search.fusion import one_per_document, ranked_dense, ranked_keyword
 from ragmeshd.search.paging import decode_token, encode_token
 from ragmeshd.search.records import (
     CollectionInfo,
     CollectionSpec,
+    Filter,
     Metadata,
     Mode,
     Passage,
     PreparedDocument,
     RankedHit,
+    Visible,
 )
 from ragmeshd.search.result_cache import InvalidationError, ResultCache
 from ragmeshd.search.uploads import extract_uploads, receive_files, upload_response
@@ -83,6 +92,32 @@ def _as_rpc_failures() -> Iterator[None]:
         raise RpcFailure(exc.code, f"the embeddings service refused the text: {exc}") from None
     except InvalidationError as exc:
         raise unavailable(str(exc)) from None
+    except CollectionDenied as exc:
+        raise RpcFailure(grpc.StatusCode.PERMISSION_DENIED, str(exc)) from None
+
+
+def _visibility() -> Filter:
+    """The condition that keeps documents the call's key may not see out of the query
+    itself (before top-k); empty when it sees every document."""
+    principal = current()
+    groups = principal.document_groups() if principal is not None else None
+    return () if groups is None else (Visible(groups),)
+
+
+def _may_see(metadata: Metadata) -> bool:
+    """The same test as _visibility, for one document already read."""
+    principal = current()
+    groups = principal.document_groups() if principal is not None else None
+    if groups is None or ACL_KEY not in metadata:
+        return True
+    return not set(acl_groups(metadata[ACL_KEY])).isdisjoint(groups)
+
+
+def _collection(name: str, field: str = "name") -> str:
+    """A valid collection name the call's key may use (runtime/tenancy.py)."""
+    checked = validation.check_collection_name(name, field)
+    check_collection(checked)
+    return checked
 
 
 class SearchServicer(pb_grpc.SearchServiceServicer):
@@ -129,7 +164,7 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
         self._check_available()
         s = self._settings
         with _as_rpc_failures():
-            name = validation.check_collection_name(request.name)
+            name = _collection(request.name)
             validation.check_dimensions(request.dimensions, s.max_vector_dimensions)
             index = request.index_settings
             m = index.hnsw_m or s.hnsw_m
@@ -150,16 +185,17 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
         self._check_available()
         with _as_rpc_failures():
             collections = await self._backend.list_collections()
-        return pb.ListCollectionsResponse(collections=[collection_to_proto(c) for c in collections])
+        allowed = set(visible_collections(c.spec.name for c in collections))
+        return pb.ListCollectionsResponse(
+            collections=[collection_to_proto(c) for c in collections if c.spec.name in allowed]
+        )
 
     async def GetCollection(
         self, request: pb.GetCollectionRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetCollectionResponse:
         self._check_available()
         with _as_rpc_failures():
-            info = await self._backend.get_collection(
-                validation.check_collection_name(request.name)
-            )
+            info = await self._backend.get_collection(_collection(request.name))
         return pb.GetCollectionResponse(collection=collection_to_proto(info))
 
     async def DeleteCollection(
@@ -167,7 +203,7 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
     ) -> pb.DeleteCollectionResponse:
         self._check_available()
         with _as_rpc_failures():
-            name = validation.check_collection_name(request.name)
+            name = _collection(request.name)
             await self._backend.delete_collection(name)
             await self._results.invalidate(name)
         return pb.DeleteCollectionResponse()
@@ -179,7 +215,7 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
     ) -> pb.UpsertDocumentsResponse:
         splitter = self._check_available()
         with _as_rpc_failures():
-            name = validation.check_collection_name(request.collection, "collection")
+            name = _collection(request.collection, "collection")
             inputs = validation.check_documents(request.documents, self._settings)
             collection = await self._backend.get_collection(name)
             for index, document in enumerate(inputs):
@@ -263,7 +299,7 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
     ) -> pb.DeleteDocumentsResponse:
         self._check_available()
         with _as_rpc_failures():
-            name = validation.check_collection_name(request.collection, "collection")
+            name = _collection(request.collection, "collection")
             if request.source_prefix and request.ids:
                 raise InvalidRequestError("give ids or source_prefix, not both")
             if request.source_prefix:
@@ -285,7 +321,7 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
         s = self._settings
         with _as_rpc_failures():
             collection_name, files = await receive_files(request_iterator, s)
-            name = validation.check_collection_name(collection_name, "collection")
+            name = _collection(collection_name, "collection")
             collection = await self._backend.get_collection(name)
             inputs = await asyncio.to_thread(extract_uploads, files, s, splitter.count_tokens)
             documents = await self._prepare(
@@ -314,13 +350,17 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
     ) -> pb.ListDocumentsResponse:
         self._check_available()
         with _as_rpc_failures():
-            name = validation.check_collection_name(request.collection, "collection")
+            name = _collection(request.collection, "collection")
             query = validation.check_list(request)
             page = await self._backend.list_documents(
                 name, query.source_prefix, decode_token(query.page_token), query.page_size
             )
         return pb.ListDocumentsResponse(
-            documents=[summary_to_proto(document) for document in page.documents],
+            documents=[
+                summary_to_proto(document)
+                for document in page.documents
+                if _may_see(document.metadata)
+            ],
             next_page_token=encode_token(page.next_token),
         )
 
@@ -329,12 +369,12 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
     ) -> pb.GetDocumentResponse:
         self._check_available()
         with _as_rpc_failures():
-            name = validation.check_collection_name(request.collection, "collection")
+            name = _collection(request.collection, "collection")
             document_id = validation.check_document_id(
                 request.id, "id", self._settings.max_document_id_chars
             )
             stored = await self._backend.get_document(name, document_id)
-        if stored is None:
+        if stored is None or not _may_see(stored.metadata):
             raise not_found(f"document {request.id!r} is not in collection {request.collection!r}")
         message = pb.Document(id=stored.id, text=stored.text)
         fill_metadata(message.metadata, stored.metadata)
@@ -345,8 +385,8 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
     ) -> pb.CountDocumentsResponse:
         self._check_available()
         with _as_rpc_failures():
-            name = validation.check_collection_name(request.collection, "collection")
-            conditions = parse_filter(request.filter, self._settings)
+            name = _collection(request.collection, "collection")
+            conditions = parse_filter(request.filter, self._settings) + _visibility()
             count = await self._backend.count_documents(name, conditions)
         return pb.CountDocumentsResponse(document_count=count)
 
@@ -356,8 +396,15 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
         self, request: pb.SearchRequest, context: grpc.aio.ServicerContext
     ) -> pb.SearchResponse:
         with _as_rpc_failures():
+            # The key's boundary is checked before the cache and is part of its key: a
+            # result cached for one key is served only to keys that may see the same.
+            check_collection(request.collection)
+            principal = current()
             return await self._results.search(
-                request.collection, request, lambda: self._search(request, context)
+                request.collection,
+                request,
+                lambda: self._search(request, context),
+                boundary=principal.boundary() if principal is not None else "",
             )
 
     async def _search(
@@ -366,9 +413,9 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
         self._check_available()
         timeout_s = call_timeout(context, self._default_deadline_s)
         with _as_rpc_failures():
-            name = validation.check_collection_name(request.collection, "collection")
+            name = _collection(request.collection, "collection")
             query = validation.check_search(request, self._settings)
-            conditions = parse_filter(request.filter, self._settings)
+            conditions = parse_filter(request.filter, self._settings) + _visibility()
             collection = await self._backend.get_collection(name)
             vector = query.vector
             if vector is not None:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ragmesh.search.v1 import search_service_pb2 as pb
+from ragmeshd.runtime.tenancy import ACL_KEY, TenancyError, acl_text, parse_groups
 from ragmeshd.search.fields import (
     InvalidRequestError,
     ListInput,
@@ -148,7 +149,22 @@ def metadata_from_proto(
     for key in sorted(metadata):
         check_metadata_key(key, f"{field} key {key!r}", settings)
         result[key] = value_from_proto(metadata[key], f"{field}[{key!r}]", settings)
+    if ACL_KEY in result:
+        result[ACL_KEY] = check_acl(result[ACL_KEY], f"{field}[{ACL_KEY!r}]")
     return result
+
+
+def check_acl(value: MetadataValue, field: str) -> str:
+    """A document's `acl`: one or more comma-separated group names (runtime/tenancy.py)."""
+    try:
+        groups = parse_groups(value) if isinstance(value, str) else ()
+    except TenancyError as exc:
+        raise InvalidRequestError(f"{field}: {exc}") from None
+    if not groups:
+        raise InvalidRequestError(
+            f'{field} must name one or more groups, comma-separated (e.g. "finance,legal")'
+        )
+    return acl_text(groups)
 
 
 def check_metadata_key(key: str, field: str, settings: SearchSettings) -> str:
