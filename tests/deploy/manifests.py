@@ -44,6 +44,7 @@ VARIANTS: dict[str, tuple[str, tuple[str, ...]]] = {
     "production+backups": ("overlays/production", ("components/backups",)),
     "production+restore": ("overlays/production", ("components/backups", "components/restore")),
     "production+llm-remote": ("overlays/production", ("components/llm-remote",)),
+    "production+llm-local": ("overlays/production", ("components/llm-local",)),
     "dev+zone-spread": ("overlays/dev", ("components/zone-spread",)),
 }
 # The common setups of deploy/kubernetes/examples/, each a complete kustomization.

@@ -12,13 +12,17 @@ import pytest
 import yaml
 
 from ragmeshd.envoy.config import validate_config
-from ragmeshd.envoy.kubernetes import kubernetes_topology, service_host
+from ragmeshd.envoy.kubernetes import (
+    kubernetes_topology,
+    service_host,
+    write_kubernetes_config,
+)
 from ragmeshd.envoy.security import KEYLESS_PATHS
 from ragmeshd.envoy.topology import OPENAI_PATHS
 from ragmeshd.identities import service_dns_name
 from ragmeshd.pki.certs import ensure_certificates
 from ragmeshd.settings import load_settings
-from tests.deploy.manifests import Container, Doc, containers, one, render
+from tests.deploy.manifests import Container, Doc, containers, find, one, render
 from tests.helpers import ragmesh_command
 
 
@@ -184,3 +188,44 @@ def test_the_cluster_domain_comes_from_the_settings_not_the_code(
     assert topology.ratelimit_endpoint[0] == "ratelimit.team-a.svc.corp.example"
     with pytest.raises(ValueError, match="not a DNS domain"):
         kubernetes_topology(load_settings(), cluster_domain="$(CLUSTER_DOMAIN)", sds_dir=tmp_path)
+
+
+def test_the_local_model_gets_a_cluster_of_its_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """components/llm-local: the settings name the coordinator's LLM target, so Envoy's init
+    container adds an llm cluster over the llm headless Service, which Envoy validates."""
+    docs = render("production+llm-local")
+    (init,) = [c for c in containers(docs) if c.deployment == "envoy" and c.init]
+    env = init.env(docs, secrets={})
+    certs = ensure_certificates(tmp_path / "certs")
+    for folder, identity in (("server", certs.envoy), ("client", certs.envoy_upstream)):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "tls.crt").symlink_to(identity.cert)
+        (tmp_path / folder / "tls.key").symlink_to(identity.key)
+        (tmp_path / folder / "ca.crt").symlink_to(certs.ca)
+    env["RAGMESH_MOUNTED_CERTS__SERVER_DIR"] = str(tmp_path / "server")
+    env["RAGMESH_MOUNTED_CERTS__CLIENT_DIR"] = str(tmp_path / "client")
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    out = tmp_path / "envoy" / "envoy.yaml"
+    out.parent.mkdir()
+    topology = kubernetes_topology(load_settings(), sds_dir=out.parent / "sds")
+    write_kubernetes_config(topology, out, "0.0.0.0:8099")
+    validate_config(out)
+    clusters = {
+        c["name"]: c for c in yaml.safe_load(out.read_text())["static_resources"]["clusters"]
+    }
+    (endpoint,) = clusters["llm"]["load_assignment"]["endpoints"][0]["lb_endpoints"]
+    address = endpoint["endpoint"]["address"]["socket_address"]
+    llm = one(docs, "Service", "llm")
+    assert address["address"] == service_host("llm", "ragmesh")
+    assert address["port_value"] == llm["spec"]["ports"][0]["port"]
+    (server,) = [
+        c for c in find(docs, "Certificate") if c["spec"]["secretName"] == "ragmesh-llm-tls"
+    ]
+    assert server["spec"]["dnsNames"] == [service_dns_name("llm")]
+    # Without the component there is no llm cluster (and no pod behind one).
+    plain = render("production")
+    (init,) = [c for c in containers(plain) if c.deployment == "envoy" and c.init]
+    assert "RAGMESH_COORDINATOR__LLM_TARGET" not in init.env(plain, secrets={})

@@ -18,6 +18,7 @@ NAMESPACE = "ragmesh"
 EXPECTED_CALLS: set[tuple[str, str, str | int]] = {
     *(("envoy", service, "grpc") for service in ("embeddings", "search", "coordinator")),
     ("envoy", "ratelimit", "grpc"),
+    ("envoy", "llm", "grpc"),
     ("envoy", "openai", "https"),
     ("search", "envoy", "internal"),
     ("coordinator", "envoy", "internal"),
@@ -139,7 +140,8 @@ def test_ragmesh_pods_reach_only_what_they_call_and_dns(variant: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "variant", ["base", "production", "dev+qdrant", "production+qdrant-distributed"]
+    "variant",
+    ["base", "production", "dev+qdrant", "production+qdrant-distributed", "production+llm-local"],
 )
 def test_only_what_must_talk_talks(variant: str) -> None:
     docs = render(variant)

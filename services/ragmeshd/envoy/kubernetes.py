@@ -43,6 +43,9 @@ _DNS_NAME = re.compile(
 )
 # Kubernetes serves the services in this order; Envoy needs all of them.
 SERVICES = ("embeddings", "search", "coordinator")
+# The mesh's own model service (components/llm-local): a cluster of its own when the
+# coordinator's LOCAL route goes through Envoy to it (RAGMESH_COORDINATOR__LLM_TARGET set).
+LLM = "llm"
 # Envoy's plaintext probe listener (envoy/probe_listener.yaml) and the path it answers.
 PROBE_LISTEN = "0.0.0.0:8099"
 READY_PATH = "/ready"
@@ -139,7 +142,8 @@ def _service_clusters(
 ) -> list[UpstreamCluster]:
     """One STRICT_DNS cluster per service over its headless Service."""
     clusters = []
-    for service in SERVICES:
+    services = [*SERVICES, LLM] if settings.coordinator.llm_target else list(SERVICES)
+    for service in services:
         grpc_service = grpc_service_name(service)
         if grpc_service is None:
             raise ValueError(f"this build has no API for {service}")
