@@ -11,10 +11,11 @@ note saying why (never an error).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 
 from opentelemetry.trace import Status, StatusCode
@@ -24,7 +25,7 @@ from ragmeshd.coordinator.llm_backend import AnswerBackend, BackendError, ChatMe
 from ragmeshd.coordinator.prompt import context_only_answer
 from ragmeshd.coordinator.routing import Route, Side
 from ragmeshd.runtime import metrics
-from ragmeshd.runtime.resilience import CircuitBreaker
+from ragmeshd.runtime.resilience import CircuitBreaker, CircuitOpenError, Verdict
 from ragmeshd.runtime.tracing import tracer
 
 _log = logging.getLogger("ragmesh.coordinator.answering")
@@ -122,6 +123,59 @@ async def _traced_llm_call(slot: BackendSlot, chunks: AsyncIterator[str]) -> Asy
         )
 
 
+async def _try_backend(
+    slot: BackendSlot,
+    messages: list[ChatMessage],
+    *,
+    max_tokens: int,
+    deadline: float,
+    sent_any: bool,
+    outcome: AnswerOutcome,
+) -> AsyncGenerator[ChunkEvent, None]:
+    """One backend's answer through its breaker (CircuitBreaker.guard). Raises
+    CircuitOpenError while it is open and BackendError when it fails (counted against it).
+    When the client goes away (or anything unexpected happens) a backend that had started
+    answering worked; one that had not is counted as failed, which also frees a probe."""
+    produced = False
+
+    def judge(exc: BaseException) -> Verdict:
+        if isinstance(exc, BackendError):
+            return Verdict.FAILURE
+        return Verdict.SUCCESS if produced else Verdict.FAILURE
+
+    async with slot.breaker.guard(judge):
+        time_left = deadline - time.monotonic() - STORE_RESERVE_S
+        if time_left <= 0:
+            raise BackendError("no time left before the call's deadline")
+        chunks = slot.backend.stream_chat(messages, max_tokens=max_tokens, deadline_s=time_left)
+        async for text in _traced_llm_call(slot, chunks):
+            if outcome.first_chunk_at is None:
+                outcome.first_chunk_at = time.perf_counter()
+            yield ChunkEvent(text, slot.side, discard_previous=sent_any and not produced)
+            produced = True
+            outcome.parts.append(text)
+
+
+def _note_failure(side: Side, exc: BackendError, outcome: AnswerOutcome) -> None:
+    """A backend's error text (its HTTP error body, a URL) is for the operator: it goes to the
+    log under an id; the client and the stored interaction get only the id and a reason."""
+    failure_id = uuid.uuid4().hex[:16]
+    outcome.failures.append(
+        f"{side.value}: the backend failed (failure id {failure_id}, details in"
+        " the coordinator's log)"
+    )
+    _log.warning(
+        "backend failed",
+        extra={
+            "backend": side.value,
+            "error": str(exc),
+            "after_text": bool(outcome.parts),
+            "failure_id": failure_id,
+        },
+    )
+    outcome.parts.clear()
+
+
 async def stream_answer(
     route: Route,
     slots: dict[Side, BackendSlot],
@@ -140,54 +194,27 @@ async def stream_answer(
             if side is None or side is Side.NONE:
                 continue
             slot = slots[side]
-            if not slot.breaker.allow():
+            events = _try_backend(
+                slot,
+                messages,
+                max_tokens=max_tokens,
+                deadline=deadline,
+                sent_any=sent_any,
+                outcome=outcome,
+            )
+            try:
+                # aclosing: a client that leaves mid-answer closes the backend's stream (and
+                # its breaker records the outcome) now, not when the generator is collected.
+                async with contextlib.aclosing(events):
+                    async for event in events:
+                        sent_any = True
+                        yield event
+            except CircuitOpenError:
                 outcome.failures.append(f"{side.value}: circuit breaker open")
                 continue
-            time_left = deadline - time.monotonic() - STORE_RESERVE_S
-            produced = False
-            try:
-                if time_left <= 0:
-                    raise BackendError("no time left before the call's deadline")
-                async for text in _traced_llm_call(
-                    slot,
-                    slot.backend.stream_chat(messages, max_tokens=max_tokens, deadline_s=time_left),
-                ):
-                    if outcome.first_chunk_at is None:
-                        outcome.first_chunk_at = time.perf_counter()
-                    yield ChunkEvent(text, side, discard_previous=sent_any and not produced)
-                    produced = sent_any = True
-                    outcome.parts.append(text)
             except BackendError as exc:
-                slot.breaker.record_failure()
-                # A backend's error text (its HTTP error body, a URL) is for the operator:
-                # it goes to the log under an id; the client and the stored interaction get
-                # only the id and a generic reason.
-                failure_id = uuid.uuid4().hex[:16]
-                outcome.failures.append(
-                    f"{side.value}: the backend failed (failure id {failure_id}, details in"
-                    " the coordinator's log)"
-                )
-                outcome.parts.clear()
-                _log.warning(
-                    "backend failed",
-                    extra={
-                        "backend": side.value,
-                        "error": str(exc),
-                        "after_text": produced,
-                        "failure_id": failure_id,
-                    },
-                )
+                _note_failure(side, exc, outcome)
                 continue
-            except BaseException:
-                # The client went away (or an unexpected error): a backend that had started
-                # answering worked; one that had not is counted as failed, which also
-                # releases a half-open probe.
-                if produced:
-                    slot.breaker.record_success()
-                else:
-                    slot.breaker.record_failure()
-                raise
-            slot.breaker.record_success()
             outcome.answered_by = side
             outcome.model = slot.backend.model
             return

@@ -18,7 +18,13 @@ import grpc
 from ragmesh.search.v1 import search_service_pb2 as search_pb
 from ragmesh.search.v1 import search_service_pb2_grpc as search_grpc
 from ragmeshd.runtime.channels import open_channel
-from ragmeshd.runtime.resilience import CircuitBreaker, is_cancellation
+from ragmeshd.runtime.resilience import (
+    CircuitBreaker,
+    CircuitOpenError,
+    Verdict,
+    failure_unless_cancelled,
+    is_cancellation,
+)
 from ragmeshd.runtime.tenancy import delegation_metadata
 
 T = TypeVar("T")
@@ -63,6 +69,30 @@ def _metadata_value(value: MetadataValue) -> search_pb.MetadataValue:
     return search_pb.MetadataValue(string_value=value)
 
 
+def _verdict(exc: BaseException) -> Verdict:
+    """What a failed call says about the search service: a refusal of the request is an
+    answer, a cancellation nothing, anything else a failure."""
+    if isinstance(exc, grpc.aio.AioRpcError) and exc.code() in _CLIENT_ERROR_CODES:
+        return Verdict.SUCCESS
+    return failure_unless_cancelled(exc)
+
+
+def _translate(exc: grpc.aio.AioRpcError, what: str, collection: str) -> SearchError:
+    if is_cancellation(exc):
+        # Our own caller leaving arrives as asyncio.CancelledError, not as this: a CANCELLED
+        # status came from the path (Envoy or a connection torn down mid-call). Not a breaker
+        # failure, but the caller must hear UNAVAILABLE.
+        return SearchUnavailableError(
+            f"the call to the search service was cancelled on the way ({what}): {exc.details()}"
+        )
+    code = exc.code()
+    if code is grpc.StatusCode.NOT_FOUND and collection:
+        return CollectionNotFoundError(collection)
+    if code in _CLIENT_ERROR_CODES:
+        return SearchRejectedError(exc.details() or code.name)
+    return SearchUnavailableError(f"the search service failed {what}: {code.name}: {exc.details()}")
+
+
 class SearchClient:
     """Calls SearchService; one channel shared by all calls."""
 
@@ -102,47 +132,21 @@ class SearchClient:
         total_s = self._timeout_s if timeout_s is None else min(timeout_s, self._timeout_s)
         if total_s <= 0:
             raise SearchUnavailableError(f"no time left to call the search service ({what})")
-        if not self.breaker.allow():
+        try:
+            return await self.breaker.call(lambda: operation(total_s), _verdict)
+        except CircuitOpenError:
             raise SearchUnavailableError(
                 "the search service is failing; not calling it for now (circuit breaker open)"
-            )
-        try:
-            result = await operation(total_s)
-        except grpc.aio.AioRpcError as exc:
-            if is_cancellation(exc):
-                # Our own caller leaving arrives as asyncio.CancelledError, not as this: a
-                # CANCELLED status came from the path (Envoy or a connection torn down
-                # mid-call). Not a breaker failure, but the caller must hear UNAVAILABLE.
-                self.breaker.release()
-                raise SearchUnavailableError(
-                    f"the call to the search service was cancelled on the way ({what}):"
-                    f" {exc.details()}"
-                ) from None
-            code = exc.code()
-            if code in _CLIENT_ERROR_CODES:
-                self.breaker.record_success()
-                if code is grpc.StatusCode.NOT_FOUND and collection:
-                    raise CollectionNotFoundError(collection) from None
-                raise SearchRejectedError(exc.details() or code.name) from None
-            self.breaker.record_failure()
-            raise SearchUnavailableError(
-                f"the search service failed {what}: {code.name}: {exc.details()}"
             ) from None
-        except BaseException as exc:
-            if is_cancellation(exc):
-                self.breaker.release()
-            else:
-                self.breaker.record_failure()
-            raise
-        self.breaker.record_success()
-        return result
+        except grpc.aio.AioRpcError as exc:
+            raise _translate(exc, what, collection) from None
 
     async def list_collections(self, *, timeout_s: float | None = None) -> list[str]:
-        async def run(attempt_s: float) -> list[str]:
+        async def run(deadline_s: float) -> list[str]:
             # For the caller: only the collections its key may use (runtime/tenancy.py).
             response = await self._stub.ListCollections(
                 search_pb.ListCollectionsRequest(),
-                timeout=attempt_s,
+                timeout=deadline_s,
                 metadata=delegation_metadata(),
             )
             return [collection.name for collection in response.collections]
@@ -162,10 +166,10 @@ class SearchClient:
             collection=collection, query=query, top_k=top_k, mode=mode
         )
 
-        async def run(attempt_s: float) -> list[search_pb.SearchHit]:
+        async def run(deadline_s: float) -> list[search_pb.SearchHit]:
             # With the caller's authority: its key's collections and groups bound the search.
             response = await self._stub.Search(
-                request, timeout=attempt_s, metadata=delegation_metadata()
+                request, timeout=deadline_s, metadata=delegation_metadata()
             )
             return list(response.hits)
 
@@ -175,10 +179,10 @@ class SearchClient:
         """Create the collection (vectors of the embeddings service's model) unless it
         exists; returns whether it was created."""
 
-        async def run(attempt_s: float) -> bool:
+        async def run(deadline_s: float) -> bool:
             try:
                 await self._stub.CreateCollection(
-                    search_pb.CreateCollectionRequest(name=name), timeout=attempt_s
+                    search_pb.CreateCollectionRequest(name=name), timeout=deadline_s
                 )
             except grpc.aio.AioRpcError as exc:
                 if exc.code() is grpc.StatusCode.ALREADY_EXISTS:
@@ -204,8 +208,8 @@ class SearchClient:
         )
         request = search_pb.UpsertDocumentsRequest(collection=collection, documents=[document])
 
-        async def run(attempt_s: float) -> None:
-            await self._stub.UpsertDocuments(request, timeout=attempt_s)
+        async def run(deadline_s: float) -> None:
+            await self._stub.UpsertDocuments(request, timeout=deadline_s)
 
         await self._call("UpsertDocuments", run, collection=collection, timeout_s=timeout_s)
 
@@ -215,8 +219,8 @@ class SearchClient:
         """Delete documents by id; 0 when the collection does not exist."""
         request = search_pb.DeleteDocumentsRequest(collection=collection, ids=ids)
 
-        async def run(attempt_s: float) -> int:
-            response = await self._stub.DeleteDocuments(request, timeout=attempt_s)
+        async def run(deadline_s: float) -> int:
+            response = await self._stub.DeleteDocuments(request, timeout=deadline_s)
             return int(response.deleted_count)
 
         try:

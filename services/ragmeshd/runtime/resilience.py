@@ -10,10 +10,11 @@ about the dependency and is not counted.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeVar
 
 import grpc
@@ -35,8 +36,26 @@ class BreakerState(enum.Enum):
 _STATE_VALUES = {BreakerState.CLOSED: 0, BreakerState.HALF_OPEN: 1, BreakerState.OPEN: 2}
 
 
+class Verdict(enum.Enum):
+    """What a call's outcome says about the dependency."""
+
+    SUCCESS = "success"  # it answered (a refusal of a bad request is an answer too)
+    FAILURE = "failure"  # it failed, timed out or was overloaded
+    NEUTRAL = "neutral"  # nothing (the call was cancelled): count nothing, free the probe
+
+
+def failure_unless_cancelled(exc: BaseException) -> Verdict:
+    """The default judgement of a call that raised: a failure, unless it was cancelled."""
+    return Verdict.NEUTRAL if is_cancellation(exc) else Verdict.FAILURE
+
+
 class CircuitOpenError(Exception):
     """The breaker is open: the dependency failed repeatedly and is not being called."""
+
+    def __init__(self, name: str, recovery_s: float) -> None:
+        super().__init__(f"{name} is failing; not calling it for up to {recovery_s:g} s")
+        self.name = name
+        self.recovery_s = recovery_s
 
 
 class CircuitBreaker:
@@ -111,20 +130,39 @@ class CircuitBreaker:
             if self._on_change is not None:
                 self._on_change(self.name, state)
 
-    async def call(self, operation: Callable[[], Awaitable[T]]) -> T:
-        """Run `operation` through the breaker; raises CircuitOpenError while open."""
+    def record(self, verdict: Verdict) -> None:
+        if verdict is Verdict.SUCCESS:
+            self.record_success()
+        elif verdict is Verdict.FAILURE:
+            self.record_failure()
+        else:
+            self.release()
+
+    @contextlib.asynccontextmanager
+    async def guard(
+        self, judge: Callable[[BaseException], Verdict] = failure_unless_cancelled
+    ) -> AsyncIterator[None]:
+        """The one protocol of every guarded call: raise CircuitOpenError while open, else
+        run the body and record its outcome: success when it returns, `judge(exc)` when it
+        raises (the exception goes on to the caller). A body that streams (yields inside
+        the block) is judged when it ends, so `judge` may look at how far it got."""
         if not self.allow():
-            raise CircuitOpenError(f"{self.name} is failing; not calling it for now")
+            raise CircuitOpenError(self.name, self._recovery_s)
         try:
-            result = await operation()
+            yield
         except BaseException as exc:
-            if is_cancellation(exc):
-                self.release()
-            else:
-                self.record_failure()
+            self.record(judge(exc))
             raise
         self.record_success()
-        return result
+
+    async def call(
+        self,
+        operation: Callable[[], Awaitable[T]],
+        judge: Callable[[BaseException], Verdict] = failure_unless_cancelled,
+    ) -> T:
+        """`await operation()` inside guard(judge)."""
+        async with self.guard(judge):
+            return await operation()
 
 
 def is_cancellation(exc: BaseException) -> bool:

@@ -26,7 +26,12 @@ import numpy as np
 from ragmesh.embeddings.v1 import embeddings_service_pb2 as embeddings_pb
 from ragmesh.embeddings.v1 import embeddings_service_pb2_grpc as embeddings_grpc
 from ragmeshd.runtime.channels import open_channel
-from ragmeshd.runtime.resilience import CircuitBreaker, is_cancellation
+from ragmeshd.runtime.resilience import (
+    CircuitBreaker,
+    CircuitOpenError,
+    Verdict,
+    is_cancellation,
+)
 from ragmeshd.settings import SearchSettings
 
 _log = logging.getLogger("ragmesh.search.embedder")
@@ -170,49 +175,47 @@ class Embedder:
         return response
 
     async def _guarded(self, call: Callable[[], Awaitable[T]], what: str) -> T:
-        """One call through the breaker; errors translated."""
-        if not self.breaker.allow():
+        """One call through the breaker (CircuitBreaker.call); errors translated."""
+        try:
+            return await self.breaker.call(call, _verdict)
+        except CircuitOpenError:
             raise EmbeddingsUnavailableError(
                 f"the embeddings service at {self.target} is failing; not calling it for up to"
                 f" {self._settings.embed_breaker_recovery_s:g} s (circuit breaker open)"
-            )
-        try:
-            result = await call()
+            ) from None
         except grpc.aio.AioRpcError as exc:
-            if is_cancellation(exc):
-                # Our own caller leaving arrives as asyncio.CancelledError, not as this: a
-                # CANCELLED status came from the path (Envoy or a connection torn down
-                # mid-call). Not a breaker failure, but the caller must hear UNAVAILABLE,
-                # never an unhandled error.
-                self.breaker.release()
-                raise EmbeddingsUnavailableError(
-                    f"the call to the embeddings service at {self.target} was cancelled on"
-                    f" the way ({what}): {exc.details()}"
-                ) from None
-            code = exc.code()
-            if code in _SERVICE_FAILURE_CODES:
-                self.breaker.record_failure()
-            else:
-                self.breaker.record_success()
-            if code is grpc.StatusCode.DEADLINE_EXCEEDED:
-                raise EmbeddingsTimeoutError(
-                    f"the embeddings service at {self.target} did not answer {what} in time"
-                ) from None
-            if code is grpc.StatusCode.RESOURCE_EXHAUSTED:
-                raise EmbeddingsOverloadedError(
-                    f"the embeddings service at {self.target} is overloaded ({what}):"
-                    f" {exc.details()}"
-                ) from None
-            if code in _SERVICE_FAILURE_CODES:
-                raise EmbeddingsUnavailableError(
-                    f"the embeddings service at {self.target} failed {what}:"
-                    f" {code.name}: {exc.details()}"
-                ) from None
-            raise EmbeddingsRejectedError(code, exc.details() or code.name) from None
-        except BaseException:
-            # Cancelled (the caller gave up) or unexpected: says nothing about the service,
-            # but a half-open probe must not stay claimed forever.
-            self.breaker.release()
-            raise
-        self.breaker.record_success()
-        return result
+            raise self._translate(exc, what) from None
+
+    def _translate(self, exc: grpc.aio.AioRpcError, what: str) -> Exception:
+        if is_cancellation(exc):
+            # Our own caller leaving arrives as asyncio.CancelledError, not as this: a
+            # CANCELLED status came from the path (Envoy or a connection torn down
+            # mid-call). The caller must hear UNAVAILABLE, never an unhandled error.
+            return EmbeddingsUnavailableError(
+                f"the call to the embeddings service at {self.target} was cancelled on"
+                f" the way ({what}): {exc.details()}"
+            )
+        code = exc.code()
+        if code is grpc.StatusCode.DEADLINE_EXCEEDED:
+            return EmbeddingsTimeoutError(
+                f"the embeddings service at {self.target} did not answer {what} in time"
+            )
+        if code is grpc.StatusCode.RESOURCE_EXHAUSTED:
+            return EmbeddingsOverloadedError(
+                f"the embeddings service at {self.target} is overloaded ({what}): {exc.details()}"
+            )
+        if code in _SERVICE_FAILURE_CODES:
+            return EmbeddingsUnavailableError(
+                f"the embeddings service at {self.target} failed {what}:"
+                f" {code.name}: {exc.details()}"
+            )
+        return EmbeddingsRejectedError(code, exc.details() or code.name)
+
+
+def _verdict(exc: BaseException) -> Verdict:
+    """What a failed Embed/Info call says about the embeddings service: a failure for the
+    codes of a service in trouble, an answer for a refused request, nothing for a call that
+    was cancelled (on the way or by our caller) or broke here unexpectedly."""
+    if isinstance(exc, grpc.aio.AioRpcError) and not is_cancellation(exc):
+        return Verdict.FAILURE if exc.code() in _SERVICE_FAILURE_CODES else Verdict.SUCCESS
+    return Verdict.NEUTRAL

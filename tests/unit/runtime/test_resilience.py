@@ -10,6 +10,7 @@ from ragmeshd.runtime.resilience import (
     BreakerState,
     CircuitBreaker,
     CircuitOpenError,
+    Verdict,
 )
 
 
@@ -103,3 +104,27 @@ async def test_a_cancelled_call_is_not_a_failure_but_frees_the_probe() -> None:
     assert breaker.state is BreakerState.HALF_OPEN
     assert await breaker.call(succeed) == "ok"  # the next call may probe
     assert breaker.state is BreakerState.CLOSED
+
+
+async def test_guard_records_what_the_judge_says() -> None:
+    """Every breaker user goes through guard (or call, built on it): a body that returns is
+    a success, one that raises is what `judge` says (a refused request is an answer, not a
+    failure), and while open the body never runs."""
+    clock = FakeClock()
+    breaker = CircuitBreaker("dep", failure_threshold=1, recovery_s=7, clock=clock)
+
+    def refused_is_an_answer(exc: BaseException) -> Verdict:
+        return Verdict.SUCCESS if isinstance(exc, ValueError) else Verdict.FAILURE
+
+    with pytest.raises(ValueError):
+        async with breaker.guard(refused_is_an_answer):
+            raise ValueError("bad request")
+    assert breaker.state is BreakerState.CLOSED
+    with pytest.raises(ConnectionError):
+        await breaker.call(fail, refused_is_an_answer)
+    assert breaker.state is BreakerState.OPEN
+    ran = False
+    with pytest.raises(CircuitOpenError, match="not calling it for up to 7 s"):
+        async with breaker.guard():
+            ran = True
+    assert not ran
