@@ -47,6 +47,8 @@ class NewInteraction:
     context: list[ContextRef]
     answer: str
     timings: Timings = field(default_factory=Timings)
+    # The id of the API key that asked ("" with keys turned off): its owner.
+    owner_key_id: str = ""
 
 
 @dataclass

@@ -18,7 +18,13 @@ from ragmeshd.coordinator.augment import Augmenter, AugmentParams, Context
 from ragmeshd.coordinator.feedback import InteractionsCollection
 from ragmeshd.coordinator.grounding import Grounding, not_in_documents, says_not_in_documents
 from ragmeshd.coordinator.prompt import chat_messages
-from ragmeshd.coordinator.records import ContextRef, ExportFilter, NewInteraction, Timings
+from ragmeshd.coordinator.records import (
+    ContextRef,
+    ExportFilter,
+    Interaction,
+    NewInteraction,
+    Timings,
+)
 from ragmeshd.coordinator.routing import (
     ForcedBackendMissingError,
     Side,
@@ -46,7 +52,7 @@ from ragmeshd.coordinator.validation import (
     check_time_range,
     parse_interaction_id,
 )
-from ragmeshd.runtime import metrics
+from ragmeshd.runtime import metrics, tenancy
 from ragmeshd.runtime.errors import RpcFailure, invalid_argument, not_found, unavailable
 from ragmeshd.runtime.server import call_timeout
 from ragmeshd.settings import CoordinatorSettings, ServerSettings
@@ -235,6 +241,7 @@ class CoordinatorServicer(pb_grpc.CoordinatorServiceServicer):
             ],
             answer=grounding.answer,
             timings=timings,
+            owner_key_id=_owner_key_id(),
         )
         timings.total_ms = (time.perf_counter() - started) * 1000
         try:
@@ -273,6 +280,8 @@ class CoordinatorServicer(pb_grpc.CoordinatorServiceServicer):
         except InvalidRequestError as exc:
             raise invalid_argument(str(exc)) from None
         try:
+            # Only its owner (or an interactions.export key within its collections) rates it.
+            _check_owner(await deps.store.get(interaction_id), interaction_id)
             result = await deps.store.set_feedback(interaction_id, rating, outcome)
         except StoreUnavailableError as exc:
             raise unavailable(str(exc)) from None
@@ -305,6 +314,7 @@ class CoordinatorServicer(pb_grpc.CoordinatorServiceServicer):
             interaction = await deps.store.get(interaction_id)
         except StoreUnavailableError as exc:
             raise unavailable(str(exc)) from None
+        _check_owner(interaction, interaction_id)
         if interaction is None:
             raise not_found(f"there is no interaction {interaction_id}")
         return pb.GetInteractionResponse(interaction=convert.interaction(interaction))
@@ -333,7 +343,33 @@ class CoordinatorServicer(pb_grpc.CoordinatorServiceServicer):
         except InvalidRequestError as exc:
             raise invalid_argument(str(exc)) from None
         try:
+            principal = tenancy.current()
             async for interaction in deps.store.export(selection):
+                if principal is not None and not principal.may_read_interaction(
+                    interaction.owner_key_id, interaction.collections
+                ):
+                    continue  # another tenant's: outside this key's collections
                 yield pb.ExportInteractionsResponse(interaction=convert.interaction(interaction))
         except StoreUnavailableError as exc:
             raise unavailable(str(exc)) from None
+
+
+def _owner_key_id() -> str:
+    """The id of the key this Ask is made with: the interaction's owner."""
+    principal = tenancy.current()
+    return principal.key_id if principal is not None else ""
+
+
+def _check_owner(interaction: Interaction | None, interaction_id: uuid.UUID) -> None:
+    """PERMISSION_DENIED when the call's key may not read or rate `interaction`."""
+    principal = tenancy.current()
+    if (
+        interaction is not None
+        and principal is not None
+        and not principal.may_read_interaction(interaction.owner_key_id, interaction.collections)
+    ):
+        raise RpcFailure(
+            grpc.StatusCode.PERMISSION_DENIED,
+            f"interaction {interaction_id} belongs to another API key; reading or rating it"
+            " needs the scope 'interactions.export' (within the key's collections) or 'admin'",
+        )

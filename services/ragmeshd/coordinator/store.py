@@ -40,7 +40,7 @@ UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
 _COLUMNS = (
     "id, created_at, query, collections, decision, reason, answered_by, model, fallback,"
     " fallback_reason, confidence, context, answer, latency_ms, timings, rating, outcome,"
-    " value_score, feedback_at"
+    " value_score, feedback_at, owner_key_id"
 )
 
 
@@ -71,8 +71,8 @@ class InteractionStore:
         row = await self._fetchrow(
             f"INSERT INTO coordinator_interactions (id, query, collections, decision, reason,"
             f" answered_by, model, fallback, fallback_reason, confidence, context, answer,"
-            f" latency_ms, timings) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12,"
-            f" $13, $14) RETURNING {_COLUMNS}",
+            f" latency_ms, timings, owner_key_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9,"
+            f" $10, $11, $12, $13, $14, $15) RETURNING {_COLUMNS}",
             interaction.id,
             interaction.query,
             interaction.collections,
@@ -87,6 +87,7 @@ class InteractionStore:
             interaction.answer,
             interaction.timings.total_ms,
             json.dumps(interaction.timings.__dict__),
+            interaction.owner_key_id,
         )
         assert row is not None
         return _from_row(row)
@@ -209,4 +210,5 @@ def _from_row(row: asyncpg.Record) -> Interaction:
         outcome=row["outcome"],
         value_score=row["value_score"],
         feedback_at=row["feedback_at"],
+        owner_key_id=row["owner_key_id"],
     )

@@ -81,7 +81,9 @@ class StoredKey:
     groups: tuple[str, ...] = ()
 
     def principal(self) -> Principal:
-        return Principal(self.key_id, self.collections, self.groups, ADMIN in self.scopes)
+        return Principal(
+            self.key_id, self.collections, self.groups, ADMIN in self.scopes, self.scopes
+        )
 
     @property
     def rate_limit(self) -> RateLimit | None:

@@ -19,6 +19,8 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from ragmeshd.runtime.scopes import allows
+
 ALL_COLLECTIONS = ("*",)
 # The metadata key a document's groups live under, and what a group name may be.
 ACL_KEY = "acl"
@@ -49,6 +51,7 @@ class Principal:
     collections: tuple[str, ...] = ALL_COLLECTIONS
     groups: tuple[str, ...] = ()
     all_documents: bool = False
+    scopes: tuple[str, ...] = ()
 
     def may_use(self, collection: str) -> bool:
         return any(fnmatch.fnmatchcase(collection, pattern) for pattern in self.collections)
@@ -60,6 +63,15 @@ class Principal:
     def document_groups(self) -> tuple[str, ...] | None:
         """The groups to filter documents by; None when every document is visible."""
         return None if self.all_documents else self.groups
+
+    def may_read_interaction(self, owner_key_id: str, collections: Iterable[str]) -> bool:
+        """Its own interactions; another key's only with `interactions.export` (or admin),
+        and then only when every collection the answer drew on is within its own."""
+        if owner_key_id == self.key_id:
+            return True
+        if not allows(self.scopes, "interactions.export"):
+            return False
+        return self.all_documents or all(self.may_use(c) for c in collections)
 
     def boundary(self) -> str:
         """What this principal may see, as text for cache keys (two principals that may see

@@ -48,9 +48,7 @@ def test_keys_keep_their_boundary_through_the_store_and_rotation(tmp_path: Path)
     stored = store.load()[0]
     assert (stored.collections, stored.groups) == (("team-a-*",), ("finance",))
     _, old = store.rotate(stored.key_id, 0)
-    assert store.load()[-1].collections == ("team-a-*",) and store.load()[-1].groups == (
-        "finance",
-    )
+    assert store.load()[-1].collections == ("team-a-*",) and store.load()[-1].groups == ("finance",)
     assert old.key_id in key
     # A key stored before tenancy existed reaches every collection and no group.
     legacy = StoredKey.from_json(
@@ -120,3 +118,18 @@ def test_admin_keys_see_every_document_and_boundaries_key_the_cache() -> None:
     other = StoredKey("0a1b2c3d4e5d", "c", "0", 0.0, groups=("finance",)).principal()
     assert admin.document_groups() is None and user.document_groups() == ("hr",)
     assert len({admin.boundary(), user.boundary(), other.boundary()}) == 3
+
+
+def test_interactions_belong_to_their_key() -> None:
+    owner = StoredKey("0a1b2c3d4e5f", "a", "0", 0.0, scopes=("ask",)).principal()
+    stranger = StoredKey("0a1b2c3d4e5e", "b", "0", 0.0, scopes=("ask", "feedback")).principal()
+    exporter_a = StoredKey(
+        "0a1b2c3d4e5d", "c", "0", 0.0, scopes=("interactions.export",), collections=("team-a-*",)
+    ).principal()
+    admin = StoredKey("0a1b2c3d4e5c", "d", "0", 0.0, scopes=("admin",)).principal()
+    assert owner.may_read_interaction("0a1b2c3d4e5f", ["team-b-docs"])
+    assert not stranger.may_read_interaction("0a1b2c3d4e5f", ["team-a-docs"])
+    # An exporter reads others' interactions only within its own collections.
+    assert exporter_a.may_read_interaction("0a1b2c3d4e5f", ["team-a-docs"])
+    assert not exporter_a.may_read_interaction("0a1b2c3d4e5f", ["team-a-docs", "team-b-docs"])
+    assert admin.may_read_interaction("", ["anything"])
