@@ -11,7 +11,7 @@ import pytest
 from pydantic import ValidationError
 
 from ragmeshd.settings import Settings, load_settings
-from tests.deploy.manifests import Container, Doc, containers, render
+from tests.deploy.manifests import VARIANTS, Container, Doc, containers, render
 
 # CloudNativePG's application URI names the -rw Service and no sslmode; the user's external
 # URI may name none either.
@@ -34,7 +34,10 @@ def _settings(container: Container, docs: list[Doc], drop: tuple[str, ...] = ())
         return load_settings()
 
 
-@pytest.mark.parametrize("variant", ["production", "production+external-postgres"])
+@pytest.mark.parametrize(
+    "variant",
+    [v for v in VARIANTS if v.startswith(("production", "example:"))],
+)
 def test_every_container_passes_the_production_profile(variant: str) -> None:
     docs = render(variant)
     checked = set()
@@ -53,7 +56,8 @@ def test_every_container_passes_the_production_profile(variant: str) -> None:
             with pytest.raises(ValidationError, match=r"pg_dsn: .*verify-full"):
                 _settings(container, docs, drop=("PGSSLMODE",))
         checked.add(container.deployment)
-    assert checked == {"embeddings", "search", "coordinator", "openai", "ratelimit", "envoy"}
+    mesh = {"embeddings", "search", "coordinator", "openai", "ratelimit", "envoy"}
+    assert checked == (mesh | {"llm"} if "llm-local" in variant else mesh)
 
 
 def test_dev_keeps_the_dev_profile() -> None:
