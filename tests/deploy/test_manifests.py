@@ -13,7 +13,7 @@ import pytest
 from ragmeshd.identities import identity_uri, service_dns_name
 from ragmeshd.openai_compat.lifecycle import HEALTH_PATH, LIVENESS_PATH
 from ragmeshd.openai_compat.server import SHUTDOWN_GRACE_S as OPENAI_SHUTDOWN_GRACE_S
-from ragmeshd.ratelimit.rls_messages import SERVICE as RATELIMIT_SERVICE
+from ragmeshd.runtime.rls_messages import SERVICE as RATELIMIT_SERVICE
 from ragmeshd.runtime.server import LIVENESS_SERVICE
 from ragmeshd.settings import load_settings
 from ragmeshd.supervisor.plan import grpc_service_name

@@ -152,3 +152,58 @@ async def test_refusals_and_key_changes_reach_the_audit_log(mesh: Mesh) -> None:
     assert refusal["reason"]
     assert key.rsplit("_", 1)[1] not in audit_log.read_text()
     assert all(e["logger"] == "ragmesh.audit" for e in events())
+
+
+def key_with_rate(mesh: Mesh, name: str, rate: str, burst: int) -> str:
+    created = subprocess.run(
+        ragmesh_command(
+            "keys", "create", name, "--scopes", "embed", "--rate", rate, "--burst", str(burst)
+        ),
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+        env={**os.environ, **mesh.env},
+        timeout=60,
+        check=True,
+    )
+    return created.stdout.strip()
+
+
+async def test_a_keys_limit_counts_texts_not_calls(mesh: Mesh) -> None:
+    """Issue 23: one Embed of many texts or one long EmbedStream cost one token each before;
+    now every text is a unit, and a stream stops at the message its key cannot pay for."""
+    key = key_with_rate(mesh, "texts", "1/m", 10)
+    await asyncio.sleep(RELOAD_WAIT_S)
+    async with grpc.aio.secure_channel(mesh.endpoint, mesh.client_credentials()) as channel:
+        stub = embeddings_grpc.EmbeddingsServiceStub(channel)
+        metadata = [("x-api-key", key)]
+        await stub.Embed(
+            embeddings_pb.EmbedRequest(inputs=[f"t{i}" for i in range(6)]),
+            metadata=metadata,
+            timeout=30,
+        )
+        with pytest.raises(grpc.aio.AioRpcError) as too_many:
+            await stub.Embed(
+                embeddings_pb.EmbedRequest(inputs=[f"u{i}" for i in range(6)]),
+                metadata=metadata,
+                timeout=30,
+            )
+        assert too_many.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "rate limit is spent (6 texts" in (too_many.value.details() or "")
+
+    stream_key = key_with_rate(mesh, "stream", "1/m", 10)
+    await asyncio.sleep(RELOAD_WAIT_S)
+    answered = 0
+    async with grpc.aio.secure_channel(mesh.endpoint, mesh.client_credentials()) as channel:
+        stub = embeddings_grpc.EmbeddingsServiceStub(channel)
+        messages = (
+            embeddings_pb.EmbedStreamRequest(sequence=i, inputs=[f"s{i}a", f"s{i}b", f"s{i}c"])
+            for i in range(10)
+        )
+        with pytest.raises(grpc.aio.AioRpcError) as stopped:
+            async for _ in stub.EmbedStream(
+                messages, metadata=[("x-api-key", stream_key)], timeout=60
+            ):
+                answered += 1
+    assert stopped.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert answered == 3  # 10 units pay for three messages of three texts

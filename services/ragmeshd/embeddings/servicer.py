@@ -26,6 +26,7 @@ from ragmeshd.embeddings.vector_cache import VectorCache
 from ragmeshd.embeddings.worker import ModelProcess, ModelUnavailableError
 from ragmeshd.runtime.errors import RpcFailure, invalid_argument, unavailable
 from ragmeshd.runtime.server import call_timeout
+from ragmeshd.runtime.work_meter import Charge, WorkMeter, presented_key_of, spent_message
 from ragmeshd.settings import EmbeddingsSettings, ServerSettings
 
 # How many messages of one EmbedStream may be in the batcher at once: enough to keep the
@@ -45,6 +46,8 @@ class EmbeddingsServicer(pb_grpc.EmbeddingsServiceServicer):
         self.keeper: ModelKeeper | None = None
         self.batcher: DynamicBatcher[EncodedText] | None = None
         self.cache = VectorCache(settings.cache_max_bytes, shared_tier(settings))
+        # Charges each call's texts to a limited key's bucket (runtime/work_meter.py).
+        self.meter = WorkMeter(None)
 
     def attach(self, keeper: ModelKeeper, batcher: DynamicBatcher[EncodedText]) -> None:
         self.keeper, self.batcher = keeper, batcher
@@ -58,6 +61,10 @@ class EmbeddingsServicer(pb_grpc.EmbeddingsServiceServicer):
         self, request: pb.EmbedRequest, context: grpc.aio.ServicerContext
     ) -> pb.EmbedResponse:
         bulk = request.priority == pb.EMBED_PRIORITY_BULK
+        # One text is one unit of work; Envoy charged the call's first one.
+        await self.meter.require(
+            presented_key_of(context), len(request.inputs) - 1, f"{len(request.inputs)} texts"
+        )
         encoder, embeddings = await self._embed(
             request.inputs,
             request,
@@ -80,6 +87,8 @@ class EmbeddingsServicer(pb_grpc.EmbeddingsServiceServicer):
         pending: asyncio.Queue[_PendingMessage | None]
         pending = asyncio.Queue(maxsize=STREAM_MESSAGES_IN_FLIGHT)
 
+        key = presented_key_of(context)
+
         async def read_requests() -> None:
             received = 0
             try:
@@ -89,6 +98,13 @@ class EmbeddingsServicer(pb_grpc.EmbeddingsServiceServicer):
                         await pending.put((message.sequence, self._too_many_messages()))
                         return
                     prefix = f"message sequence={message.sequence}: "
+                    # Each message pays for its texts as it arrives (Envoy charged the
+                    # stream's first unit): a stream stops when its key runs out.
+                    units = len(message.inputs) - (1 if received == 1 else 0)
+                    charged = await self.meter.charge(key, units)
+                    if not charged.allowed:
+                        await pending.put((message.sequence, self._spent(units, charged)))
+                        return
                     task = asyncio.ensure_future(
                         self._embed(
                             message.inputs, message, self._default_deadline_s, prefix, shed=False
@@ -124,6 +140,17 @@ class EmbeddingsServicer(pb_grpc.EmbeddingsServiceServicer):
             for leftover in leftovers:
                 leftover.cancel()
             await asyncio.gather(*leftovers, return_exceptions=True)
+
+    def _spent(
+        self, units: int, charged: Charge
+    ) -> asyncio.Future[tuple[ModelProcess, list[pb.Embedding]]]:
+        """A failed result that ends the stream at the message its key cannot pay for."""
+        return _failed(
+            RpcFailure(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                spent_message(f"a message of {units} texts", charged),
+            )
+        )
 
     def _too_many_messages(self) -> asyncio.Future[tuple[ModelProcess, list[pb.Embedding]]]:
         """A failed result that ends the stream once the messages before it are answered."""

@@ -27,7 +27,11 @@ import grpc
 
 from ragmeshd.identities import ENVOY_UPSTREAM, identity_uri
 from ragmeshd.ratelimit.buckets import KeyBuckets
-from ragmeshd.ratelimit.rls_messages import (
+from ragmeshd.runtime.audit import audit
+from ragmeshd.runtime.auth import SERVICE_PEER_PREFIX, KeyVerifier
+from ragmeshd.runtime.credentials import CredentialError, single_credential
+from ragmeshd.runtime.keystore import KeyStore
+from ragmeshd.runtime.rls_messages import (
     METHOD,
     OK,
     OVER_LIMIT,
@@ -36,10 +40,6 @@ from ragmeshd.ratelimit.rls_messages import (
     RateLimitRequest,
     RateLimitResponse,
 )
-from ragmeshd.runtime.audit import audit
-from ragmeshd.runtime.auth import KeyVerifier
-from ragmeshd.runtime.credentials import CredentialError, single_credential
-from ragmeshd.runtime.keystore import KeyStore
 from ragmeshd.runtime.server import GrpcServer, StartupError
 from ragmeshd.runtime.tls import peer_uris, server_credentials_for
 from ragmeshd.settings import Settings
@@ -68,12 +68,15 @@ class KeyRateLimiter:
     ) -> None:
         self._verifier = verifier
         self._buckets = buckets or KeyBuckets()
-        # Under mTLS: refuse any caller but Envoy (a service or user certificate of the same
-        # CA must not learn whether a key is valid, nor spend its budget).
+        # Under mTLS: refuse any caller but Envoy and the mesh's services, which charge work
+        # to the bucket (runtime/work_meter.py): a user certificate of the same CA must not
+        # learn whether a key is valid, nor spend its budget.
         self._envoy_only = envoy_only
 
     async def should_rate_limit(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        if self._envoy_only and ENVOY_PEER not in peer_uris(context):
+        uris = peer_uris(context)
+        admitted = ENVOY_PEER in uris or any(uri.startswith(SERVICE_PEER_PREFIX) for uri in uris)
+        if self._envoy_only and not admitted:
             _log.warning("caller refused", extra={"peer": context.peer()})
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, "only Envoy may call this")
         return self.decide_request(request)

@@ -15,6 +15,7 @@ from ragmeshd.runtime.channels import outgoing_interceptors
 from ragmeshd.runtime.server import service_server
 from ragmeshd.runtime.tls import caller_credentials_for
 from ragmeshd.runtime.tracing import client_interceptors
+from ragmeshd.runtime.work_meter import work_meter_for
 from ragmeshd.search.backends.base import SearchBackend
 from ragmeshd.search.chunking import PassageSplitter, load_tokenizer
 from ragmeshd.search.embedder import Embedder
@@ -74,6 +75,7 @@ async def serve_search(settings: Settings) -> int:
         ttl_s=config.result_cache_ttl_s,
     )
     servicer = SearchServicer(config, settings.server, backend, embedder, results)
+    servicer.meter = work_meter_for(settings, "search")
     pb_grpc.add_SearchServiceServicer_to_server(servicer, server.grpc)
 
     def record_outage(since: float | None) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
 from collections.abc import AsyncIterator, Iterator
 
@@ -23,6 +24,7 @@ from ragmeshd.runtime.tenancy import (
     visible_collections,
 )
 from ragmeshd.runtime.tracing import tracer
+from ragmeshd.runtime.work_meter import WorkMeter, presented_key_of
 from ragmeshd.search import validation
 from ragmeshd.search.backends.base import (
     CollectionExistsError,
@@ -133,6 +135,8 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
         # Search results, invalidated by every write (ragmeshd/search/result_cache.py).
         self._results = results or ResultCache(None, max_bytes=0, ttl_s=0)
         self._default_deadline_s = server_settings.default_deadline_s
+        # Charges writes and uploads to a limited key's bucket (runtime/work_meter.py).
+        self.meter = WorkMeter(None)
         self._backend = backend
         self._embedder = embedder
         # Set once the backend is connected and the tokenizer loaded.
@@ -214,6 +218,9 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
         self, request: pb.UpsertDocumentsRequest, context: grpc.aio.ServicerContext
     ) -> pb.UpsertDocumentsResponse:
         splitter = self._check_available()
+        # 1 KiB written is one unit of work; Envoy charged the call's first one.
+        written_kib = math.ceil(request.ByteSize() / 1024)
+        await self.meter.require(presented_key_of(context), written_kib - 1, f"{written_kib} KiB")
         with _as_rpc_failures():
             name = _collection(request.collection, "collection")
             inputs = validation.check_documents(request.documents, self._settings)
@@ -321,6 +328,10 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
         s = self._settings
         with _as_rpc_failures():
             collection_name, files = await receive_files(request_iterator, s)
+            uploaded_kib = math.ceil(sum(len(upload.data) for upload in files) / 1024)
+            await self.meter.require(
+                presented_key_of(context), uploaded_kib - 1, f"{uploaded_kib} KiB uploaded"
+            )
             name = _collection(collection_name, "collection")
             collection = await self._backend.get_collection(name)
             inputs = await asyncio.to_thread(extract_uploads, files, s, splitter.count_tokens)

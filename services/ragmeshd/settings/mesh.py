@@ -76,6 +76,9 @@ class RateLimitSettings(Section):
     # HTTP 503) unless this is set: failing open would let anyone who can slow the service
     # down spend without limit (docs/security.md). Keys without a limit never wait on it.
     fail_open: bool = defaults.RATELIMIT_FAIL_OPEN
+    # Where the servers charge work to a key's bucket (runtime/work_meter.py): empty, the unix
+    # socket in STATE_DIR/run; host:port (Kubernetes), over mutual TLS.
+    target: str = ""
 
 
 # --- Kubernetes (issue 14): certificates issued outside ragmesh ---------------------------

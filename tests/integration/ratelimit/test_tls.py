@@ -12,7 +12,8 @@ import pytest
 
 from ragmeshd.identities import service_dns_name
 from ragmeshd.pki import authority, certs
-from ragmeshd.ratelimit.rls_messages import (
+from ragmeshd.runtime.keystore import KeyStore, RateLimit
+from ragmeshd.runtime.rls_messages import (
     METHOD,
     OK,
     OVER_LIMIT,
@@ -20,7 +21,6 @@ from ragmeshd.ratelimit.rls_messages import (
     RateLimitRequest,
     RateLimitResponse,
 )
-from ragmeshd.runtime.keystore import KeyStore, RateLimit
 from ragmeshd.runtime.tls import channel_credentials
 from tests.helpers import free_port, ragmesh_command, running_process, wait_serving
 
@@ -71,7 +71,9 @@ def test_only_envoy_is_answered_over_mutual_tls(tmp_path: Path) -> None:
         # Envoy's client certificate: decisions, the key's burst of 1 then over its limit.
         assert ask(mesh_certs.envoy_upstream).overall_code == OK
         assert ask(mesh_certs.envoy_upstream).overall_code == OVER_LIMIT
-        # A service's certificate from the same CA: refused, and spends nothing.
+        # A service's certificate: answered too (servers charge work to the key's bucket,
+        # runtime/work_meter.py); the user's certificate from the same CA: refused.
+        assert ask(mesh_certs.service_clients["search"]).overall_code == OVER_LIMIT
         with pytest.raises(grpc.RpcError) as refused:
-            ask(mesh_certs.service_clients["search"])
+            ask(mesh_certs.client)
         assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED

@@ -9,10 +9,10 @@ import pytest
 
 from ragmeshd.envoy.security import UNLIMITED_KEY_VALUES
 from ragmeshd.ratelimit.buckets import KeyBuckets
-from ragmeshd.ratelimit.rls_messages import OK, OVER_LIMIT, RateLimitRequest, RateLimitResponse
 from ragmeshd.ratelimit.server import KeyRateLimiter
 from ragmeshd.runtime.auth import KeyVerifier
 from ragmeshd.runtime.keystore import KeyStore, RateLimit
+from ragmeshd.runtime.rls_messages import OK, OVER_LIMIT, RateLimitRequest, RateLimitResponse
 
 
 class Clock:
