@@ -35,6 +35,7 @@ async def serve_embeddings(settings: Settings) -> int:
                 backoff_base_s=config.model_load_backoff_base_s,
                 runtime=config.runtime,
                 runtime_cache_dir=str(settings.models_dir),
+                cpu_threads=config.cpu_threads,
             ),
             set_serving=server.set_serving,
             # A replacement ends when the new process serves; it must not fail.
