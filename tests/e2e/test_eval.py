@@ -1,8 +1,11 @@
-"""`ragmesh eval` against a running search server, and the offline fusion study, on a tiny
+"""`ragmesh eval --target` against the shared mesh, through Envoy with the state folder's
+client certificate (mutual TLS) and the admin key, and the offline fusion study, on a tiny
 BEIR-format set (tests/beir_tiny.py): the service's numbers and the offline ones agree."""
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import subprocess
 import sys
@@ -13,16 +16,23 @@ import pytest
 
 from ragmeshd.evaluation.fusion_study import VARIANTS
 from tests.beir_tiny import CORPUS, JUDGED, write_tiny_beir
-from tests.helpers import REPO_ROOT, ServerProcess, ragmesh_command
+from tests.helpers import REPO_ROOT, ragmesh_command
+from tests.mesh import Mesh
 
-pytestmark = pytest.mark.integration
+pytestmark = pytest.mark.e2e
 
 BASELINE = "in-process exact dense (same passages)"
 
 
-def _run(argv: list[str]) -> str:
+def _run(argv: list[str], env: dict[str, str] | None = None) -> str:
     result = subprocess.run(
-        argv, cwd=REPO_ROOT, capture_output=True, text=True, timeout=240, check=False
+        argv,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+        env={**os.environ, **(env or {})},
     )
     assert result.returncode == 0, result.stdout + result.stderr
     return result.stdout
@@ -38,15 +48,15 @@ def _table(output: str) -> dict[str, tuple[float, float]]:
     return rows
 
 
-def test_eval_and_the_fusion_study_agree_on_a_tiny_beir_set(
-    search_pgvector: ServerProcess, tmp_path: Path
-) -> None:
+def test_eval_and_the_fusion_study_agree_on_a_tiny_beir_set(mesh: Mesh, tmp_path: Path) -> None:
     beir = write_tiny_beir(tmp_path / "tiny")
     output = _run(
         ragmesh_command(
-            "eval", "--beir", str(beir), "--split", "test", "--target", search_pgvector.target,
-            "--collection", "eval-tiny", "--fusion", "rrf:1:1:60", "--fusion", "min_max:0.5:0.5",
-        )
+            "--state-dir", str(mesh.state_dir), "eval", "--beir", str(beir), "--split", "test",
+            "--target", mesh.endpoint, "--collection", "eval-tiny",
+            "--fusion", "rrf:1:1:60", "--fusion", "min_max:0.5:0.5",
+        ),
+        mesh.env,
     )  # fmt: skip
     assert f"evaluating tiny: {len(CORPUS)} documents, {len(JUDGED)} queries" in output
     # Every abstract is one passage.
@@ -80,3 +90,19 @@ def test_eval_and_the_fusion_study_agree_on_a_tiny_beir_set(
     assert offline["keyword (BM25)"] == rows["keyword"][0]
     assert offline["hybrid rrf 1/1 k=60"] == pytest.approx(rows["hybrid rrf:1:1:60"][0], abs=0.01)
     assert np.load(vectors).shape == (len(CORPUS), 384)
+
+
+def test_eval_json_is_one_document_on_stdout(mesh: Mesh, tmp_path: Path) -> None:
+    beir = write_tiny_beir(tmp_path / "tiny")
+    output = _run(
+        ragmesh_command(
+            "--state-dir", str(mesh.state_dir), "eval", "--beir", str(beir), "--split", "test",
+            "--target", mesh.endpoint, "--collection", "eval-tiny-json", "--mode", "keyword",
+            "--no-baseline", "--json",
+        ),
+        mesh.env,
+    )  # fmt: skip
+    document = json.loads(output)
+    assert document["passages"] == len(CORPUS)
+    assert [score["label"] for score in document["scores"]] == ["keyword"]
+    assert document["scores"][0]["ndcg"] == 1.0

@@ -1,5 +1,5 @@
 """`ragmesh bench ask`: grounded answers from the local model, through Envoy (mTLS + an API
-key), on the mesh in --state-dir (`make up`) or one started here.
+key), on the running mesh of the state folder with --running (`make up`) or one started here.
 
 It loads a small fixed set of documents into a collection of its own, then asks a fixed set
 of questions about them with Ask, forced to the LOCAL route, at concurrency 1 and then 4,
@@ -14,12 +14,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import statistics
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import grpc
@@ -31,6 +29,7 @@ from ragmesh.llm.v1 import llm_service_pb2_grpc as llm_grpc
 from ragmesh.search.v1 import search_service_pb2 as search_pb
 from ragmesh.search.v1 import search_service_pb2_grpc as search_grpc
 from ragmeshd.bench.mesh import MeshHandle, bench_mesh
+from ragmeshd.bench.report import BenchReport
 from ragmeshd.settings import load_settings
 
 COLLECTION = "bench-ask"
@@ -89,7 +88,12 @@ def register_ask_bench(bench_subparsers: argparse._SubParsersAction) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    ask.add_argument("--state-dir", type=Path, help="a running mesh's state folder (`make up`)")
+    ask.add_argument(
+        "--running",
+        action="store_true",
+        help="measure the running mesh of the state folder (ragmesh --state-dir, `make up`)"
+        " instead of starting one",
+    )
     ask.add_argument(
         "--rounds", type=int, default=2, help="times each question is asked per concurrency (2)"
     )
@@ -97,19 +101,20 @@ def register_ask_bench(bench_subparsers: argparse._SubParsersAction) -> None:
         "--concurrency", type=int, nargs="+", default=[1, 4], help="levels to run (1 4)"
     )
     ask.add_argument("--max-answer-tokens", type=int, default=128, help="answer length cap (128)")
-    ask.add_argument("--json", action="store_true", help="print one JSON document")
     ask.set_defaults(handler=_bench_ask)
 
 
 def _bench_ask(args: argparse.Namespace) -> int:
-    running = args.state_dir.resolve() if args.state_dir else None
-    with bench_mesh(running, load_settings().models_dir) as mesh:
-        report = asyncio.run(run_bench(mesh, args.rounds, args.concurrency, args.max_answer_tokens))
-    if args.json:
-        print(json.dumps(report, indent=2))
-    else:
-        print_report(report)
-    return 0
+    def measure() -> BenchReport:
+        settings = load_settings()
+        running = settings.state_dir.resolve() if args.running else None
+        with bench_mesh(running, settings.models_dir) as mesh:
+            report = asyncio.run(
+                run_bench(mesh, args.rounds, args.concurrency, args.max_answer_tokens)
+            )
+        return BenchReport(format_report(report), report)
+
+    return int(args.emit_report("ask", measure))
 
 
 async def _load_documents(channel: grpc.aio.Channel) -> None:
@@ -254,20 +259,22 @@ async def run_bench(
     return report
 
 
-def print_report(report: dict[str, Any]) -> None:
-    print(f"model: {report.get('model', '?')}")
-    print(f"load average before: {', '.join(f'{v:.2f}' for v in report['load_average_before'])}")
+def format_report(report: dict[str, Any]) -> str:
+    before = ", ".join(f"{v:.2f}" for v in report["load_average_before"])
+    after = ", ".join(f"{v:.2f}" for v in report["load_average_after"])
+    lines = [f"model: {report.get('model', '?')}", f"load average before: {before}"]
     header = (
         f"{'conc':>4} {'asks':>5} {'local':>5} {'ask p50':>8} {'ask p99':>8} {'1st p50':>8}"
         f" {'llm ttft':>9} {'tok/s':>6} {'cited':>6} {'expect':>6}"
     )
-    print(header)
+    lines.append(header)
     for run in report["runs"]:
-        print(
+        lines.append(
             f"{run['concurrency']:>4} {run['asks']:>5} {run['answered_by_local']:>5}"
             f" {run['ask_p50_ms']:>6.0f}ms {run['ask_p99_ms']:>6.0f}ms"
             f" {run['first_chunk_p50_ms']:>6.0f}ms {run['llm_time_to_first_token_ms']:>7.0f}ms"
             f" {run['llm_tokens_per_s']:>6.1f} {run['share_citing_a_valid_source']:>6.0%}"
             f" {run['share_citing_the_expected_document']:>6.0%}"
         )
-    print(f"load average after: {', '.join(f'{v:.2f}' for v in report['load_average_after'])}")
+    lines.append(f"load average after: {after}")
+    return "\n".join(lines)

@@ -31,6 +31,7 @@ from ragmeshd.bench.mesh import (
     cpu_seconds,
     process_cpu_seconds,
 )
+from ragmeshd.bench.report import BenchReport
 
 # Throughput is measured closed-loop: 64 callers keep the queue about one batch long, which
 # on a starved machine can pass the load-shedding bound (embeddings.max_queue_wait_ms). The
@@ -184,7 +185,7 @@ def run_mesh_bench(
     port: int,
     models_dir: Path,
     raw_batch1_texts: int = 100,
-) -> str:
+) -> BenchReport:
     """Runs every phase, printing each line as it is measured (a slow shared machine may
     take a while); returns the summary with the ratios."""
     texts = bench_texts(requests)
@@ -230,7 +231,7 @@ def report(
     concurrency: int,
     requests: int,
     load: tuple[str, str],
-) -> str:
+) -> BenchReport:
     envoy = mesh.result
     first, second = statistics.median(first_ms), statistics.median(second_ms)
     lines = [
@@ -261,7 +262,20 @@ def report(
         f" = {first / second:.1f}x faster   (target >= 10x)",
         f"load after: {load[1]}",
     ]
-    return "\n".join(lines)
+    numbers = {
+        "requests": requests,
+        "concurrency": concurrency,
+        "runtime": mesh.runtime,
+        "runs": [envoy, bare, torch64, torch1, chosen64],
+        "envoy_over_raw_torch_bs64": envoy.texts_per_s / torch64.texts_per_s,
+        "envoy_over_raw_chosen_bs64": envoy.texts_per_s / chosen64.texts_per_s,
+        "envoy_over_bare_server": envoy.texts_per_s / bare.texts_per_s,
+        "cpu_cores_during_envoy_run": mesh.cores,
+        "cpu_ms_per_text_during_envoy_run": mesh.cpu_ms_per_text,
+        "cache_first_ms": first,
+        "cache_repeated_ms": second,
+    }
+    return BenchReport("\n".join(lines), numbers)
 
 
 def _bound(mesh: MeshRun, chosen64: RunResult) -> list[str]:

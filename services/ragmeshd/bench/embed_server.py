@@ -13,7 +13,7 @@ import asyncio
 import random
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,9 +23,9 @@ import grpc
 from ragmesh.embeddings.v1 import embeddings_service_pb2 as pb
 from ragmesh.embeddings.v1 import embeddings_service_pb2_grpc as pb_grpc
 from ragmeshd.bench.loadgen import closed_loop
+from ragmeshd.bench.report import BenchReport
 from ragmeshd.embeddings.server import SERVICE_NAME
 from ragmeshd.executables import ragmesh_argv
-from ragmeshd.runtime.channels import metadata_interceptors
 from ragmeshd.runtime.health_client import SERVING, check_health
 from ragmeshd.supervisor.processes import ProcessSpec, Supervisor
 
@@ -66,12 +66,21 @@ class RunResult:
         return line
 
 
+ChannelFactory = Callable[[], grpc.aio.Channel]
+
+
+def plaintext(target: str) -> ChannelFactory:
+    """Channels to a server started here (loopback, no TLS, no key)."""
+    return lambda: grpc.aio.insecure_channel(target)
+
+
 async def drive(
-    target: str, texts: list[str], concurrency: int, label: str, api_key: str | None = None
+    target: str | ChannelFactory, texts: list[str], concurrency: int, label: str
 ) -> RunResult:
-    """Send each text as its own Embed call, `concurrency` calls at a time."""
-    interceptors = metadata_interceptors(api_key) if api_key else []
-    async with grpc.aio.insecure_channel(target, interceptors=interceptors) as channel:
+    """Send each text as its own Embed call, `concurrency` calls at a time, to a server
+    started here (its address) or through a channel the caller makes (a mesh: mTLS + key)."""
+    factory = plaintext(target) if isinstance(target, str) else target
+    async with factory() as channel:
         client = pb_grpc.EmbeddingsServiceStub(channel)
         # Warm up: the first calls pay for lazy initialisation. Other texts than the measured
         # ones, which must not be in the server's embeddings cache.
@@ -143,8 +152,7 @@ def run_bench(
     *,
     concurrency: int,
     requests: int,
-    target: str | None,
-    api_key: str | None,
+    target: ChannelFactory | None,
     port: int,
     raw_batch_size: int,
 ) -> list[RunResult]:
@@ -153,7 +161,7 @@ def run_bench(
     with tempfile.TemporaryDirectory(prefix="ragmesh-bench-") as log_dir:
         if target:
             results.append(
-                asyncio.run(drive(target, texts, concurrency, "server (given target)", api_key))
+                asyncio.run(drive(target, texts, concurrency, "the mesh at --target (Envoy)"))
             )
         else:
             with embeddings_process(port, Path(log_dir)) as batched:
@@ -168,7 +176,7 @@ def run_bench(
     return results
 
 
-def report(results: list[RunResult], concurrency: int, requests: int) -> str:
+def report(results: list[RunResult], concurrency: int, requests: int) -> BenchReport:
     batched, unbatched, raw = results
     lines = [
         f"ragmesh bench embed: {requests} single-text Embed calls, concurrency {concurrency}",
@@ -179,4 +187,13 @@ def report(results: list[RunResult], concurrency: int, requests: int) -> str:
         "   (target >= 80%)",
         f"batched p99               = {batched.p99_ms:.1f} ms   (target < 500 ms)",
     ]
-    return "\n".join(lines)
+    return BenchReport(
+        "\n".join(lines),
+        {
+            "requests": requests,
+            "concurrency": concurrency,
+            "runs": results,
+            "batched_over_unbatched": batched.texts_per_s / unbatched.texts_per_s,
+            "batched_over_in_process": batched.texts_per_s / raw.texts_per_s,
+        },
+    )

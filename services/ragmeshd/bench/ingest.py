@@ -38,6 +38,7 @@ from ragmesh.search.v1 import search_service_pb2_grpc as pb_grpc
 from ragmeshd.bench.embed_mesh import raw, uptime
 from ragmeshd.bench.loadgen import closed_loop
 from ragmeshd.bench.mesh import bench_mesh
+from ragmeshd.bench.report import BenchReport
 from ragmeshd.bench.search_mesh import ProcessCpu
 from ragmeshd.bench.text import TextSource
 
@@ -160,7 +161,7 @@ async def drive(
 
 def run_ingest_bench(
     *, count: int, batch: int, concurrency: int, seed: int, models_dir: Path
-) -> str:
+) -> BenchReport:
     texts = documents(count, seed)
     load_before = uptime()
     print(f"load before: {load_before}", flush=True)
@@ -196,7 +197,21 @@ def run_ingest_bench(
         f"ingest / raw model = {rate / model.texts_per_s:.2f}x   (target >= 0.9x)",
         f"load after: {load_after}",
     ]
-    return "\n".join(lines)
+    numbers = {
+        "documents": count,
+        "batch": batch,
+        "concurrency": concurrency,
+        "passages": passages,
+        "passages_per_s": rate,
+        "p50_ms": p50,
+        "p99_ms": p99,
+        "cpu_cores": cores,
+        "embed_idle_p99_ms": idle.p(0.99),
+        "embed_during_ingest_p99_ms": busy.p(0.99),
+        "raw_model_passages_per_s": model.texts_per_s,
+        "ingest_over_raw_model": rate / model.texts_per_s,
+    }
+    return BenchReport("\n".join(lines), numbers)
 
 
 def register_ingest_bench(bench_subparsers: argparse._SubParsersAction) -> None:
@@ -208,26 +223,27 @@ def register_ingest_bench(bench_subparsers: argparse._SubParsersAction) -> None:
         " mTLS + API key), then encode the same passages with the model in-process; print"
         " both rates and their ratio.",
     )
-    ingest.add_argument("--documents", type=int, default=2000)
-    ingest.add_argument("--batch", type=int, default=32, help="documents per call")
-    ingest.add_argument("--concurrency", type=int, default=4)
-    ingest.add_argument("--seed", type=int, default=42)
+    ingest.add_argument("--documents", type=int, default=2000, help="documents sent (default 2000)")
+    ingest.add_argument("--batch", type=int, default=32, help="documents per call (default 32)")
+    ingest.add_argument(
+        "--concurrency", type=int, default=4, help="calls in flight at once (default 4)"
+    )
+    ingest.add_argument(
+        "--seed", type=int, default=42, help="seed of the generated documents (default 42)"
+    )
     ingest.set_defaults(handler=_bench_ingest)
 
 
 def _bench_ingest(args: argparse.Namespace) -> int:
     from ragmeshd.settings import load_settings
 
-    started = time.perf_counter()
-    print(
-        run_ingest_bench(
+    return args.emit_report(
+        "ingest",
+        lambda: run_ingest_bench(
             count=args.documents,
             batch=args.batch,
             concurrency=args.concurrency,
             seed=args.seed,
             models_dir=load_settings().models_dir,
         ),
-        flush=True,
     )
-    print(f"({time.perf_counter() - started:.0f} s in all)", flush=True)
-    return 0

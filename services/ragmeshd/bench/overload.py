@@ -2,8 +2,8 @@
 through Envoy (mTLS + an API key), to show that load shedding keeps accepted calls fast.
 
 One run, on one mesh:
-  1. capacity: single-text Embed calls, closed loop, for --capacity-s seconds → C calls/s;
-  2. overload, Envoy sheds: an open loop at --factor x C calls/s for --duration-s seconds,
+  1. capacity: single-text Embed calls, closed loop, for --capacity-duration → C calls/s;
+  2. overload, Envoy sheds: an open loop at --factor x C calls/s for --duration,
      each call with a 30 s deadline; every answer is timed and classified by status code.
      Envoy lets each embeddings replica hold embeddings.envoy_max_requests calls and refuses
      the rest itself (UNAVAILABLE, flag UO) before they cost Python anything;
@@ -13,8 +13,8 @@ One run, on one mesh:
   4. afterwards: Envoy reports every cluster healthy and an Embed succeeds.
 It prints accepted calls' p50/p99 next to the capacity run's, how fast the excess was refused
 and with which codes, and the CPU cores each side used in each phase (the load generator is
-this process and shares the machine). The mesh is the one in --state-dir (`make up`), or one
-started here.
+this process and shares the machine). The mesh is the running one of the state folder
+with --running (`make up`), or one started here.
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-from pathlib import Path
 
 import grpc
 
@@ -31,7 +30,9 @@ from ragmesh.embeddings.v1 import embeddings_service_pb2_grpc as pb_grpc
 from ragmeshd.bench.embed_server import bench_texts
 from ragmeshd.bench.mesh import MeshHandle, bench_mesh
 from ragmeshd.bench.overload_load import EmbedLoad, Outcome, serialized_requests
+from ragmeshd.bench.report import BenchReport
 from ragmeshd.envoy.admin import clusters_healthy, set_runtime
+from ragmeshd.runtime.keystore import parse_duration
 from ragmeshd.settings import load_settings
 
 # Envoy's runtime key for the embeddings cluster's cap on calls in flight.
@@ -51,11 +52,40 @@ def register_overload_bench(bench_subparsers: argparse._SubParsersAction) -> Non
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    overload.add_argument("--state-dir", help="a running mesh's state directory (`make up`)")
-    overload.add_argument("--factor", type=float, default=4.0, help="times capacity (4)")
-    overload.add_argument("--duration-s", type=float, default=30.0)
-    overload.add_argument("--capacity-s", type=float, default=10.0)
-    overload.add_argument("--concurrency", type=int, default=32, help="of the capacity run")
+    overload.add_argument(
+        "--running",
+        action="store_true",
+        help="measure the running mesh of the state folder (ragmesh --state-dir, `make up`)"
+        " instead of starting one",
+    )
+    overload.add_argument(
+        "--factor", type=float, default=4.0, help="offered load, times capacity (default 4)"
+    )
+    overload.add_argument(
+        "--duration",
+        dest="duration_s",
+        type=parse_duration,
+        default=30.0,
+        metavar="DURATION",
+        help="length of each overload phase (default 30s)",
+    )
+    overload.add_argument(
+        "--capacity-duration",
+        dest="capacity_s",
+        type=parse_duration,
+        default=10.0,
+        metavar="DURATION",
+        help="length of the closed-loop run that measures capacity (default 10s)",
+    )
+    # The older spellings, bare numbers of seconds.
+    overload.add_argument("--duration-s", dest="duration_s", type=float, help=argparse.SUPPRESS)
+    overload.add_argument("--capacity-s", dest="capacity_s", type=float, help=argparse.SUPPRESS)
+    overload.add_argument(
+        "--concurrency",
+        type=int,
+        default=32,
+        help="calls in flight in the capacity run (default 32)",
+    )
     overload.add_argument(
         "--no-comparison",
         action="store_true",
@@ -65,12 +95,16 @@ def register_overload_bench(bench_subparsers: argparse._SubParsersAction) -> Non
 
 
 def _bench_overload(args: argparse.Namespace) -> int:
-    running = Path(args.state_dir).resolve() if args.state_dir else None
-    with bench_mesh(running, load_settings().models_dir) as mesh:
-        return asyncio.run(_run(mesh, args))
+    def measure() -> BenchReport:
+        settings = load_settings()
+        running = settings.state_dir.resolve() if args.running else None
+        with bench_mesh(running, settings.models_dir) as mesh:
+            return asyncio.run(_run(mesh, args))
+
+    return int(args.emit_report("overload", measure))
 
 
-async def _run(mesh: MeshHandle, args: argparse.Namespace) -> int:
+async def _run(mesh: MeshHandle, args: argparse.Namespace) -> BenchReport:
     print(f"load average before: {load_average()}", flush=True)
     requests = serialized_requests([f"{t} #{i}" for i, t in enumerate(bench_texts(TEXTS))])
     async with mesh.channel() as channel, mesh.channel(key_interceptors=False) as bare:
@@ -99,8 +133,27 @@ async def _run(mesh: MeshHandle, args: argparse.Namespace) -> int:
             finally:
                 await set_runtime(admin_socket, CAP_RUNTIME_KEY, "")
         healthy = await _healthy_after(client, mesh)
-    print(_report(phases, offered, healthy), flush=True)
-    return 0
+    numbers = {
+        "capacity_calls_per_s": rate,
+        "offered_calls_per_s": offered,
+        "phases": {
+            name: {
+                "elapsed_s": outcome.elapsed_s,
+                "cpu_cores": outcome.cores,
+                "codes": {
+                    code: {
+                        "calls": outcome.count(code),
+                        "p50_ms": outcome.percentile_ms(code, 0.5),
+                        "p99_ms": outcome.percentile_ms(code, 0.99),
+                    }
+                    for code in outcome.latencies_s
+                },
+            }
+            for name, outcome in phases.items()
+        },
+        "healthy_afterwards": healthy,
+    }
+    return BenchReport(_report(phases, offered, healthy), numbers)
 
 
 async def _healthy_after(client: pb_grpc.EmbeddingsServiceStub, mesh: MeshHandle) -> bool:

@@ -35,7 +35,6 @@ from ragmeshd.bench.loadgen import closed_loop
 from ragmeshd.bench.search_mesh import KeywordWarmup, ProcessCpu, warm_keyword_index
 from ragmeshd.bench.text import TextSource
 from ragmeshd.progress import Progress
-from ragmeshd.runtime.channels import metadata_interceptors
 
 DIMENSIONS = 384
 UPSERT_BATCH = 256
@@ -342,10 +341,9 @@ def run_search_bench(
     seed: int,
     distribution: str,
     text: str,
-    target: str | None,
+    target: Callable[[], grpc.aio.Channel] | None,
     pg_dsn: str,
     state_dir: Path | None,
-    api_key: str | None = None,
     mesh: bool = False,
     reuse: bool = False,
     dense_concurrencies: tuple[int, ...] = (),
@@ -385,15 +383,14 @@ def run_search_bench(
             )
         )
 
-    def plaintext(address: str, key: str | None) -> Callable[[], grpc.aio.Channel]:
+    def plaintext(address: str) -> Callable[[], grpc.aio.Channel]:
         return lambda: grpc.aio.insecure_channel(
-            address,
-            options=[("grpc.max_send_message_length", 64 * 1024 * 1024)],
-            interceptors=metadata_interceptors(key),
+            address, options=[("grpc.max_send_message_length", 64 * 1024 * 1024)]
         )
 
-    if target:
-        measure(plaintext(target, api_key), pg_dsn)
+    if target is not None:
+        result.path = "Envoy at --target (mTLS + API key)"
+        measure(target, pg_dsn)
         return result
     # The stack started here reads the same settings (environment, config file) as this process.
     settings = load_settings()
@@ -412,5 +409,5 @@ def run_search_bench(
                 measure(handle.channel, EmbeddedPostgres(state).dsn(), cpu, log)
         else:
             with search_stack(state, start_embeddings=False) as stack:
-                measure(plaintext(stack.search_target, None), stack.pg_dsn)
+                measure(plaintext(stack.search_target), stack.pg_dsn)
     return result

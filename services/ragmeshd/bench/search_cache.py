@@ -27,6 +27,7 @@ from ragmesh.search.v1 import search_service_pb2 as pb
 from ragmesh.search.v1 import search_service_pb2_grpc as pb_grpc
 from ragmeshd.bench.loadgen import closed_loop
 from ragmeshd.bench.mesh import MeshHandle, bench_mesh, free_port
+from ragmeshd.bench.report import BenchReport
 from ragmeshd.evaluation.beir import BeirData, load_beir
 
 COLLECTION = "scifact-cache-bench"
@@ -112,7 +113,7 @@ def run_search_cache_bench(
     documents: int,
     models_dir: Path,
     seed: int = 11,
-) -> str:
+) -> BenchReport:
     data = load_beir(beir, "train")
     log = zipf_log(list(data.queries.values()), requests, zipf_s, seed)
     corpus = corpus_subset(data, documents, seed)
@@ -147,7 +148,18 @@ def run_search_cache_bench(
         f"   ({off.mean_ms:.1f} -> {on.mean_ms:.1f} ms)",
         f"load after: {load[1]}",
     ]
-    return "\n".join(lines)
+    numbers = {
+        "requests": requests,
+        "concurrency": concurrency,
+        "documents": len(corpus),
+        "passages": passages,
+        "zipf_s": zipf_s,
+        "distinct_queries": distinct,
+        "cache_off": off,
+        "cache_on": on,
+        "hit_rate": on.hit_rate,
+    }
+    return BenchReport("\n".join(lines), numbers)
 
 
 # Small upserts, retried: each must finish inside Envoy's route timeout even on a loaded

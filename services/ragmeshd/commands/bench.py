@@ -3,18 +3,47 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from ragmeshd.bench.ask import register_ask_bench
 from ragmeshd.bench.ingest import register_ingest_bench
 from ragmeshd.bench.overload import register_overload_bench
+from ragmeshd.bench.report import BenchReport, machine
 from ragmeshd.commands.bench_search import register_search_bench
+from ragmeshd.commands.convention import (
+    add_json_option,
+    add_target_options,
+    check_mesh_client,
+    mesh_channel,
+    print_json,
+    settings_or_exit,
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    bench = subparsers.add_parser("bench", help="measure throughput and latency")
+    bench = subparsers.add_parser(
+        "bench",
+        help="measure throughput and latency",
+        description="Every bench prints its numbers with the machine's CPUs and load average"
+        " before and after; with --json, one JSON document on stdout (progress on stderr).",
+    )
+    bench.set_defaults(emit_report=emit_report)
     targets = bench.add_subparsers(dest="bench", required=True, metavar="WHAT")
 
+    _register_embed(targets)
+    register_search_bench(targets)
+    register_ingest_bench(targets)
+    register_overload_bench(targets)
+    register_ask_bench(targets)
+    _register_search_cache(targets)
+    for parser in targets.choices.values():
+        add_json_option(parser)
+
+
+def _register_embed(targets: argparse._SubParsersAction) -> None:
     embed = targets.add_parser(
         "embed",
         help="the embeddings server: batched vs unbatched vs in-process",
@@ -23,14 +52,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         " given), and run SentenceTransformer.encode on the same texts in-process; print"
         " texts/s, p50/p99 latency, mean batch size and the ratios.",
     )
-    embed.add_argument("--concurrency", type=int, default=64)
-    embed.add_argument("--requests", type=int, default=2000)
-    embed.add_argument("--target", help="measure this running server instead of starting one")
     embed.add_argument(
-        "--api-key", help="the API key for --target (servers started here need none)"
+        "--concurrency", type=int, default=64, help="calls in flight at once (default 64)"
     )
-    embed.add_argument("--port", type=int, default=50151, help="first port for started servers")
-    embed.add_argument("--raw-batch-size", type=int, default=64)
+    embed.add_argument(
+        "--requests", type=int, default=2000, help="single-text Embed calls per run (default 2000)"
+    )
+    add_target_options(embed, "measure")
+    embed.add_argument(
+        "--port", type=int, default=50151, help="first port of the servers started here"
+    )
+    embed.add_argument(
+        "--raw-batch-size",
+        type=int,
+        default=64,
+        help="batch size of the in-process SentenceTransformer.encode run (default 64)",
+    )
     embed.add_argument(
         "--mesh",
         action="store_true",
@@ -39,17 +76,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         " embeddings cache (32 distinct 1,000-character texts, twice)",
     )
     embed.add_argument(
-        "--mesh-state-dir",
-        type=Path,
-        help="with --mesh: use the running mesh of this state folder instead of starting one",
+        "--running",
+        action="store_true",
+        help="with --mesh: use the running mesh of the state folder (ragmesh --state-dir)"
+        " instead of starting one",
     )
     embed.set_defaults(handler=_bench_embed)
 
-    register_search_bench(targets)
-    register_ingest_bench(targets)
-    register_overload_bench(targets)
-    register_ask_bench(targets)
 
+def _register_search_cache(targets: argparse._SubParsersAction) -> None:
     cache = targets.add_parser(
         "search-cache",
         help="the search result cache on a Zipf-distributed SciFact query log, through Envoy",
@@ -58,60 +93,94 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         " cache off, then on (a second mesh over the same data), and print the hit rate and"
         " mean, p50 and p99 latency of both.",
     )
-    cache.add_argument("--beir", type=Path, default=Path("../shared/datasets/scifact"))
-    cache.add_argument("--requests", type=int, default=2000)
-    cache.add_argument("--concurrency", type=int, default=8)
-    cache.add_argument("--zipf-s", type=float, default=1.1)
+    cache.add_argument(
+        "--beir",
+        type=Path,
+        default=Path("../shared/datasets/scifact"),
+        help="a BEIR-format dataset folder (default ../shared/datasets/scifact)",
+    )
+    cache.add_argument(
+        "--requests", type=int, default=2000, help="Search calls replayed per run (default 2000)"
+    )
+    cache.add_argument(
+        "--concurrency", type=int, default=8, help="calls in flight at once (default 8)"
+    )
+    cache.add_argument(
+        "--zipf-s",
+        type=float,
+        default=1.1,
+        help="exponent of the Zipf distribution the queries are drawn by (default 1.1)",
+    )
     cache.add_argument(
         "--documents", type=int, default=1000, help="abstracts ingested (all relevant ones first)"
     )
     cache.set_defaults(handler=_bench_search_cache)
 
 
+def emit_report(args: argparse.Namespace, name: str, produce: Callable[[], BenchReport]) -> int:
+    """Run a bench; print its text, or with --json one JSON document on stdout (whatever the
+    bench prints while it runs goes to stderr then)."""
+    before = machine()
+    if args.json:
+        with contextlib.redirect_stdout(sys.stderr):
+            report = produce()
+        report.machine_before = before
+        print_json(report.document(name))
+    else:
+        report = produce()
+        print(report.text, flush=True)
+    return 0
+
+
 def _bench_embed(args: argparse.Namespace) -> int:
     from ragmeshd.bench.embed_server import report, run_bench
 
+    settings = settings_or_exit()
     if args.mesh:
         from ragmeshd.bench.embed_mesh import run_mesh_bench
-        from ragmeshd.settings import load_settings
 
-        print(
-            run_mesh_bench(
+        return emit_report(
+            args,
+            "embed --mesh",
+            lambda: run_mesh_bench(
                 concurrency=args.concurrency,
                 requests=args.requests,
-                mesh_state_dir=args.mesh_state_dir,
+                mesh_state_dir=settings.state_dir.resolve() if args.running else None,
                 port=args.port,
-                models_dir=load_settings().models_dir,
+                models_dir=settings.models_dir,
             ),
-            flush=True,
         )
-        return 0
+    target = None
+    if args.target:
+        check_mesh_client(settings, args)
+        target = lambda: mesh_channel(settings, args)  # noqa: E731
 
-    results = run_bench(
-        concurrency=args.concurrency,
-        requests=args.requests,
-        target=args.target,
-        api_key=args.api_key,
-        port=args.port,
-        raw_batch_size=args.raw_batch_size,
-    )
-    print(report(results, args.concurrency, args.requests), flush=True)
-    return 0
+    def measure() -> BenchReport:
+        results = run_bench(
+            concurrency=args.concurrency,
+            requests=args.requests,
+            target=target,
+            port=args.port,
+            raw_batch_size=args.raw_batch_size,
+        )
+        return report(results, args.concurrency, args.requests)
+
+    return emit_report(args, "embed", measure)
 
 
 def _bench_search_cache(args: argparse.Namespace) -> int:
     from ragmeshd.bench.search_cache import run_search_cache_bench
-    from ragmeshd.settings import load_settings
 
-    print(
-        run_search_cache_bench(
+    settings = settings_or_exit()
+    return emit_report(
+        args,
+        "search-cache",
+        lambda: run_search_cache_bench(
             beir=args.beir,
             requests=args.requests,
             concurrency=args.concurrency,
             zipf_s=args.zipf_s,
             documents=args.documents,
-            models_dir=load_settings().models_dir,
+            models_dir=settings.models_dir,
         ),
-        flush=True,
     )
-    return 0

@@ -7,6 +7,7 @@ import argparse
 import os
 from pathlib import Path
 
+from ragmeshd.bench.report import BenchReport
 from ragmeshd.bench.search import (
     DIMENSIONS,
     DISTRIBUTIONS,
@@ -14,6 +15,13 @@ from ragmeshd.bench.search import (
     run_search_bench,
 )
 from ragmeshd.bench.text import TEXT_MODES
+from ragmeshd.commands.convention import (
+    add_target_options,
+    check_mesh_client,
+    mesh_channel,
+    read_secret_file,
+    settings_or_exit,
+)
 
 
 def report(result: BenchResult) -> str:
@@ -67,10 +75,21 @@ def register_search_bench(bench_subparsers: argparse._SubParsersAction) -> None:
         " latency for DENSE, KEYWORD and HYBRID at a fixed concurrency.",
     )
     search.add_argument("--vectors", type=int, default=100_000, help="how many (default 100000)")
-    search.add_argument("--recall-queries", type=int, default=200)
-    search.add_argument("--concurrency", type=int, default=16)
-    search.add_argument("--requests", type=int, default=1000, help="queries per mode")
-    search.add_argument("--seed", type=int, default=42)
+    search.add_argument(
+        "--recall-queries",
+        type=int,
+        default=200,
+        help="queries whose top 10 is compared with exact search (default 200)",
+    )
+    search.add_argument(
+        "--concurrency", type=int, default=16, help="queries in flight at once (default 16)"
+    )
+    search.add_argument(
+        "--requests", type=int, default=1000, help="queries per mode (default 1000)"
+    )
+    search.add_argument(
+        "--seed", type=int, default=42, help="seed of the vectors and texts (default 42)"
+    )
     search.add_argument(
         "--distribution",
         choices=DISTRIBUTIONS,
@@ -86,10 +105,24 @@ def register_search_bench(bench_subparsers: argparse._SubParsersAction) -> None:
         " 30,000 words, like real text (default); synthetic: 12 words of 5,000 per passage,"
         " queries of a passage's first 3 words (the older bench)",
     )
-    search.add_argument("--target", help="a running search server (pgvector, plaintext)")
-    search.add_argument("--api-key", help="the API key to send to --target")
-    search.add_argument("--pg-dsn", default="", help="its database, to time the index build")
-    search.add_argument("--state-dir", type=Path, help="keep the started stack's state here")
+    add_target_options(search, "measure")
+    _add_mesh_options(search)
+    search.set_defaults(handler=_bench_search)
+
+
+def _add_mesh_options(search: argparse.ArgumentParser) -> None:
+    search.add_argument(
+        "--pg-dsn-file",
+        type=Path,
+        metavar="FILE",
+        help="with --target: a file holding its database's DSN, to time the index build",
+    )
+    search.add_argument(
+        "--work-dir",
+        type=Path,
+        metavar="DIR",
+        help="keep the state of the stack started here in DIR (default: a temporary folder)",
+    )
     search.add_argument(
         "--mesh",
         action="store_true",
@@ -99,7 +132,7 @@ def register_search_bench(bench_subparsers: argparse._SubParsersAction) -> None:
     search.add_argument(
         "--reuse",
         action="store_true",
-        help="skip ingestion when --state-dir already holds the collection with --vectors"
+        help="skip ingestion when --work-dir already holds the collection with --vectors"
         " documents (a later run over the same data)",
     )
     search.add_argument(
@@ -114,26 +147,33 @@ def register_search_bench(bench_subparsers: argparse._SubParsersAction) -> None:
         default=[],
         help="also measure DENSE at this (lower) concurrency; repeatable",
     )
-    search.set_defaults(handler=_bench_search)
 
 
 def _bench_search(args: argparse.Namespace) -> int:
-    result = run_search_bench(
-        vectors=args.vectors,
-        recall_queries=args.recall_queries,
-        concurrency=args.concurrency,
-        requests=args.requests,
-        seed=args.seed,
-        distribution=args.distribution,
-        text=args.text,
-        target=args.target,
-        pg_dsn=args.pg_dsn,
-        state_dir=args.state_dir,
-        api_key=args.api_key,
-        mesh=args.mesh,
-        reuse=args.reuse,
-        dense_concurrencies=tuple(args.dense_concurrency),
-        ef_search=args.ef_search,
-    )
-    print(report(result), flush=True)
-    return 0
+    settings = settings_or_exit()
+    target = None
+    if args.target:
+        check_mesh_client(settings, args)
+        target = lambda: mesh_channel(settings, args)  # noqa: E731
+    pg_dsn = read_secret_file(args.pg_dsn_file, "a PostgreSQL DSN") if args.pg_dsn_file else ""
+
+    def measure() -> BenchReport:
+        result = run_search_bench(
+            vectors=args.vectors,
+            recall_queries=args.recall_queries,
+            concurrency=args.concurrency,
+            requests=args.requests,
+            seed=args.seed,
+            distribution=args.distribution,
+            text=args.text,
+            target=target,
+            pg_dsn=pg_dsn,
+            state_dir=args.work_dir,
+            mesh=args.mesh,
+            reuse=args.reuse,
+            dense_concurrencies=tuple(args.dense_concurrency),
+            ef_search=args.ef_search,
+        )
+        return BenchReport(report(result), {"result": result})
+
+    return int(args.emit_report("search", measure))

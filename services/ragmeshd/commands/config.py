@@ -16,9 +16,10 @@ from typing import Any
 from pydantic import ValidationError
 from pydantic_settings import EnvSettingsSource, TomlConfigSettingsSource
 
+from ragmeshd.commands.convention import settings_or_exit
 from ragmeshd.runtime.redaction import REDACTED
 from ragmeshd.runtime.redaction import redact as redact_secrets
-from ragmeshd.settings import Settings, load_settings
+from ragmeshd.settings import Settings
 from ragmeshd.settings.profiles import DEFAULT_PROFILE, PROFILES, profile_defaults
 
 # Settings whose values are secrets, or may hold one (a DSN's password).
@@ -51,12 +52,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _show(args: argparse.Namespace) -> int:
-    try:
-        settings = load_settings()
-    except ValidationError as error:
-        for line in _problems(error):
-            print(f"ragmesh config: {line}", file=sys.stderr)
-        return 1
+    settings = settings_or_exit()  # a bad setting: one line per key, exit 2
     rows = list(effective_settings(settings))
     if args.json:
         print(json.dumps({path: {"value": v, "source": s} for path, v, s in rows}, indent=2))
@@ -158,7 +154,7 @@ def _drop(data: dict[str, Any], loc: tuple[Any, ...]) -> bool:
 def _check(args: argparse.Namespace) -> int:
     problems = check_file(args.file)
     for problem in problems:
-        print(f"{args.file}: {problem}")
+        print(f"{args.file}: {problem}", file=sys.stderr)
     if not problems:
         print(f"{args.file}: OK")
     return 1 if problems else 0

@@ -134,6 +134,24 @@ def add_mesh_client_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_target_options(parser: argparse.ArgumentParser, what: str) -> None:
+    """`--target` and `--api-key-file` of a bench or eval that can measure a running mesh
+    instead of servers it starts."""
+    parser.add_argument(
+        "--target",
+        metavar="HOST:PORT",
+        help=f"{what} a running mesh through this Envoy client listener (mutual TLS with the"
+        " state folder's client certificate, the key of --api-key-file) instead of servers"
+        " started here",
+    )
+    parser.add_argument(
+        "--api-key-file",
+        type=Path,
+        metavar="FILE",
+        help="with --target: the API key to call with (default: STATE_DIR/keys/admin.key)",
+    )
+
+
 def mesh_target(settings: Settings, target: str | None) -> str:
     """Where to reach Envoy: `--target`, else the running mesh's listener, else the setting."""
     if target:
@@ -142,7 +160,24 @@ def mesh_target(settings: Settings, target: str | None) -> str:
     listen = MeshState.read(state_file).client_listen if state_file.exists() else ""
     host, _, port = (listen or settings.mesh.client_listen).rpartition(":")
     # A listener on every address is reached on loopback from this host.
-    return f"{'127.0.0.1' if host in ('0.0.0.0', '::', '[::]', '') else host}:{port}"
+    wildcard = host in ("0.0.0.0", "::", "[::]", "")  # nosec B104 (a comparison, not a bind)
+    return f"{'127.0.0.1' if wildcard else host}:{port}"
+
+
+def check_mesh_client(settings: Settings, args: argparse.Namespace) -> Any:
+    """The state folder's client certificates, and the API key file readable, before any
+    work starts; a CommandError (exit 3 or 2) otherwise."""
+    layout = MeshLayout(settings.state_dir)
+    certs = layout.certificates()
+    missing = [p for p in (certs.ca, certs.client.cert, certs.client.key) if not p.exists()]
+    if missing:
+        raise CommandError(
+            f"{missing[0]} does not exist: start the mesh once with `ragmesh up` (or pass"
+            " --state-dir of the mesh to call)",
+            EXIT_UNREACHABLE,
+        )
+    read_secret_file(getattr(args, "api_key_file", None) or layout.admin_key, "an API key")
+    return certs
 
 
 def mesh_channel(
@@ -154,14 +189,7 @@ def mesh_channel(
     the server's pushback (ragmeshd/runtime/client_retries.py; ingest, search, eval; never
     a bench, which counts refusals)."""
     layout = MeshLayout(settings.state_dir)
-    certs = layout.certificates()
-    missing = [p for p in (certs.ca, certs.client.cert, certs.client.key) if not p.exists()]
-    if missing:
-        raise CommandError(
-            f"{missing[0]} does not exist: start the mesh once with `ragmesh up` (or pass"
-            " --state-dir of the mesh to call)",
-            EXIT_UNREACHABLE,
-        )
+    certs = check_mesh_client(settings, args)
     key_file = getattr(args, "api_key_file", None) or layout.admin_key
     api_key = read_secret_file(key_file, "an API key")
     return grpc.aio.secure_channel(

@@ -4,13 +4,31 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
+from ragmeshd.commands.convention import (
+    EXIT_USAGE,
+    CommandError,
+    add_json_option,
+    add_target_options,
+    check_mesh_client,
+    mesh_channel,
+    print_json,
+    settings_or_exit,
+)
 from ragmeshd.runtime.logs import configure_logging
-from ragmeshd.settings import load_settings
+
+if TYPE_CHECKING:
+    import grpc
+
+    from ragmeshd.evaluation.beir import EvalReport
+    from ragmeshd.settings import Settings
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -21,14 +39,29 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         " query of the split in each mode (top_k 100) and print nDCG@10 and Recall@100, with"
         " the same model's exact in-process dense search over the same passages as the"
         " reference. Without --target it starts its own embedded PostgreSQL, embeddings and"
-        " search servers (state in a temporary directory unless --state-dir is given).",
+        " search servers (state in a temporary directory unless --work-dir is given).",
     )
-    evaluate.add_argument("--beir", type=Path, required=True, help="the dataset directory")
+    evaluate.add_argument(
+        "--beir",
+        type=Path,
+        required=True,
+        help="a BEIR-format dataset folder: corpus.jsonl, queries.jsonl, qrels/<split>.tsv"
+        " (docs/operations.md says where to get them)",
+    )
     evaluate.add_argument("--split", default="train", help="qrels/<split>.tsv (default train)")
-    evaluate.add_argument("--mode", choices=["dense", "keyword", "hybrid", "all"], default="all")
-    evaluate.add_argument("--target", help="a running search server (host:port, plaintext)")
-    evaluate.add_argument("--api-key", help="the API key to send to --target")
-    evaluate.add_argument("--backend", choices=["pgvector", "qdrant"], default="pgvector")
+    evaluate.add_argument(
+        "--mode",
+        choices=["dense", "keyword", "hybrid", "all"],
+        default="all",
+        help="which search modes to score (default all)",
+    )
+    add_target_options(evaluate, "evaluate")
+    evaluate.add_argument(
+        "--backend",
+        choices=["pgvector", "qdrant"],
+        default="pgvector",
+        help="the document store of the servers started here (default pgvector)",
+    )
     evaluate.add_argument(
         "--fusion",
         action="append",
@@ -38,34 +71,55 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         " k as in SearchRequest); repeatable: --fusion rrf:1:1:60 --fusion min_max:0.7:0.3",
     )
     evaluate.add_argument("--collection", help="collection name (default beir-<dataset>)")
-    evaluate.add_argument("--state-dir", type=Path, help="keep the started stack's state here")
+    evaluate.add_argument(
+        "--work-dir",
+        type=Path,
+        metavar="DIR",
+        help="keep the state of the servers started here in DIR (default: a temporary folder)",
+    )
     evaluate.add_argument(
         "--no-baseline", action="store_true", help="skip the in-process reference"
     )
+    add_json_option(evaluate)
     evaluate.set_defaults(handler=_eval)
 
 
 def _eval(args: argparse.Namespace) -> int:
+    from ragmeshd.evaluation.beir import format_report, parse_fusion, report_document
+
+    settings = settings_or_exit()
+    configure_logging("eval", "WARNING")
+    try:
+        fusions = [parse_fusion(spec) for spec in args.fusion]
+    except ValueError as exc:
+        raise CommandError(f"--fusion {exc}", EXIT_USAGE) from None
+    if args.target:
+        check_mesh_client(settings, args)
+    if not (args.beir / "corpus.jsonl").exists():
+        raise CommandError(f"{args.beir} holds no corpus.jsonl: not a BEIR dataset", EXIT_USAGE)
+    if args.json:
+        with contextlib.redirect_stdout(sys.stderr):
+            report = _evaluate(args, settings, fusions)
+        print_json(report_document(report))
+    else:
+        report = _evaluate(args, settings, fusions)
+        print(format_report(report, "(given target)" if args.target else args.backend))
+    return 0
+
+
+def _evaluate(args: argparse.Namespace, settings: Settings, fusions: list[Any]) -> EvalReport:
     from ragmeshd.bench.search_stack import search_stack
     from ragmeshd.evaluation.beir import (
         EvalReport,
         evaluate_service,
-        format_report,
         in_process_rankings,
         load_beir,
-        parse_fusion,
+        plaintext_channel,
         score,
     )
     from ragmeshd.models import packaged_model_path
     from ragmeshd.search.server import make_splitter
 
-    settings = load_settings()
-    configure_logging("eval", "WARNING")
-    try:
-        fusions = [parse_fusion(spec) for spec in args.fusion]
-    except ValueError as exc:
-        print(f"ragmesh eval: --fusion {exc}", file=sys.stderr)
-        return 2
     data = load_beir(args.beir, args.split)
     collection = args.collection or f"beir-{data.name.lower()}"[:63]
     modes = ["dense", "keyword", "hybrid"] if args.mode == "all" else [args.mode]
@@ -75,19 +129,17 @@ def _eval(args: argparse.Namespace) -> int:
         flush=True,
     )
 
-    def run(target: str) -> None:
-        asyncio.run(
-            evaluate_service(target, data, collection, modes, report, args.api_key, fusions)
-        )
+    def run(factory: Callable[[], grpc.aio.Channel]) -> None:
+        asyncio.run(evaluate_service(factory, data, collection, modes, report, fusions))
 
     if args.target:
-        run(args.target)
+        run(lambda: mesh_channel(settings, args, retry_idempotent=True))
     else:
         with tempfile.TemporaryDirectory(prefix="ragmesh-eval-") as scratch:
-            state_dir = args.state_dir or Path(scratch)
-            state_dir.mkdir(parents=True, exist_ok=True)
-            with search_stack(state_dir.resolve(), backend=args.backend) as stack:
-                run(stack.search_target)
+            work_dir = args.work_dir or Path(scratch)
+            work_dir.mkdir(parents=True, exist_ok=True)
+            with search_stack(work_dir.resolve(), backend=args.backend) as stack:
+                run(lambda: plaintext_channel(stack.search_target))
     if not args.no_baseline:
         started = time.perf_counter()
         model_dir = settings.embeddings.model_path
@@ -100,6 +152,4 @@ def _eval(args: argparse.Namespace) -> int:
             data,
             time.perf_counter() - started,
         )
-    backend = "(given target)" if args.target else args.backend
-    print(format_report(report, backend), flush=True)
-    return 0
+    return report

@@ -7,6 +7,7 @@ import sys
 import time
 from pathlib import Path
 
+from ragmeshd.commands.convention import parse_duration
 from ragmeshd.envoy.admin import admin_post
 from ragmeshd.envoy.config import validate_config
 from ragmeshd.envoy.kubernetes import (
@@ -72,16 +73,28 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--validate", action="store_true", help="also check it with `envoy --mode validate`"
     )
     config.set_defaults(handler=_envoy_config)
+    _register_drain(actions)
 
+
+def _register_drain(actions: argparse._SubParsersAction) -> None:
     drain = actions.add_parser(
         "drain-envoy",
         help="drain Envoy before its pod stops (the container's preStop hook)",
         description="Through Envoy's admin interface: fail its readiness (GET /ready on the"
         " probe listener answers 503, so the pod leaves its Service), drain its listeners"
         " gracefully (no new connections, open ones close as their calls finish), then wait"
-        " --seconds so calls in flight complete before Kubernetes sends SIGTERM.",
+        " --wait so calls in flight complete before Kubernetes sends SIGTERM.",
     )
-    drain.add_argument("--seconds", type=float, default=ENVOY_DRAIN_S)
+    drain.add_argument(
+        "--wait",
+        dest="seconds",
+        type=parse_duration,
+        default=ENVOY_DRAIN_S,
+        metavar="DURATION",
+        help=f"how long calls in flight may take to finish (default {ENVOY_DRAIN_S:g}s)",
+    )
+    # The older spelling, a bare number of seconds (manifests already deployed use it).
+    drain.add_argument("--seconds", dest="seconds", type=float, help=argparse.SUPPRESS)
     drain.add_argument(
         "--admin-socket",
         default=ADMIN_SOCKET,

@@ -19,14 +19,24 @@ from typing import Any
 
 import grpc
 
-from ragmeshd.pki.certs import ensure_certificates
-from ragmeshd.runtime.channels import metadata_interceptors
-from ragmeshd.runtime.tls import channel_credentials
-from ragmeshd.settings import load_settings
+from ragmeshd.commands.convention import (
+    EXIT_UNREACHABLE,
+    CommandError,
+    add_json_option,
+    check_mesh_client,
+    mesh_channel,
+    mesh_target,
+    parse_duration,
+    print_json,
+    rpc_failure,
+    settings_or_exit,
+)
 from ragmeshd.state import MeshLayout
 from ragmeshd.supervisor.plan import MeshState
 
 SAMPLE_INTERVAL_S = 0.5
+# The longest the loaded phase goes on past --duration waiting for --min-calls.
+ENOUGH_WAIT_S = 120.0
 PROFILE_COLLECTION = "profile"
 _CALL_NAMES = ("Embed(8 texts)", "Search", "AugmentQuery")
 _TEXTS = [f"passage {i} about envoy retries, vector search and batching" for i in range(64)]
@@ -37,11 +47,30 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "profile",
         help="memory and CPU of a running mesh's processes, idle and under load",
         description="Sample the RSS and CPU of every process of the mesh `ragmesh up` runs"
-        " (children included), idle for --seconds, then for --seconds under a mixed load"
-        " through Envoy (Embed, Search, AugmentQuery, --concurrency each). Needs psutil.",
+        " (children included), idle for --duration, then for --duration under a mixed load"
+        " through Envoy (Embed, Search, AugmentQuery, --concurrency each; the loaded phase"
+        " goes on until each kind of call has answered --min-calls times). Needs psutil.",
     )
-    profile.add_argument("--seconds", type=float, default=20.0)
-    profile.add_argument("--concurrency", type=int, default=4)
+    profile.add_argument(
+        "--duration",
+        dest="seconds",
+        type=parse_duration,
+        default=20.0,
+        metavar="DURATION",
+        help="length of the idle and of the loaded phase (default 20s)",
+    )
+    # The older spelling, a bare number of seconds.
+    profile.add_argument("--seconds", dest="seconds", type=float, help=argparse.SUPPRESS)
+    profile.add_argument(
+        "--concurrency", type=int, default=4, help="callers per kind of call (default 4)"
+    )
+    profile.add_argument(
+        "--min-calls",
+        type=int,
+        default=0,
+        help="keep the load on until each kind of call has answered this many times (default 0)",
+    )
+    add_json_option(profile)
     profile.set_defaults(handler=_profile)
 
 
@@ -49,6 +78,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 class _Samples:
     rss_mib: list[float] = field(default_factory=list)
     cpu_cores: list[float] = field(default_factory=list)
+
+    def summary(self) -> dict[str, float]:
+        if not self.rss_mib:
+            return {}
+        rss, cpu = sorted(self.rss_mib), sorted(self.cpu_cores)
+        return {
+            "rss_mean_mib": sum(rss) / len(rss),
+            "rss_max_mib": rss[-1],
+            "cpu_mean_cores": sum(cpu) / len(cpu),
+            "cpu_p95_cores": cpu[int(0.95 * (len(cpu) - 1))],
+        }
 
     def line(self) -> str:
         if not self.rss_mib:
@@ -67,30 +107,48 @@ def _profile(args: argparse.Namespace) -> int:
 async def _run(args: argparse.Namespace) -> int:
     import psutil  # a dev dependency: profiling is done on a workstation, not in the image
 
-    settings = load_settings()
+    settings = settings_or_exit()
     layout = MeshLayout(settings.state_dir)
+    if not layout.mesh_state.exists():
+        raise CommandError(
+            f"no mesh runs: {layout.mesh_state} does not exist (start one with `ragmesh up`)",
+            EXIT_UNREACHABLE,
+        )
     state = MeshState.read(layout.mesh_state)
     processes = {name: psutil.Process(pid) for name, pid in state.pids.items()}
+    check_mesh_client(settings, args)
     idle = await _sample(processes, args.seconds, None)
-    certs = ensure_certificates(layout.certs_dir)
-    key = layout.admin_key.read_text().strip()
-    host, port = state.client_listen.rsplit(":", 1)
-    # A wildcard listen address is called on loopback (a comparison, not a bind: B104).
-    endpoint = f"{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"  # nosec B104
-    channel = grpc.aio.secure_channel(
-        endpoint,
-        channel_credentials(certs.ca, certs.client.cert, certs.client.key),
-        interceptors=metadata_interceptors(key),
-    )
-    async with channel:
-        calls = await _calls(channel)
-        done, failed = [0] * len(calls), dict[str, int]()
-        load = _load(calls, args.concurrency, done, failed)
-        loaded = await _sample(processes, args.seconds, load)
-    rates = ", ".join(
-        f"{name} {count / args.seconds:.1f}/s"
-        for name, count in zip(_CALL_NAMES, done, strict=True)
-    )
+    target = mesh_target(settings, None)
+    try:
+        async with mesh_channel(settings, args) as channel:
+            calls = await _calls(channel)
+            done, failed = [0] * len(calls), dict[str, int]()
+            load = _load(calls, args.concurrency, done, failed)
+            started = time.monotonic()
+            loaded = await _sample(
+                processes, args.seconds, load, lambda: min(done) >= args.min_calls
+            )
+            elapsed = time.monotonic() - started
+    except grpc.aio.AioRpcError as error:
+        raise rpc_failure(error, target) from None
+    calls_done = dict(zip(_CALL_NAMES, done, strict=True))
+    if args.json:
+        print_json(
+            {
+                "duration_s": args.seconds,
+                "loaded_s": elapsed,
+                "calls": calls_done,
+                "calls_per_s": {name: n / elapsed for name, n in calls_done.items()},
+                "failed": failed,
+                "machine": {"cpus": os.cpu_count(), "load_average": os.getloadavg()},
+                "processes": {
+                    name: {"idle": idle[name].summary(), "loaded": loaded[name].summary()}
+                    for name in processes
+                },
+            }
+        )
+        return 0
+    rates = ", ".join(f"{name} {n / elapsed:.1f}/s ({n} calls)" for name, n in calls_done.items())
     print(f"load: {rates}; failed calls {failed or 'none'}")
     print(f"machine: load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
     print(f"{'process':<16} {'':<7} figures ({args.seconds:g} s each, sampled every 0.5 s)")
@@ -150,8 +208,13 @@ async def _load(
 
 
 async def _sample(
-    processes: dict[str, Any], seconds: float, load: Awaitable[None] | None
+    processes: dict[str, Any],
+    seconds: float,
+    load: Awaitable[None] | None,
+    enough: Callable[[], bool] = lambda: True,
 ) -> dict[str, _Samples]:
+    """Samples every SAMPLE_INTERVAL_S for `seconds`, and after that until `enough()` (for
+    at most ENOUGH_WAIT_S more: a kind of call that never answers ends the wait)."""
     import psutil
 
     samples = {name: _Samples() for name in processes}
@@ -162,7 +225,9 @@ async def _sample(
     task = asyncio.ensure_future(load) if load is not None else None
     deadline = time.monotonic() + seconds
     try:
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline or (
+            not enough() and time.monotonic() < deadline + ENOUGH_WAIT_S
+        ):
             await asyncio.sleep(SAMPLE_INTERVAL_S)
             if task is not None and task.done():
                 task.result()  # an unexpected error ends the profile

@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+from pathlib import Path
 from typing import Any
 
+from ragmeshd.commands.convention import read_secret_file
 from ragmeshd.runtime.logs import configure_logging
 from ragmeshd.settings import load_settings
 
@@ -65,7 +67,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="best dense similarity at which the local backend answers (default 0.7; set"
         " in the config file instead, it is re-read while the server runs)",
     )
-    coordinator.add_argument("--pg-dsn", help="an external PostgreSQL (default: search's)")
+    coordinator.add_argument(
+        "--pg-dsn-file",
+        type=Path,
+        metavar="FILE",
+        help="a file holding the DSN of an external PostgreSQL (default: search's)",
+    )
     coordinator.set_defaults(handler=_serve_coordinator)
 
     search = services.add_parser(
@@ -73,12 +80,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="the search server (documents in PostgreSQL + pgvector or Qdrant)",
         description="Serve ragmesh.search.v1.SearchService. Unset flags fall back to"
         " RAGMESH_SEARCH__* variables, the config file, then the defaults. With the pgvector"
-        " backend and no --pg-dsn it uses the embedded PostgreSQL (`ragmesh serve postgres`).",
+        " backend and no --pg-dsn-file it uses the embedded PostgreSQL (`ragmesh serve postgres`).",
     )
     search.add_argument("--listen", help="host:port or unix:PATH (default 127.0.0.1:50052)")
     search.add_argument("--backend", choices=["pgvector", "qdrant"], help="the document store")
     search.add_argument("--embeddings-target", help="host:port of the embeddings service or Envoy")
-    search.add_argument("--pg-dsn", help="an external PostgreSQL with pgvector (libpq URI)")
+    search.add_argument(
+        "--pg-dsn-file",
+        type=Path,
+        metavar="FILE",
+        help="a file holding the libpq URI of an external PostgreSQL with pgvector",
+    )
     search.add_argument("--qdrant-location", help=":memory:, a directory, or an http(s):// URL")
     search.add_argument("--hnsw-ef-search", type=int, help="HNSW candidate list size at query time")
     search.set_defaults(handler=_serve_search)
@@ -136,7 +148,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _section_overrides(args: argparse.Namespace, names: list[str]) -> dict[str, Any]:
     """The flags the user actually gave, keyed by setting name."""
-    return {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+    overrides = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+    # A DSN may hold a password: only from a file (docs/cli.md).
+    if getattr(args, "pg_dsn_file", None) is not None:
+        overrides["pg_dsn"] = read_secret_file(args.pg_dsn_file, "a PostgreSQL DSN")
+    return overrides
 
 
 def _serve_embeddings(args: argparse.Namespace) -> int:
@@ -176,7 +192,6 @@ def _serve_coordinator(args: argparse.Namespace) -> int:
             "remote_model",
             "remote_api_key_file",
             "confidence_threshold",
-            "pg_dsn",
         ],
     )
     settings = load_settings(coordinator=overrides)
@@ -191,7 +206,7 @@ def _serve_search(args: argparse.Namespace) -> int:
 
     overrides = _section_overrides(
         args,
-        ["listen", "backend", "embeddings_target", "pg_dsn", "qdrant_location", "hnsw_ef_search"],
+        ["listen", "backend", "embeddings_target", "qdrant_location", "hnsw_ef_search"],
     )
     settings = load_settings(search=overrides)
     configure_logging("search", settings.log_level, settings.state_dir)

@@ -11,6 +11,7 @@ service should match it, so any gap is what the index and the service lose.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import time
 from collections import defaultdict
@@ -24,7 +25,6 @@ import numpy as np
 from ragmesh.search.v1 import search_service_pb2 as pb
 from ragmesh.search.v1 import search_service_pb2_grpc as pb_grpc
 from ragmeshd.progress import Progress
-from ragmeshd.runtime.channels import metadata_interceptors
 from ragmeshd.runtime.client_retries import RetryIdempotent
 from ragmeshd.search.chunking import PassageSplitter
 from ragmeshd.search.metrics import mean_over_queries
@@ -249,23 +249,43 @@ def score(label: str, rankings: dict[str, list[str]], data: BeirData, seconds: f
     )
 
 
-async def evaluate_service(
-    target: str,
-    data: BeirData,
-    collection: str,
-    modes: Sequence[str],
-    report: EvalReport,
-    api_key: str | None = None,
-    fusions: Sequence[FusionVariant] = (),
-) -> None:
-    """Ingest, then score each mode, then HYBRID once per fusion variant."""
-    async with grpc.aio.insecure_channel(
+def plaintext_channel(target: str) -> grpc.aio.Channel:
+    """A channel to a search server started here (loopback, no TLS, no key)."""
+    return grpc.aio.insecure_channel(
         target,
         options=[("grpc.max_receive_message_length", 64 * 1024 * 1024)],
         # Idempotent calls (the upserts and searches) retried on UNAVAILABLE and
         # RESOURCE_EXHAUSTED after the server's pushback (ragmeshd/runtime/client_retries.py).
-        interceptors=[RetryIdempotent(), *metadata_interceptors(api_key)],
-    ) as channel:
+        interceptors=[RetryIdempotent()],
+    )
+
+
+def report_document(report: EvalReport) -> dict[str, object]:
+    """The report's numbers as one JSON-ready document (`ragmesh eval --json`)."""
+    data = report.data
+    return {
+        "dataset": data.name,
+        "split": report.split,
+        "queries": len(data.queries),
+        "documents": len(data.corpus),
+        "passages": report.passages,
+        "ingest_s": report.ingest_s,
+        "scores": [dataclasses.asdict(score) for score in report.scores],
+        "baseline": dataclasses.asdict(report.baseline) if report.baseline else None,
+    }
+
+
+async def evaluate_service(
+    channel_factory: Callable[[], grpc.aio.Channel],
+    data: BeirData,
+    collection: str,
+    modes: Sequence[str],
+    report: EvalReport,
+    fusions: Sequence[FusionVariant] = (),
+) -> None:
+    """Ingest, then score each mode, then HYBRID once per fusion variant, through a channel
+    from `channel_factory` (a server started here, or a mesh through Envoy with mTLS)."""
+    async with channel_factory() as channel:
         stub = pb_grpc.SearchServiceStub(channel)
         started = time.perf_counter()
         report.passages = await ingest(stub, collection, data.corpus)

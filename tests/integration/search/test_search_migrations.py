@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
+from pathlib import Path
 
 import asyncpg
 import numpy as np
@@ -150,24 +152,35 @@ async def test_every_migration_goes_forward_and_back(postgres_server: PostgresPr
         await conn.close()
 
 
-def test_db_command(postgres_server: PostgresProcess) -> None:
+def test_db_command(postgres_server: PostgresProcess, tmp_path: Path) -> None:
+    """`ragmesh db` migrates both schemas (search and coordinator), the DSN from a file,
+    text or one JSON document on stdout, a usage error on stderr."""
     create_database(postgres_server.dsn, "cli")
-    dsn = EmbeddedPostgres(postgres_server.state_dir).dsn(database="cli")
+    dsn_file = tmp_path / "dsn"
+    dsn_file.write_text(EmbeddedPostgres(postgres_server.state_dir).dsn(database="cli"))
 
-    def db(*args: str) -> str:
+    def db(*args: str, code: int = 0) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
-            ragmesh_command("db", *args, "--pg-dsn", dsn),
+            ragmesh_command("db", *args, "--pg-dsn-file", str(dsn_file)),
             capture_output=True,
             text=True,
             timeout=60,
             check=False,
         )
-        assert result.returncode == 0, result.stdout + result.stderr
-        return result.stdout
+        assert result.returncode == code, result.stdout + result.stderr
+        return result
 
-    assert "pending" in db("status")
-    assert "applied: 1, 2, 3, 4, 5, 6" in db("upgrade")
-    assert "reverted: 6" in db("downgrade")
-    out = db("downgrade", "--to", "0")
+    status = json.loads(db("status", "--json").stdout)["schemas"]
+    assert set(status) == {"search", "coordinator"}
+    assert all(m["applied_at"] is None for m in status["search"]["migrations"])
+    out = db("upgrade").stdout
+    assert "search schema:\n  applied: 1, 2, 3, 4, 5, 6" in out
+    assert "coordinator schema:\n  applied: 1, 2" in out
+    refused = db("downgrade", code=2)
+    assert refused.stdout == "" and "--schema" in refused.stderr
+    assert "reverted: 6" in db("downgrade", "--schema", "search").stdout
+    out = db("downgrade", "--schema", "search", "--to", "0").stdout
     assert "reverted: 5, 4, 3, 2, 1" in out and out.count("pending") == 6
-    assert "applied: 1" in db("upgrade", "--to", "1")
+    assert "applied: 1" in db("upgrade", "--schema", "search", "--to", "1").stdout
+    coordinator = json.loads(db("status", "--schema", "coordinator", "--json").stdout)
+    assert coordinator["schemas"]["coordinator"]["migrations"][0]["applied_at"]

@@ -184,7 +184,8 @@ def test_check_command_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[
     broken.write_text("x = [")
     with pytest.raises(SystemExit) as failed:
         main(["config", "check", str(broken)])
-    assert failed.value.code == 1 and "not valid TOML" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert failed.value.code == 1 and "not valid TOML" in captured.err and captured.out == ""
     with pytest.raises(SystemExit) as missing:
         main(["config", "check", str(tmp_path / "none.toml")])
     assert missing.value.code == 1
@@ -202,4 +203,5 @@ def test_show_command(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.Mo
     monkeypatch.setenv("RAGMESH_MESH__TLS", "false")
     with pytest.raises(SystemExit) as refused:
         main(["config", "show"])
-    assert refused.value.code == 1 and "mesh.tls" in capsys.readouterr().err
+    # A bad setting is a usage error (docs/cli.md): exit 2, one line per key on stderr.
+    assert refused.value.code == 2 and "mesh.tls" in capsys.readouterr().err
