@@ -4,6 +4,7 @@ seconds headless, writing Locust's CSV and HTML reports and the resource samples
 from __future__ import annotations
 
 import csv
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -65,3 +66,8 @@ def test_a_short_locust_run_answers_every_kind_and_fails_only_by_overload(
         samples = list(csv.DictReader(file))
     assert samples and "cpu_envoy" in samples[0]
     assert "mean CPU %" in result.stdout
+    # The report says the load average and whether the model was loaded (texts are unique).
+    summary = json.loads((out / "summary.json").read_text())
+    assert len(summary["load_average_before"]) == 3 and summary["cache_hit_ratio"] == 0.0
+    assert "load average before:" in result.stdout
+    assert "embeddings queue" in result.stdout

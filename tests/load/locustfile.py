@@ -10,8 +10,14 @@ User classes (pick some by name on the command line; all of them by default):
   MixedUser    the three above in the proportions 4 search : 2 embed : 1 ask
 
 Each call is reported to Locust as request type "grpc" named after its method (and mode), with
-its status code as the failure when it is not OK. The collection the searches use is made and
-filled once per run (on test start) when it is missing.
+its status code as the failure when it is not OK: every call is counted, and the channels make
+no retries of their own (grpc.enable_retries 0; Envoy's retries inside the mesh show in the
+report as its upstream_rq_retry counters). The collection the searches use is made and filled
+once per run (on test start) when it is missing.
+
+Texts are unique by default, so that neither the embeddings cache nor the search result cache
+answers and every call reaches the model: a query from the fixed list with a unique suffix.
+`--cache-hit-ratio R` sends a fixed-list text (one the caches have seen) with probability R.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from __future__ import annotations
 import itertools
 import random
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -52,6 +59,13 @@ def _arguments(parser: Any) -> None:
         "--state-dir", default=".ragmesh", help="the mesh's state folder (certs, keys, mesh.json)"
     )
     parser.add_argument("--api-key-file", default="", help="default: STATE_DIR/keys/admin.key")
+    parser.add_argument(
+        "--cache-hit-ratio",
+        type=float,
+        default=0.0,
+        help="share of calls whose text repeats (the caches may answer them); the rest are"
+        " unique and reach the model (default 0)",
+    )
 
 
 class Mesh:
@@ -73,7 +87,10 @@ class Mesh:
         self.metadata = (("authorization", f"Bearer {key_path.read_text().strip()}"),)
 
     def channel(self) -> grpc.Channel:
-        return grpc.secure_channel(self.endpoint, self.credentials)
+        # No retries in the client: Locust counts every call that failed.
+        return grpc.secure_channel(
+            self.endpoint, self.credentials, options=[("grpc.enable_retries", 0)]
+        )
 
 
 def _mesh(environment: Any) -> Mesh:
@@ -103,6 +120,14 @@ class GrpcUser(User):
         self.search = search_grpc.SearchServiceStub(self.channel)
         self.coordinator = coordinator_grpc.CoordinatorServiceStub(self.channel)
         self.queries = queries()
+        self.cache_hit_ratio = float(self.environment.parsed_options.cache_hit_ratio)
+
+    def text(self) -> str:
+        """A fixed-list query (with probability --cache-hit-ratio), else a unique one."""
+        query = random.choice(self.queries)
+        if random.random() < self.cache_hit_ratio:
+            return query
+        return f"{query} {uuid.uuid4().hex[:12]}"
 
     def on_stop(self) -> None:
         self.channel.close()
@@ -125,7 +150,7 @@ class GrpcUser(User):
         )
 
     def embed(self) -> None:
-        request = embeddings_pb.EmbedRequest(inputs=[random.choice(self.queries)])
+        request = embeddings_pb.EmbedRequest(inputs=[self.text()])
         self._timed(
             "Embed",
             lambda: self.embeddings.Embed(
@@ -135,7 +160,7 @@ class GrpcUser(User):
 
     def search_in(self, mode: str) -> None:
         request = search_pb.SearchRequest(
-            collection=COLLECTION, query=random.choice(self.queries), top_k=10, mode=MODES[mode]
+            collection=COLLECTION, query=self.text(), top_k=10, mode=MODES[mode]
         )
         self._timed(
             f"Search/{mode}",
@@ -145,9 +170,7 @@ class GrpcUser(User):
         )
 
     def ask(self) -> None:
-        request = coordinator_pb.AskRequest(
-            query=random.choice(self.queries), collections=[COLLECTION], top_k=3
-        )
+        request = coordinator_pb.AskRequest(query=self.text(), collections=[COLLECTION], top_k=3)
 
         def call() -> int:
             stream = self.coordinator.Ask(

@@ -1,13 +1,17 @@
 """`make load`: run the Locust users headless against a mesh, for a fixed time, and keep
 Locust's CSV and HTML reports plus what the mesh's processes were doing meanwhile.
 
-    python -m tests.load.run [--users 100] [--spawn-rate 20] [--duration 60s] [CLASS ...]
+    python -m tests.load.run [--users 100] [--spawn-rate 20] [--duration 60s]
+                             [--cache-hit-ratio 0] [CLASS ...]
 
 Uses the mesh running under the state folder (`make up`), or starts one for the run and stops
 it afterwards. Everything goes to STATE_DIR/load/<UTC time>/: locust_stats.csv,
-locust_stats_history.csv, locust_failures.csv, report.html, and resources.csv (once a second:
-each process's CPU %, and each Envoy cluster's active and pending requests), with a summary
-printed at the end to name the bottleneck from measurements.
+locust_stats_history.csv, locust_failures.csv, report.html, resources.csv (once a second:
+the load average, each process's CPU %, each Envoy cluster's active and pending requests, the
+embeddings queue depth of each replica) and summary.json, with a summary printed at the end:
+the load average before and after, each process's CPU, the queues, Envoy's retries (every
+failure the callers saw is in Locust's counts; retries inside the mesh are counted here), and
+whether the run loaded the model (the embeddings queue held texts in most samples).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -46,6 +51,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", default="60s", help="Locust's --run-time, e.g. 60s, 5m")
     parser.add_argument("--state-dir", type=Path, default=None, help="default: the settings'")
     parser.add_argument("--out", type=Path, default=None, help="default: STATE_DIR/load/<time>")
+    parser.add_argument(
+        "--cache-hit-ratio",
+        type=float,
+        default=0.0,
+        help="share of calls with a repeated text (default 0: every text unique, so the model"
+        " works for each call)",
+    )
     parser.add_argument("classes", nargs="*", help="user classes (default: all)")
     args = parser.parse_args(argv)
     state_dir = (args.state_dir or _default_state_dir()).resolve()
@@ -112,17 +124,27 @@ def _run(args: argparse.Namespace, state_dir: Path, out: Path) -> int:
         "--users", str(args.users), "--spawn-rate", str(args.spawn_rate),
         "--run-time", args.duration, "--stop-timeout", str(STOP_TIMEOUT_S),
         "--csv", str(out / "locust"), "--csv-full-history", "--html", str(out / "report.html"),
-        "--state-dir", str(state_dir), "--only-summary", *args.classes,
+        "--state-dir", str(state_dir), "--cache-hit-ratio", str(args.cache_hit_ratio),
+        "--only-summary", *args.classes,
     ]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": f"{REPO_ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     state = json.loads((state_dir / "mesh.json").read_text())
+    load_before = os.getloadavg()
+    retries_before = _envoy_retries(state["admin_listen"])
     locust = subprocess.Popen(command, cwd=REPO_ROOT, env=env)
     processes = {name: psutil.Process(pid) for name, pid in state["pids"].items()}
     processes["locust"] = psutil.Process(locust.pid)
     metrics = {r["service"] + f"-{r['index']}": r["metrics_listen"] for r in state["replicas"]}
     rows = _sample_until_done(locust, processes, state["admin_listen"], metrics)
     _write_resources(out / "resources.csv", rows)
+    retries = {
+        cluster: count - retries_before.get(cluster, 0)
+        for cluster, count in _envoy_retries(state["admin_listen"]).items()
+    }
+    summary = _summary_numbers(rows, load_before, os.getloadavg(), retries, args)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(_summary(rows))
+    print(_verdict(summary))
     print(f"reports: {out}/ (report.html, locust_stats.csv, resources.csv)")
     return int(locust.returncode)
 
@@ -140,6 +162,23 @@ def _cpu(process: psutil.Process) -> float:
             with contextlib.suppress(psutil.Error):
                 total += known.cpu_percent(None)
     return total
+
+
+def _envoy_retries(admin: str) -> dict[str, float]:
+    """Envoy's retries per cluster so far (upstream_rq_retry)."""
+    url = f"http://{admin}/stats?format=json&filter=upstream_rq_retry$"
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            stats = json.loads(response.read())["stats"]
+    except OSError:
+        return {}
+    return {
+        entry["name"].removeprefix("cluster.").removesuffix(".upstream_rq_retry"): float(
+            entry["value"]
+        )
+        for entry in stats
+        if "value" in entry and entry["name"].startswith("cluster.")
+    }
 
 
 def _envoy_gauges(admin: str) -> dict[str, float]:
@@ -185,7 +224,7 @@ def _sample_until_done(
     started = time.monotonic()
     while locust.poll() is None:
         time.sleep(SAMPLE_INTERVAL_S)
-        row = {"t_s": round(time.monotonic() - started, 1)}
+        row = {"t_s": round(time.monotonic() - started, 1), "load_1m": os.getloadavg()[0]}
         row.update({f"cpu_{name}": round(_cpu(p), 1) for name, p in processes.items()})
         row.update(_envoy_gauges(admin))
         row.update(_service_gauges(metrics))
@@ -201,6 +240,60 @@ def _write_resources(path: Path, rows: list[dict[str, float]]) -> None:
         writer.writerows(rows)
 
 
+QUEUE_SUFFIX = ".embeddings_queue_depth"
+
+
+def _summary_numbers(
+    rows: list[dict[str, float]],
+    load_before: tuple[float, float, float],
+    load_after: tuple[float, float, float],
+    retries: dict[str, float],
+    args: argparse.Namespace,
+) -> dict[str, Any]:
+    steady = rows[len(rows) // 5 :] or rows
+    queue_keys = sorted({k for r in rows for k in r if k.endswith(QUEUE_SUFFIX)})
+    # A sample loads the model when some replica's queue holds texts.
+    loaded = [any(r.get(k, 0) > 0 for k in queue_keys) for r in steady]
+    cpu_keys = sorted({k for r in steady for k in r if k.startswith("cpu_")})
+    return {
+        "users": args.users,
+        "duration": args.duration,
+        "cache_hit_ratio": args.cache_hit_ratio,
+        "cpus": psutil.cpu_count(),
+        "load_average_before": [round(v, 2) for v in load_before],
+        "load_average_after": [round(v, 2) for v in load_after],
+        "samples": len(steady),
+        "queue_depth_metrics": queue_keys,
+        "samples_with_embeddings_queue": sum(loaded),
+        "share_with_embeddings_queue": (sum(loaded) / len(loaded)) if loaded else 0.0,
+        "mean_cpu_percent": {
+            k.removeprefix("cpu_"): round(sum(r.get(k, 0) for r in steady) / len(steady), 1)
+            for k in cpu_keys
+        },
+        "envoy_retries": retries,
+    }
+
+
+def _verdict(summary: dict[str, Any]) -> str:
+    before = " ".join(f"{v:.2f}" for v in summary["load_average_before"])
+    after = " ".join(f"{v:.2f}" for v in summary["load_average_after"])
+    lines = [
+        f"load average before: {before}; after: {after} ({summary['cpus']} CPUs)",
+        f"Envoy retries during the run: {summary['envoy_retries'] or 'none'}",
+    ]
+    share = float(summary["share_with_embeddings_queue"])
+    if not summary["queue_depth_metrics"]:
+        lines.append("embeddings queue depth: not measured (no replica serves /metrics)")
+    elif share > 0.5:
+        lines.append(f"the run loaded the model: embeddings queue > 0 in {share:.0%} of samples")
+    else:
+        lines.append(
+            f"the run did NOT load the model: embeddings queue > 0 in only {share:.0%} of"
+            " samples (more users, or a lower --cache-hit-ratio)"
+        )
+    return "\n".join(lines)
+
+
 def _summary(rows: list[dict[str, float]]) -> str:
     """Mean CPU per process (100 = one core) and the peak queue per Envoy cluster."""
     if not rows:
@@ -209,6 +302,8 @@ def _summary(rows: list[dict[str, float]]) -> str:
     lines = ["", "process            mean CPU %   (100 = one core; the machine has "
              f"{psutil.cpu_count()} cores)"]  # fmt: skip
     cpu = {k: sum(r.get(k, 0) for r in steady) / len(steady) for k in steady[0] if "cpu_" in k}
+    load = [r.get("load_1m", 0) for r in steady]
+    lines.append(f"  (load average, 1 min: mean {sum(load) / len(load):.2f}, peak {max(load):.2f})")
     for key, value in sorted(cpu.items(), key=lambda item: -item[1]):
         lines.append(f"  {key.removeprefix('cpu_'):<18} {value:7.1f}")
     queues = sorted({k for r in rows for k in r if k.endswith(SERVICE_GAUGES_SUFFIXES)})
