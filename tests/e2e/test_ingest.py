@@ -231,3 +231,37 @@ async def test_a_search_read_key_gets_permission_denied_on_upload(mesh: Mesh) ->
         with pytest.raises(grpc.aio.AioRpcError) as raised:
             await pb_grpc.SearchServiceStub(channel).UploadFiles(iter([request]), timeout=60)
     assert raised.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+def test_an_upload_larger_than_an_http_json_body_streams_through(
+    mesh: Mesh, tmp_path: Path
+) -> None:
+    """A 2+ MiB file (a PDF with a photo and one line of text): over Envoy's limit for JSON
+    bodies, within upload_max_bytes."""
+    import random
+
+    from fpdf import FPDF
+    from PIL import Image
+
+    noise = random.Random(3).randbytes(900 * 900 * 3)
+    Image.frombytes("RGB", (900, 900), noise).save(tmp_path / "photo.png")
+    pdf = FPDF()
+    pdf.add_page()
+    pdf.set_font("helvetica", size=11)
+    pdf.multi_cell(0, 5, "The summit photo was taken at dawn from the north ridge.")
+    pdf.image(str(tmp_path / "photo.png"), x=10, y=30, w=150)
+    pdf.output(str(tmp_path / "summit.pdf"))
+    data = (tmp_path / "summit.pdf").read_bytes()
+    assert len(data) > 2 * 1024 * 1024
+    headers = {"authorization": f"Bearer {mesh.api_key}"}
+    with httpx.Client(
+        base_url=mesh.base_url, verify=mesh.ssl_context(), headers=headers, timeout=120
+    ) as http:
+        response = http.post(
+            f"/v1/collections/{COLLECTION}/files",
+            params={"file_name": "uploads/summit.pdf"},
+            content=data,
+            headers={"content-type": "application/pdf"},
+        )
+    assert response.status_code == 200, response.text[:500]
+    assert response.json()["files"][0]["passageCount"] == 1

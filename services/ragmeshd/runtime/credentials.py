@@ -53,8 +53,10 @@ def single_credential(metadata: Sequence[tuple[str, Any]] | None) -> str | None:
     return match.group(1) if name == AUTHORIZATION else match.group(0)
 
 
-# The file upload route (POST /v1/collections/{collection}/files) streams up to its own limit.
-UPLOAD_PATH_LUA = "^/v1/collections/[^/?]+/files$"
+# The file upload route (POST /v1/collections/{collection}/files?file_name=...) streams up to its
+# own limit. The :path Envoy sees holds the query string, so the pattern is not anchored at the
+# end (no other route starts like this one).
+UPLOAD_PATH_LUA = "^/v1/collections/[^/?]+/files"
 
 # Envoy's half of the rule, as a Lua filter on every listener (envoy/credential_filter.yaml):
 # the same checks as single_credential, an UNAUTHENTICATED answer in the caller's protocol
