@@ -12,6 +12,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from ragmesh.search.v1 import search_service_pb2 as pb
 from tests.helpers import ServerProcess
 from tests.integration.search.test_search_contract import (
+    count,
     expect_error,
     n,
     new_collection,
@@ -257,3 +258,45 @@ async def test_a_bad_upload_is_invalid_argument_naming_the_file_and_stores_nothi
         client.UploadFiles(upload_messages("no-such-collection", [good])),
         grpc.StatusCode.NOT_FOUND,
     )
+
+
+async def test_concurrent_writers_offering_more_than_the_model_embeds_lose_nothing(
+    search_pgvector: ServerProcess,
+) -> None:
+    """Eight writers at once offer ~800 passages, minutes of queue for interactive calls'
+    limit (embeddings.max_queue_wait_ms 500 ms, the default): the bulk lane makes every
+    write wait for the model instead of being refused, and every passage is stored."""
+    import asyncio
+    import random
+
+    client = stub(search_pgvector)
+    name = await new_collection(client)
+    rng = random.Random(5)
+    words = "glacier rope crevasse probe beacon shovel avalanche snow bridge anchor".split()
+
+    def text() -> str:
+        return " ".join(rng.choice(words) for _ in range(300))
+
+    writers, calls, per_call = 8, 3, 16
+    requests = [
+        [
+            pb.UpsertDocumentsRequest(
+                collection=name,
+                documents=[pb.Document(id=f"w{w}-c{c}-d{d}", text=text()) for d in range(per_call)],
+            )
+            for c in range(calls)
+        ]
+        for w in range(writers)
+    ]
+
+    async def writer(mine: list[pb.UpsertDocumentsRequest]) -> int:
+        stored = 0
+        for request in mine:
+            response = await client.UpsertDocuments(request, timeout=600)
+            stored += response.passage_count
+        return stored
+
+    stored = await asyncio.gather(*(writer(mine) for mine in requests))
+    assert await count(client, name) == writers * calls * per_call
+    collection = await client.GetCollection(pb.GetCollectionRequest(name=name))
+    assert collection.collection.passage_count == sum(stored) > writers * calls * per_call
