@@ -24,6 +24,7 @@ from ragmeshd.search.backends.pgvector import PgVectorBackend
 from ragmeshd.search.backends.qdrant import QdrantBackend
 from ragmeshd.search.chunking import PassageSplitter, load_tokenizer
 from ragmeshd.search.embedder import Embedder
+from ragmeshd.search.result_cache import ResultCache
 from ragmeshd.search.servicer import SearchServicer
 from ragmeshd.settings import SearchSettings, ServerSettings
 from tests.integration.search.conftest import PostgresProcess, create_database
@@ -71,9 +72,9 @@ async def backend(
         await store.close()
 
 
-def _servicer(backend: SearchBackend) -> SearchServicer:
+def _servicer(backend: SearchBackend, results: ResultCache | None = None) -> SearchServicer:
     settings = SearchSettings()
-    servicer = SearchServicer(settings, ServerSettings(), backend, cast(Embedder, None))
+    servicer = SearchServicer(settings, ServerSettings(), backend, cast(Embedder, None), results)
     tokenizer = load_tokenizer(packaged_model_path())
     servicer.attach(
         PassageSplitter(
@@ -223,3 +224,30 @@ async def test_an_acl_must_name_groups(backend: SearchBackend) -> None:
                 context,
             )
         assert refused.value.code is grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_a_cached_result_is_never_served_to_a_key_that_may_see_less(
+    postgres_server: PostgresProcess,
+) -> None:
+    create_database(postgres_server.dsn, "tenancy_cache")
+    dsn = EmbeddedPostgres(postgres_server.state_dir).dsn(database="tenancy_cache")
+    backend = PgVectorBackend(dsn, SearchSettings(pg_pool_min_size=1, pg_pool_max_size=2))
+    await backend.start()
+    results = ResultCache(dsn, max_bytes=1 << 20, ttl_s=600)
+    await results.start()
+    try:
+        assert results.enabled
+        servicer = _servicer(backend, results)
+        query = await _fill(servicer)
+        restricted = {f"doc-{i:02d}" for i in range(10)}
+        set_current(FINANCE_A)
+        first = await _search(servicer, "team-a-docs", query, pb.SEARCH_MODE_DENSE)
+        assert set(first) <= restricted
+        cached = len(results.memory)
+        set_current(TENANT_A)  # the same request, a key outside finance
+        second = await _search(servicer, "team-a-docs", query, pb.SEARCH_MODE_DENSE)
+        assert len(second) == TOP_K and not restricted & set(second)
+        assert len(results.memory) == cached + 1  # its own entry, not the other key's
+    finally:
+        await results.close()
+        await backend.close()
