@@ -24,8 +24,6 @@ ALLOWED: dict[str, str] = {
     "bench/search_stack.py::search_stack": "starts and stops a stack of processes in order",
     "codegen/apidoc.py::render_file": "one page template, written out in order",
     "commands/serve.py::register": "argument declarations of every `serve` subcommand",
-    "coordinator/server.py::serve_coordinator": "server wiring (split by issue 18)",
-    "coordinator/servicer.py::Ask": "validate, search, route, stream, store (split by issue 18)",
     "embeddings/servicer.py::_embed": "cache lookup, admission and batching of one call",
     "envoy/security.py::admin_on_socket": "one Envoy admin listener definition",
     "evaluation/fusion_study.py::main": "a study script's argument wiring and report",

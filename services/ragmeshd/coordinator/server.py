@@ -28,8 +28,9 @@ from ragmeshd.coordinator.servicer import CoordinatorServicer, Dependencies
 from ragmeshd.coordinator.store import APPLICATION_NAME, InteractionStore
 from ragmeshd.coordinator.threshold import LiveThreshold
 from ragmeshd.models import packaged_model_path
+from ragmeshd.postgres.database import PoolSpec, open_database
 from ragmeshd.postgres.embedded import EmbeddedPostgres
-from ragmeshd.postgres.pool import DatabaseConnectError, connect_with_retries, create_pool
+from ragmeshd.postgres.pool import DatabaseConnectError
 from ragmeshd.runtime.channels import outgoing_interceptors
 from ragmeshd.runtime.resilience import CircuitBreaker
 from ragmeshd.runtime.server import StartupError, service_server
@@ -139,25 +140,10 @@ def _chat_backend(
     )
 
 
-async def serve_coordinator(
-    settings: Settings, reload_settings: Callable[[], Settings] | None = None
-) -> int:
-    """Run the coordinator server until SIGTERM/SIGINT; returns the exit code.
-
-    `reload_settings` rebuilds the settings as at start-up (the CLI's flags included); the
-    confidence threshold is re-read through it when the config file changes.
-    """
+def search_client(settings: Settings) -> SearchClient:
+    """The coordinator's client of the search service, with its breaker."""
     config = settings.coordinator
-    server = service_server(settings, "coordinator", health_names=[SERVICE_NAME])
-    servicer = CoordinatorServicer(config, settings.server)
-    pb_grpc.add_CoordinatorServiceServicer_to_server(servicer, server.grpc)
-
-    try:
-        slots = make_slots(config, llm_service_backend(settings))
-    except StartupError as exc:
-        _log.error("start-up failed: %s", exc)
-        return 1
-    search = SearchClient(
+    return SearchClient(
         config.search_target,
         timeout_s=config.search_timeout_s,
         breaker=CircuitBreaker(
@@ -169,60 +155,94 @@ async def serve_coordinator(
         channel_options=[("grpc.max_receive_message_length", settings.server.max_message_bytes)],
         interceptors=[*client_interceptors(), *outgoing_interceptors(settings, "coordinator")],
     )
-    reload = reload_settings or (lambda: settings)
-    threshold = LiveThreshold(
+
+
+async def open_store(settings: Settings) -> InteractionStore:
+    """The interactions store: connect, migrate, pool (StartupError when unreachable)."""
+    config = settings.coordinator
+    try:
+        pool = await open_database(
+            pg_dsn(settings),
+            migrate.MIGRATIONS,
+            PoolSpec(
+                application_name=APPLICATION_NAME,
+                min_size=config.pg_pool_min_size,
+                max_size=config.pg_pool_max_size,
+                statement_timeout_ms=config.pg_statement_timeout_ms,
+            ),
+            connect_attempts=config.pg_connect_attempts,
+            connect_backoff_base_s=config.pg_connect_backoff_base_s,
+        )
+    except DatabaseConnectError as exc:
+        raise StartupError(str(exc)) from exc
+    return InteractionStore(pool, export_page_size=config.export_page_size)
+
+
+async def token_counter(settings: Settings) -> HuggingFaceTokenCounter:
+    """Counts context tokens with the embedding model's tokenizer (see tokenizer_path)."""
+    tokenizer_dir = settings.coordinator.tokenizer_path or settings.embeddings.model_path
+    model_dir = Path(tokenizer_dir) if tokenizer_dir else packaged_model_path()
+    return await asyncio.to_thread(HuggingFaceTokenCounter.from_model_dir, model_dir)
+
+
+def live_threshold(settings: Settings, reload: Callable[[], Settings]) -> LiveThreshold:
+    """The confidence threshold, re-read through `reload` when the config file changes."""
+    config = settings.coordinator
+    return LiveThreshold(
         config.confidence_threshold,
         config_file=config_file_path(),
         load=lambda: reload().coordinator.confidence_threshold,
         check_interval_s=config.config_check_interval_s,
     )
-    stopping: list[Callable[[], object]] = []
 
-    async def stop_dependencies() -> None:
-        for stop in reversed(stopping):
-            result = stop()
+
+class _Stack:
+    """What the server holds besides gRPC: closed in reverse order of opening when it stops."""
+
+    def __init__(self) -> None:
+        self._closers: list[Callable[[], object]] = []
+
+    def add(self, close: Callable[[], object]) -> None:
+        self._closers.append(close)
+
+    async def close(self) -> None:
+        for close in reversed(self._closers):
+            result = close()
             if asyncio.iscoroutine(result):
                 await result
-        await search.close()
-        for slot in slots.values():
-            await slot.backend.aclose()
 
-    server.on_stopped(stop_dependencies)
+
+async def serve_coordinator(
+    settings: Settings, reload_settings: Callable[[], Settings] | None = None
+) -> int:
+    """Run the coordinator server until SIGTERM/SIGINT; returns the exit code.
+    `reload_settings` rebuilds the settings as at start-up (the CLI's flags included); the
+    confidence threshold is re-read through it when the config file changes."""
+    config = settings.coordinator
+    server = service_server(settings, "coordinator", health_names=[SERVICE_NAME])
+    servicer = CoordinatorServicer(config, settings.server)
+    pb_grpc.add_CoordinatorServiceServicer_to_server(servicer, server.grpc)
+    try:
+        slots = make_slots(config, llm_service_backend(settings))
+    except StartupError as exc:
+        _log.error("start-up failed: %s", exc)
+        return 1
+    search = search_client(settings)
+    threshold = live_threshold(settings, reload_settings or (lambda: settings))
+    opened = _Stack()
+    for slot in slots.values():
+        opened.add(slot.backend.aclose)
+    opened.add(search.close)
+    server.on_stopped(opened.close)
     await server.start()
 
     async def connect() -> None:
-        dsn = pg_dsn(settings)
-        try:
-            conn = await connect_with_retries(
-                dsn,
-                attempts=config.pg_connect_attempts,
-                backoff_base_s=config.pg_connect_backoff_base_s,
-            )
-        except DatabaseConnectError as exc:
-            raise StartupError(str(exc)) from exc
-        try:
-            applied = await migrate.MIGRATIONS.upgrade(conn)
-        finally:
-            await conn.close()
-        _log.info("interactions schema ready", extra={"migrations_applied": applied})
-        pool = await create_pool(
-            dsn,
-            application_name=APPLICATION_NAME,
-            min_size=config.pg_pool_min_size,
-            max_size=config.pg_pool_max_size,
-            statement_timeout_ms=config.pg_statement_timeout_ms,
-        )
-        store = InteractionStore(pool, export_page_size=config.export_page_size)
-        stopping.append(store.close)
-        tokenizer_dir = config.tokenizer_path or settings.embeddings.model_path
-        model_dir = Path(tokenizer_dir) if tokenizer_dir else None
-        counter = await asyncio.to_thread(
-            HuggingFaceTokenCounter.from_model_dir, model_dir or packaged_model_path()
-        )
+        store = await open_store(settings)
+        opened.add(store.close)
         servicer.attach(
             Dependencies(
                 store=store,
-                augmenter=Augmenter(search, counter, config),
+                augmenter=Augmenter(search, await token_counter(settings), config),
                 interactions=InteractionsCollection(
                     search,
                     config.interactions_collection,
@@ -239,14 +259,14 @@ async def serve_coordinator(
             set_serving=server.set_serving,
         )
         server.watch(monitor.start(), "database monitor")
-        stopping.append(monitor.stop)
+        opened.add(monitor.stop)
         _log.info(
             "coordinator ready",
             extra={
                 "backends": sorted(side.value for side in slots),
-                "llm_target": config.llm_target,
-                "search_target": config.search_target,
-                "confidence_threshold": config.confidence_threshold,
+                **config.model_dump(
+                    include={"llm_target", "search_target", "confidence_threshold"}
+                ),
             },
         )
 

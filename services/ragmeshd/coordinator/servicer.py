@@ -12,25 +12,17 @@ import grpc
 from ragmesh.coordinator.v1 import coordinator_service_pb2 as pb
 from ragmesh.coordinator.v1 import coordinator_service_pb2_grpc as pb_grpc
 from ragmesh.search.v1 import search_service_pb2 as search_pb
-from ragmeshd.coordinator import convert
-from ragmeshd.coordinator.answering import AnswerOutcome, BackendSlot, stream_answer
+from ragmeshd.coordinator import asking, convert
+from ragmeshd.coordinator.answering import AnswerOutcome, BackendSlot
 from ragmeshd.coordinator.augment import Augmenter, AugmentParams, Context
 from ragmeshd.coordinator.feedback import InteractionsCollection
-from ragmeshd.coordinator.grounding import Grounding, not_in_documents, says_not_in_documents
-from ragmeshd.coordinator.prompt import chat_messages
+from ragmeshd.coordinator.grounding import Grounding
 from ragmeshd.coordinator.records import (
-    ContextRef,
     ExportFilter,
     Interaction,
-    NewInteraction,
-    Timings,
 )
 from ragmeshd.coordinator.routing import (
-    ForcedBackendMissingError,
     Side,
-    check_forced,
-    decide,
-    needs_local_probe,
 )
 from ragmeshd.coordinator.search_client import (
     CollectionNotFoundError,
@@ -58,7 +50,6 @@ from ragmeshd.runtime.server import call_timeout
 from ragmeshd.settings import CoordinatorSettings, ServerSettings
 
 _SEARCH_MODES = tuple(search_pb.SearchMode.values())
-_DECISIONS = tuple(pb.Decision.values())
 
 
 @dataclass
@@ -150,118 +141,42 @@ class CoordinatorServicer(pb_grpc.CoordinatorServiceServicer):
         deadline = time.monotonic() + call_timeout(context, self._default_deadline_s)
         deps = self.deps
         params = self._augment_params(request)
-        s = self._settings
-        try:
-            forced = convert.side(check_enum(request.force, "force", _DECISIONS))
-            max_answer_tokens = check_range(
-                request.max_answer_tokens,
-                "max_answer_tokens",
-                default=s.default_answer_tokens,
-                low=1,
-                high=s.max_answer_tokens,
-            )
-            check_forced(
-                forced,
-                local_configured=Side.LOCAL in deps.slots,
-                remote_configured=Side.REMOTE in deps.slots,
-            )
-        except (InvalidRequestError, ForcedBackendMissingError) as exc:
-            raise invalid_argument(str(exc)) from None
-
+        options = asking.check_ask(request, self._settings, deps.slots)
         found = await self._augment(params, deadline - time.monotonic())
-
-        routing_started = time.perf_counter()
-        threshold = deps.threshold.current()
-        local = deps.slots.get(Side.LOCAL)
-        local_healthy = None
-        if local is not None and needs_local_probe(
-            forced, found.confidence, threshold, local_configured=True
-        ):
-            local_healthy = await local.probe.healthy()
-        route = decide(
-            forced,
-            found.confidence,
-            threshold,
-            local_configured=local is not None,
-            remote_configured=Side.REMOTE in deps.slots,
-            local_healthy=local_healthy,
+        routing = await asking.choose_route(
+            options.forced, found.confidence, deps.threshold.current(), deps.slots
         )
-        routing_ms = (time.perf_counter() - routing_started) * 1000
-
         outcome = AnswerOutcome()
         grounding = Grounding(len(found.passages))
-        events = (
-            not_in_documents(found.confidence, threshold, outcome)
-            if says_not_in_documents(route, forced, found.confidence, threshold)
-            else stream_answer(
-                route,
-                deps.slots,
-                chat_messages(params.query, found.passages),
-                found.passages,
-                max_tokens=max_answer_tokens,
-                deadline=deadline,
-                outcome=outcome,
-            )
+        events = asking.answer_events(
+            routing,
+            params.query,
+            found,
+            deps.slots,
+            max_tokens=options.max_answer_tokens,
+            deadline=deadline,
+            outcome=outcome,
         )
         async for event in grounding.filter(events):
-            yield pb.AskResponse(
-                chunk=pb.AnswerChunk(
-                    text=event.text,
-                    source=convert.decision(event.source),
-                    discard_previous=event.discard_previous,
-                )
-            )
-
+            yield asking.chunk_response(event)
         yield pb.AskResponse(
             sources=answer_sources(found.passages, grounding.cited, grounding.removed)
         )
-        first_chunk = outcome.first_chunk_at or time.perf_counter()
-        timings = Timings(
-            search_ms=found.search_ms,
-            routing_ms=routing_ms,
-            first_chunk_ms=(first_chunk - started) * 1000,
-            generation_ms=outcome.generation_ms,
-        )
-        fallback = outcome.answered_by is not route.first
-        metrics.ROUTING_DECISIONS.labels(route.first.value).inc()
-        record = NewInteraction(
-            id=uuid.uuid4(),
-            query=params.query,
-            collections=found.collections,
-            decision=route.first,
-            reason=route.reason,
-            answered_by=outcome.answered_by,
-            model=outcome.model,
-            fallback=fallback,
-            fallback_reason="; ".join(outcome.failures) if fallback else "",
-            confidence=found.confidence,
-            context=[
-                ContextRef(p.collection, p.document_id, p.passage_index, p.score)
-                for p in found.passages
-            ],
+        metrics.ROUTING_DECISIONS.labels(routing.route.first.value).inc()
+        record = asking.interaction_record(
+            params.query,
+            found,
+            routing,
+            outcome,
             answer=grounding.answer,
-            timings=timings,
+            started=started,
             owner_key_id=_owner_key_id(),
         )
-        timings.total_ms = (time.perf_counter() - started) * 1000
         try:
             await deps.store.insert(record)
         except StoreUnavailableError as exc:
             raise unavailable(f"the answer could not be recorded: {exc}") from None
-        yield pb.AskResponse(
-            summary=pb.AskSummary(
-                interaction_id=str(record.id),
-                decision=convert.decision(record.decision),
-                reason=record.reason,
-                answered_by=convert.decision(record.answered_by),
-                model=record.model,
-                fallback=record.fallback,
-                fallback_reason=record.fallback_reason,
-                confidence=record.confidence,
-                passages=convert.passages(found.passages),
-                timings=convert.timings(timings),
-            )
-        )
+        yield asking.summary_response(record, found)
 
     # --- Interactions ---------------------------------------------------------------------
 
