@@ -106,6 +106,12 @@ class StoredKey:
         entry["scopes"] = tuple(entry["scopes"])
         entry["collections"] = tuple(entry.get("collections", ALL_COLLECTIONS))
         entry["groups"] = tuple(entry.get("groups", ()))
+        service = entry["name"].removeprefix(SERVICE_KEY_PREFIX)
+        if entry["name"].startswith(SERVICE_KEY_PREFIX) and service in SERVICE_SCOPES:
+            # A service's key holds what its service calls in this release, whatever an
+            # older release stored (the coordinator's lost search.admin and gained delegate).
+            entry["scopes"] = SERVICE_SCOPES[service]
+            entry["collections"] = SERVICE_COLLECTIONS.get(service, ALL_COLLECTIONS)
         return cls(**entry)
 
 
