@@ -131,6 +131,13 @@ class MeshDocuments:
         except grpc.aio.AioRpcError as error:
             if error.code() == grpc.StatusCode.INVALID_ARGUMENT:
                 raise DocumentRefusedError(error.details() or "invalid") from None
+            if error.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+                # Too many passages for the model within the write's deadline (Envoy caps a
+                # search call at 120 s): the sync sends the batch's documents one by one and
+                # skips one that still does not fit.
+                raise DocumentRefusedError(
+                    f"not stored within the deadline ({passages} passages): {error.details()}"
+                ) from None
             raise
         self.upsert_calls += 1
         return int(response.passage_count)
