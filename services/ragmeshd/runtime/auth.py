@@ -25,6 +25,7 @@ import grpc
 from ragmeshd.identities import ENVOY_UPSTREAM, identity_uri
 from ragmeshd.runtime.audit import audit
 from ragmeshd.runtime.credentials import CredentialError
+from ragmeshd.runtime.delegation import delegation_refusal, forwarded_key, within
 from ragmeshd.runtime.handlers import HEALTH_PREFIX, wrap_handler
 from ragmeshd.runtime.keystore import (
     DEFAULT_KEY_NAME,
@@ -38,13 +39,7 @@ from ragmeshd.runtime.keystore import (
     presented_key_id,
 )
 from ragmeshd.runtime.scopes import allows, may_create_named, required_scope
-from ragmeshd.runtime.tenancy import (
-    DELEGABLE_BY,
-    DELEGABLE_METHODS,
-    DELEGATION_HEADER,
-    Principal,
-    set_current,
-)
+from ragmeshd.runtime.tenancy import Principal
 from ragmeshd.runtime.tls import peer_uris
 from ragmeshd.state import MeshLayout
 
@@ -154,33 +149,13 @@ class KeyVerifier:
         return Verdict(None, key=stored, principal=stored.principal())
 
     def _delegated(self, service: StoredKey, forwarded: str, method: str) -> Verdict:
-        """A service's call for a caller: the service's key must hold `delegate`, the method
-        be a read, and the caller's key be usable and hold `search.read` or `ask`; the call
-        then runs within the caller's collections and groups."""
-        denied = grpc.StatusCode.PERMISSION_DENIED
-        if not allows(service.scopes, "delegate"):
-            return Verdict(
-                denied,
-                f"API key {service.key_id} lacks the scope 'delegate' that forwarding a"
-                f" caller's key ({DELEGATION_HEADER}) needs",
-                service,
-            )
-        if method not in DELEGABLE_METHODS:
-            return Verdict(denied, f"{method} cannot be called on a caller's behalf", service)
+        """A service's call for a caller (runtime/delegation.py): within the caller's
+        collections and groups, or refused."""
         caller = self.authenticate(forwarded)
-        if caller is None or not caller.usable():
-            return Verdict(
-                grpc.StatusCode.UNAUTHENTICATED,
-                "the caller's key forwarded on this call is missing, invalid, revoked or expired",
-                service,
-            )
-        if not any(allows(caller.scopes, scope) for scope in DELEGABLE_BY):
-            return Verdict(
-                denied,
-                f"API key {caller.key_id} lacks the scope 'search.read' or 'ask' that"
-                f" {method} on its behalf needs",
-                service,
-            )
+        refusal = delegation_refusal(service, caller, method)
+        if refusal is not None:
+            return Verdict(refusal[0], refusal[1], service)
+        assert caller is not None
         return Verdict(None, key=service, principal=caller.principal())
 
 
@@ -262,7 +237,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         try:
             metadata = handler_call_details.invocation_metadata
             presented = presented_key(metadata)
-            verdict = self._verifier.check(presented, method, _forwarded_key(metadata))
+            verdict = self._verifier.check(presented, method, forwarded_key(metadata))
         except CredentialError as error:
             presented, verdict = None, Verdict(grpc.StatusCode.UNAUTHENTICATED, str(error))
         handler = await continuation(handler_call_details)
@@ -270,7 +245,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             if handler is None:
                 return handler
             # The handler's own task learns whose data it may reach (runtime/tenancy.py).
-            return wrap_handler(handler, method, _within(verdict.principal, presented))
+            return wrap_handler(handler, method, within(verdict.principal, presented))
         key_id = verdict.key.key_id if verdict.key else presented_key_id(presented)
         code = verdict.code
 
@@ -309,41 +284,6 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             return await behaviour(request, context)
 
         return guarded
-
-
-def _forwarded_key(metadata: Any) -> str | None:
-    """The caller's key a service forwards (DELEGATION_HEADER); at most one."""
-    values = [
-        value.decode("latin-1") if isinstance(value, bytes) else str(value)
-        for name, value in metadata or ()
-        if name.lower() == DELEGATION_HEADER
-    ]
-    if len(values) > 1:
-        raise CredentialError(f"more than one {DELEGATION_HEADER} header")
-    return values[0] if values else None
-
-
-def _within(principal: Principal | None, presented: str | None) -> Any:
-    """A behaviour wrapper that sets the call's principal (and its key, for delegation)
-    before the handler runs, in the handler's own task."""
-
-    def wrap(method: str, behaviour: Any, yields: bool) -> Any:
-        if yields:
-
-            async def streaming(request: Any, context: grpc.aio.ServicerContext) -> Any:
-                set_current(principal, presented)
-                async for response in behaviour(request, context):
-                    yield response
-
-            return streaming
-
-        async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            set_current(principal, presented)
-            return await behaviour(request, context)
-
-        return unary
-
-    return wrap
 
 
 def _refusing(
