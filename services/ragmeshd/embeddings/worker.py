@@ -24,6 +24,7 @@ from typing import Any
 
 from ragmeshd.embeddings.model import EncodedText, Encoder
 from ragmeshd.runtime import metrics
+from ragmeshd.runtime.startup import retry_at_startup
 
 _log = logging.getLogger("ragmesh.embeddings.model")
 
@@ -209,41 +210,44 @@ async def load_encoder(
     cpu_threads: int = 0,
 ) -> ModelProcess:
     """Start the model process (it loads and checks the model) off the event loop,
-    retrying with exponential backoff."""
-    for attempt in range(1, attempts + 1):
+    retried at start-up (runtime/startup.py)."""
+    started = time.perf_counter()
+
+    async def start() -> ModelProcess:
+        nonlocal started
         started = time.perf_counter()
-        try:
-            encoder = await asyncio.to_thread(
-                ModelProcess,
-                model_path,
-                device,
-                slice_overhead_tokens,
-                runtime=runtime,
-                runtime_cache_dir=runtime_cache_dir,
-                cpu_threads=cpu_threads,
-            )
-        except Exception as exc:
-            if attempt == attempts:
-                raise RuntimeError(
-                    f"could not load the embedding model after {attempts} attempts: {exc}"
-                ) from exc
-            delay = backoff_base_s * 2 ** (attempt - 1)
-            _log.warning(
-                "model load failed, retrying",
-                extra={"attempt": attempt, "retry_in_s": delay, "error": str(exc)},
-            )
-            await asyncio.sleep(delay)
-            continue
-        metrics.MODEL_LOAD_SECONDS.set(time.perf_counter() - started)
-        _log.info(
-            "model loaded",
-            extra={
-                "model": encoder.name,
-                "device": encoder.device,
-                "runtime": encoder.runtime,
-                "dimensions": encoder.dimensions,
-                "load_seconds": round(time.perf_counter() - started, 3),
-            },
+        return await asyncio.to_thread(
+            ModelProcess,
+            model_path,
+            device,
+            slice_overhead_tokens,
+            runtime=runtime,
+            runtime_cache_dir=runtime_cache_dir,
+            cpu_threads=cpu_threads,
         )
-        return encoder
-    raise AssertionError("unreachable")
+
+    try:
+        encoder = await retry_at_startup(
+            start,
+            attempts=attempts,
+            backoff_base_s=backoff_base_s,
+            retry_on=(Exception,),
+            log=_log,
+            message="model load failed, retrying",
+        )
+    except Exception as exc:
+        raise RuntimeError(
+            f"could not load the embedding model after {attempts} attempts: {exc}"
+        ) from exc
+    metrics.MODEL_LOAD_SECONDS.set(time.perf_counter() - started)
+    _log.info(
+        "model loaded",
+        extra={
+            "model": encoder.name,
+            "device": encoder.device,
+            "runtime": encoder.runtime,
+            "dimensions": encoder.dimensions,
+            "load_seconds": round(time.perf_counter() - started, 3),
+        },
+    )
+    return encoder

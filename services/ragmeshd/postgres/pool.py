@@ -3,7 +3,6 @@ mean "the database is unavailable". Shared by every service that keeps tables th
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import weakref
 from collections.abc import Awaitable, Callable, Mapping
@@ -11,6 +10,7 @@ from collections.abc import Awaitable, Callable, Mapping
 import asyncpg
 
 from ragmeshd.runtime.redaction import redact
+from ragmeshd.runtime.startup import retry_at_startup
 
 _log = logging.getLogger("ragmesh.postgres")
 
@@ -63,37 +63,29 @@ async def connect_with_retries(
     backoff_base_s: float,
     connect: Callable[[], Awaitable[asyncpg.Connection]] | None = None,
 ) -> asyncpg.Connection:
-    """One connection, retried with exponential backoff (base * 2^(attempt-1)); every failed
-    attempt is logged, and the last failure raises DatabaseConnectError."""
+    """One connection, retried at start-up (runtime/startup.py: base * 2^(attempt-1) after
+    each failure, logged); the last failure raises DatabaseConnectError."""
 
     async def default_connect() -> asyncpg.Connection:
         return await asyncpg.connect(dsn, timeout=CONNECT_TIMEOUT_S)
 
-    opener = connect or default_connect
-    for attempt in range(1, attempts + 1):
-        try:
-            return await opener()
-        except _CONNECT_ERRORS as exc:
-            if attempt == attempts:
-                raise DatabaseConnectError(
-                    f"could not connect to PostgreSQL at {redact(dsn)} after {attempts}"
-                    f" attempts: {type(exc).__name__}: {exc}. Is the server running? (the"
-                    " embedded one runs with `ragmesh serve postgres`; an external one is set"
-                    " with RAGMESH_SEARCH__PG_DSN)"
-                ) from exc
-            delay = backoff_base_s * 2 ** (attempt - 1)
-            _log.warning(
-                "database not reachable, retrying",
-                extra={
-                    "attempt": attempt,
-                    "attempts": attempts,
-                    "retry_in_s": delay,
-                    "error": f"{type(exc).__name__}: {exc}",
-                    "dsn": redact(dsn),
-                },
-            )
-            await asyncio.sleep(delay)
-    raise AssertionError("unreachable")
+    try:
+        return await retry_at_startup(
+            connect or default_connect,
+            attempts=attempts,
+            backoff_base_s=backoff_base_s,
+            retry_on=_CONNECT_ERRORS,
+            log=_log,
+            message="database not reachable, retrying",
+            log_extra={"dsn": redact(dsn)},
+        )
+    except _CONNECT_ERRORS as exc:
+        raise DatabaseConnectError(
+            f"could not connect to PostgreSQL at {redact(dsn)} after {attempts}"
+            f" attempts: {type(exc).__name__}: {exc}. Is the server running? (the"
+            " embedded one runs with `ragmesh serve postgres`; an external one is set"
+            " with RAGMESH_SEARCH__PG_DSN)"
+        ) from exc
 
 
 async def _keep_session(conn: asyncpg.Connection) -> None:

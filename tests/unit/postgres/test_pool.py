@@ -20,7 +20,7 @@ async def test_connect_retries_with_backoff_then_fails_clearly(
     async def no_sleep(delay: float) -> None:
         sleeps.append(delay)
 
-    monkeypatch.setattr("ragmeshd.postgres.pool.asyncio.sleep", no_sleep)
+    monkeypatch.setattr("asyncio.sleep", no_sleep)  # tenacity waits with asyncio.sleep
     attempts = 0
 
     async def refuse():  # type: ignore[no-untyped-def]
@@ -46,7 +46,7 @@ async def test_connect_succeeds_after_a_failure(monkeypatch: pytest.MonkeyPatch)
     async def no_sleep(delay: float) -> None:
         return None
 
-    monkeypatch.setattr("ragmeshd.postgres.pool.asyncio.sleep", no_sleep)
+    monkeypatch.setattr("asyncio.sleep", no_sleep)  # tenacity waits with asyncio.sleep
     outcomes: list[object] = [OSError("not yet"), "connection"]
 
     async def flaky():  # type: ignore[no-untyped-def]
