@@ -45,8 +45,3 @@ class KeyBuckets:
             bucket.tokens -= hits
             return Decision(True, 0.0, int(bucket.tokens))
         return Decision(False, (hits - bucket.tokens) / limit.per_second, 0)
-
-    def forget_except(self, key_ids: set[str]) -> None:
-        """Drop the buckets of keys that no longer have a limit."""
-        for key_id in set(self._buckets) - key_ids:
-            del self._buckets[key_id]

@@ -102,7 +102,7 @@ class StoredKey:
         entry = dict(entry)
         if "scopes" not in entry:
             # Keys made before scopes existed keep what their name says they are for.
-            entry["scopes"] = _legacy_scopes(entry["name"])
+            entry["scopes"] = scopes_for_name(entry["name"])
         entry["scopes"] = tuple(entry["scopes"])
         entry["collections"] = tuple(entry.get("collections", ALL_COLLECTIONS))
         entry["groups"] = tuple(entry.get("groups", ()))
@@ -113,15 +113,6 @@ class StoredKey:
             entry["scopes"] = SERVICE_SCOPES[service]
             entry["collections"] = SERVICE_COLLECTIONS.get(service, ALL_COLLECTIONS)
         return cls(**entry)
-
-
-def _legacy_scopes(name: str) -> tuple[str, ...]:
-    if name == DEFAULT_KEY_NAME:
-        return (ADMIN,)
-    service = name.removeprefix(SERVICE_KEY_PREFIX)
-    if name.startswith(SERVICE_KEY_PREFIX) and service in SERVICE_SCOPES:
-        return SERVICE_SCOPES[service]
-    return DEFAULT_SCOPES
 
 
 def digest(secret: str) -> str:
@@ -147,8 +138,14 @@ def presented_key(metadata: Sequence[tuple[str, Any]] | None) -> str | None:
 
 def scopes_for_name(name: str) -> tuple[str, ...]:
     """The scopes a named key gets when ragmesh makes it: `admin` for the user's key,
-    SERVICE_SCOPES for `service-<service>`."""
-    return _legacy_scopes(name)
+    SERVICE_SCOPES for `service-<service>`, DEFAULT_SCOPES for any other; also what a key
+    stored before scopes existed holds."""
+    if name == DEFAULT_KEY_NAME:
+        return (ADMIN,)
+    service = name.removeprefix(SERVICE_KEY_PREFIX)
+    if name.startswith(SERVICE_KEY_PREFIX) and service in SERVICE_SCOPES:
+        return SERVICE_SCOPES[service]
+    return DEFAULT_SCOPES
 
 
 class KeyStore:
