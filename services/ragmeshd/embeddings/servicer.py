@@ -94,23 +94,10 @@ class EmbeddingsServicer(pb_grpc.EmbeddingsServiceServicer):
             try:
                 async for message in request_iterator:
                     received += 1
-                    if received > self._settings.max_stream_messages:
-                        await pending.put((message.sequence, self._too_many_messages()))
+                    result, last = await self._stream_message(message, received, key)
+                    await pending.put((message.sequence, result))
+                    if last:
                         return
-                    prefix = f"message sequence={message.sequence}: "
-                    # Each message pays for its texts as it arrives (Envoy charged the
-                    # stream's first unit): a stream stops when its key runs out.
-                    units = len(message.inputs) - (1 if received == 1 else 0)
-                    charged = await self.meter.charge(key, units)
-                    if not charged.allowed:
-                        await pending.put((message.sequence, self._spent(units, charged)))
-                        return
-                    task = asyncio.ensure_future(
-                        self._embed(
-                            message.inputs, message, self._default_deadline_s, prefix, shed=False
-                        )
-                    )
-                    await pending.put((message.sequence, task))
             except Exception as exc:
                 # Reading failed (a message that does not parse aborts the call here, in this
                 # task): hand the failure to the handler, which would otherwise wait for the
@@ -140,6 +127,25 @@ class EmbeddingsServicer(pb_grpc.EmbeddingsServiceServicer):
             for leftover in leftovers:
                 leftover.cancel()
             await asyncio.gather(*leftovers, return_exceptions=True)
+
+    async def _stream_message(
+        self, message: pb.EmbedStreamRequest, received: int, key: str | None
+    ) -> tuple[asyncio.Future[tuple[ModelProcess, list[pb.Embedding]]], bool]:
+        """The pending result of a stream's `received`-th message, and whether the stream
+        ends with it (too many messages, or its key cannot pay for its texts)."""
+        if received > self._settings.max_stream_messages:
+            return self._too_many_messages(), True
+        # Each message pays for its texts as it arrives (Envoy charged the stream's first
+        # unit): a stream stops when its key runs out.
+        units = len(message.inputs) - (1 if received == 1 else 0)
+        charged = await self.meter.charge(key, units)
+        if not charged.allowed:
+            return self._spent(units, charged), True
+        prefix = f"message sequence={message.sequence}: "
+        embedding = self._embed(
+            message.inputs, message, self._default_deadline_s, prefix, shed=False
+        )
+        return asyncio.ensure_future(embedding), False
 
     def _spent(
         self, units: int, charged: Charge
