@@ -64,6 +64,7 @@ _FUSION_METHODS = {
     "rrf": pb.FUSION_METHOD_RRF,
     "min_max": pb.FUSION_METHOD_MIN_MAX,
     "distribution": pb.FUSION_METHOD_DISTRIBUTION,
+    "dbsf": pb.FUSION_METHOD_DBSF,
 }
 
 

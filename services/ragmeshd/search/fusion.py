@@ -4,10 +4,11 @@ RRF (Cormack, Clarke & Buettcher, 2009) scores an item by the sum over rankings 
 weight / (k + rank), rank counting from 1; it needs no score calibration between rankings.
 Score fusion keeps how far apart the scores are, which ranks alone lose: each ranking's
 scores are normalised over its candidates, by min-max (best 1, worst 0) or by the
-distribution (mean -/+ 3 standard deviations mapped to 0 and 1, clipped: Qdrant's DBSF),
-and the fused score is the weighted sum (a ranking an item is absent from gives 0). The
-server's default method and weights were chosen on SciFact's training split only
-(docs/benchmarks.md).
+distribution (mean -/+ 3 standard deviations mapped to 0 and 1, clipped), or as Qdrant's
+DBSF does (mean -/+ 3 sample standard deviations, n - 1, not clipped; one candidate or equal
+scores give 0.5: lib/segment/src/common/score_fusion.rs), and the fused score is the
+weighted sum (a ranking an item is absent from gives 0). The server's default method and
+weights were chosen on SciFact's training split only (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -62,10 +63,24 @@ def reciprocal_rank_fusion(
     return [Fused(key, scores[key], tuple(ranks[key])) for key in keys]
 
 
+def dbsf_normalized(scores: Sequence[float]) -> list[float]:
+    """Qdrant's DBSF normalisation: (s - (mean - 3 sd)) / (6 sd), sd the sample deviation."""
+    if len(scores) < 2:
+        return [0.5] * len(scores)
+    mean = sum(scores) / len(scores)
+    deviation = math.sqrt(sum((s - mean) ** 2 for s in scores) / (len(scores) - 1))
+    if deviation == 0:
+        return [0.5] * len(scores)
+    low = mean - 3 * deviation
+    return [(s - low) / (6 * deviation) for s in scores]
+
+
 def normalized_scores(scores: Sequence[float], method: FusionMethod) -> list[float]:
-    """A ranking's scores mapped to [0, 1] (all 1 when they are all equal)."""
+    """A ranking's scores mapped to [0, 1] (all 1 when they are all equal; DBSF: 0.5)."""
     if not scores:
         return []
+    if method is FusionMethod.DBSF:
+        return dbsf_normalized(scores)
     if method is FusionMethod.DISTRIBUTION:
         mean = sum(scores) / len(scores)
         deviation = math.sqrt(sum((s - mean) ** 2 for s in scores) / len(scores))

@@ -169,6 +169,7 @@ class FusionMethod(enum.Enum):
     RRF = "rrf"
     MIN_MAX = "min_max"
     DISTRIBUTION = "distribution"
+    DBSF = "dbsf"
 
 
 @dataclass(frozen=True)

@@ -280,6 +280,7 @@ _FUSION_METHODS = {
     pb.FUSION_METHOD_RRF: FusionMethod.RRF,
     pb.FUSION_METHOD_MIN_MAX: FusionMethod.MIN_MAX,
     pb.FUSION_METHOD_DISTRIBUTION: FusionMethod.DISTRIBUTION,
+    pb.FUSION_METHOD_DBSF: FusionMethod.DBSF,
 }
 
 
@@ -290,8 +291,8 @@ def _fusion(request: pb.SearchRequest, settings: SearchSettings) -> FusionParams
         method = _FUSION_METHODS[request.fusion_method]
     else:
         raise InvalidRequestError(
-            f"fusion_method {request.fusion_method} is not a FusionMethod: use RRF, MIN_MAX or"
-            " DISTRIBUTION"
+            f"fusion_method {request.fusion_method} is not a FusionMethod: use RRF, MIN_MAX,"
+            " DISTRIBUTION or DBSF"
         )
     k = request.rrf_k if request.HasField("rrf_k") else settings.rrf_k
     low, high = RRF_K_RANGE

@@ -129,6 +129,8 @@ def test_fusion_method_and_its_default_weights() -> None:
         SETTINGS.score_fusion_dense_weight,
         0.25,
     )
+    dbsf = check_search(pb.SearchRequest(query="x", fusion_method=pb.FUSION_METHOD_DBSF), SETTINGS)
+    assert dbsf.fusion.method is FusionMethod.DBSF
 
 
 @pytest.mark.parametrize(

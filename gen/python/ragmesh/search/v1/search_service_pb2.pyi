@@ -25,6 +25,7 @@ class FusionMethod(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     FUSION_METHOD_RRF: _ClassVar[FusionMethod]
     FUSION_METHOD_MIN_MAX: _ClassVar[FusionMethod]
     FUSION_METHOD_DISTRIBUTION: _ClassVar[FusionMethod]
+    FUSION_METHOD_DBSF: _ClassVar[FusionMethod]
 SEARCH_MODE_UNSPECIFIED: SearchMode
 SEARCH_MODE_DENSE: SearchMode
 SEARCH_MODE_KEYWORD: SearchMode
@@ -33,6 +34,7 @@ FUSION_METHOD_UNSPECIFIED: FusionMethod
 FUSION_METHOD_RRF: FusionMethod
 FUSION_METHOD_MIN_MAX: FusionMethod
 FUSION_METHOD_DISTRIBUTION: FusionMethod
+FUSION_METHOD_DBSF: FusionMethod
 
 class IndexSettings(_message.Message):
     __slots__ = ("hnsw_m", "hnsw_ef_construction")
