@@ -47,13 +47,13 @@ def test_every_container_passes_the_production_profile(variant: str) -> None:
         assert settings.mesh.tls and settings.server.require_api_key, container.name
         if container.deployment in _DATABASE_USERS:
             # The remote database is verified: the profile let it through only for that.
-            assert settings.search.pg_dsn.startswith("postgresql://"), container.name
+            assert settings.search.pg.dsn.startswith("postgresql://"), container.name
             assert settings.pgsslmode == "verify-full", container.name
             assert settings.pgsslrootcert, container.name
             mounts = [path for path, _ in container.mounts()]
             assert any(settings.pgsslrootcert.startswith(path + "/") for path in mounts)
             # Without PGSSLMODE the same URI is refused at start.
-            with pytest.raises(ValidationError, match=r"pg_dsn: .*verify-full"):
+            with pytest.raises(ValidationError, match=r"pg.dsn: .*verify-full"):
                 _settings(container, docs, drop=("PGSSLMODE",))
         checked.add(container.deployment)
     mesh = {"embeddings", "search", "coordinator", "openai", "ratelimit", "envoy"}

@@ -46,8 +46,8 @@ def test_postgres_takes_every_pool_at_the_autoscalers_maxima(variant: str) -> No
     (cluster,) = find(docs, "Cluster")
     scalers = _scalers(docs)
     needed = (
-        scalers["search"][1] * SearchSettings().pg_pool_max_size
-        + scalers["coordinator"][1] * CoordinatorSettings().pg_pool_max_size
+        scalers["search"][1] * SearchSettings().pg.pool_max_size
+        + scalers["coordinator"][1] * CoordinatorSettings().pg.pool_max_size
     )
     parameters = cluster["spec"]["postgresql"]["parameters"]
     assert int(parameters["max_connections"]) >= needed + RESERVED_CONNECTIONS, variant

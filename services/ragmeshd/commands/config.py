@@ -73,8 +73,9 @@ def effective_settings(settings: Settings) -> Iterator[tuple[str, Any, str]]:
     for path, value in _leaves(settings.model_dump(mode="json")):
         source = "default"
         for name, values in sources:
-            if _has(values, path):
-                source = f"env {_env_name(path)}" if name == "env" else name
+            found = _found(values, path)
+            if found is not None:
+                source = f"env {_env_name(found)}" if name == "env" else name
                 break
         if path == "profile" and source == "default" and settings.profile != DEFAULT_PROFILE:
             source = "file"
@@ -87,6 +88,15 @@ def _leaves(values: dict[str, Any], prefix: tuple[str, ...] = ()) -> Iterator[tu
             yield from _leaves(value, (*prefix, key))
         else:
             yield (*prefix, key), value
+
+
+def _found(values: dict[str, Any], path: tuple[str, ...]) -> tuple[str, ...] | None:
+    """Where a source sets `path`: as nested (search.pg.dsn) or by the flat name a nested
+    group's setting had before (search.pg_dsn; settings/shared.py)."""
+    candidates = [path]
+    if len(path) >= 3:
+        candidates.append((*path[:-2], f"{path[-2]}_{path[-1]}"))
+    return next((c for c in candidates if _has(values, c)), None)
 
 
 def _has(values: dict[str, Any], path: tuple[str, ...]) -> bool:

@@ -133,8 +133,8 @@ async def run_schema(
     try:
         conn = await connect_with_retries(
             dsn or _dsn(settings, schema),
-            attempts=s.pg_connect_attempts,
-            backoff_base_s=s.pg_connect_backoff_base_s,
+            attempts=s.pg.connect_attempts,
+            backoff_base_s=s.pg.connect_backoff_base_s,
         )
     except DatabaseConnectError as exc:
         raise CommandError(str(exc), EXIT_UNREACHABLE) from None

@@ -36,6 +36,7 @@ from ragmeshd.runtime.resilience import CircuitBreaker
 from ragmeshd.runtime.server import StartupError, service_server
 from ragmeshd.runtime.tls import caller_credentials_for
 from ragmeshd.runtime.tracing import client_interceptors
+from ragmeshd.runtime.work_meter import work_meter_for
 from ragmeshd.settings import CoordinatorSettings, Settings, config_file_path
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["CoordinatorService"].full_name
@@ -46,8 +47,8 @@ _log = logging.getLogger("ragmesh.coordinator")
 def pg_dsn(settings: Settings) -> str:
     """The coordinator's database: its own DSN, else search's, else the embedded server."""
     return (
-        settings.coordinator.pg_dsn
-        or settings.search.pg_dsn
+        settings.coordinator.pg.dsn
+        or settings.search.pg.dsn
         or EmbeddedPostgres(settings.state_dir).dsn()
     )
 
@@ -58,21 +59,12 @@ def make_slots(
     """The configured backends, each with its breaker and cached health probe;
     `local_backend` (the llm service) takes the LOCAL side's place when given."""
     sides = {
-        Side.LOCAL: (
-            config.local_url,
-            config.local_model,
-            config.local_api_key_file,
-            config.local_breaker_failures,
-        ),
-        Side.REMOTE: (
-            config.remote_url,
-            config.remote_model,
-            config.remote_api_key_file,
-            config.remote_breaker_failures,
-        ),
+        Side.LOCAL: (config.local_url, config.local_model, config.local_api_key_file),
+        Side.REMOTE: (config.remote_url, config.remote_model, config.remote_api_key_file),
     }
+    breakers = {Side.LOCAL: config.local_breaker, Side.REMOTE: config.remote_breaker}
     slots = {}
-    for side, (url, model, key_file, failures) in sides.items():
+    for side, (url, model, key_file) in sides.items():
         backend: AnswerBackend
         if side is Side.LOCAL and local_backend is not None:
             backend = local_backend
@@ -89,8 +81,8 @@ def make_slots(
             backend,
             CircuitBreaker(
                 f"{side.value}-llm",
-                failure_threshold=failures,
-                recovery_s=config.breaker_recovery_s,
+                failure_threshold=breakers[side].failures,
+                recovery_s=breakers[side].recovery_s,
             ),
             HealthProbe(backend, cache_s=config.health_cache_s, timeout_s=config.health_timeout_s),
         )
@@ -148,8 +140,8 @@ def search_client(settings: Settings) -> SearchClient:
         timeout_s=config.search_timeout_s,
         breaker=CircuitBreaker(
             "search",
-            failure_threshold=config.search_breaker_failures,
-            recovery_s=config.search_breaker_recovery_s,
+            failure_threshold=config.search_breaker.failures,
+            recovery_s=config.search_breaker.recovery_s,
         ),
         credentials=caller_credentials_for(settings, "coordinator"),
         channel_options=[("grpc.max_receive_message_length", settings.server.max_message_bytes)],
@@ -166,12 +158,12 @@ async def open_store(settings: Settings) -> InteractionStore:
             migrate.MIGRATIONS,
             PoolSpec(
                 application_name=APPLICATION_NAME,
-                min_size=config.pg_pool_min_size,
-                max_size=config.pg_pool_max_size,
-                statement_timeout_ms=config.pg_statement_timeout_ms,
+                min_size=config.pg.pool_min_size,
+                max_size=config.pg.pool_max_size,
+                statement_timeout_ms=config.pg.statement_timeout_ms,
             ),
-            connect_attempts=config.pg_connect_attempts,
-            connect_backoff_base_s=config.pg_connect_backoff_base_s,
+            connect_attempts=config.pg.connect_attempts,
+            connect_backoff_base_s=config.pg.connect_backoff_base_s,
         )
     except DatabaseConnectError as exc:
         raise StartupError(str(exc)) from exc
@@ -221,6 +213,7 @@ async def serve_coordinator(
     config = settings.coordinator
     server = service_server(settings, "coordinator", health_names=[SERVICE_NAME])
     servicer = CoordinatorServicer(config, settings.server)
+    servicer.meter = work_meter_for(settings, "coordinator")
     pb_grpc.add_CoordinatorServiceServicer_to_server(servicer, server.grpc)
     try:
         slots = make_slots(config, llm_service_backend(settings))
@@ -254,8 +247,8 @@ async def serve_coordinator(
         )
         monitor = database_monitor(
             store,
-            interval_s=config.pg_health_interval_s,
-            timeout_s=config.pg_health_timeout_s,
+            interval_s=config.pg.health_interval_s,
+            timeout_s=config.pg.health_timeout_s,
             set_serving=server.set_serving,
         )
         server.watch(monitor.start(), "database monitor")

@@ -28,7 +28,7 @@ from ragmeshd.search.backends.qdrant import QdrantBackend
 from ragmeshd.search.fusion import one_per_document, ranked_keyword
 from ragmeshd.search.metrics import mean_over_queries
 from ragmeshd.search.records import CollectionSpec, Passage, PreparedDocument
-from ragmeshd.settings import SearchSettings, load_settings
+from ragmeshd.settings import PostgresSettings, SearchSettings, load_settings
 
 BATCH = 256
 
@@ -99,7 +99,7 @@ def main() -> int:
         )
         try:
             asyncio.run(wait_for(server.dsn()))
-            search = SearchSettings(pg_pool_min_size=1, pg_pool_max_size=2)
+            search = SearchSettings(pg=PostgresSettings(pool_min_size=1, pool_max_size=2))
             results["pgvector"] = asyncio.run(
                 keyword_ndcg(PgVectorBackend(server.dsn(), search), data, documents)
             )

@@ -99,8 +99,8 @@ class Embedder:
         self._stub: embeddings_grpc.EmbeddingsServiceStub | None = None
         self.breaker = CircuitBreaker(
             "embeddings",
-            failure_threshold=settings.embed_breaker_failures,
-            recovery_s=settings.embed_breaker_recovery_s,
+            failure_threshold=settings.embed_breaker.failures,
+            recovery_s=settings.embed_breaker.recovery_s,
         )
         self._limit = asyncio.Semaphore(settings.embed_concurrency)
 
@@ -181,7 +181,7 @@ class Embedder:
         except CircuitOpenError:
             raise EmbeddingsUnavailableError(
                 f"the embeddings service at {self.target} is failing; not calling it for up to"
-                f" {self._settings.embed_breaker_recovery_s:g} s (circuit breaker open)"
+                f" {self._settings.embed_breaker.recovery_s:g} s (circuit breaker open)"
             ) from None
         except grpc.aio.AioRpcError as exc:
             raise self._translate(exc, what) from None

@@ -31,7 +31,7 @@ _log = logging.getLogger("ragmesh.search")
 
 def pg_dsn(settings: Settings) -> str:
     """The external server's DSN if set, else the embedded server's unix socket."""
-    return settings.search.pg_dsn or EmbeddedPostgres(settings.state_dir).dsn()
+    return settings.search.pg.dsn or EmbeddedPostgres(settings.state_dir).dsn()
 
 
 def make_backend(settings: Settings) -> SearchBackend:
@@ -87,7 +87,7 @@ async def serve_search(settings: Settings) -> int:
 
     monitor = store_monitor(
         backend,
-        interval_s=config.pg_health_interval_s,
+        interval_s=config.pg.health_interval_s,
         set_serving=server.set_serving,
         on_change=record_outage,
     )

@@ -14,14 +14,17 @@ from ragmeshd.settings.llm import LlmSettings
 from ragmeshd.settings.mesh import MeshSettings, OpenAISettings, RateLimitSettings
 from ragmeshd.settings.root import Settings, config_file_path, environment_secret, load_settings
 from ragmeshd.settings.search import SearchSettings
+from ragmeshd.settings.shared import BreakerSettings, PostgresSettings
 
 __all__ = [
+    "BreakerSettings",
     "CoordinatorSettings",
     "EmbeddingsSettings",
     "LlmSettings",
     "MeshSettings",
     "MountedCertificatesSettings",
     "OpenAISettings",
+    "PostgresSettings",
     "RateLimitSettings",
     "SearchSettings",
     "Section",

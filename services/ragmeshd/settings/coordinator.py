@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import Field, model_validator
 
 from ragmeshd import defaults
 from ragmeshd.settings.core import Section
+from ragmeshd.settings.shared import (
+    BreakerSettings,
+    PostgresSettings,
+    coordinator_postgres,
+    nest,
+)
 
 
 class CoordinatorSettings(Section):
@@ -53,9 +61,9 @@ class CoordinatorSettings(Section):
     backend_connect_timeout_s: float = Field(defaults.BACKEND_CONNECT_TIMEOUT_S, gt=0)
     backend_idle_timeout_s: float = Field(defaults.BACKEND_IDLE_TIMEOUT_S, gt=0)
     backend_deadline_s: float = Field(defaults.BACKEND_DEADLINE_S, gt=0)
-    local_breaker_failures: int = Field(defaults.LOCAL_BREAKER_FAILURES, ge=1)
-    remote_breaker_failures: int = Field(defaults.REMOTE_BREAKER_FAILURES, ge=1)
-    breaker_recovery_s: float = Field(defaults.BACKEND_BREAKER_RECOVERY_S, gt=0)
+    # The backends' breakers; the flat breaker_recovery_s of before sets both recovery_s.
+    local_breaker: BreakerSettings = Field(default_factory=lambda: _local_breaker())
+    remote_breaker: BreakerSettings = Field(default_factory=lambda: _remote_breaker())
     answer_temperature: float = Field(defaults.ANSWER_TEMPERATURE, ge=0, le=2)
 
     # Request limits.
@@ -73,21 +81,26 @@ class CoordinatorSettings(Section):
 
     # Calling the search service.
     search_timeout_s: float = Field(defaults.SEARCH_TIMEOUT_S, gt=0)
-    search_breaker_failures: int = Field(defaults.SEARCH_BREAKER_FAILURES, ge=1)
-    search_breaker_recovery_s: float = Field(defaults.SEARCH_BREAKER_RECOVERY_S, gt=0)
+    search_breaker: BreakerSettings = Field(default_factory=lambda: _search_breaker())
 
     # The interactions database: the same PostgreSQL as search (own tables and migrations).
-    # Empty means search's pg_dsn, or the embedded server when that is empty too.
-    pg_dsn: str = ""
-    pg_pool_min_size: int = Field(defaults.COORDINATOR_PG_POOL_MIN_SIZE, ge=0)
-    pg_pool_max_size: int = Field(defaults.COORDINATOR_PG_POOL_MAX_SIZE, ge=1)
-    pg_statement_timeout_ms: int = Field(defaults.COORDINATOR_PG_STATEMENT_TIMEOUT_MS, ge=0)
-    pg_connect_attempts: int = Field(defaults.COORDINATOR_PG_CONNECT_ATTEMPTS, ge=1)
-    pg_connect_backoff_base_s: float = Field(defaults.COORDINATOR_PG_CONNECT_BACKOFF_BASE_S, ge=0)
-    pg_health_interval_s: float = Field(defaults.COORDINATOR_PG_HEALTH_INTERVAL_S, gt=0)
-    pg_health_timeout_s: float = Field(defaults.COORDINATOR_PG_HEALTH_TIMEOUT_S, gt=0)
+    # An empty pg.dsn means search's, or the embedded server when that is empty too.
+    pg: PostgresSettings = Field(default_factory=coordinator_postgres)
     interaction_document_max_chars: int = Field(defaults.INTERACTION_DOCUMENT_MAX_CHARS, ge=100)
     export_page_size: int = Field(defaults.EXPORT_PAGE_SIZE, ge=1, le=10_000)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _flat_names(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "breaker_recovery_s" in data:
+            data = dict(data)
+            recovery_s = data.pop("breaker_recovery_s")
+            for side in ("local", "remote"):
+                data.setdefault(f"{side}_breaker_recovery_s", recovery_s)
+        data = nest(data, "pg", "pg_", coordinator_postgres())
+        data = nest(data, "search_breaker", "search_breaker_", _search_breaker())
+        data = nest(data, "local_breaker", "local_breaker_", _local_breaker())
+        return nest(data, "remote_breaker", "remote_breaker_", _remote_breaker())
 
     @model_validator(mode="after")
     def _consistent_coordinator(self) -> CoordinatorSettings:
@@ -97,6 +110,22 @@ class CoordinatorSettings(Section):
             raise ValueError("default_context_tokens must not exceed max_context_tokens")
         if self.default_answer_tokens > self.max_answer_tokens:
             raise ValueError("default_answer_tokens must not exceed max_answer_tokens")
-        if self.pg_pool_min_size > self.pg_pool_max_size:
-            raise ValueError("pg_pool_min_size must not exceed pg_pool_max_size")
         return self
+
+
+def _search_breaker() -> BreakerSettings:
+    return BreakerSettings(
+        failures=defaults.SEARCH_BREAKER_FAILURES, recovery_s=defaults.SEARCH_BREAKER_RECOVERY_S
+    )
+
+
+def _local_breaker() -> BreakerSettings:
+    return BreakerSettings(
+        failures=defaults.LOCAL_BREAKER_FAILURES, recovery_s=defaults.BACKEND_BREAKER_RECOVERY_S
+    )
+
+
+def _remote_breaker() -> BreakerSettings:
+    return BreakerSettings(
+        failures=defaults.REMOTE_BREAKER_FAILURES, recovery_s=defaults.BACKEND_BREAKER_RECOVERY_S
+    )

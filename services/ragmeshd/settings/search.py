@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
 from ragmeshd import defaults
 from ragmeshd.settings.core import Section
+from ragmeshd.settings.shared import BreakerSettings, PostgresSettings, nest
 
 
 class SearchSettings(Section):
@@ -54,19 +55,11 @@ class SearchSettings(Section):
     embed_batch_texts: int = Field(defaults.EMBED_BATCH_TEXTS, ge=1)
     embed_concurrency: int = Field(defaults.EMBED_CONCURRENCY, ge=1)
     embed_timeout_s: float = Field(defaults.EMBED_TIMEOUT_S, gt=0)
-    embed_breaker_failures: int = Field(defaults.EMBED_BREAKER_FAILURES, ge=1)
-    embed_breaker_recovery_s: float = Field(defaults.EMBED_BREAKER_RECOVERY_S, gt=0)
+    embed_breaker: BreakerSettings = Field(default_factory=lambda: _embed_breaker())
 
-    # An external PostgreSQL (with pgvector) as a libpq URI; empty means the embedded server
-    # that `ragmesh serve postgres` runs under STATE_DIR/postgres.
-    pg_dsn: str = ""
-    pg_pool_min_size: int = Field(defaults.PG_POOL_MIN_SIZE, ge=0)
-    pg_pool_max_size: int = Field(defaults.PG_POOL_MAX_SIZE, ge=1)
-    pg_statement_timeout_ms: int = Field(defaults.PG_STATEMENT_TIMEOUT_MS, ge=0)
-    pg_connect_attempts: int = Field(defaults.PG_CONNECT_ATTEMPTS, ge=1)
-    pg_connect_backoff_base_s: float = Field(defaults.PG_CONNECT_BACKOFF_BASE_S, ge=0)
-    pg_health_interval_s: float = Field(defaults.PG_HEALTH_INTERVAL_S, gt=0)
-    pg_health_timeout_s: float = Field(defaults.PG_HEALTH_TIMEOUT_S, gt=0)
+    # The store's database (settings/shared.py; PostgreSQL with pgvector): pg.dsn empty
+    # means the embedded server that `ragmesh serve postgres` runs under STATE_DIR/postgres.
+    pg: PostgresSettings = Field(default_factory=PostgresSettings)
 
     hnsw_m: int = Field(defaults.HNSW_M, ge=2, le=100)
     hnsw_ef_construction: int = Field(defaults.HNSW_EF_CONSTRUCTION, ge=4, le=1000)
@@ -82,12 +75,22 @@ class SearchSettings(Section):
     # deploy/kubernetes/components/qdrant); empty: none sent.
     qdrant_api_key_file: str = ""
 
+    @model_validator(mode="before")
+    @classmethod
+    def _flat_names(cls, data: Any) -> Any:
+        data = nest(data, "pg", "pg_", PostgresSettings())
+        return nest(data, "embed_breaker", "embed_breaker_", _embed_breaker())
+
     @model_validator(mode="after")
     def _consistent(self) -> SearchSettings:
-        if self.pg_pool_min_size > self.pg_pool_max_size:
-            raise ValueError("pg_pool_min_size must not exceed pg_pool_max_size")
         if self.passage_overlap_tokens >= self.passage_max_tokens // 2:
             raise ValueError("passage_overlap_tokens must be less than half of passage_max_tokens")
         if self.default_top_k > self.max_top_k:
             raise ValueError("default_top_k must not exceed max_top_k")
         return self
+
+
+def _embed_breaker() -> BreakerSettings:
+    return BreakerSettings(
+        failures=defaults.EMBED_BREAKER_FAILURES, recovery_s=defaults.EMBED_BREAKER_RECOVERY_S
+    )

@@ -168,7 +168,7 @@ class MeshLauncher:
         """The embedded PostgreSQL, when a service needs it and no external DSN is set."""
         search = self.settings.search
         needs_database = set(_NEEDS_DATABASE) & set(self.services)
-        if not needs_database or search.pg_dsn or search.backend != "pgvector":
+        if not needs_database or search.pg.dsn or search.backend != "pgvector":
             return None
         dsn = EmbeddedPostgres(self.settings.state_dir).dsn()
         return ProcessSpec(

@@ -34,7 +34,7 @@ class FakeClock:
 def test_defaults_match_the_issue() -> None:
     s = CoordinatorSettings()
     assert s.confidence_threshold == 0.7
-    assert (s.local_breaker_failures, s.remote_breaker_failures) == (3, 5)
+    assert (s.local_breaker.failures, s.remote_breaker.failures) == (3, 5)
     assert s.local_url == s.remote_url == ""
     assert s.interactions_collection == "interactions"
 

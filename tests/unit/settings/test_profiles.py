@@ -71,7 +71,7 @@ def test_dev_is_the_plain_defaults() -> None:
     [
         ("RAGMESH_MESH__TLS", "false", "mesh.tls"),
         ("RAGMESH_SERVER__REQUIRE_API_KEY", "false", "server.require_api_key"),
-        ("RAGMESH_SEARCH__PG_DSN", "postgresql://u@db.example.com/x", "search.pg_dsn"),
+        ("RAGMESH_SEARCH__PG_DSN", "postgresql://u@db.example.com/x", "search.pg.dsn"),
         ("RAGMESH_COORDINATOR__REMOTE_URL", "http://api.example.com/v1", "remote_url"),
         ("RAGMESH_TELEMETRY__OTLP_ENDPOINT", "10.1.2.3:4317", "telemetry.otlp_endpoint"),
     ],
@@ -122,7 +122,7 @@ def test_production_reads_sslmode_as_the_postgres_client_does(
     if accepted:
         assert load_settings().pgsslmode == pgsslmode
     else:
-        with pytest.raises(ValidationError, match=r"coordinator.pg_dsn: .*verify-full"):
+        with pytest.raises(ValidationError, match=r"coordinator.pg.dsn: .*verify-full"):
             load_settings()
 
 
@@ -143,7 +143,7 @@ def test_show_names_each_settings_source_and_redacts_secrets(
     assert rows["search.rrf_k"] == (10, f"file {tmp_path / 'ragmesh.toml'}")
     assert rows["mesh.tls"] == (True, "profile production")
     assert rows["search.bm25_k1"][1] == "default"
-    assert rows["search.pg_dsn"] == ("postgresql://u:***@localhost/x", "env RAGMESH_SEARCH__PG_DSN")
+    assert rows["search.pg.dsn"] == ("postgresql://u:***@localhost/x", "env RAGMESH_SEARCH__PG_DSN")
     assert all("hunter2" not in str(value) for value, _ in rows.values())
 
 

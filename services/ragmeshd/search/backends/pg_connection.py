@@ -62,9 +62,9 @@ async def search_pool(dsn: str, settings: SearchSettings) -> asyncpg.Pool:
     return await create_pool(
         dsn,
         application_name=APPLICATION_NAME,
-        min_size=settings.pg_pool_min_size,
-        max_size=settings.pg_pool_max_size,
-        statement_timeout_ms=settings.pg_statement_timeout_ms,
+        min_size=settings.pg.pool_min_size,
+        max_size=settings.pg.pool_max_size,
+        statement_timeout_ms=settings.pg.statement_timeout_ms,
         server_settings={
             "hnsw.ef_search": str(settings.hnsw_ef_search),
             "hnsw.iterative_scan": "relaxed_order",

@@ -90,7 +90,7 @@ class PgVectorBackend(SearchBackend):
     async def start(self) -> None:
         s = self._settings
         conn = await connect_with_retries(
-            self._dsn, attempts=s.pg_connect_attempts, backoff_base_s=s.pg_connect_backoff_base_s
+            self._dsn, attempts=s.pg.connect_attempts, backoff_base_s=s.pg.connect_backoff_base_s
         )
         try:
             applied = await migrate.MIGRATIONS.upgrade(conn)
@@ -115,7 +115,7 @@ class PgVectorBackend(SearchBackend):
         return self._pool
 
     async def ping(self) -> None:
-        timeout = self._settings.pg_health_timeout_s
+        timeout = self._settings.pg.health_timeout_s
         try:
             with translated_errors("the health check"):
                 async with self.pool.acquire(timeout=timeout) as conn:
