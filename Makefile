@@ -25,7 +25,8 @@ up: install
 
 # The suite scrapes a running mesh with a real Prometheus (Debian's package); the embedded
 # PostgreSQL has no TLS, so PostgreSQL over verified TLS is tested with Debian's server;
-# Swagger UI at /docs is tested in Debian's headless chromium (tests/e2e/test_api_docs.py).
+# Swagger UI at /docs is tested in Debian's headless chromium (tests/e2e/test_api_docs.py); the
+# TypeScript client example runs with node and its pinned npm packages (tests/e2e/test_client_examples.py).
 test-tools:
 	@command -v prometheus >/dev/null || { \
 	  echo "installing prometheus (Debian package) for the observability tests"; \
@@ -41,6 +42,12 @@ test-tools:
 	  echo "installing chromium, chromium-driver and libnss3-tools (Debian packages) for the Swagger UI test"; \
 	  apt-get update -qq && apt-get install -y -qq --no-install-recommends \
 	    chromium chromium-driver libnss3-tools >/dev/null; }
+	@command -v node >/dev/null && command -v npm >/dev/null || { \
+	  echo "installing nodejs and npm (Debian packages) for the TypeScript client example"; \
+	  apt-get update -qq && apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null; }
+	@test -d docs/clients/typescript/node_modules/@grpc/grpc-js || { \
+	  echo "installing the TypeScript client example's npm packages (docs/clients.md)"; \
+	  npm ci --prefix docs/clients/typescript --no-audit --no-fund --silent; }
 
 # Coverage of ragmeshd (services/ragmeshd) is measured in the test process and in every Python process the
 # tests start (servers, `ragmesh up` and its children, the model processes, CLI commands;
