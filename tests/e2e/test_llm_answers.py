@@ -4,6 +4,7 @@ SmolLM2-135M) in dependency order, the coordinator's LOCAL route calls it throug
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -11,6 +12,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
 import pytest
 
 from ragmesh.coordinator.v1 import coordinator_service_pb2 as pb
@@ -100,3 +102,34 @@ def test_ragmesh_ask_json_prints_answer_route_and_sources(mesh: Mesh) -> None:
     assert printed["answer"].strip()
     assert printed["route"] in ("LOCAL", "NONE")
     assert printed["sources"][0]["source"] == "lighthouse.md"
+
+
+async def test_a_limited_keys_answer_stops_when_its_tokens_run_out(mesh: Mesh) -> None:
+    """Issue 23: a key's rate counts generated tokens, charged as they stream; a key with a
+    burst of 4 units (the call's search is 1) gets at most 3 chunks, then RESOURCE_EXHAUSTED
+    (after test_ask_is_answered_by_the_local_model_with_its_sources stored the passage)."""
+    created = await asyncio.to_thread(
+        subprocess.run,
+        ragmesh_command(
+            "keys", "create", "few-tokens", "--scopes", "ask", "--rate", "1/m", "--burst", "4"
+        ),
+        capture_output=True, text=True, timeout=60, check=True,
+        env={**os.environ, **mesh.env},
+    )  # fmt: skip
+    key = created.stdout.strip()
+    await asyncio.sleep(1.5)  # the servers and the rate-limit service re-read the key store
+    request = pb.AskRequest(
+        query="How old is the Hook Head lighthouse?",
+        collections=[COLLECTION],
+        force=pb.DECISION_LOCAL,
+        max_answer_tokens=48,
+    )
+    chunks = 0
+    async with grpc.aio.secure_channel(mesh.endpoint, mesh.client_credentials()) as channel:
+        stub = pb_grpc.CoordinatorServiceStub(channel)
+        with pytest.raises(grpc.aio.AioRpcError) as stopped:
+            async for response in stub.Ask(request, metadata=[("x-api-key", key)], timeout=180):
+                chunks += response.HasField("chunk")
+    assert stopped.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, stopped.value.details()
+    assert "rate limit is spent" in (stopped.value.details() or "")
+    assert chunks == 3

@@ -47,6 +47,7 @@ from ragmeshd.coordinator.validation import (
 from ragmeshd.runtime import metrics, tenancy
 from ragmeshd.runtime.errors import RpcFailure, invalid_argument, not_found, unavailable
 from ragmeshd.runtime.server import call_timeout
+from ragmeshd.runtime.work_meter import WorkMeter, presented_key_of
 from ragmeshd.settings import CoordinatorSettings, ServerSettings
 
 _SEARCH_MODES = tuple(search_pb.SearchMode.values())
@@ -74,6 +75,8 @@ def _search_failure(exc: SearchError) -> RpcFailure:
 class CoordinatorServicer(pb_grpc.CoordinatorServiceServicer):
     def __init__(self, settings: CoordinatorSettings, server_settings: ServerSettings) -> None:
         self._settings = settings
+        # Charges each generated token to a limited key's bucket.
+        self.meter = WorkMeter(None)
         self._default_deadline_s = server_settings.default_deadline_s
         self._deps: Dependencies | None = None
 
@@ -157,7 +160,11 @@ class CoordinatorServicer(pb_grpc.CoordinatorServiceServicer):
             deadline=deadline,
             outcome=outcome,
         )
+        key = presented_key_of(context)
         async for event in grounding.filter(events):
+            # A generated chunk (a token of the local model, a delta of a remote one) is a
+            # unit of work: an answer stops when a limited key runs out (runtime/work_meter.py).
+            await self.meter.require(key, 1, "the answer's next token")
             yield asking.chunk_response(event)
         yield pb.AskResponse(
             sources=answer_sources(found.passages, grounding.cited, grounding.removed)
