@@ -106,3 +106,25 @@ def test_eval_json_is_one_document_on_stdout(mesh: Mesh, tmp_path: Path) -> None
     assert document["passages"] == len(CORPUS)
     assert [score["label"] for score in document["scores"]] == ["keyword"]
     assert document["scores"][0]["ndcg"] == 1.0
+
+
+def test_eval_folds_cross_validates_the_fusion(mesh: Mesh, tmp_path: Path) -> None:
+    beir = write_tiny_beir(tmp_path / "tiny")
+    output = _run(
+        ragmesh_command(
+            "--state-dir", str(mesh.state_dir), "eval", "--beir", str(beir), "--split", "test",
+            "--target", mesh.endpoint, "--collection", "eval-tiny-folds", "--mode", "hybrid",
+            "--no-baseline", "--folds", "5", "--json",
+        ),
+        mesh.env,
+    )  # fmt: skip
+    document = json.loads(output)
+    labels = [score["label"] for score in document["scores"]]
+    assert labels[0] == "hybrid" and "hybrid dbsf:0.5:0.5" in labels
+    validation = document["cross_validation"]
+    folds = validation["folds"]
+    assert len(folds) == 5 and sum(fold["queries"] for fold in folds) == len(JUDGED)
+    assert all(fold["chosen"] in labels for fold in folds)
+    low, high = validation["gain_interval"]
+    assert low <= validation["gain"] <= high
+    assert 0 <= validation["mean_ndcg"] <= 1

@@ -109,6 +109,8 @@ class EvalReport:
     ingest_s: float
     scores: list[ModeScore] = field(default_factory=list)
     baseline: ModeScore | None = None
+    # HYBRID's rankings per row label ("hybrid", "hybrid <fusion spec>"), for --folds.
+    hybrid_rankings: dict[str, dict[str, list[str]]] = field(default_factory=dict)
 
 
 def load_beir(directory: Path, split: str) -> BeirData:
@@ -296,6 +298,8 @@ async def evaluate_service(
             rankings = await search_all(stub, collection, data.queries, MODES[mode])
             result = score(mode, rankings, data, time.perf_counter() - started)
             report.scores.append(result)
+            if mode == "hybrid":
+                report.hybrid_rankings[mode] = rankings
             print(f"{mode}: nDCG@10 {result.ndcg:.4f}, Recall@100 {result.recall:.4f}", flush=True)
         for fusion in fusions:
             started = time.perf_counter()
@@ -304,6 +308,7 @@ async def evaluate_service(
             )
             result = score(f"hybrid {fusion.spec}", rankings, data, time.perf_counter() - started)
             report.scores.append(result)
+            report.hybrid_rankings[result.label] = rankings
             print(f"{result.label}: nDCG@10 {result.ndcg:.4f}", flush=True)
 
 
