@@ -10,7 +10,8 @@ from collections.abc import Iterator
 import asyncpg
 import numpy as np
 
-from ragmeshd.postgres.pool import UNAVAILABLE_ERRORS, DatabaseConnectError, create_pool
+from ragmeshd.postgres.database import PoolSpec
+from ragmeshd.postgres.pool import UNAVAILABLE_ERRORS, DatabaseConnectError
 from ragmeshd.search.backends.base import StoreTimeoutError, StoreUnavailableError
 from ragmeshd.settings import SearchSettings
 
@@ -55,12 +56,11 @@ async def register_vector_codec(conn: asyncpg.Connection) -> None:
     )
 
 
-async def search_pool(dsn: str, settings: SearchSettings) -> asyncpg.Pool:
+def search_pool_spec(settings: SearchSettings) -> PoolSpec:
     """The search store's pool: every connection gets the vector codec and the HNSW settings.
     Iterative scans (pgvector 0.8) keep scanning the HNSW graph until enough rows pass a
     filter; the dense query re-sorts the relaxed order itself."""
-    return await create_pool(
-        dsn,
+    return PoolSpec(
         application_name=APPLICATION_NAME,
         min_size=settings.pg.pool_min_size,
         max_size=settings.pg.pool_max_size,

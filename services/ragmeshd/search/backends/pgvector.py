@@ -20,9 +20,8 @@ from collections.abc import Sequence
 import asyncpg
 import numpy as np
 
-from ragmeshd.postgres.pool import connect_with_retries
+from ragmeshd.postgres.database import open_database
 from ragmeshd.runtime import metrics
-from ragmeshd.runtime.redaction import redact
 from ragmeshd.search import migrate
 from ragmeshd.search.backends.base import (
     CollectionExistsError,
@@ -31,7 +30,7 @@ from ragmeshd.search.backends.base import (
     StoreUnavailableError,
 )
 from ragmeshd.search.backends.bm25_planner import Bm25Query, read_statistics
-from ragmeshd.search.backends.pg_connection import search_pool, translated_errors
+from ragmeshd.search.backends.pg_connection import search_pool_spec, translated_errors
 from ragmeshd.search.backends.pg_keyword_index import (
     KeywordIndexes,
     changes_table,
@@ -89,18 +88,13 @@ class PgVectorBackend(SearchBackend):
 
     async def start(self) -> None:
         s = self._settings
-        conn = await connect_with_retries(
-            self._dsn, attempts=s.pg.connect_attempts, backoff_base_s=s.pg.connect_backoff_base_s
+        self._pool = pool = await open_database(
+            self._dsn,
+            migrate.MIGRATIONS,
+            search_pool_spec(s),
+            connect_attempts=s.pg.connect_attempts,
+            connect_backoff_base_s=s.pg.connect_backoff_base_s,
         )
-        try:
-            applied = await migrate.MIGRATIONS.upgrade(conn)
-        finally:
-            await conn.close()
-        _log.info(
-            "database ready",
-            extra={"dsn": redact(self._dsn), "migrations_applied": applied},
-        )
-        self._pool = pool = await search_pool(self._dsn, s)
         metrics.POOL_SIZE.set_function(pool.get_size)
         metrics.POOL_IN_USE.set_function(lambda: pool.get_size() - pool.get_idle_size())
 
