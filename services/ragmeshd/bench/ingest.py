@@ -173,7 +173,7 @@ def run_ingest_bench(
         )
     print(f"through Envoy: {rate:.1f} passages/s", flush=True)
     # The raw model encodes exactly the passages the search server made of the documents.
-    from ragmeshd.search.server import make_splitter
+    from ragmeshd.search.chunking import make_splitter
     from ragmeshd.settings import load_settings
 
     splitter = make_splitter(load_settings())

@@ -163,7 +163,7 @@ def _evaluate(args: argparse.Namespace, settings: Settings, fusions: list[Any]) 
         score,
     )
     from ragmeshd.models import packaged_model_path
-    from ragmeshd.search.server import make_splitter
+    from ragmeshd.search.chunking import make_splitter
 
     data = load_beir(args.beir, args.split)
     collection = args.collection or f"beir-{data.name.lower()}"[:63]

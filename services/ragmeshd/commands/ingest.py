@@ -122,7 +122,7 @@ def _ingest(args: argparse.Namespace) -> int:
 
 
 async def _run(settings: Settings, args: argparse.Namespace) -> SyncReport:
-    from ragmeshd.search.server import make_splitter
+    from ragmeshd.search.chunking import make_splitter
 
     splitter = make_splitter(settings)
     search = settings.search

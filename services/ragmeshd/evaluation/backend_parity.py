@@ -67,7 +67,7 @@ def main() -> int:
     parser.add_argument("--split", default="train")
     args = parser.parse_args()
 
-    from ragmeshd.search.server import make_splitter
+    from ragmeshd.search.chunking import make_splitter
 
     settings = load_settings()
     data = load_beir(args.beir, args.split)

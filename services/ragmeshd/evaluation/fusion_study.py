@@ -77,7 +77,7 @@ def main() -> int:
     from sentence_transformers import SentenceTransformer
 
     from ragmeshd.models import packaged_model_path, resolve_device
-    from ragmeshd.search.server import make_splitter
+    from ragmeshd.search.chunking import make_splitter
     from ragmeshd.settings import load_settings
 
     settings = load_settings()

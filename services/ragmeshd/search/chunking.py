@@ -13,6 +13,9 @@ from pathlib import Path
 
 from tokenizers import Tokenizer
 
+from ragmeshd.models import packaged_model_path
+from ragmeshd.settings import Settings
+
 TOKENIZER_FILE = "tokenizer.json"
 
 
@@ -92,3 +95,16 @@ def load_tokenizer(model_dir: Path) -> Tokenizer:
     tokenizer.no_truncation()
     tokenizer.no_padding()
     return tokenizer
+
+
+def make_splitter(settings: Settings) -> PassageSplitter:
+    """Passages sized by the tokenizer of the model the embeddings service runs."""
+    s = settings.search
+    model_dir = settings.embeddings.model_path
+    tokenizer = load_tokenizer(Path(model_dir) if model_dir else packaged_model_path())
+    return PassageSplitter(
+        tokenizer,
+        max_tokens=s.passage_max_tokens,
+        overlap_tokens=s.passage_overlap_tokens,
+        max_chars=s.passage_max_chars,
+    )

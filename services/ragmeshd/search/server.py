@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from pathlib import Path
 
 from ragmesh.search.v1 import search_service_pb2 as pb
 from ragmesh.search.v1 import search_service_pb2_grpc as pb_grpc
-from ragmeshd.models import packaged_model_path
 from ragmeshd.postgres.embedded import EmbeddedPostgres
 from ragmeshd.postgres.pool import drop_open_connections
 from ragmeshd.runtime.channels import outgoing_interceptors
@@ -17,7 +15,7 @@ from ragmeshd.runtime.tls import caller_credentials_for
 from ragmeshd.runtime.tracing import client_interceptors
 from ragmeshd.runtime.work_meter import work_meter_for
 from ragmeshd.search.backends.base import SearchBackend
-from ragmeshd.search.chunking import PassageSplitter, load_tokenizer
+from ragmeshd.search.chunking import make_splitter
 from ragmeshd.search.embedder import Embedder
 from ragmeshd.search.health import store_monitor
 from ragmeshd.search.result_cache import ResultCache
@@ -42,19 +40,6 @@ def make_backend(settings: Settings) -> SearchBackend:
     from ragmeshd.search.backends.pgvector import PgVectorBackend
 
     return PgVectorBackend(pg_dsn(settings), settings.search)
-
-
-def make_splitter(settings: Settings) -> PassageSplitter:
-    """Passages sized by the tokenizer of the model the embeddings service runs."""
-    s = settings.search
-    model_dir = settings.embeddings.model_path
-    tokenizer = load_tokenizer(Path(model_dir) if model_dir else packaged_model_path())
-    return PassageSplitter(
-        tokenizer,
-        max_tokens=s.passage_max_tokens,
-        overlap_tokens=s.passage_overlap_tokens,
-        max_chars=s.passage_max_chars,
-    )
 
 
 async def serve_search(settings: Settings) -> int:
