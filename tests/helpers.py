@@ -1,5 +1,6 @@
-"""Shared test plumbing: free ports, real server processes stopped by their own PIDs, and
-waiting for an embedded PostgreSQL."""
+"""Shared test plumbing: free ports, real server processes stopped by their own PIDs, waiting
+for an embedded PostgreSQL, waiting for a condition (`eventually`) and expecting a gRPC error
+(`expect_error`, `rpc_error`)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -24,6 +25,69 @@ from ragmeshd.runtime.tls import replica_channel_options
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 T = TypeVar("T")
+
+
+def eventually(
+    condition: Callable[[], object], timeout_s: float, what: str, interval_s: float = 0.2
+) -> None:
+    """Poll `condition` until it is truthy; fail naming `what` if it is not within `timeout_s`
+    (a hang guard, not a speed bound)."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"{what}: not within {timeout_s:.0f} s"
+        time.sleep(interval_s)
+
+
+async def eventually_async(
+    condition: Callable[[], Awaitable[object] | object],
+    timeout_s: float,
+    what: str,
+    interval_s: float = 0.2,
+) -> None:
+    """`eventually` inside an event loop: `condition` may be a coroutine function or a plain
+    one, and the loop keeps running between polls."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        result = condition()
+        if asyncio.iscoroutine(result) or isinstance(result, asyncio.Future):
+            result = await result
+        if result:
+            return
+        assert time.monotonic() < deadline, f"{what}: not within {timeout_s:.0f} s"
+        await asyncio.sleep(interval_s)
+
+
+def _assert_rpc_error(
+    error: grpc.RpcError, code: grpc.StatusCode, fragments: tuple[str, ...]
+) -> str:
+    details = error.details() or ""  # type: ignore[attr-defined]
+    assert error.code() == code, (error.code(), details)  # type: ignore[attr-defined]
+    for fragment in fragments:
+        assert fragment in details, details
+    return details
+
+
+async def expect_error(call: Awaitable[object], code: grpc.StatusCode, *fragments: str) -> str:
+    """Await `call`; it must fail with `code` and details containing every fragment. The
+    details, for further checks."""
+    try:
+        await call
+    except grpc.aio.AioRpcError as error:
+        return _assert_rpc_error(error, code, fragments)
+    raise AssertionError(f"expected {code.name}, the call succeeded")
+
+
+@contextmanager
+def rpc_error(code: grpc.StatusCode, *fragments: str) -> Iterator[list[str]]:
+    """`with rpc_error(code) as details:` -- the block must raise a gRPC error with `code` (and
+    details containing every fragment); `details[0]` holds its details afterwards."""
+    details: list[str] = []
+    try:
+        yield details
+    except grpc.RpcError as error:
+        details.append(_assert_rpc_error(error, code, fragments))
+        return
+    raise AssertionError(f"expected {code.name}, nothing was raised")
 
 
 def free_port() -> int:

@@ -111,13 +111,6 @@ def postgres_processes(mesh: Mesh) -> list[psutil.Process]:
     return [postmaster, *postmaster.children(recursive=True)]
 
 
-async def wait_for(condition, timeout_s: float, what: str) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, f"{what}: not within {timeout_s:.0f} s"
-        await asyncio.sleep(0.2)
-
-
 async def read_every_acknowledged_write(mesh: Mesh, ids: list[str]) -> list[str]:
     """The acknowledged document ids that cannot be read back (should be none)."""
     missing: list[str] = []

@@ -25,10 +25,9 @@ from tests.chaos.conftest import (
     RECOVERY_S,
     postgres_processes,
     read_every_acknowledged_write,
-    wait_for,
 )
 from tests.chaos.traffic import Traffic
-from tests.helpers import REPO_ROOT, model_process_pid, ragmesh_command
+from tests.helpers import REPO_ROOT, eventually_async, model_process_pid, ragmesh_command
 from tests.mesh import Mesh
 
 pytestmark = pytest.mark.e2e
@@ -60,7 +59,7 @@ async def kill_child(mesh: Mesh, traffic: Traffic, child: str) -> None:
         f"SIGKILL {child}", traffic, lambda: os.kill(mesh.state.pids[child], signal.SIGKILL)
     )
     # It was `ragmesh up` that brought it back.
-    await wait_for(lambda: restarts(mesh, child) == before + 1, 30, f"{child} restarted")
+    await eventually_async(lambda: restarts(mesh, child) == before + 1, 30, f"{child} restarted")
     assert mesh.state.last_exit[child] == "signal SIGKILL"
 
 
@@ -90,7 +89,9 @@ async def test_killed_postgres_loses_no_acknowledged_write(
     await survive(
         "SIGKILL PostgreSQL (postmaster)", traffic, lambda: postmaster.send_signal(signal.SIGKILL)
     )
-    await wait_for(lambda: restarts(chaos_mesh, "postgres") == before + 1, 30, "postgres restarted")
+    await eventually_async(
+        lambda: restarts(chaos_mesh, "postgres") == before + 1, 30, "postgres restarted"
+    )
     acknowledged = list(traffic.acknowledged)
     assert len(acknowledged) > 10
     missing = await read_every_acknowledged_write(chaos_mesh, acknowledged)
@@ -155,7 +156,7 @@ async def test_rate_limit_service_killed_or_frozen_fails_closed(
     os.kill(pid, signal.SIGKILL)
     killed = await limited_key_answers(chaos_mesh, key, 3)
     assert set(killed) <= {"UNAVAILABLE", "OK"} and "INTERNAL" not in killed, killed
-    await wait_for(lambda: restarts(chaos_mesh, "ratelimit") == before + 1, 60, "restarted")
+    await eventually_async(lambda: restarts(chaos_mesh, "ratelimit") == before + 1, 60, "restarted")
     deadline = time.monotonic() + 60
     while (await limited_key_answers(chaos_mesh, key, 1)) != ["OK"]:
         assert time.monotonic() < deadline, "the limited key never worked again"

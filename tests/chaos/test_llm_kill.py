@@ -16,7 +16,8 @@ from ragmesh.coordinator.v1 import coordinator_service_pb2 as pb
 from ragmesh.coordinator.v1 import coordinator_service_pb2_grpc as pb_grpc
 from ragmesh.search.v1 import search_service_pb2 as search_pb
 from ragmesh.search.v1 import search_service_pb2_grpc as search_grpc
-from tests.chaos.conftest import GIVE_UP_S, wait_for
+from tests.chaos.conftest import GIVE_UP_S
+from tests.helpers import eventually_async
 from tests.mesh import Mesh
 
 pytest.importorskip("llama_cpp")
@@ -74,7 +75,7 @@ async def test_killed_llm_degrades_ask_to_the_context_then_recovers(chaos_mesh: 
         workers = [asyncio.ensure_future(traffic()) for _ in range(2)]
         os.kill(chaos_mesh.state.pids["llm-0"], signal.SIGKILL)
         killed_at = time.monotonic()
-        await wait_for(
+        await eventually_async(
             lambda: chaos_mesh.state.restarts.get("llm-0", 0) > before, GIVE_UP_S, "restarted"
         )
         # Back: the local model answers again.

@@ -20,6 +20,7 @@ from tests.chaos.conftest import (
     postgres_processes,
 )
 from tests.chaos.traffic import CALL_DEADLINE_S, Traffic
+from tests.helpers import eventually_async
 from tests.mesh import Mesh
 
 pytestmark = [pytest.mark.e2e, long_scenario]
@@ -69,7 +70,9 @@ async def test_a_frozen_embeddings_replica_is_ejected_and_clients_see_nothing(
         send(processes, signal.SIGCONT)
     after = {name: await envoy_counter(chaos_mesh, name) for name in counters}
     back = f"embeddings::{replica.target}::health_flags::healthy"
-    await wait_for_async(lambda: _in_clusters(chaos_mesh, back), GIVE_UP_S, "replica back")
+    await eventually_async(
+        lambda: _in_clusters(chaos_mesh, back), GIVE_UP_S, "replica back", interval_s=0.5
+    )
     seen = traffic.summary(stopped_at)
     print(
         f"chaos SIGSTOP embeddings-1 {REPLICA_FROZEN_S:.0f} s: left rotation after"
@@ -92,13 +95,6 @@ async def test_a_frozen_embeddings_replica_is_ejected_and_clients_see_nothing(
 
 async def _in_clusters(mesh: Mesh, text: str) -> bool:
     return text in await admin_get(mesh.admin, "/clusters")
-
-
-async def wait_for_async(condition, timeout_s: float, what: str) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout_s
-    while not await condition():
-        assert time.monotonic() < deadline, f"{what}: not within {timeout_s:.0f} s"
-        await asyncio.sleep(0.5)
 
 
 async def test_a_frozen_database_fails_calls_fast_and_everything_recovers_without_restart(

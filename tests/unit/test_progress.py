@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import io
 import re
-import time
 
 from ragmeshd.progress import Progress, _duration
+from tests.helpers import eventually
 
 
 def test_plain_lines_carry_count_rate_eta_and_come_while_waiting() -> None:
@@ -15,9 +15,7 @@ def test_plain_lines_carry_count_rate_eta_and_come_while_waiting() -> None:
         progress.advance(4)
         progress.note("waiting for embeddings-0")
         # Nothing finishes, yet lines keep coming (however slowly a busy machine runs them).
-        deadline = time.monotonic() + 30
-        while len(out.getvalue().splitlines()) < 2 and time.monotonic() < deadline:
-            time.sleep(0.05)
+        eventually(lambda: len(out.getvalue().splitlines()) >= 2, 30, "two lines", interval_s=0.05)
     lines = out.getvalue().splitlines()
     assert len(lines) >= 3
     pattern = r"ingesting: 4/10 docs \(\d+\.\d docs/s, ETA \d+ s, \d+ s elapsed\) waiting for (.+)"

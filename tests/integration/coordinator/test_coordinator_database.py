@@ -5,7 +5,6 @@ clear message while the search service is unreachable."""
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from ragmeshd.coordinator.server import SERVICE_NAME
 from ragmeshd.postgres.embedded import EmbeddedPostgres
 from tests.helpers import (
     ServerProcess,
+    eventually,
     free_port,
     ragmesh_command,
     running_process,
@@ -72,12 +72,7 @@ def health(target: str) -> int:
 
 
 def wait_health(target: str, status: int, timeout_s: float = 20) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if health(target) == status:
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"health never became {status}")
+    eventually(lambda: health(target) == status, timeout_s, f"health becomes {status}")
 
 
 @pytest.fixture(scope="module")

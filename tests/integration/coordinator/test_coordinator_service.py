@@ -18,7 +18,7 @@ from ragmesh.coordinator.v1 import coordinator_service_pb2 as pb
 from ragmesh.coordinator.v1 import coordinator_service_pb2_grpc as pb_grpc
 from ragmesh.search.v1 import search_service_pb2 as search_pb
 from ragmesh.search.v1 import search_service_pb2_grpc as search_grpc
-from tests.helpers import ServerProcess
+from tests.helpers import ServerProcess, expect_error
 from tests.integration.coordinator.conftest import (
     DOCS,
     DOCUMENTS,
@@ -77,16 +77,6 @@ async def ask(target: str, query: str, **fields: object) -> AskResult:
         p.document_id for p in result.summary.passages
     ]
     return result
-
-
-async def expect_error(call, code: grpc.StatusCode, *fragments: str) -> str:  # type: ignore[no-untyped-def]
-    with pytest.raises(grpc.aio.AioRpcError) as raised:
-        await call
-    assert raised.value.code() == code, raised.value.details()
-    details = raised.value.details() or ""
-    for fragment in fragments:
-        assert fragment in details, details
-    return details
 
 
 async def consume(stream) -> list:  # type: ignore[no-untyped-def]

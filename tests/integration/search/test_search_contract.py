@@ -12,7 +12,7 @@ import pytest
 
 from ragmesh.search.v1 import search_service_pb2 as pb
 from ragmesh.search.v1 import search_service_pb2_grpc as pb_grpc
-from tests.helpers import ServerProcess
+from tests.helpers import ServerProcess, expect_error
 
 pytestmark = pytest.mark.integration
 
@@ -45,16 +45,6 @@ async def new_collection(client: pb_grpc.SearchServiceStub, dimensions: int = 0)
 async def count(client: pb_grpc.SearchServiceStub, name: str) -> int:
     response = await client.CountDocuments(pb.CountDocumentsRequest(collection=name))
     return int(response.document_count)
-
-
-async def expect_error(call, code: grpc.StatusCode, *fragments: str) -> str:  # type: ignore[no-untyped-def]
-    with pytest.raises(grpc.aio.AioRpcError) as raised:
-        await call
-    assert raised.value.code() == code, raised.value.details()
-    details = raised.value.details() or ""
-    for fragment in fragments:
-        assert fragment in details, details
-    return details
 
 
 LONG_TEXT = " ".join(

@@ -10,10 +10,9 @@ import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from ragmesh.search.v1 import search_service_pb2 as pb
-from tests.helpers import ServerProcess
+from tests.helpers import ServerProcess, expect_error
 from tests.integration.search.test_search_contract import (
     count,
-    expect_error,
     n,
     new_collection,
     s,

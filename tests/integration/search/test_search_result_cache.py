@@ -14,9 +14,9 @@ import pytest
 
 from ragmesh.search.v1 import search_service_pb2 as pb
 from ragmesh.search.v1 import search_service_pb2_grpc as pb_grpc
-from tests.helpers import ServerProcess, free_port
+from tests.helpers import ServerProcess, expect_error, free_port
 from tests.integration.search.conftest import PostgresProcess, _serve
-from tests.integration.search.test_search_contract import expect_error, new_collection
+from tests.integration.search.test_search_contract import new_collection
 
 pytestmark = pytest.mark.integration
 

@@ -14,6 +14,7 @@ from collections.abc import Callable
 import pytest
 
 from ragmeshd.embeddings.batcher import BatchTimeoutError, DynamicBatcher, QueueFullError
+from tests.helpers import eventually_async
 
 
 class RecordingModel:
@@ -43,10 +44,7 @@ class RecordingModel:
 async def until(condition: Callable[[], bool], what: str) -> None:
     """Wait for `condition`, giving the loop and the model's thread their turns; a hang
     guard of a minute, not a speed bound."""
-    deadline = time.monotonic() + 60
-    while not condition():
-        assert time.monotonic() < deadline, f"never happened: {what}"
-        await asyncio.sleep(0.001)
+    await eventually_async(condition, 60, what, interval_s=0.001)
 
 
 def make_batcher(model: RecordingModel, **overrides: float) -> DynamicBatcher[str]:

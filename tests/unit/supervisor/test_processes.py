@@ -7,8 +7,6 @@ import asyncio
 import os
 import signal
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -20,6 +18,7 @@ from ragmeshd.supervisor.processes import (
     Supervisor,
 )
 from ragmeshd.supervisor.restarts import RestartPolicy
+from tests.helpers import eventually_async
 
 
 async def never_ready() -> bool:
@@ -113,7 +112,12 @@ async def test_a_child_that_exits_is_started_again_and_its_restart_logged(
     watching = asyncio.ensure_future(supervisor.supervise())
     try:
         os.kill(first_pid, signal.SIGKILL)
-        await wait_until(lambda: process.pid != first_pid and process.healthy_since is not None)
+        await eventually_async(
+            lambda: process.pid != first_pid and process.healthy_since is not None,
+            20,
+            "restarted and healthy again",
+            interval_s=0.05,
+        )
         assert process.popen.poll() is None
         assert process.history.restarts == 1
         assert process.history.last_exit == "signal SIGKILL"
@@ -181,15 +185,10 @@ async def test_a_restart_waits_until_its_dependencies_are_ready(tmp_path: Path) 
         await asyncio.sleep(1.0)
         assert server_process.restart_pending  # held back: its database is not ready
         database_up = True
-        await wait_until(lambda: server_process.pid != first_pid)
+        await eventually_async(
+            lambda: server_process.pid != first_pid, 20, "restarted", interval_s=0.05
+        )
     finally:
         watching.cancel()
         await asyncio.gather(watching, return_exceptions=True)
         await supervisor.stop_all()
-
-
-async def wait_until(condition: Callable[[], bool], timeout_s: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.05)
