@@ -327,3 +327,16 @@ RATELIMIT_FAIL_OPEN = False
 # A log in STATE_DIR/logs is rotated past 50 MiB, keeping 3 older copies (up to 200 MiB a log).
 LOG_MAX_BYTES = 50 * 1024 * 1024
 LOG_KEEP = 3
+
+# The search result cache's own small pool (issue 18 item 4, moved from search/result_cache.py):
+# a lookup or a store is one short statement, so 4 connections serve a replica's searches, and
+# a statement slower than 2 s is abandoned (the search then runs uncached).
+SEARCH_RESULT_CACHE_POOL_MAX = 4
+SEARCH_RESULT_CACHE_STATEMENT_TIMEOUT_MS = 2000
+
+# The CLI's and bench clients' own retries of idempotent calls (runtime/client_retries.py,
+# moved here by issue 18 item 4): up to 6 attempts, exponential backoff from 0.2 s capped at
+# 5 s: about 6 s of backoff in all, enough to ride out a replica restarting.
+CLIENT_RETRY_MAX_ATTEMPTS = 6
+CLIENT_RETRY_INITIAL_BACKOFF_S = 0.2
+CLIENT_RETRY_MAX_BACKOFF_S = 5.0

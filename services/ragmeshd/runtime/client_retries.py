@@ -21,6 +21,8 @@ from typing import Any
 
 import grpc
 
+from ragmeshd import defaults
+
 PUSHBACK_TRAILER = "grpc-retry-pushback-ms"
 
 # Methods a retry cannot harm, by service: reads, and writes that store the same result
@@ -60,9 +62,9 @@ RETRYABLE_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOUR
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    max_attempts: int = 6
-    initial_backoff_s: float = 0.2
-    max_backoff_s: float = 5.0
+    max_attempts: int = defaults.CLIENT_RETRY_MAX_ATTEMPTS
+    initial_backoff_s: float = defaults.CLIENT_RETRY_INITIAL_BACKOFF_S
+    max_backoff_s: float = defaults.CLIENT_RETRY_MAX_BACKOFF_S
 
 
 def pushback_s(trailers: Any) -> float | None:

@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable
 import asyncpg
 
 from ragmesh.search.v1 import search_service_pb2 as pb
+from ragmeshd import defaults
 from ragmeshd.caching.lru import ByteLRU
 from ragmeshd.postgres.pool import UNAVAILABLE_ERRORS, create_pool
 
@@ -57,8 +58,8 @@ class ResultCache:
                 self._dsn,
                 application_name="ragmesh-search-cache",
                 min_size=1,
-                max_size=4,
-                statement_timeout_ms=2000,
+                max_size=defaults.SEARCH_RESULT_CACHE_POOL_MAX,
+                statement_timeout_ms=defaults.SEARCH_RESULT_CACHE_STATEMENT_TIMEOUT_MS,
             )
 
     async def close(self) -> None:
