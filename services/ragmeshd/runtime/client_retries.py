@@ -20,42 +20,49 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
+from google.protobuf import descriptor_pb2
+from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
 
 from ragmeshd import defaults
+from ragmeshd.runtime.api import API_FILES
 
 PUSHBACK_TRAILER = "grpc-retry-pushback-ms"
 
-# Methods a retry cannot harm, by service: reads, and writes that store the same result
-# however often they run (UpsertDocuments replaces by id; DeleteDocuments of an absent id is a
-# no-op). Not creations (a second CreateCollection says ALREADY_EXISTS), not streams, nothing
-# that records a new interaction. One declaration for both retriers: Envoy retries these on
-# another replica (supervisor/plan.py), the project's clients retry them below.
+# Methods a retry cannot harm, declared in the protos (`option idempotency_level`): reads
+# (NO_SIDE_EFFECTS), and writes that store the same result however often they run (IDEMPOTENT:
+# UpsertDocuments replaces by id; DeleteDocuments of an absent id is a no-op). Not creations
+# (a second CreateCollection says ALREADY_EXISTS), not streams, nothing that records a new
+# interaction. One declaration for both retriers: Envoy retries these on another replica
+# (supervisor/plan.py), the project's clients retry them below.
+_RETRY_SAFE_LEVELS = frozenset(
+    {descriptor_pb2.MethodOptions.NO_SIDE_EFFECTS, descriptor_pb2.MethodOptions.IDEMPOTENT}
+)
+
+
+def _retry_safe(method: MethodDescriptor) -> bool:
+    if method.client_streaming or method.server_streaming:
+        return False  # a stream may have been partly consumed: never sent twice
+    return method.GetOptions().idempotency_level in _RETRY_SAFE_LEVELS
+
+
+def _service_key(service: ServiceDescriptor) -> str:
+    """ragmesh.search.v1.SearchService -> "search", the plan's name for the service."""
+    return str(service.full_name.split(".")[1])
+
+
+# The retry-safe methods by service ("search": ("ListCollections", ...)), in proto order.
 IDEMPOTENT_BY_SERVICE: dict[str, tuple[str, ...]] = {
-    "embeddings": ("Embed", "Info"),
-    "search": (
-        "ListCollections",
-        "GetCollection",
-        "UpsertDocuments",
-        "DeleteDocuments",
-        "GetDocument",
-        "ListDocuments",
-        "CountDocuments",
-        "Search",
-    ),
-    "coordinator": ("AugmentQuery", "RecordFeedback", "GetInteraction"),
-    # Generate is a stream that spends the model's time: never sent twice.
-    "llm": ("Info",),
+    _service_key(service): tuple(m.name for m in service.methods if _retry_safe(m))
+    for file in API_FILES
+    for service in file.services_by_name.values()
 }
-_PACKAGES = {
-    "embeddings": "ragmesh.embeddings.v1.EmbeddingsService",
-    "search": "ragmesh.search.v1.SearchService",
-    "coordinator": "ragmesh.coordinator.v1.CoordinatorService",
-    "llm": "ragmesh.llm.v1.LlmService",
-}
+# The same as gRPC method paths ("/ragmesh.search.v1.SearchService/Search").
 IDEMPOTENT_METHODS = frozenset(
-    f"/{_PACKAGES[service]}/{method}"
-    for service, methods in IDEMPOTENT_BY_SERVICE.items()
-    for method in methods
+    f"/{service.full_name}/{method.name}"
+    for file in API_FILES
+    for service in file.services_by_name.values()
+    for method in service.methods
+    if _retry_safe(method)
 )
 RETRYABLE_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED})
 

@@ -119,3 +119,34 @@ def test_pushback_parsing() -> None:
     assert pushback_s([("grpc-retry-pushback-ms", b"0")]) == 0.0
     assert pushback_s([("grpc-retry-pushback-ms", "soon")]) == -1.0
     assert pushback_s([("other", "1")]) is None
+
+
+def test_the_retried_methods_are_the_ones_the_protos_declare_safe() -> None:
+    """Issue 18: `option idempotency_level` in the protos is the one declaration; Envoy's
+    retried routes and the clients' retries derive from it (the same list as before)."""
+    from ragmeshd.runtime.api import API_FILES
+    from ragmeshd.runtime.client_retries import IDEMPOTENT_BY_SERVICE, IDEMPOTENT_METHODS
+
+    assert IDEMPOTENT_BY_SERVICE == {
+        "embeddings": ("Embed", "Info"),
+        "search": (
+            "ListCollections",
+            "GetCollection",
+            "UpsertDocuments",
+            "DeleteDocuments",
+            "GetDocument",
+            "ListDocuments",
+            "CountDocuments",
+            "Search",
+        ),
+        "coordinator": ("AugmentQuery", "RecordFeedback", "GetInteraction"),
+        "llm": ("Info",),
+    }
+    methods = {
+        f"/{service.full_name}/{method.name}": method
+        for file in API_FILES
+        for service in file.services_by_name.values()
+        for method in service.methods
+    }
+    for path in IDEMPOTENT_METHODS:
+        assert not methods[path].client_streaming and not methods[path].server_streaming, path
