@@ -16,6 +16,7 @@ from ragmeshd.runtime.client_retries import (
     RetryPolicy,
     pushback_s,
 )
+from tests.helpers import expect_error
 
 
 class Flaky(pb_grpc.SearchServiceServicer):
@@ -73,9 +74,10 @@ async def test_an_idempotent_call_is_retried_until_it_succeeds(serve) -> None:  
 async def test_a_call_that_is_not_idempotent_is_never_retried(serve) -> None:  # type: ignore[no-untyped-def]
     servicer = Flaky(1, grpc.StatusCode.UNAVAILABLE)
     stub, retry = await serve(servicer)
-    with pytest.raises(grpc.aio.AioRpcError) as raised:
-        await stub.CreateCollection(pb.CreateCollectionRequest(name="x"), timeout=10)
-    assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
+    await expect_error(
+        stub.CreateCollection(pb.CreateCollectionRequest(name="x"), timeout=10),
+        grpc.StatusCode.UNAVAILABLE,
+    )
     assert servicer.calls["CreateCollection"] == 1 and retry.retries == 0
     assert "/ragmesh.search.v1.SearchService/CreateCollection" not in IDEMPOTENT_METHODS
 
@@ -95,9 +97,9 @@ async def test_the_pushback_is_waited_and_a_negative_one_stops_retries(serve) ->
 async def test_a_pushback_past_the_deadline_gives_up_at_once(serve) -> None:  # type: ignore[no-untyped-def]
     servicer = Flaky(5, grpc.StatusCode.UNAVAILABLE, (("grpc-retry-pushback-ms", "60000"),))
     stub, _ = await serve(servicer)
-    with pytest.raises(grpc.aio.AioRpcError) as raised:
-        await stub.ListCollections(pb.ListCollectionsRequest(), timeout=2)
-    assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
+    await expect_error(
+        stub.ListCollections(pb.ListCollectionsRequest(), timeout=2), grpc.StatusCode.UNAVAILABLE
+    )
     assert servicer.calls["ListCollections"] == 1
 
 

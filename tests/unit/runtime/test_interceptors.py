@@ -18,6 +18,7 @@ from ragmeshd.runtime.channels import metadata_interceptors
 from ragmeshd.runtime.errors import invalid_argument
 from ragmeshd.runtime.interceptors import server_interceptors
 from ragmeshd.runtime.logs import JsonFormatter
+from tests.helpers import expect_error
 
 SERVICE = "test.v1.ProbeService"
 
@@ -174,14 +175,15 @@ async def test_keys_are_checked_and_revocation_takes_effect(tmp_path, monkeypatc
         assert await call(target, "Echo", interceptors=metadata_interceptors(key)) == b"payload"
         assert await call(target, "Echo", metadata=(("x-api-key", key),)) == b"payload"
         for metadata in ((), (("authorization", "Bearer nope"),), (("x-api-key", key + "x"),)):
-            with pytest.raises(grpc.aio.AioRpcError) as error:
-                await call(target, "Echo", metadata=metadata)
-            assert error.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            await expect_error(
+                call(target, "Echo", metadata=metadata), grpc.StatusCode.UNAUTHENTICATED
+            )
         store.revoke(key.split("_")[1])
-        with pytest.raises(grpc.aio.AioRpcError) as error:
-            await call(target, "Echo", interceptors=metadata_interceptors(key))
-        assert error.value.code() == grpc.StatusCode.UNAUTHENTICATED
-        assert "missing or invalid API key" in (error.value.details() or "")
+        await expect_error(
+            call(target, "Echo", interceptors=metadata_interceptors(key)),
+            grpc.StatusCode.UNAUTHENTICATED,
+            "missing or invalid API key",
+        )
     finally:
         await server.stop(None)
 
@@ -217,9 +219,10 @@ async def test_a_failure_after_the_client_left_is_not_logged_as_internal(
     server, target = await start()
     try:
         async with grpc.aio.insecure_channel(target) as channel:
-            with pytest.raises(grpc.aio.AioRpcError) as error:
-                await channel.unary_unary(f"/{SERVICE}/FailAfterClientLeft")(b"", timeout=0.05)
-            assert error.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+            await expect_error(
+                channel.unary_unary(f"/{SERVICE}/FailAfterClientLeft")(b"", timeout=0.05),
+                grpc.StatusCode.DEADLINE_EXCEEDED,
+            )
             await asyncio.sleep(0.3)  # the handler runs on after the client's deadline
     finally:
         await server.stop(None)

@@ -22,6 +22,7 @@ from ragmeshd.runtime.errors import RpcFailure
 from ragmeshd.runtime.logs import JsonFormatter
 from ragmeshd.runtime.tracing import TracingServerInterceptor, client_interceptors, tracer
 from ragmeshd.settings import load_settings, parse_otlp_endpoint
+from tests.helpers import expect_error
 
 SERVICE = "ragmesh.test.v1.TestService"
 
@@ -161,9 +162,7 @@ async def test_status_codes_on_server_spans(exporter: InMemorySpanExporter) -> N
             ("Missing", grpc.StatusCode.NOT_FOUND),
             ("Broken", grpc.StatusCode.INTERNAL),
         ):
-            with pytest.raises(grpc.aio.AioRpcError) as error:
-                await channel.unary_unary(f"/{SERVICE}/{method}")(b"", timeout=5)
-            assert error.value.code() is code
+            await expect_error(channel.unary_unary(f"/{SERVICE}/{method}")(b"", timeout=5), code)
     spans = exporter.get_finished_spans()
     missing = by_name(spans, f"{SERVICE}/Missing")
     broken = by_name(spans, f"{SERVICE}/Broken")
