@@ -12,8 +12,9 @@ from ragmeshd.runtime.api import API_FILES, full_service_name
 from ragmeshd.runtime.client_retries import IDEMPOTENT_BY_SERVICE
 from ragmeshd.settings import Settings
 
-# Methods that are safe to send twice, so Envoy may retry them on another replica: the one
-# declaration the project's own clients retry by too (ragmeshd/runtime/client_retries.py).
+# Methods that are safe to send twice, so Envoy may retry them on another replica: those whose
+# proto declares `option idempotency_level` (NO_SIDE_EFFECTS or IDEMPOTENT), read from the
+# stubs' descriptors by ragmeshd/runtime/client_retries.py, whose clients retry the same ones.
 RETRY_METHODS = IDEMPOTENT_BY_SERVICE
 
 # The services of the mesh in dependency order, with their gRPC service names.
