@@ -7,51 +7,25 @@ from collections.abc import Sequence
 from typing import Any
 
 from ragmeshd.envoy import limits as envoy_limits
+from ragmeshd.envoy.limits import (
+    BASE_EJECTION_TIME_S,
+    CONNECT_TIMEOUT_S,
+    CONSECUTIVE_5XX,
+    CONSECUTIVE_GATEWAY_FAILURE,
+    HEALTH_CHECK_INTERVAL_S,
+    HEALTH_CHECK_NO_TRAFFIC_INTERVAL_S,
+    HEALTH_CHECK_TIMEOUT_S,
+    HEALTHY_THRESHOLD,
+    KEEPALIVE_INTERVAL_S,
+    KEEPALIVE_TIMEOUT_S,
+    MAX_EJECTION_PERCENT,
+    OUTLIER_ENFORCING_PERCENT,
+    OUTLIER_INTERVAL_S,
+    UNHEALTHY_THRESHOLD,
+)
 from ragmeshd.envoy.topology import OTLP_CLUSTER, Address, HttpUpstream, UpstreamCluster
 from ragmeshd.envoy.yaml_templates import duration, is_ip, render
 from ragmeshd.state import CertificatePaths
-
-# Upstream connections.
-CONNECT_TIMEOUT_S = 1.0
-
-
-KEEPALIVE_INTERVAL_S = 30.0
-
-
-KEEPALIVE_TIMEOUT_S = 5.0
-
-
-# Active gRPC health checks.
-HEALTH_CHECK_INTERVAL_S = 1.0
-
-
-HEALTH_CHECK_TIMEOUT_S = 1.0
-
-
-HEALTH_CHECK_NO_TRAFFIC_INTERVAL_S = 2.0
-
-
-UNHEALTHY_THRESHOLD = 2
-
-
-HEALTHY_THRESHOLD = 1
-
-
-# Outlier detection (passive): eject a replica that keeps failing.
-CONSECUTIVE_GATEWAY_FAILURE = 2
-CONSECUTIVE_5XX = 5
-
-
-OUTLIER_ENFORCING_PERCENT = 100
-
-
-OUTLIER_INTERVAL_S = 1.0
-
-
-BASE_EJECTION_TIME_S = 30.0
-
-
-MAX_EJECTION_PERCENT = 50
 
 
 def grpc_cluster(cluster: UpstreamCluster, certs: CertificatePaths) -> Any:

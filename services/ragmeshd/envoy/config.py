@@ -24,7 +24,16 @@ import yaml
 
 from ragmeshd import defaults
 from ragmeshd.envoy import limits as envoy_limits
-from ragmeshd.envoy.clusters import CONNECT_TIMEOUT_S, grpc_cluster, http_cluster, otlp_cluster
+from ragmeshd.envoy.clusters import grpc_cluster, http_cluster, otlp_cluster
+from ragmeshd.envoy.limits import (
+    CONNECT_TIMEOUT_S,
+    HANDSHAKE_TIMEOUT_S,
+    HOST_SELECTION_RETRY_MAX_ATTEMPTS,
+    MAX_CONCURRENT_STREAMS,
+    MAX_DOWNSTREAM_CONNECTIONS,
+    RETRY_BACKOFF_BASE_S,
+    RETRY_BACKOFF_MAX_S,
+)
 from ragmeshd.envoy.sds import sds_path, sds_resources, use_sds
 from ragmeshd.envoy.security import (
     RATELIMIT_CLUSTER,
@@ -46,19 +55,9 @@ from ragmeshd.envoy.topology import (
 from ragmeshd.envoy.yaml_templates import duration, render
 from ragmeshd.identities import identity_uri
 
-# Time a downstream client gets to finish its TLS handshake.
-HANDSHAKE_TIMEOUT_S = 10.0
-MAX_CONCURRENT_STREAMS = 1024
-MAX_DOWNSTREAM_CONNECTIONS = 10_000
 # Only service identities may use the internal listener.
 INTERNAL_PEER_URI_PREFIX = identity_uri("service", "")
 
-
-# Retries of idempotent methods; the conditions, counts, budget and per-try timeouts are in
-# envoy/limits.py.
-RETRY_BACKOFF_BASE_S = 0.025
-RETRY_BACKOFF_MAX_S = 0.25
-HOST_SELECTION_RETRY_MAX_ATTEMPTS = 3
 
 # Every ragmesh server answers reflection for the whole API, so any cluster can serve these.
 REFLECTION_SERVICES = (

@@ -135,5 +135,44 @@ INITIAL_STREAM_WINDOW_BYTES = 64 * 1024
 INITIAL_CONNECTION_WINDOW_BYTES = 1024 * 1024
 
 
+# Retries' backoff (Envoy's exponential backoff with jitter between attempts): short, since a
+# retry goes to another replica (previous_hosts) rather than waiting for the same one to heal;
+# and up to 3 tries at picking a replica not yet tried.
+RETRY_BACKOFF_BASE_S = 0.025
+RETRY_BACKOFF_MAX_S = 0.25
+HOST_SELECTION_RETRY_MAX_ATTEMPTS = 3
+
+# Downstream (the listeners): time a client gets to finish its TLS handshake, HTTP/2 streams
+# one connection may hold, and connections the whole Envoy accepts (overload protection).
+HANDSHAKE_TIMEOUT_S = 10.0
+MAX_CONCURRENT_STREAMS = 1024
+MAX_DOWNSTREAM_CONNECTIONS = 10_000
+
+# Upstream connections (moved from envoy/clusters.py, issue 18: every Envoy number here).
+# Connecting to a replica on this host or in the cluster takes milliseconds: past 1 s it is
+# gone. HTTP/2 keepalive pings every 30 s find a silently dead connection within 35 s.
+CONNECT_TIMEOUT_S = 1.0
+KEEPALIVE_INTERVAL_S = 30.0
+KEEPALIVE_TIMEOUT_S = 5.0
+
+# Active gRPC health checks: each replica's grpc.health.v1 every second (every 2 s while the
+# cluster has no traffic); two failures take it out of rotation, one success puts it back.
+HEALTH_CHECK_INTERVAL_S = 1.0
+HEALTH_CHECK_TIMEOUT_S = 1.0
+HEALTH_CHECK_NO_TRAFFIC_INTERVAL_S = 2.0
+UNHEALTHY_THRESHOLD = 2
+HEALTHY_THRESHOLD = 1
+
+# Outlier detection (passive): eject a replica that keeps failing (2 gateway failures or 5
+# errors in a row, checked every second) for 30 s, on every cluster (100 % enforcing), but
+# never more than half the replicas, so a mesh-wide fault cannot empty a cluster.
+CONSECUTIVE_GATEWAY_FAILURE = 2
+CONSECUTIVE_5XX = 5
+OUTLIER_ENFORCING_PERCENT = 100
+OUTLIER_INTERVAL_S = 1.0
+BASE_EJECTION_TIME_S = 30.0
+MAX_EJECTION_PERCENT = 50
+
+
 def limits_for(cluster: str) -> ServiceLimits:
     return SERVICE_LIMITS.get(cluster, DEFAULT_LIMITS)

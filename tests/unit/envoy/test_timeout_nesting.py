@@ -12,7 +12,7 @@ from typing import Any
 import yaml
 
 from ragmeshd.envoy import limits
-from ragmeshd.envoy.config import RETRY_BACKOFF_MAX_S
+from ragmeshd.envoy.limits import RETRY_BACKOFF_MAX_S
 from ragmeshd.settings import Settings
 from tests.helpers import REPO_ROOT
 
