@@ -11,6 +11,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from ragmeshd.runtime.admission import AdmissionInterceptor
 from ragmeshd.runtime.interceptors import server_interceptors
+from tests.helpers import eventually_async
 
 SERVICE = "test.v1.SlowService"
 
@@ -50,7 +51,9 @@ async def test_calls_past_the_limit_are_refused_at_once_and_health_never() -> No
             held = asyncio.ensure_future(unary(b"a", timeout=10))
             open_stream = stream(b"s", timeout=10)
             assert await open_stream.read() == b"first"  # a stream holds its slot until it ends
-            await asyncio.wait_for(_until(lambda: admission.in_flight == 2), 5)
+            await eventually_async(
+                lambda: admission.in_flight == 2, 5, "both calls admitted", interval_s=0.01
+            )
 
             started = time.perf_counter()
             with pytest.raises(grpc.aio.AioRpcError) as refused:
@@ -71,11 +74,6 @@ async def test_calls_past_the_limit_are_refused_at_once_and_health_never() -> No
             assert await unary(b"c", timeout=10) == b"c"  # room again
     finally:
         await server.stop(None)
-
-
-async def _until(condition) -> None:  # type: ignore[no-untyped-def]
-    while not condition():  # noqa: ASYNC110 (a counter, not an event)
-        await asyncio.sleep(0.01)
 
 
 def test_the_limit_must_admit_something() -> None:
