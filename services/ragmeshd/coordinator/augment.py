@@ -23,6 +23,7 @@ from ragmeshd.coordinator.prompt import SYSTEM_PROMPT, user_prompt
 from ragmeshd.coordinator.search_client import (
     CollectionNotFoundError,
     SearchClient,
+    SearchForbiddenError,
     SearchRejectedError,
 )
 from ragmeshd.coordinator.sources import hit_metadata
@@ -150,7 +151,7 @@ def _raise_first_error(results: Sequence[object], *, named: bool) -> None:
         key=lambda error: (
             isinstance(error, Exception),
             not isinstance(error, CollectionNotFoundError),
-            not isinstance(error, SearchRejectedError),
+            not isinstance(error, SearchRejectedError | SearchForbiddenError),
         ),
     )
     if ranked:
@@ -158,7 +159,7 @@ def _raise_first_error(results: Sequence[object], *, named: bool) -> None:
 
 
 def _skippable(error: BaseException) -> bool:
-    if isinstance(error, CollectionNotFoundError | SearchRejectedError):
+    if isinstance(error, CollectionNotFoundError | SearchRejectedError | SearchForbiddenError):
         _log.warning("skipping a collection", extra={"error": str(error)})
         return True
     return False

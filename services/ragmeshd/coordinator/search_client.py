@@ -18,6 +18,7 @@ import grpc
 from ragmesh.search.v1 import search_service_pb2 as search_pb
 from ragmesh.search.v1 import search_service_pb2_grpc as search_grpc
 from ragmeshd.runtime.channels import open_channel
+from ragmeshd.runtime.errors import RpcFailure
 from ragmeshd.runtime.resilience import (
     CircuitBreaker,
     CircuitOpenError,
@@ -37,6 +38,9 @@ _CLIENT_ERROR_CODES = frozenset(
         grpc.StatusCode.ALREADY_EXISTS,
         grpc.StatusCode.FAILED_PRECONDITION,
         grpc.StatusCode.OUT_OF_RANGE,
+        # The caller's key may not use the collection (issue 24): an answer about the caller,
+        # so one tenant asking for another's collection cannot open the breaker for everyone.
+        grpc.StatusCode.PERMISSION_DENIED,
     }
 )
 
@@ -61,6 +65,15 @@ class CollectionNotFoundError(SearchError):
         self.collection = collection
 
 
+class SearchForbiddenError(RpcFailure):
+    """The caller's key (forwarded by the coordinator) may not use the collection: reaches
+    the caller as PERMISSION_DENIED with the search service's reason, which names it. An
+    RpcFailure, so the error interceptor sends it as it is."""
+
+    def __init__(self, details: str) -> None:
+        super().__init__(grpc.StatusCode.PERMISSION_DENIED, details)
+
+
 def _metadata_value(value: MetadataValue) -> search_pb.MetadataValue:
     if isinstance(value, bool):
         return search_pb.MetadataValue(bool_value=value)
@@ -77,7 +90,9 @@ def _verdict(exc: BaseException) -> Verdict:
     return failure_unless_cancelled(exc)
 
 
-def _translate(exc: grpc.aio.AioRpcError, what: str, collection: str) -> SearchError:
+def _translate(
+    exc: grpc.aio.AioRpcError, what: str, collection: str
+) -> SearchError | SearchForbiddenError:
     if is_cancellation(exc):
         # Our own caller leaving arrives as asyncio.CancelledError, not as this: a CANCELLED
         # status came from the path (Envoy or a connection torn down mid-call). Not a breaker
@@ -88,6 +103,8 @@ def _translate(exc: grpc.aio.AioRpcError, what: str, collection: str) -> SearchE
     code = exc.code()
     if code is grpc.StatusCode.NOT_FOUND and collection:
         return CollectionNotFoundError(collection)
+    if code is grpc.StatusCode.PERMISSION_DENIED:
+        return SearchForbiddenError(exc.details() or code.name)
     if code in _CLIENT_ERROR_CODES:
         return SearchRejectedError(exc.details() or code.name)
     return SearchUnavailableError(f"the search service failed {what}: {code.name}: {exc.details()}")
