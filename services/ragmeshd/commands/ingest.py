@@ -76,6 +76,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="the root label of the one PATH in document ids (default: its folder's name and"
         " a hash of its absolute path)",
     )
+    ingest.add_argument(
+        "--acl",
+        default="",
+        metavar="GROUPS",
+        help="comma-separated groups: only keys holding one of them see these documents"
+        " (stored as their `acl`; default: every key allowed on the collection). A run with"
+        " another --acl sends every file again",
+    )
     add_json_option(ingest)
     add_mesh_client_options(ingest)
     ingest.set_defaults(handler=_ingest)
@@ -121,6 +129,16 @@ def _ingest(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _acl(text: str) -> str:
+    """`--acl`, checked as the server checks a document's `acl` (runtime/tenancy.py)."""
+    from ragmeshd.runtime.tenancy import TenancyError, acl_text, parse_groups
+
+    try:
+        return acl_text(parse_groups(text)) if text.strip() else ""
+    except TenancyError as exc:
+        raise CommandError(f"--acl: {exc}", EXIT_USAGE) from None
+
+
 async def _run(settings: Settings, args: argparse.Namespace) -> SyncReport:
     from ragmeshd.search.chunking import make_splitter
 
@@ -135,6 +153,7 @@ async def _run(settings: Settings, args: argparse.Namespace) -> SyncReport:
         excludes=tuple(args.exclude),
         prune=args.prune,
         label=args.label,
+        acl=_acl(args.acl),
     )
     target = mesh_target(settings, args.target)
     sink = _ProgressSink()

@@ -19,6 +19,7 @@ from ragmesh.search.v1 import search_service_pb2_grpc as pb_grpc
 from ragmeshd import defaults
 from ragmeshd.ingest.plan import RemoteDocument
 from ragmeshd.ingest.sync import DocumentRefusedError, OutgoingDocument
+from ragmeshd.runtime.tenancy import ACL_KEY
 
 # A write's deadline: this much, plus this much per passage it holds.
 WRITE_BASE_S = 30.0
@@ -50,6 +51,7 @@ def document_to_proto(document: OutgoingDocument) -> pb.Document:
             )
             for passage in document.passages
         ],
+        metadata=({ACL_KEY: pb.MetadataValue(string_value=document.acl)} if document.acl else None),
     )
 
 

@@ -37,6 +37,7 @@ class OutgoingDocument:
     content_hash: str
     mtime_ns: int
     passages: list[Passage]
+    acl: str = ""  # the groups that may see it (docs/security.md, Tenancy); empty: none
 
 
 class DocumentRefusedError(Exception):
@@ -69,6 +70,9 @@ class SyncOptions:
     excludes: tuple[str, ...] = ()
     prune: bool = False
     label: str | None = None
+    # Groups stored as every document's `acl` (`--acl`), checked; empty: visible to every key
+    # allowed on the collection.
+    acl: str = ""
     limits: Limits = field(default_factory=Limits)
     # A write holds at most this many documents and passages (a batch of whole documents;
     # one larger document goes alone).
@@ -122,8 +126,23 @@ def _prepare(
     if not passages:
         return Skipped(str(file.path), SkipReason.EMPTY, "no text in the file")
     return OutgoingDocument(
-        file.document_id, file.source, extracted.title, digest, file.mtime_ns, passages
+        file.document_id,
+        file.source,
+        extracted.title,
+        digest,
+        file.mtime_ns,
+        passages,
+        options.acl,
     )
+
+
+def stored_hash(data: bytes, acl: str) -> str:
+    """The hash a document is stored and compared with: the file's content hash, and with an
+    `acl` the hash of the bytes and the groups together, so a run with another `--acl` sees
+    the file as changed and sends it again (ListDocuments shows hashes, not metadata)."""
+    if not acl:
+        return content_hash(data)
+    return content_hash(data + b"\0acl=" + acl.encode())
 
 
 def _read_and_prepare(
@@ -132,7 +151,7 @@ def _read_and_prepare(
     data = read_file(file.path, options.limits)
     if isinstance(data, Skipped):
         return data
-    return _prepare(file, data, content_hash(data), count, options)
+    return _prepare(file, data, stored_hash(data, options.acl), count, options)
 
 
 async def sync(
@@ -191,7 +210,7 @@ async def _hash_files(
             report.skipped.append(data)
             hashes[file.document_id] = None
         else:
-            hashes[file.document_id] = content_hash(data)
+            hashes[file.document_id] = stored_hash(data, options.acl)
     return hashes
 
 

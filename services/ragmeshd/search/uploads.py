@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from ragmesh.search.v1 import search_service_pb2 as pb
 from ragmeshd.documents import PassageBudget, Skipped, content_hash, extract_bytes, split_document
 from ragmeshd.documents.limits import Limits
+from ragmeshd.runtime.tenancy import ACL_KEY
 from ragmeshd.search import validation
 from ragmeshd.search.fields import MAX_TEXT_FIELD_CHARS, InvalidRequestError, PassageText
 from ragmeshd.search.records import (
@@ -28,6 +29,7 @@ class UploadedBytes:
     name: str
     content_type: str
     data: bytearray = field(default_factory=bytearray)
+    acl: str = ""  # the file's groups, checked (validation.check_acl); empty: none
 
 
 async def receive_files(
@@ -57,7 +59,12 @@ async def receive_files(
                 raise InvalidRequestError(
                     f"file_name {message.file_name!r} is sent twice in one upload"
                 )
-            files.append(UploadedBytes(message.file_name, message.chunk.content_type))
+            acl = (
+                validation.check_acl(message.acl, f"acl of file {message.file_name!r}")
+                if message.acl
+                else ""
+            )
+            files.append(UploadedBytes(message.file_name, message.chunk.content_type, acl=acl))
         elif not files:
             raise InvalidRequestError(
                 "the first message with bytes has no file_name: name each file"
@@ -109,6 +116,7 @@ def extract_uploads(
             SOURCE_KEY: upload.name,
             TITLE_KEY: extracted.title[:MAX_TEXT_FIELD_CHARS],
             CONTENT_HASH_KEY: content_hash(data),
+            **({ACL_KEY: upload.acl} if upload.acl else {}),
         }
         text = "\n\n".join(passage.text for passage in passages)
         inputs.append(DocumentInput(upload.name, text, dict(metadata), None, passages))

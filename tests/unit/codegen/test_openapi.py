@@ -220,7 +220,7 @@ def test_an_http_body_field_is_the_raw_request_body(document: Document) -> None:
         "*/*": {"schema": {"type": "string", "format": "binary"}}
     }
     where = {parameter["name"]: parameter["in"] for parameter in upload["parameters"]}
-    assert where == {"collection": "path", "file_name": "query"}
+    assert where == {"collection": "path", "file_name": "query", "acl": "query"}
     # The gRPC message still refers to HttpBody, which is described too (from its own proto).
     http_body = _schema(document, "google.api.HttpBody")
     assert {"contentType", "data"} <= set(http_body["properties"])

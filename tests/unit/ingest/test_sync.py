@@ -137,3 +137,26 @@ async def test_a_document_the_mesh_refuses_is_skipped_and_the_rest_stored(tmp_pa
     assert sorted(i.rsplit("/", 1)[1] for i in report.added) == ["a.md", "c.md"]
     assert [(Path(s.name).name, s.reason) for s in report.skipped] == [("b.md", SkipReason.REFUSED)]
     assert "title is bad" in report.skipped[0].detail
+
+
+async def test_a_changed_acl_sends_every_file_again_and_is_stored(tmp_path: Path) -> None:
+    """`ragmesh ingest --acl`: the documents carry the groups, and the unchanged-file check
+    notices a run with other groups (the stored hash covers them)."""
+    from ragmeshd.ingest.client import document_to_proto
+
+    root = folder(tmp_path)
+    store = MemoryStore()
+    finance = SyncOptions(**{**OPTIONS.__dict__, "acl": "finance"})
+    first = await sync([root], store, words, finance)
+    assert len(first.added) == 4
+    stored = list(store.collections["notes"].values())
+    assert {d.acl for d in stored} == {"finance"}
+    assert document_to_proto(stored[0]).metadata["acl"].string_value == "finance"
+    assert (await sync([root], store, words, finance)).unchanged == 4
+    board = await sync([root], store, words, SyncOptions(**{**OPTIONS.__dict__, "acl": "board"}))
+    assert len(board.changed) == 4 and board.unchanged == 0
+    assert {d.acl for d in store.collections["notes"].values()} == {"board"}
+    opened = await sync([root], store, words, OPTIONS)
+    assert len(opened.changed) == 4
+    assert {d.acl for d in store.collections["notes"].values()} == {""}
+    assert "acl" not in document_to_proto(next(iter(store.collections["notes"].values()))).metadata

@@ -178,14 +178,16 @@ class UpsertDocumentsResponse(_message.Message):
     def __init__(self, document_count: _Optional[int] = ..., passage_count: _Optional[int] = ...) -> None: ...
 
 class UploadFilesRequest(_message.Message):
-    __slots__ = ("collection", "file_name", "chunk")
+    __slots__ = ("collection", "file_name", "chunk", "acl")
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     FILE_NAME_FIELD_NUMBER: _ClassVar[int]
     CHUNK_FIELD_NUMBER: _ClassVar[int]
+    ACL_FIELD_NUMBER: _ClassVar[int]
     collection: str
     file_name: str
     chunk: _httpbody_pb2.HttpBody
-    def __init__(self, collection: _Optional[str] = ..., file_name: _Optional[str] = ..., chunk: _Optional[_Union[_httpbody_pb2.HttpBody, _Mapping]] = ...) -> None: ...
+    acl: str
+    def __init__(self, collection: _Optional[str] = ..., file_name: _Optional[str] = ..., chunk: _Optional[_Union[_httpbody_pb2.HttpBody, _Mapping]] = ..., acl: _Optional[str] = ...) -> None: ...
 
 class UploadedFile(_message.Message):
     __slots__ = ("id", "title", "passage_count", "content_hash")
