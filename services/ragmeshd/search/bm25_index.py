@@ -24,6 +24,11 @@ falls below the k-th best. A term's upper bound is its BM25 weight at its highes
 the shortest passage it occurs in (kept per segment; deletions leave it an upper bound).
 Every passage's score adds its terms' weights in the same order, so equal scores are equal
 to the bit and ties are broken by (document id, passage index), as the SQL ranking does.
+
+Document groups (issue 24): each passage may carry its document's `acl` (groups,
+comma-separated). A search for a key's groups scores only the slots it may see (a visibility
+mask over the slots, built once per groups and write version), so the top k is taken among
+visible passages, never filtered after; the statistics stay the whole collection's, as in SQL.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ import numpy as np
 from ragmeshd.search.keywords import bm25_idf, bm25_term_bound
 
 PassageKey = tuple[str, int]  # (document id, passage index)
+MAX_CACHED_MASKS = 16  # visibility masks kept per index (one per distinct set of groups)
 
 
 @dataclass(frozen=True)
@@ -49,6 +55,11 @@ class PassageBatch:
     # int32 (4 bytes a posting; the term ids are the term table's integer ids)
     terms: np.ndarray
     frequencies: np.ndarray
+    # Each passage's document `acl` ("" for none); empty when no passage has one.
+    acls: tuple[str, ...] = ()
+
+    def acl(self, row: int) -> str:
+        return self.acls[row] if self.acls else ""
 
     @staticmethod
     def from_rows(
@@ -56,6 +67,7 @@ class PassageBatch:
         lengths: Sequence[int],
         terms: Sequence[Sequence[int]],
         frequencies: Sequence[Sequence[int]],
+        acls: Sequence[str] = (),
     ) -> PassageBatch:
         counts = np.fromiter((len(t) for t in terms), dtype=np.int64, count=len(terms))
         offsets = np.zeros(len(keys) + 1, dtype=np.int64)
@@ -67,6 +79,7 @@ class PassageBatch:
             offsets,
             np.fromiter((i for t in terms for i in t), dtype=np.int32, count=total),
             np.fromiter((n for f in frequencies for n in f), dtype=np.int32, count=total),
+            tuple(acls) if any(acls) else (),
         )
 
     @staticmethod
@@ -84,6 +97,9 @@ class PassageBatch:
             np.concatenate(offsets),
             np.concatenate([b.terms for b in batches] or [np.zeros(0, np.int32)]),
             np.concatenate([b.frequencies for b in batches] or [np.zeros(0, np.int32)]),
+            tuple(b.acl(i) for b in batches for i in range(len(b.keys)))
+            if any(b.acls for b in batches)
+            else (),
         )
 
 
@@ -130,6 +146,10 @@ class Bm25Index:
         self._slots_of: dict[str, list[int]] = {}
         for slot, (document_id, _) in enumerate(self._keys):
             self._slots_of.setdefault(document_id, []).append(slot)
+        # The slots of passages with an `acl`, by acl text; dead ones are masked by _alive.
+        self._acl_slots: dict[str, list[int]] = {}
+        self._add_acls(0, batch)
+        self._masks: dict[tuple[str, ...], np.ndarray] = {}
         self._df = np.bincount(batch.terms, minlength=1).astype(np.int64)
         self._passages = count
         self._total_length = int(batch.lengths.sum())
@@ -166,6 +186,7 @@ class Bm25Index:
             self._keys.extend(added.keys)
             for slot, (document_id, _) in enumerate(added.keys, start=first):
                 self._slots_of.setdefault(document_id, []).append(slot)
+            self._add_acls(first, added)
             self._lengths = np.concatenate([self._lengths, added.lengths.astype(np.float64)])
             self._alive = np.concatenate([self._alive, np.ones(len(added.keys), dtype=bool)])
             if len(added.terms) and int(added.terms.max()) >= len(self._df):
@@ -180,7 +201,29 @@ class Bm25Index:
                 self._delta_batches
             ))  # fmt: skip
         self._norm_cache = None
+        self._masks.clear()
         self.version = version
+
+    def _add_acls(self, first_slot: int, batch: PassageBatch) -> None:
+        for row, acl in enumerate(batch.acls):
+            if acl:
+                self._acl_slots.setdefault(acl, []).append(first_slot + row)
+
+    def _visible(self, groups: Sequence[str] | None) -> np.ndarray:
+        """The live slots a key holding `groups` may see (None: every live slot)."""
+        if groups is None or not self._acl_slots:
+            return self._alive
+        held = tuple(sorted(set(groups)))
+        mask = self._masks.get(held)
+        if mask is None:
+            mask = self._alive.copy()
+            for acl, slots in self._acl_slots.items():
+                if held_none_of(acl, held):
+                    mask[slots] = False
+            if len(self._masks) >= MAX_CACHED_MASKS:
+                self._masks.pop(next(iter(self._masks)))
+            self._masks[held] = mask
+        return mask
 
     def _slot_terms(self, slot: int) -> tuple[np.ndarray, np.ndarray]:
         batch, row = self._base_batch, slot
@@ -205,9 +248,13 @@ class Bm25Index:
             self._norm_cache = (average_length, norms)
         return self._norm_cache[1]
 
-    def search(self, terms: Sequence[int], limit: int) -> list[tuple[PassageKey, float]]:
+    def search(
+        self, terms: Sequence[int], limit: int, groups: Sequence[str] | None = None
+    ) -> list[tuple[PassageKey, float]]:
         """The top `limit` passages for the query's term ids, best first, with their scores
-        (ties by document id, passage index)."""
+        (ties by document id, passage index); with `groups`, among the passages a key holding
+        them may see (those without `acl` and those whose `acl` names one of them)."""
+        visible = self._visible(groups)
         present = [t for t in dict.fromkeys(terms) if self.document_frequency(t) > 0]
         if not present or not self._passages or limit <= 0:
             return []
@@ -243,7 +290,7 @@ class Bm25Index:
         candidates: np.ndarray | None = None  # None: every passage can still enter
         for position, (_, idf, _, lists) in enumerate(plans):
             if candidates is None and position > 0:
-                touched = self._touched(scores, read)
+                touched = self._touched(scores, read, visible)
                 if len(touched) >= limit and remaining[position] < _kth(scores[touched], limit):
                     candidates = touched
             if candidates is not None:
@@ -262,7 +309,7 @@ class Bm25Index:
                 hit = candidates[found]
                 scores[hit] += idf * found_tf * (k1 + 1) / (found_tf + norms[hit])
         if candidates is None:
-            candidates = self._touched(scores, read)
+            candidates = self._touched(scores, read, visible)
         if len(candidates) > limit:
             candidates = candidates[scores[candidates] >= _kth(scores[candidates], limit)]
         ranked = sorted(
@@ -271,8 +318,10 @@ class Bm25Index:
         )
         return [(key, score) for score, key in ranked[:limit]]
 
-    def _touched(self, scores: np.ndarray, read: list[np.ndarray]) -> np.ndarray:
-        """The live slots with a score so far (those in the lists read), ascending."""
+    def _touched(
+        self, scores: np.ndarray, read: list[np.ndarray], visible: np.ndarray
+    ) -> np.ndarray:
+        """The visible live slots with a score so far (those in the lists read), ascending."""
         postings = sum(len(slots) for slots in read)
         if postings * 8 < len(scores):  # short lists: cheaper than scanning every slot
             touched = np.sort(np.concatenate(read)) if read else np.zeros(0, np.int64)
@@ -280,7 +329,12 @@ class Bm25Index:
                 touched = touched[np.append(True, touched[1:] != touched[:-1])]
         else:
             touched = np.flatnonzero(scores)
-        return touched[self._alive[touched]]
+        return touched[visible[touched]]
+
+
+def held_none_of(acl: str, held: Sequence[str]) -> bool:
+    """Whether a key holding `held` may not see a document whose `acl` is this text."""
+    return not any(group in held for group in acl.split(","))
 
 
 def _kth(values: np.ndarray, k: int) -> float:

@@ -25,6 +25,7 @@ from ragmeshd.search.records import (
     NumericRange,
     Passage,
     PreparedDocument,
+    Visible,
 )
 from ragmeshd.settings import SearchSettings
 from tests.integration.search.conftest import PostgresProcess, create_database
@@ -296,3 +297,61 @@ async def test_keyword_index_sees_every_acknowledged_write_on_every_replica(
     finally:
         await writer.close()
         await reader.close()
+
+
+async def test_keyword_index_with_groups_ranks_as_the_sql_path(
+    postgres_server: PostgresProcess,
+) -> None:
+    """A key's document groups (issue 24): the replica's in-memory keyword index with its
+    visibility mask gives the same passages, order and scores as the SQL planner with the
+    group condition in the statement, and a full top k."""
+    create_database(postgres_server.dsn, "bm25groups")
+    dsn = EmbeddedPostgres(postgres_server.state_dir).dsn(database="bm25groups")
+    backend = PgVectorBackend(dsn, SearchSettings(pg_pool_min_size=1, pg_pool_max_size=2))
+    await backend.start()
+    try:
+        await backend.create_collection(CollectionSpec("grouped", 2, "test", 16, 64))
+        rng = np.random.default_rng(24)
+        vocabulary = [f"term{i}" for i in range(120)]
+        weights = 1.0 / np.arange(1, len(vocabulary) + 1)
+        acls = ("", "", "finance", "finance,board", "legal")
+        documents = []
+        for i in range(600):
+            words = rng.choice(
+                len(vocabulary), size=int(rng.integers(3, 14)), p=weights / weights.sum()
+            )
+            text = " ".join(vocabulary[w] for w in words)
+            acl = acls[int(rng.integers(0, len(acls)))]
+            metadata: dict[str, str | float | bool] = {"acl": acl} if acl else {}
+            vector = np.array([1.0, 0.0], np.float32)
+            documents.append(PreparedDocument(str(i), text, metadata, [Passage(0, text, vector)]))
+        await backend.upsert("grouped", documents)
+        async with backend.pool.acquire() as conn:
+            collection = await conn.fetchrow("SELECT * FROM search_collections")
+        for groups in ((), ("finance",), ("board", "legal")):
+            conditions = (Visible(groups),)
+            for text in ("term0", "term0 term1 term7", "term3 term50 term110"):
+                indexed = await backend.keyword_search("grouped", text, 20, conditions)
+                async with backend.pool.acquire() as conn:
+                    statistics = await read_statistics(
+                        conn,
+                        terms_table(collection["id"]),
+                        query_terms(text),
+                        collection["passage_count"],
+                        collection["passage_terms"],
+                    )
+                    rows = await Bm25Query(
+                        passages_table(collection["id"]),
+                        statistics,
+                        k1=1.2,
+                        b=0.75,
+                        limit=20,
+                        conditions=conditions,
+                    ).run(conn)
+                assert [h.document_id for h in indexed] == [r["document_id"] for r in rows]
+                assert [h.score for h in indexed] == pytest.approx([r["score"] for r in rows])
+            assert len(await backend.keyword_search("grouped", "term0", 20, conditions)) == 20
+        entry = next(iter(backend._keyword_indexes._entries.values()))
+        assert entry.index is not None, "the in-memory index answered"
+    finally:
+        await backend.close()

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ import asyncpg
 
 from ragmeshd.search.backends.pg_keywords import terms_table
 from ragmeshd.search.bm25_index import Bm25Index, PassageBatch, PassageKey
+from ragmeshd.search.records import Filter, Visible
 
 _log = logging.getLogger("ragmesh.search.keyword_index")
 
@@ -97,6 +99,7 @@ class KeywordIndexes:
         collection: asyncpg.Record,
         terms: list[str],
         limit: int,
+        groups: tuple[str, ...] | None = None,
     ) -> list[tuple[PassageKey, float]] | None:
         """The top passages from this replica's index, at least as new as `collection` (the
         row just read); None when there is no usable index yet (use the SQL planner)."""
@@ -121,7 +124,7 @@ class KeywordIndexes:
                         return None
         index = entry.index
         assert index is not None
-        return index.search([entry.terms[t] for t in terms if t in entry.terms], limit)
+        return index.search([entry.terms[t] for t in terms if t in entry.terms], limit, groups)
 
     def _start_build(self, pool: asyncpg.Pool, collection_id: int, entry: _Entry) -> None:
         if entry.build is not None and not entry.build.done():
@@ -149,8 +152,7 @@ class KeywordIndexes:
                 return  # dropped meanwhile
             terms = await conn.fetch(f"SELECT term, id FROM {terms_table(collection_id)}")
             cursor = conn.cursor(
-                "SELECT document_id, passage_index, length, terms, frequencies"
-                f" FROM search_passages_{int(collection_id)}",
+                f"SELECT {_PASSAGE_COLUMNS} FROM search_passages_{int(collection_id)}",
                 prefetch=BUILD_CHUNK_ROWS,
             )
             rows: list[asyncpg.Record] = []
@@ -200,7 +202,7 @@ class KeywordIndexes:
             if len(changed) + index.delta_passages > MAX_DELTA_SHARE * max(index.passages, 1000):
                 return False
             rows = await conn.fetch(
-                "SELECT document_id, passage_index, length, terms, frequencies"
+                f"SELECT {_PASSAGE_COLUMNS}"
                 f" FROM search_passages_{int(collection_id)} WHERE document_id = ANY($1::text[])",
                 changed,
             )
@@ -213,10 +215,28 @@ class KeywordIndexes:
         return True
 
 
+# Each passage's keyword columns and its document's `acl` (groups; NULL for none).
+_PASSAGE_COLUMNS = (
+    "document_id, passage_index, length, terms, frequencies, metadata ->> 'acl' AS acl"
+)
+
+
+def index_groups(conditions: Filter) -> tuple[bool, tuple[str, ...] | None]:
+    """Whether the index can answer a search with these conditions (none, or only the key's
+    document groups: a visibility mask inside the index, before top-k), and the groups to
+    pass it (None: every passage)."""
+    if not conditions:
+        return True, None
+    if len(conditions) == 1 and isinstance(conditions[0], Visible):
+        return True, conditions[0].groups
+    return False, None
+
+
 def _batch(rows: list[asyncpg.Record]) -> PassageBatch:
     return PassageBatch.from_rows(
         [(row["document_id"], int(row["passage_index"])) for row in rows],
         [row["length"] for row in rows],
         [row["terms"] for row in rows],
         [row["frequencies"] for row in rows],
+        [sys.intern(row["acl"]) if row["acl"] else "" for row in rows],
     )

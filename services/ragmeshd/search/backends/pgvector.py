@@ -34,6 +34,7 @@ from ragmeshd.search.backends.pg_connection import search_pool_spec, translated_
 from ragmeshd.search.backends.pg_keyword_index import (
     KeywordIndexes,
     changes_table,
+    index_groups,
     record_changes,
 )
 from ragmeshd.search.backends.pg_keywords import (
@@ -341,9 +342,10 @@ class PgVectorBackend(SearchBackend):
                 passages = int(collection["passage_count"])
                 if not passages:
                     return []
-                if not conditions:
+                indexed, groups = index_groups(conditions)
+                if indexed:
                     ranked = await self._keyword_indexes.search(
-                        self.pool, conn, collection, terms, limit
+                        self.pool, conn, collection, terms, limit, groups
                     )
                     if ranked is not None:
                         return await keyword_hits(conn, passages_table(collection["id"]), ranked)
