@@ -190,6 +190,9 @@ DEFAULT_ANSWER_TOKENS = 512
 MAX_ANSWER_TOKENS = 4096
 MAX_OUTCOME_CHARS = 4000
 MAX_EXPORT_INTERACTIONS = 1_000_000
+# Interactions older than this many days are what `ragmesh db purge-interactions` deletes
+# when it is given no --older-than; 0 keeps them until an operator names an age.
+INTERACTIONS_RETENTION_DAYS = 0
 # A passage that does not fit the rest of the context budget is cut to fit when at least
 # this many tokens are left; otherwise the context ends before it.
 MIN_PARTIAL_PASSAGE_TOKENS = 32

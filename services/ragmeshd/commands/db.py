@@ -1,5 +1,6 @@
 """`ragmesh db upgrade|downgrade|status`: the schema migrations of both schemas in the
-database, search's and the coordinator's (each with its own migrations table and lock)."""
+database, search's and the coordinator's (each with its own migrations table and lock); `ragmesh
+db purge-interactions`: the retention of interactions."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from ragmeshd.commands.convention import (
     EXIT_USAGE,
     CommandError,
     add_json_option,
+    parse_duration,
     print_json,
     read_secret_file,
     settings_or_exit,
@@ -47,6 +49,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     downgrade.set_defaults(handler=_run)
     status = actions.add_parser("status", help="list migrations and when they were applied")
     status.set_defaults(handler=_run)
+    _register_purge(actions)
+    _register_dump(actions)
     for parser in (upgrade, downgrade, status):
         parser.add_argument(
             "--schema",
@@ -62,6 +66,131 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             " the settings' DSNs, else the embedded server)",
         )
         add_json_option(parser)
+
+
+def _register_purge(actions: argparse._SubParsersAction) -> None:
+    purge = actions.add_parser(
+        "purge-interactions",
+        help="delete interactions (users' questions and answers) older than an age",
+        description="Delete the coordinator's interactions, with their feedback, stored more"
+        " than --older-than ago (default: coordinator.interactions_retention_days,"
+        " RAGMESH_COORDINATOR__INTERACTIONS_RETENTION_DAYS). Run it daily from cron or a"
+        " systemd timer to keep a retention limit.",
+    )
+    purge.add_argument(
+        "--older-than",
+        type=parse_duration,
+        metavar="DURATION",
+        help="the age beyond which interactions go, e.g. 30d (default: the retention setting)",
+    )
+    purge.add_argument(
+        "--dry-run", action="store_true", help="count what would be deleted, delete nothing"
+    )
+    purge.add_argument(
+        "--pg-dsn-file",
+        type=Path,
+        metavar="FILE",
+        help="a file holding the DSN of an external PostgreSQL (default: the coordinator's)",
+    )
+    add_json_option(purge)
+    purge.set_defaults(handler=_purge)
+
+
+def _purge(args: argparse.Namespace) -> int:
+    settings = settings_or_exit()
+    configure_logging("db", "WARNING")
+    older_than_s = args.older_than
+    if older_than_s is None:
+        days = settings.coordinator.interactions_retention_days
+        if days == 0:
+            raise CommandError(
+                "no age given: pass --older-than (e.g. 30d) or set"
+                " RAGMESH_COORDINATOR__INTERACTIONS_RETENTION_DAYS",
+                EXIT_USAGE,
+            )
+        older_than_s = days * 86_400.0
+    dsn = read_secret_file(args.pg_dsn_file, "a PostgreSQL DSN") if args.pg_dsn_file else None
+    count = asyncio.run(_purge_schema(settings, dsn, older_than_s, args.dry_run))
+    if args.json:
+        print_json({"older_than_s": older_than_s, "dry_run": args.dry_run, "interactions": count})
+    else:
+        verb = "would delete" if args.dry_run else "deleted"
+        print(f"{verb} {count} interactions older than {older_than_s / 86_400:g} days")
+    return 0
+
+
+async def _purge_schema(
+    settings: Settings, dsn: str | None, older_than_s: float, dry_run: bool
+) -> int:
+    from ragmeshd.coordinator import retention
+    from ragmeshd.postgres.pool import DatabaseConnectError, connect_with_retries
+
+    pg = settings.search.pg
+    try:
+        conn = await connect_with_retries(
+            dsn or _dsn(settings, "coordinator"),
+            attempts=pg.connect_attempts,
+            backoff_base_s=pg.connect_backoff_base_s,
+        )
+    except DatabaseConnectError as exc:
+        raise CommandError(str(exc), EXIT_UNREACHABLE) from None
+    try:
+        if dry_run:
+            return await retention.count_older_than(conn, older_than_s)
+        return await retention.purge_older_than(conn, older_than_s)
+    finally:
+        await conn.close()
+
+
+def _register_dump(actions: argparse._SubParsersAction) -> None:
+    backup = actions.add_parser(
+        "backup",
+        help="write the database (both schemas) to a file with pg_dump",
+        description="pg_dump --format=custom of the search database (both schemas when the"
+        " coordinator shares it, the default) into FILE, from a running server; the servers"
+        " may keep serving.",
+    )
+    backup.add_argument("file", type=Path, metavar="FILE", help="the backup file to write")
+    restore = actions.add_parser(
+        "restore",
+        help="replace the database's tables with a backup's (pg_restore)",
+        description="pg_restore --clean of a `ragmesh db backup` FILE, in one transaction."
+        " Stop the mesh first and run the database alone (`ragmesh serve postgres`): the"
+        " servers keep caches of what they read.",
+    )
+    restore.add_argument("file", type=Path, metavar="FILE", help="a `ragmesh db backup` file")
+    for parser in (backup, restore):
+        parser.add_argument(
+            "--pg-dsn-file",
+            type=Path,
+            metavar="FILE",
+            help="a file holding the DSN of an external PostgreSQL (default: search's DSN,"
+            " else the embedded server)",
+        )
+        add_json_option(parser)
+        parser.set_defaults(handler=_dump)
+
+
+def _dump(args: argparse.Namespace) -> int:
+    from ragmeshd.postgres import dump
+
+    settings = settings_or_exit()
+    dsn = read_secret_file(args.pg_dsn_file, "a PostgreSQL DSN") if args.pg_dsn_file else None
+    dsn = dsn or _dsn(settings, "search")
+    if args.action == "restore" and not args.file.is_file():
+        raise CommandError(f"{args.file}: no such backup file", EXIT_USAGE)
+    build = dump.backup_command if args.action == "backup" else dump.restore_command
+    try:
+        dump.run(build(dsn, args.file))
+    except dump.DumpError as error:
+        raise CommandError(str(error)) from None
+    size = args.file.stat().st_size
+    if args.json:
+        print_json({"action": args.action, "file": str(args.file), "bytes": size})
+    else:
+        verb = "wrote" if args.action == "backup" else "restored"
+        print(f"{verb} {args.file} ({size} bytes)")
+    return 0
 
 
 def _schemas(args: argparse.Namespace) -> list[str]:

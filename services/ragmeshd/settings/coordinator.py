@@ -88,6 +88,9 @@ class CoordinatorSettings(Section):
     pg: PostgresSettings = Field(default_factory=coordinator_postgres)
     interaction_document_max_chars: int = Field(defaults.INTERACTION_DOCUMENT_MAX_CHARS, ge=100)
     export_page_size: int = Field(defaults.EXPORT_PAGE_SIZE, ge=1, le=10_000)
+    # Interactions hold every user's questions: `ragmesh db purge-interactions` (run daily
+    # from cron or a systemd timer) deletes those older than this many days; 0 keeps them.
+    interactions_retention_days: int = Field(defaults.INTERACTIONS_RETENTION_DAYS, ge=0)
 
     @model_validator(mode="before")
     @classmethod
