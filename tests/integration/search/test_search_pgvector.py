@@ -323,7 +323,8 @@ async def test_keyword_index_with_groups_ranks_as_the_sql_path(
             text = " ".join(vocabulary[w] for w in words)
             acl = acls[int(rng.integers(0, len(acls)))]
             metadata: dict[str, str | float | bool] = {"acl": acl} if acl else {}
-            vector = np.array([1.0, 0.0], np.float32)
+            vector = rng.normal(size=2).astype(np.float32)
+            vector /= np.linalg.norm(vector)
             documents.append(PreparedDocument(str(i), text, metadata, [Passage(0, text, vector)]))
         await backend.upsert("grouped", documents)
         async with backend.pool.acquire() as conn:
@@ -350,6 +351,18 @@ async def test_keyword_index_with_groups_ranks_as_the_sql_path(
                     ).run(conn)
                 assert [h.document_id for h in indexed] == [r["document_id"] for r in rows]
                 assert [h.score for h in indexed] == pytest.approx([r["score"] for r in rows])
+                # HYBRID in one statement (index + filtered HNSW scan) ranks as the two apart.
+                vector = np.array([0.6, 0.8], np.float32)
+                fusion = FusionParams(60, 1, 1)
+                one = await backend.hybrid_search("grouped", vector, text, 20, conditions, fusion)
+                apart = await SearchBackend.hybrid_search(
+                    backend, "grouped", vector, text, 20, conditions, fusion
+                )
+                assert one == apart, (groups, text)
+                assert len(one) == 20
+                for ranked in one:
+                    acl = str(ranked.passage.metadata.get("acl", ""))
+                    assert not acl or set(acl.split(",")) & set(groups), (groups, text, acl)
             assert len(await backend.keyword_search("grouped", "term0", 20, conditions)) == 20
         entry = next(iter(backend._keyword_indexes._entries.values()))
         assert entry.index is not None, "the in-memory index answered"

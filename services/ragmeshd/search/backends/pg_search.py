@@ -71,10 +71,12 @@ async def hybrid_hits(
     vector: np.ndarray,
     limit: int,
     ranked: list[tuple[PassageKey, float]],
+    conditions: Filter = (),
 ) -> tuple[list[PassageHit], list[PassageHit]]:
-    """DENSE's `limit` passages and the rows of KEYWORD's `ranked` ones, in one statement."""
+    """DENSE's `limit` passages (those meeting `conditions`, a key's visibility) and the rows
+    of KEYWORD's `ranked` ones (filtered by the same in the index), in one statement."""
     params = SqlParameters()
-    nearest = _nearest_sql(table, params, vector, limit, ())
+    nearest = _nearest_sql(table, params, vector, limit, conditions)
     ids = params.add([key[0] for key, _ in ranked])
     indexes = params.add([key[1] for key, _ in ranked])
     rows = await conn.fetch(

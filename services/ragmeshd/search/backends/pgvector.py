@@ -376,23 +376,30 @@ class PgVectorBackend(SearchBackend):
         conditions: Filter,
         fusion: FusionParams,
     ) -> list[RankedHit]:
-        """Without a filter, and with the replica's keyword index ready: one connection, one
-        collection read and one statement for both rankings (pg_search.hybrid_hits)."""
+        """Without a filter (or with only the key's document groups, filtered in both
+        rankings before their top k), and with the replica's keyword index ready: one
+        connection, one collection read and one statement for both (pg_search.hybrid_hits)."""
         terms = query_terms(text)
-        if not conditions and terms:
+        indexed, groups = index_groups(conditions)
+        if indexed and terms:
             with translated_errors("a hybrid search"):
                 async with self.pool.acquire() as conn:
                     collection = await self._collection_row(conn, name)
                     ranked = (
                         await self._keyword_indexes.search(
-                            self.pool, conn, collection, terms, limit
+                            self.pool, conn, collection, terms, limit, groups
                         )
                         if collection["passage_count"]
                         else []
                     )
                     if ranked is not None:
                         dense, keyword = await hybrid_hits(
-                            conn, passages_table(collection["id"]), vector, limit, ranked
+                            conn,
+                            passages_table(collection["id"]),
+                            vector,
+                            limit,
+                            ranked,
+                            conditions,
                         )
                         return fuse_passages(dense, keyword, fusion)[:limit]
         return await super().hybrid_search(name, vector, text, limit, conditions, fusion)
