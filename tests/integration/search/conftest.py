@@ -23,7 +23,7 @@ from tests.helpers import (
     wait_serving,
 )
 
-BACKENDS = ["pgvector", "qdrant", "pgvector-dsn"]
+BACKENDS = ["pgvector", "qdrant", "qdrant-edge", "pgvector-dsn"]
 
 
 @dataclass
@@ -100,6 +100,23 @@ def search_qdrant(session_tmp: Path, embeddings_server: ServerProcess) -> Iterat
 
 
 @pytest.fixture(scope="session")
+def search_qdrant_edge(
+    session_tmp: Path, embeddings_server: ServerProcess
+) -> Iterator[ServerProcess]:
+    """Qdrant's own engine in-process (qdrant-edge-py): search.qdrant_location edge:DIR."""
+    yield from _serve(
+        session_tmp / "search-qdrant-edge.log",
+        embeddings_server,
+        "--backend",
+        "qdrant",
+        env={
+            "RAGMESH_STATE_DIR": str(session_tmp / "qdrant-edge-state"),
+            "RAGMESH_SEARCH__QDRANT_LOCATION": f"edge:{session_tmp / 'qdrant-edge'}",
+        },
+    )
+
+
+@pytest.fixture(scope="session")
 def search_pgvector_dsn(
     session_tmp: Path, postgres_server: PostgresProcess, embeddings_server: ServerProcess
 ) -> Iterator[ServerProcess]:
@@ -120,8 +137,10 @@ def search_pgvector_dsn(
 @pytest.fixture(params=BACKENDS)
 def search_server(request: pytest.FixtureRequest) -> ServerProcess:
     """Each contract test runs once per backend."""
-    name = {"pgvector": "search_pgvector", "qdrant": "search_qdrant"}.get(
-        request.param, "search_pgvector_dsn"
-    )
+    name = {
+        "pgvector": "search_pgvector",
+        "qdrant": "search_qdrant",
+        "qdrant-edge": "search_qdrant_edge",
+    }.get(request.param, "search_pgvector_dsn")
     server: ServerProcess = request.getfixturevalue(name)
     return server

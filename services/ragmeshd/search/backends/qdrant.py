@@ -17,7 +17,8 @@ from exact BM25 (measured on SciFact in docs/benchmarks.md).
 
 Qdrant has no multi-request transactions: an upsert is checked completely before anything is
 written, then its points go in one request; stale passages of replaced documents are removed
-after it. In local mode (":memory:" or a directory) every request is applied in-process.
+after it. In local mode (":memory:" or a directory) every request is applied in-process;
+"edge:DIR" runs Qdrant's own engine in-process instead (qdrant_edge.py, qdrant-edge-py, beta).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from qdrant_client import AsyncQdrantClient
@@ -170,6 +171,10 @@ class QdrantBackend(SearchBackend):
                 prefer_grpc=self._settings.qdrant_prefer_grpc,
                 api_key=_api_key(self._settings.qdrant_api_key_file),
             )
+        elif location.startswith("edge:"):
+            from ragmeshd.search.backends.qdrant_edge import EdgeClient
+
+            self._client = cast(AsyncQdrantClient, EdgeClient(location.removeprefix("edge:")))
         elif location == ":memory:":
             self._client = AsyncQdrantClient(location=":memory:")
         else:
