@@ -1,6 +1,6 @@
 """The search service's contract, run against every backend: pgvector on the embedded
-PostgreSQL, Qdrant local mode, and pgvector through an explicit DSN. Behaviour and status
-codes must be the same."""
+PostgreSQL, Qdrant local mode, Qdrant's own engine in-process (qdrant-edge), and pgvector
+through an explicit DSN. Behaviour and status codes must be the same."""
 
 from __future__ import annotations
 
