@@ -21,6 +21,7 @@ from ragmeshd.postgres.embedded import EmbeddedPostgres
 from tests.helpers import (
     ServerProcess,
     eventually,
+    expect_error,
     free_port,
     ragmesh_command,
     running_process,
@@ -103,10 +104,11 @@ async def test_search_down_is_unavailable_and_trips_the_breaker(
     request = pb.AugmentQueryRequest(query="anything", collections=["docs"])
     messages = []
     for _ in range(6):
-        with pytest.raises(grpc.aio.AioRpcError) as raised:
-            await client.AugmentQuery(request, timeout=20)
-        assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
-        messages.append(raised.value.details() or "")
+        messages.append(
+            await expect_error(
+                client.AugmentQuery(request, timeout=20), grpc.StatusCode.UNAVAILABLE
+            )
+        )
     assert messages[0].startswith("the search service failed Search: UNAVAILABLE")
     assert "circuit breaker open" in messages[-1]
 
@@ -123,10 +125,11 @@ async def test_health_follows_the_database(
     # The database stops: NOT_SERVING, and calls that need it say UNAVAILABLE.
     await asyncio.to_thread(postgres.stop)
     await asyncio.to_thread(wait_health, target, health_pb2.HealthCheckResponse.NOT_SERVING)
-    with pytest.raises(grpc.aio.AioRpcError) as raised:
-        await client.GetInteraction(unknown, timeout=20)
-    assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
-    assert "interactions database is unreachable" in (raised.value.details() or "")
+    await expect_error(
+        client.GetInteraction(unknown, timeout=20),
+        grpc.StatusCode.UNAVAILABLE,
+        "interactions database is unreachable",
+    )
 
     # It starts again: SERVING by itself, and the same call answers.
     with running_process(
@@ -135,6 +138,4 @@ async def test_health_follows_the_database(
         env={"RAGMESH_STATE_DIR": str(state_dir)},
     ):
         await asyncio.to_thread(wait_health, target, health_pb2.HealthCheckResponse.SERVING, 60)
-        with pytest.raises(grpc.aio.AioRpcError) as raised:
-            await client.GetInteraction(unknown, timeout=20)
-        assert raised.value.code() == grpc.StatusCode.NOT_FOUND
+        await expect_error(client.GetInteraction(unknown, timeout=20), grpc.StatusCode.NOT_FOUND)

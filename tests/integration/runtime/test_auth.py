@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
 from pathlib import Path
 
 import grpc
@@ -11,7 +9,13 @@ import pytest
 
 from ragmeshd.runtime.auth import KeyStore
 from ragmeshd.runtime.channels import metadata_interceptors
-from tests.helpers import call_every_rpc, free_port, ragmesh_command, running_process
+from tests.helpers import (
+    call_every_rpc,
+    eventually_async,
+    free_port,
+    ragmesh_command,
+    running_process,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -45,10 +49,7 @@ async def test_every_rpc_needs_a_valid_unrevoked_key(tmp_path: Path) -> None:
         ),
     ):
         store = KeyStore(state_dir / "keys")
-        deadline = time.monotonic() + 60
-        while not store.path.exists():
-            assert time.monotonic() < deadline, "no server made the key store"
-            await asyncio.sleep(0.1)
+        await eventually_async(store.path.exists, 60, "a server makes the key store")
         good_key = store.create("test-client")
         revoked_key = store.create("leaver")
         revoked_id = revoked_key.split("_")[1]
