@@ -42,6 +42,9 @@ class _Context:
     def time_remaining(self) -> float | None:
         return None
 
+    def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
+        return ()  # no key presented: the work meter charges nobody
+
 
 def _principal(key_id: str, **fields: Any) -> Principal:
     return StoredKey(key_id, key_id, "0", 0.0, **fields).principal()
