@@ -30,7 +30,13 @@ _CALL = re.compile(r"^\s*(grpcurl|mesh|meshcurl|curl)\s|openai\.OpenAI\(", re.M)
 
 
 def doc_files() -> list[Path]:
-    docs = sorted(p for p in (REPO_ROOT / "docs").rglob("*.md") if "api" not in p.parent.parts)
+    # Our own pages only: not the generated API reference, nor the READMEs of the npm packages
+    # the TypeScript client example installs (docs/clients/typescript/node_modules).
+    docs = sorted(
+        p
+        for p in (REPO_ROOT / "docs").rglob("*.md")
+        if "api" not in p.parent.parts and "node_modules" not in p.parts
+    )
     return [REPO_ROOT / "README.md", *docs]
 
 

@@ -42,7 +42,7 @@ def test_every_rpc_has_an_http_rule() -> None:
 
 
 def test_every_rpc_through_the_transcoder(http: httpx.Client) -> None:
-    """One workflow that calls each of the 17 RPCs once over HTTP/JSON."""
+    """One workflow that calls each RPC of the API once over HTTP/JSON."""
     calls: set[str] = set()
 
     def post(path: str, body: object, rpc: str) -> Any:
@@ -114,6 +114,13 @@ def test_every_rpc_through_the_transcoder(http: httpx.Client) -> None:
     exported = post("/v1/interactions:export", {"ratings": [1]}, "ExportInteractions")
     assert interaction_id in {m["interaction"]["interactionId"] for m in exported}
 
+    # The language model's own API (a server stream: a JSON array of responses).
+    generated = post(
+        "/v1/llm:generate",
+        {"messages": [{"role": "MESSAGE_ROLE_USER", "content": "Say hi."}], "maxTokens": 4},
+        "Generate",
+    )
+    assert "summary" in generated[-1]
     deleted = post(
         "/v1/collections/http-json/documents:delete", {"ids": ["2", "9"]}, "DeleteDocuments"
     )

@@ -96,11 +96,13 @@ def test_chat_completion_with_sources(client: openai.OpenAI, collection: str) ->
     )
     answer = response.choices[0].message.content or ""
     assert response.choices[0].finish_reason == "stop"
-    # No language model in the test mesh: the answer is the retrieved context.
-    assert "Envoy retries idempotent calls" in answer
     extra = response.model_extra["ragmesh"]  # type: ignore[index]
-    assert extra["answered_by"] == "none" and extra["interaction_id"]
+    assert extra["interaction_id"] and answer.strip()
+    # Below the confidence threshold the local model is not asked and the answer says the
+    # documents do not contain it; either way the passages come back as numbered sources.
+    assert extra["answered_by"] in ("none", "local")
     assert extra["sources"][0]["document_id"] == "retries"
+    assert "Envoy retries idempotent calls" in extra["sources"][0]["text"]
     assert response.id == f"chatcmpl-{extra['interaction_id']}"
 
 
@@ -116,11 +118,12 @@ def test_chat_completion_streamed_as_server_sent_events(
     )
     chunks = list(stream)  # the client stops at `data: [DONE]`
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
-    assert "pgvector stores the passage vectors" in text
+    assert text.strip()
     finishing = [c for c in chunks if c.choices and c.choices[0].finish_reason == "stop"]
     assert len(finishing) == 1
     sources = finishing[0].model_extra["ragmesh"]["sources"]  # type: ignore[index]
     assert sources[0]["document_id"] == "vectors"
+    assert "pgvector stores the passage vectors" in sources[0]["text"]
     assert chunks[-1].usage is not None and chunks[-1].usage.total_tokens > 0
 
 

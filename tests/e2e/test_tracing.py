@@ -103,7 +103,8 @@ def traced_mesh(
         "RAGMESH_COORDINATOR__LOCAL_MODEL": "local-model",
     }
     try:
-        with running_mesh(tmp_path_factory.mktemp("traced-mesh"), env) as mesh:
+        # The fake model is the LOCAL route: no llm service of the mesh's own (--llm none).
+        with running_mesh(tmp_path_factory.mktemp("traced-mesh"), env, "--llm", "none") as mesh:
             yield mesh
     finally:
         llm.close()

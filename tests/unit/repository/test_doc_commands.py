@@ -23,7 +23,10 @@ from ragmeshd.cli import build_parser
 from tests.helpers import REPO_ROOT
 
 MARKER = "<!-- doc-check: needs a Kubernetes cluster -->"
-DOCS = [REPO_ROOT / "README.md", *sorted((REPO_ROOT / "docs").rglob("*.md"))]
+DOCS = [
+    REPO_ROOT / "README.md",
+    *sorted(p for p in (REPO_ROOT / "docs").rglob("*.md") if "node_modules" not in p.parts),
+]
 # `ragmesh` followed by a subcommand word, as written in a shell line or a code span; not the
 # namespace of `kubectl -n ragmesh …`.
 COMMAND = re.compile(r"(?<!-n )(?<!--namespace )(?:^|(?<=[\s`(/$]))ragmesh((?:\s+[^\s`|;&)]+)+)")
