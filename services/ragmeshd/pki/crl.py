@@ -90,13 +90,6 @@ def revoke_client(certs_dir: Path, name: str, *, now: dt.datetime | None = None)
     return serial
 
 
-def revoked_serials(certs_dir: Path) -> set[int]:
-    path = crl_path(certs_dir)
-    if not path.exists():
-        return set()
-    return {entry.serial_number for entry in x509.load_pem_x509_crl(path.read_bytes())}
-
-
 def _write_crl(certs_dir: Path, revoked: list[x509.RevokedCertificate], now: dt.datetime) -> None:
     ca = authority.load_ca(certs_dir / "ca.pem", certs_dir / "ca-key.pem", need_key=True)
     assert ca.key is not None

@@ -20,15 +20,6 @@ from ragmeshd.settings import Settings
 from ragmeshd.state import CertificatePaths, Identity, MeshLayout
 
 
-def server_credentials(cert: Path, key: Path, ca: Path) -> grpc.ServerCredentials:
-    """A server's credentials: its certificate, and a client certificate required of peers."""
-    return grpc.ssl_server_credentials(
-        [(key.read_bytes(), cert.read_bytes())],
-        root_certificates=ca.read_bytes(),
-        require_client_auth=True,
-    )
-
-
 def channel_credentials(ca: Path, cert: Path, key: Path) -> grpc.ChannelCredentials:
     """A client's credentials: trust the ragmesh CA and present `cert` as this caller (read
     with its key as a matching pair: a renewal replaces the two files one after the other)."""

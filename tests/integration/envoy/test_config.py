@@ -37,7 +37,8 @@ from ragmeshd.envoy.config import (
 from ragmeshd.envoy.topology import EnvoyConfigError, Topology, UpstreamCluster
 from ragmeshd.identities import identity_uri
 from ragmeshd.pki.certs import CertificatePaths, ensure_certificates
-from ragmeshd.runtime.tls import channel_credentials, peer_uris, server_credentials
+from ragmeshd.runtime.tls import channel_credentials, peer_uris
+from ragmeshd.runtime.tls_reload import reloading_server_credentials
 
 pytestmark = pytest.mark.integration
 
@@ -192,7 +193,7 @@ async def start_replica(certs: CertificatePaths, name: str, *, fail: bool) -> Re
     )
     identity = certs.services["smoke"]
     port = server.add_secure_port(
-        "127.0.0.1:0", server_credentials(identity.cert, identity.key, certs.ca)
+        "127.0.0.1:0", reloading_server_credentials(identity.cert, identity.key, certs.ca)
     )
     await server.start()
     await health_servicer.set(SERVICE, health_pb2.HealthCheckResponse.SERVING)
