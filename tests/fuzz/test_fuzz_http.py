@@ -82,7 +82,10 @@ def credential_headers(admin: str, embed_only: str) -> st.SearchStrategy[list[tu
     odd = st.lists(
         st.tuples(
             st.sampled_from(["authorization", "x-api-key", "content-type", "x-request-id"]),
-            st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), max_size=30),
+            # Printable values without edge whitespace: what an HTTP client library will send.
+            st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), max_size=30).map(
+                str.strip
+            ),
         ),
         max_size=3,
     )
