@@ -121,6 +121,11 @@ class DynamicBatcher(Generic[Result]):
         self._loop_task: asyncio.Task[None] | None = None
         self.stats = BatcherStats()
 
+    @property
+    def queue_depth(self) -> int:
+        """Texts waiting in both lanes (what the tests watch the batcher by)."""
+        return len(self._queue) + len(self._bulk)
+
     def expected_wait_s(self, more_texts: int = 0) -> float:
         """How long `more_texts` added now would wait for their results behind the queue, at
         the throughput measured on full batches (0 until one has run). Load shedding refuses
