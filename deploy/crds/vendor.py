@@ -53,7 +53,9 @@ def vendor(project: str, git_dir: str, tag: str, path: str) -> Path:
         "plural": spec["names"]["plural"],
         "scope": spec["scope"],
         "versions": {
-            v["name"]: _strip(v["schema"]["openAPIV3Schema"]) for v in spec["versions"] if v["served"]
+            v["name"]: _strip(v["schema"]["openAPIV3Schema"])
+            for v in spec["versions"]
+            if v["served"]
         },
     }
     target = HERE / f"{spec['group']}_{spec['names']['plural']}.json"
