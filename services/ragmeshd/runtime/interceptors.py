@@ -25,14 +25,14 @@ import grpc
 
 from ragmeshd.runtime import metrics
 from ragmeshd.runtime.context import REQUEST_ID_HEADER, new_request_id, request_id
-from ragmeshd.runtime.credentials import CredentialError
 from ragmeshd.runtime.error_interceptor import (
     ErrorInterceptor,
     _is_cancellation,
 )
 from ragmeshd.runtime.handlers import HEALTH_PREFIX, Behaviour, WrappingInterceptor
-from ragmeshd.runtime.keystore import presented_key, presented_key_id
+from ragmeshd.runtime.keystore import presented_key_id
 from ragmeshd.runtime.tracing import TracingServerInterceptor
+from ragmeshd.runtime.work_meter import presented_key_of
 
 _log = logging.getLogger("ragmesh.rpc")
 
@@ -131,11 +131,7 @@ class AccessLogInterceptor(_ObservingInterceptor):
         incoming = dict(metadata or ()).get(REQUEST_ID_HEADER)
         request_id.set(str(incoming) if incoming else new_request_id())
         # The key's id (never the key): which credential made the call.
-        try:
-            key_id = presented_key_id(presented_key(metadata))
-        except CredentialError:
-            key_id = None
-        return {"peer": context.peer(), "key_id": key_id}
+        return {"peer": context.peer(), "key_id": presented_key_id(presented_key_of(context))}
 
     def finished(self, call: ObservedCall, facts: Any, seconds: float, code: str) -> None:
         # Health probes arrive every second from Envoy and `up`; keep them out of INFO.
