@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ from typing import Any, TypeVar
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from ragmeshd.bench.ports import free_port
 from ragmeshd.postgres.embedded import accepts_connections
 from ragmeshd.runtime.tls import replica_channel_options
 
@@ -88,12 +88,6 @@ def rpc_error(code: grpc.StatusCode, *fragments: str) -> Iterator[list[str]]:
         details.append(_assert_rpc_error(error, code, fragments))
         return
     raise AssertionError(f"expected {code.name}, nothing was raised")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass

@@ -15,10 +15,11 @@ from pathlib import Path
 
 import grpc
 
+from ragmeshd.bench.ports import free_port, free_port_run
 from ragmeshd.runtime.channels import metadata_interceptors
 from ragmeshd.runtime.tls import channel_credentials
 from ragmeshd.supervisor.plan import MeshState
-from tests.helpers import REPO_ROOT, free_port, ragmesh_command
+from tests.helpers import REPO_ROOT, ragmesh_command
 
 MESH_START_TIMEOUT_S = 240
 
@@ -95,37 +96,16 @@ def mesh_env(state_dir: Path) -> dict[str, str]:
         "RAGMESH_MESH__INTERNAL_LISTEN": f"127.0.0.1:{free_port()}",
         "RAGMESH_MESH__ADMIN_LISTEN": f"127.0.0.1:{free_port()}",
         "RAGMESH_MESH__REPLICA_PORT_STEP": str(step),
-        "RAGMESH_EMBEDDINGS__LISTEN": f"127.0.0.1:{_free_port_run(3, step)}",
-        "RAGMESH_SEARCH__LISTEN": f"127.0.0.1:{_free_port_run(1, step)}",
-        "RAGMESH_COORDINATOR__LISTEN": f"127.0.0.1:{_free_port_run(1, step)}",
-        "RAGMESH_EMBEDDINGS__METRICS_LISTEN": f"127.0.0.1:{_free_port_run(3, step)}",
-        "RAGMESH_SEARCH__METRICS_LISTEN": f"127.0.0.1:{_free_port_run(1, step)}",
-        "RAGMESH_COORDINATOR__METRICS_LISTEN": f"127.0.0.1:{_free_port_run(1, step)}",
+        "RAGMESH_EMBEDDINGS__LISTEN": f"127.0.0.1:{free_port_run(3, step)}",
+        "RAGMESH_SEARCH__LISTEN": f"127.0.0.1:{free_port_run(1, step)}",
+        "RAGMESH_COORDINATOR__LISTEN": f"127.0.0.1:{free_port_run(1, step)}",
+        "RAGMESH_EMBEDDINGS__METRICS_LISTEN": f"127.0.0.1:{free_port_run(3, step)}",
+        "RAGMESH_SEARCH__METRICS_LISTEN": f"127.0.0.1:{free_port_run(1, step)}",
+        "RAGMESH_COORDINATOR__METRICS_LISTEN": f"127.0.0.1:{free_port_run(1, step)}",
         "RAGMESH_OPENAI__LISTEN": f"127.0.0.1:{free_port()}",
         "RAGMESH_LLM__LISTEN": f"127.0.0.1:{free_port()}",
         "RAGMESH_LLM__METRICS_LISTEN": f"127.0.0.1:{free_port()}",
     }
-
-
-def _free_port_run(replicas: int, step: int) -> int:
-    """A base port whose replica ports (base + i * step) are all free."""
-    while True:
-        base = free_port()
-        if base + (replicas - 1) * step < 65536 and all(
-            _is_free(base + i * step) for i in range(replicas)
-        ):
-            return base
-
-
-def _is_free(port: int) -> bool:
-    import socket
-
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 def wait_for_mesh(popen: subprocess.Popen[bytes], state_file: Path, log_path: Path) -> None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -18,6 +17,7 @@ from pathlib import Path
 
 import grpc
 
+from ragmeshd.bench.ports import free_port
 from ragmeshd.executables import ragmesh_argv
 from ragmeshd.runtime.channels import metadata_interceptors
 from ragmeshd.runtime.tls import channel_credentials
@@ -48,12 +48,6 @@ class MeshHandle:
             interceptors=metadata_interceptors(self.api_key) if key_interceptors else None,
             options=[("grpc.max_receive_message_length", 64 * 1024 * 1024)],
         )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _handle(state_dir: Path) -> MeshHandle:

@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import socket
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from ragmeshd.bench.ports import free_port
 from ragmeshd.embeddings.server import SERVICE_NAME as EMBEDDINGS_SERVICE
 from ragmeshd.executables import ragmesh_argv
 from ragmeshd.postgres.embedded import EmbeddedPostgres, accepts_connections
@@ -31,12 +31,6 @@ class Stack:
     # The database the search server uses ("" for the Qdrant backend).
     pg_dsn: str
     logs_dir: Path
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _grpc_ready(target: str, service: str) -> Callable[[], Awaitable[bool]]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -26,6 +25,7 @@ import yaml
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
 
+from ragmeshd.bench.ports import free_port
 from ragmeshd.envoy.admin import stop_taking_calls
 from ragmeshd.envoy.config import (
     envoy_binary,
@@ -49,12 +49,6 @@ WHOAMI = f"/{SERVICE}/Whoami"
 READY_TIMEOUT_S = 30.0
 SLOW = f"/{SERVICE}/Slow"
 SLOW_CALL_S = 1.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
