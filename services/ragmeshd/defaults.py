@@ -167,8 +167,10 @@ HNSW_M = 16
 HNSW_EF_CONSTRUCTION = 64
 HNSW_EF_SEARCH = 100
 
-# Search, Qdrant backend: ":memory:", a directory (local mode) or an http(s):// URL.
-QDRANT_LOCATION = ":memory:"
+# Search, Qdrant backend: empty for Qdrant's own engine in-process under STATE_DIR/qdrant-edge
+# (qdrant-edge-py), "edge:DIR" for it elsewhere, ":memory:" or a directory for qdrant-client's
+# local mode, or a Qdrant server's http(s):// URL.
+QDRANT_LOCATION = ""
 QDRANT_PREFER_GRPC = True
 
 # Mesh: Envoy's addresses and how `ragmesh up` lays out replicas.

@@ -122,6 +122,12 @@ class MeshLayout:
         return self.state_dir / "models"
 
     @property
+    def qdrant_edge_dir(self) -> Path:
+        """The Qdrant backend's documents by default: Qdrant's engine in-process, one
+        EdgeShard per collection (search/backends/qdrant_edge.py)."""
+        return self.state_dir / "qdrant-edge"
+
+    @property
     def envoy_config(self) -> Path:
         return self.state_dir / "envoy" / "envoy.yaml"
 

@@ -91,7 +91,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="FILE",
         help="a file holding the libpq URI of an external PostgreSQL with pgvector",
     )
-    search.add_argument("--qdrant-location", help=":memory:, a directory, or an http(s):// URL")
+    search.add_argument(
+        "--qdrant-location",
+        help="a Qdrant server's http(s):// URL; edge:DIR (Qdrant's engine in-process, by default "
+        "in STATE_DIR/qdrant-edge); :memory: or a directory (qdrant-client's local mode)",
+    )
     search.add_argument("--hnsw-ef-search", type=int, help="HNSW candidate list size at query time")
     search.set_defaults(handler=_serve_search)
 

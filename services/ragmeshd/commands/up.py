@@ -23,7 +23,7 @@ from ragmeshd.runtime.private_files import forbid_inspection
 from ragmeshd.settings import Settings
 from ragmeshd.state import MeshLayout
 from ragmeshd.supervisor.launcher import MeshLauncher
-from ragmeshd.supervisor.plan import parse_replicas
+from ragmeshd.supervisor.plan import check_replicas, parse_replicas
 from ragmeshd.supervisor.processes import CrashLoopError, StartupFailedError
 
 # The whole mesh gets this long to become healthy before `up` gives up.
@@ -112,6 +112,7 @@ def _up(args: argparse.Namespace) -> int:
     configure_logging("up", settings.log_level, settings.state_dir)
     try:
         counts = parse_replicas(args.replicas)
+        check_replicas(settings, counts)
         run_llm, llm_url, llm_key_file = llm_choice(args.llm, args.llm_api_key_file)
     except ValueError as exc:
         raise CommandError(str(exc), EXIT_USAGE) from None

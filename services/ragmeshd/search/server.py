@@ -21,6 +21,7 @@ from ragmeshd.search.health import store_monitor
 from ragmeshd.search.result_cache import ResultCache
 from ragmeshd.search.servicer import SearchServicer
 from ragmeshd.settings import Settings
+from ragmeshd.state import MeshLayout
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["SearchService"].full_name
 
@@ -32,11 +33,18 @@ def pg_dsn(settings: Settings) -> str:
     return settings.search.pg.dsn or EmbeddedPostgres(settings.state_dir).dsn()
 
 
+def qdrant_location(settings: Settings) -> str:
+    """search.qdrant_location if set, else Qdrant's own engine in-process under the state
+    folder (qdrant-edge-py)."""
+    default = f"edge:{MeshLayout(settings.state_dir).qdrant_edge_dir}"
+    return settings.search.qdrant_location or default
+
+
 def make_backend(settings: Settings) -> SearchBackend:
     if settings.search.backend == "qdrant":
         from ragmeshd.search.backends.qdrant import QdrantBackend
 
-        return QdrantBackend(settings.search)
+        return QdrantBackend(settings.search, qdrant_location(settings))
     from ragmeshd.search.backends.pgvector import PgVectorBackend
 
     return PgVectorBackend(pg_dsn(settings), settings.search)
@@ -58,6 +66,7 @@ async def serve_search(settings: Settings) -> int:
         pg_dsn(settings) if config.backend == "pgvector" else None,
         max_bytes=config.result_cache_max_bytes,
         ttl_s=config.result_cache_ttl_s,
+        transaction_pooling=config.pg.transaction_pooling,
     )
     servicer = SearchServicer(config, settings.server, backend, embedder, results)
     servicer.meter = work_meter_for(settings, "search")

@@ -13,7 +13,8 @@ from ragmeshd.settings.shared import BreakerSettings, PostgresSettings, nest
 
 class SearchSettings(Section):
     """The search server: request limits, passages, ranking, the embeddings client and the
-    document store (PostgreSQL + pgvector, embedded unless `pg_dsn` is set, or Qdrant)."""
+    document store (PostgreSQL + pgvector, embedded unless `pg_dsn` is set, or Qdrant,
+    embedded unless `qdrant_location` names a server)."""
 
     listen: str = defaults.SEARCH_LISTEN
     # Prometheus /metrics on loopback; empty turns it off.
@@ -69,6 +70,11 @@ class SearchSettings(Section):
     result_cache_ttl_s: float = Field(defaults.SEARCH_RESULT_CACHE_TTL_S, ge=0)
     result_cache_max_bytes: int = Field(defaults.SEARCH_RESULT_CACHE_MAX_BYTES, ge=0)
 
+    # Where the Qdrant backend keeps its documents. Empty: Qdrant's own engine in-process
+    # (qdrant-edge-py) under STATE_DIR/qdrant-edge, which one process holds at a time (`up`
+    # refuses more than one search replica on it); "edge:DIR" the same engine in DIR;
+    # ":memory:" or a directory: qdrant-client's pure-Python local mode; http(s)://HOST:PORT
+    # a Qdrant server, which any number of replicas share (production).
     qdrant_location: str = defaults.QDRANT_LOCATION
     qdrant_prefer_grpc: bool = defaults.QDRANT_PREFER_GRPC
     # A file holding the API key of a Qdrant server that requires one (QDRANT__SERVICE__API_KEY;

@@ -90,6 +90,20 @@ def parse_replicas(values: list[str]) -> dict[str, int]:
     return counts
 
 
+def check_replicas(settings: Settings, counts: dict[str, int]) -> None:
+    """ValueError for replicas that cannot share their store: an embedded Qdrant (qdrant-edge
+    under the state folder, or qdrant-client's local mode) belongs to one process; a second
+    search replica could not open it, or would hold documents of its own."""
+    search = settings.search
+    shared = search.qdrant_location.startswith(("http://", "https://"))
+    if search.backend == "qdrant" and not shared and counts.get("search", 0) > 1:
+        raise ValueError(
+            f"--replicas search={counts['search']}: the embedded Qdrant is one process's; "
+            "point search.qdrant_location at a Qdrant server (http(s)://...) or run one "
+            "search replica"
+        )
+
+
 def split_address(address: str) -> tuple[str, int]:
     host, _, port = address.rpartition(":")
     return host.strip("[]"), int(port)

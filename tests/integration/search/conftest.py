@@ -1,6 +1,7 @@
 """Real processes for the search tests: one embedded PostgreSQL, and search servers on the
-pgvector backend (embedded socket), on Qdrant local mode, and on pgvector addressed by an
-explicit DSN (RAGMESH_SEARCH__PG_DSN), all shared by the session."""
+pgvector backend (embedded socket), on Qdrant's default (its own engine in-process under the
+state folder, qdrant-edge-py), on qdrant-client's local mode (`:memory:`), and on pgvector
+addressed by an explicit DSN (RAGMESH_SEARCH__PG_DSN), all shared by the session."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from tests.helpers import (
     wait_serving,
 )
 
-BACKENDS = ["pgvector", "qdrant", "qdrant-edge", "pgvector-dsn"]
+BACKENDS = ["pgvector", "qdrant", "qdrant-local", "pgvector-dsn"]
 
 
 @dataclass
@@ -90,6 +91,8 @@ def search_pgvector(
 
 @pytest.fixture(scope="session")
 def search_qdrant(session_tmp: Path, embeddings_server: ServerProcess) -> Iterator[ServerProcess]:
+    """The Qdrant backend as configured by default: Qdrant's own engine in-process, in
+    STATE_DIR/qdrant-edge (no location given)."""
     yield from _serve(
         session_tmp / "search-qdrant.log",
         embeddings_server,
@@ -100,19 +103,18 @@ def search_qdrant(session_tmp: Path, embeddings_server: ServerProcess) -> Iterat
 
 
 @pytest.fixture(scope="session")
-def search_qdrant_edge(
+def search_qdrant_local(
     session_tmp: Path, embeddings_server: ServerProcess
 ) -> Iterator[ServerProcess]:
-    """Qdrant's own engine in-process (qdrant-edge-py): search.qdrant_location edge:DIR."""
+    """qdrant-client's pure-Python local mode, still available as `:memory:`."""
     yield from _serve(
-        session_tmp / "search-qdrant-edge.log",
+        session_tmp / "search-qdrant-local.log",
         embeddings_server,
         "--backend",
         "qdrant",
-        env={
-            "RAGMESH_STATE_DIR": str(session_tmp / "qdrant-edge-state"),
-            "RAGMESH_SEARCH__QDRANT_LOCATION": f"edge:{session_tmp / 'qdrant-edge'}",
-        },
+        "--qdrant-location",
+        ":memory:",
+        env={"RAGMESH_STATE_DIR": str(session_tmp / "qdrant-local-state")},
     )
 
 
@@ -140,7 +142,7 @@ def search_server(request: pytest.FixtureRequest) -> ServerProcess:
     name = {
         "pgvector": "search_pgvector",
         "qdrant": "search_qdrant",
-        "qdrant-edge": "search_qdrant_edge",
+        "qdrant-local": "search_qdrant_local",
     }.get(request.param, "search_pgvector_dsn")
     server: ServerProcess = request.getfixturevalue(name)
     return server

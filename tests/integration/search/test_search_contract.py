@@ -1,6 +1,7 @@
 """The search service's contract, run against every backend: pgvector on the embedded
-PostgreSQL, Qdrant local mode, Qdrant's own engine in-process (qdrant-edge), and pgvector
-through an explicit DSN. Behaviour and status codes must be the same."""
+PostgreSQL, Qdrant as configured by default (its own engine in-process under the state
+folder, qdrant-edge-py), qdrant-client's local mode (`:memory:`), and pgvector through an
+explicit DSN. Behaviour and status codes must be the same."""
 
 from __future__ import annotations
 

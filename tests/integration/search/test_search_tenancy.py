@@ -59,7 +59,10 @@ ADMIN = _principal("adadadadadad", scopes=("admin",))
 async def backend(
     request: pytest.FixtureRequest, tmp_path: Path, postgres_server: PostgresProcess
 ) -> AsyncIterator[SearchBackend]:
-    settings = SearchSettings(pg_pool_min_size=1, pg_pool_max_size=2, qdrant_location=":memory:")
+    # Qdrant's default engine (qdrant-edge-py) in this test's folder.
+    settings = SearchSettings(
+        pg_pool_min_size=1, pg_pool_max_size=2, qdrant_location=f"edge:{tmp_path / 'qdrant'}"
+    )
     store: SearchBackend
     if request.param == "pgvector":
         create_database(postgres_server.dsn, "tenancy")

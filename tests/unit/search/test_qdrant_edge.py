@@ -7,10 +7,7 @@ import asyncio
 import uuid
 from pathlib import Path
 
-import pytest
 from qdrant_client import models as qm
-
-pytest.importorskip("qdrant_edge")
 
 from ragmeshd.search.backends.qdrant_edge import EdgeClient
 

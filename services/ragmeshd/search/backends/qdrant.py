@@ -17,8 +17,9 @@ from exact BM25 (measured on SciFact in docs/benchmarks.md).
 
 Qdrant has no multi-request transactions: an upsert is checked completely before anything is
 written, then its points go in one request; stale passages of replaced documents are removed
-after it. In local mode (":memory:" or a directory) every request is applied in-process;
-"edge:DIR" runs Qdrant's own engine in-process instead (qdrant_edge.py, qdrant-edge-py, beta).
+after it. Embedded, "edge:DIR" (the default, under the state folder) runs Qdrant's own engine
+in-process (qdrant_edge.py, qdrant-edge-py, beta); qdrant-client's local mode (":memory:" or a
+directory) applies every request in pure Python instead.
 """
 
 from __future__ import annotations
@@ -153,8 +154,11 @@ def _api_key(key_file: str) -> str | None:
 class QdrantBackend(SearchBackend):
     name = "qdrant"
 
-    def __init__(self, settings: SearchSettings) -> None:
+    def __init__(self, settings: SearchSettings, location: str = "") -> None:
+        """`location` overrides settings.qdrant_location (the search server resolves its
+        empty default to a folder under the state directory: search/server.py)."""
         self._settings = settings
+        self._location = location or settings.qdrant_location
         self._client: AsyncQdrantClient | None = None
 
     @property
@@ -164,7 +168,9 @@ class QdrantBackend(SearchBackend):
         return self._client
 
     async def start(self) -> None:
-        location = self._settings.qdrant_location
+        location = self._location
+        if not location:
+            raise ValueError("the Qdrant backend needs a location (search.qdrant_location)")
         if location.startswith(("http://", "https://")):
             self._client = AsyncQdrantClient(
                 url=location,

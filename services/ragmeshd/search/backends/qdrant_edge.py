@@ -1,10 +1,14 @@
 """Qdrant's own engine in-process (PyPI's qdrant-edge-py, beta) behind the subset of
 qdrant-client's AsyncQdrantClient that the Qdrant backend (qdrant.py) uses.
 
-`search.qdrant_location = "edge:DIR"` selects it. Each collection is an EdgeShard in
-DIR/<collection>/shard with its creation parameters and metadata in DIR/<collection>/meta.json
-(an EdgeShard has no collection metadata). The backend's qdrant-client models are translated
-here; the calls run in the event loop's thread, as qdrant-client's local mode does.
+It is the Qdrant backend's embedded default (search.qdrant_location empty: DIR is
+STATE_DIR/qdrant-edge), or `search.qdrant_location = "edge:DIR"`. Each collection is an
+EdgeShard in DIR/<collection>/shard with its creation parameters and metadata in
+DIR/<collection>/meta.json (an EdgeShard has no collection metadata). One process at a time:
+a second one cannot open a shard another holds (its write-ahead log is locked: "Can't init
+WAL: WouldBlock"), so search replicas cannot share DIR. The backend's qdrant-client models
+are translated here; the calls run in the event loop's thread, as qdrant-client's local mode
+does.
 """
 
 from __future__ import annotations
@@ -21,7 +25,8 @@ _META = "meta.json"
 
 
 def _edge() -> Any:
-    import qdrant_edge  # an optional dependency: only the edge: location needs it
+    # Imported on first use: a search server on pgvector or a Qdrant server never loads it.
+    import qdrant_edge
 
     return qdrant_edge
 
