@@ -328,6 +328,9 @@ LLM_ENVOY_MAX_REQUESTS = 16
 
 # Envoy's rate-limit service down or slow: calls of limited keys are refused (fail closed).
 RATELIMIT_FAIL_OPEN = False
+# How long Envoy (and a server charging work) waits for the rate-limit service's answer: a
+# decision is well under a millisecond, so 250 ms is a service frozen or flooded, not busy.
+RATELIMIT_TIMEOUT_S = 0.25
 
 # A log in STATE_DIR/logs is rotated past 50 MiB, keeping 3 older copies (up to 200 MiB a log).
 LOG_MAX_BYTES = 50 * 1024 * 1024

@@ -94,6 +94,7 @@ def render_config(topology: Topology) -> str:
             duration,
             rate_limited=listener["name"] == "client" and rate_limited,
             fail_open=topology.ratelimit_fail_open,
+            timeout_s=topology.ratelimit_timeout_s,
         )
     clusters = [grpc_cluster(cluster, certs) for cluster in topology.clusters]
     if topology.http_gateway is not None:

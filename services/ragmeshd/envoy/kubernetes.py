@@ -116,6 +116,7 @@ def kubernetes_topology(
             split_address(settings.ratelimit.listen)[1],
         ),
         ratelimit_fail_open=settings.ratelimit.fail_open,
+        ratelimit_timeout_s=settings.ratelimit.timeout_s,
         # HTTP/JSON for every RPC and the OpenAI-compatible paths on the client listener, as
         # under `ragmesh up`.
         http_gateway=HttpGateway(

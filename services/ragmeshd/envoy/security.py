@@ -14,6 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from ragmeshd import defaults
 from ragmeshd.runtime.credentials import LUA_CREDENTIAL_CHECK
 from ragmeshd.runtime.keystore import UNLIMITED_KEY_RE2
 from ragmeshd.state import MeshLayout
@@ -21,8 +22,6 @@ from ragmeshd.state import MeshLayout
 # Named as its certificate: over TLS (Kubernetes) Envoy verifies ratelimit.ragmesh.internal.
 RATELIMIT_CLUSTER = "ratelimit"
 RATELIMIT_GRPC_SERVICE = "envoy.service.ratelimit.v3.RateLimitService"
-# How long Envoy waits for a rate-limit decision before letting the call through.
-RATELIMIT_TIMEOUT_S = 0.25
 # The headers whose value becomes the rate-limit descriptor (the service reads the key),
 # each with the whole value of a key that has no rate limit (RE2, matched in full).
 UNLIMITED_KEY_VALUES = {
@@ -91,9 +90,11 @@ def secure_listener(
     *,
     rate_limited: bool,
     fail_open: bool = False,
+    timeout_s: float = defaults.RATELIMIT_TIMEOUT_S,
 ) -> None:
     """Add the credential filter (and, when `rate_limited`, the rate-limit filter with its
-    descriptors) in front of the listener's other HTTP filters."""
+    descriptors, waiting `timeout_s` for a decision) in front of the listener's other HTTP
+    filters."""
     for chain in listener["filter_chains"]:
         for network_filter in chain["filters"]:
             manager = network_filter["typed_config"]
@@ -104,7 +105,7 @@ def secure_listener(
                 added.append(
                     render(
                         "ratelimit_filter.yaml",
-                        timeout=duration(RATELIMIT_TIMEOUT_S),
+                        timeout=duration(timeout_s),
                         cluster=RATELIMIT_CLUSTER,
                         failure_mode_deny=not fail_open,
                     )

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from ragmeshd import defaults
 from ragmeshd.envoy.security import KEYLESS_PATHS, RATELIMIT_CLUSTER
 from ragmeshd.envoy.yaml_templates import is_ip
 from ragmeshd.identities import service_dns_name
@@ -144,6 +145,8 @@ class Topology:
     ratelimit_endpoint: Address | None = None
     # Limited keys' calls go on when the rate-limit service cannot answer (default: refused).
     ratelimit_fail_open: bool = False
+    # How long Envoy waits for the rate-limit service's decision (ratelimit.timeout_s).
+    ratelimit_timeout_s: float = defaults.RATELIMIT_TIMEOUT_S
     # Envoy's admin on this unix socket (0600), `admin` then serving only its read-only pages
     # (ragmeshd/envoy/security.py); None: admin itself on `admin` (loopback).
     admin_socket: Path | None = None
@@ -172,6 +175,8 @@ class Topology:
                 raise ValueError(f"bad OTLP collector address {host}:{port}")
         if not 0 <= self.trace_sampling_ratio <= 1:
             raise ValueError("trace_sampling_ratio must be between 0 and 1")
+        if self.ratelimit_timeout_s <= 0:
+            raise ValueError("ratelimit_timeout_s must be above 0")
         if self.ratelimit_socket is not None and self.ratelimit_endpoint is not None:
             raise ValueError("the rate-limit service is a unix socket or an endpoint, not both")
         if RATELIMIT_CLUSTER in names:

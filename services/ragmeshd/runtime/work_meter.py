@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import grpc
 
+from ragmeshd import defaults
 from ragmeshd.runtime.api import RATELIMIT_SERVICE
 from ragmeshd.runtime.credentials import CredentialError
 from ragmeshd.runtime.errors import RpcFailure
@@ -31,8 +32,6 @@ from ragmeshd.state import MeshLayout
 
 _log = logging.getLogger("ragmesh.work_meter")
 _METHOD = f"/{RATELIMIT_SERVICE}/ShouldRateLimit"
-# How long a charge may wait for the rate-limit service (Envoy waits as long for its check).
-CHARGE_TIMEOUT_S = 0.25
 DOMAIN = "ragmesh"
 _LIMITED = f"{LIMITED_KEY_PREFIX}_"
 
@@ -48,10 +47,18 @@ class Charge:
 class WorkMeter:
     """Charges units of work to the bucket of the key that asked for them."""
 
-    def __init__(self, channel: grpc.aio.Channel | None, *, fail_open: bool = False) -> None:
+    def __init__(
+        self,
+        channel: grpc.aio.Channel | None,
+        *,
+        fail_open: bool = False,
+        timeout_s: float = defaults.RATELIMIT_TIMEOUT_S,
+    ) -> None:
         # None: no rate-limit service (a server started alone): nothing is metered.
         self._channel = channel
         self._fail_open = fail_open
+        # How long a charge waits for the service (ratelimit.timeout_s, as long as Envoy's check).
+        self._timeout_s = timeout_s
         self._call = (
             channel.unary_unary(
                 _METHOD,
@@ -69,7 +76,7 @@ class WorkMeter:
         request = RateLimitRequest(domain=DOMAIN, hits_addend=units)
         request.descriptors.add().entries.add(key="x-api-key", value=key)
         try:
-            response = await self._call(request, timeout=CHARGE_TIMEOUT_S)
+            response = await self._call(request, timeout=self._timeout_s)
         except grpc.aio.AioRpcError as error:
             _log.warning("rate-limit service did not answer", extra={"code": error.code().name})
             return Charge(self._fail_open, retry_after_s=1.0)
@@ -110,7 +117,9 @@ def work_meter_for(settings: Settings, service: str) -> WorkMeter:
         if credentials is not None
         else grpc.aio.insecure_channel(target)
     )
-    return WorkMeter(channel, fail_open=settings.ratelimit.fail_open)
+    return WorkMeter(
+        channel, fail_open=settings.ratelimit.fail_open, timeout_s=settings.ratelimit.timeout_s
+    )
 
 
 def presented_key_of(context: grpc.aio.ServicerContext) -> str | None:

@@ -76,6 +76,10 @@ class RateLimitSettings(Section):
     # HTTP 503) unless this is set: failing open would let anyone who can slow the service
     # down spend without limit (docs/security.md). Keys without a limit never wait on it.
     fail_open: bool = defaults.RATELIMIT_FAIL_OPEN
+    # How long Envoy waits for the service's decision about a call (and a server for a work
+    # charge) before that rule applies. Raise it where the machine is slow on purpose (tests
+    # on 2 busy cores); every limited call can wait this long when the service is frozen.
+    timeout_s: float = Field(defaults.RATELIMIT_TIMEOUT_S, gt=0)
     # Where the servers charge work to a key's bucket (runtime/work_meter.py): empty, the unix
     # socket in STATE_DIR/run; host:port (Kubernetes), over mutual TLS.
     target: str = ""

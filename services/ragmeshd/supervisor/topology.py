@@ -61,6 +61,7 @@ def mesh_topology(
         admin_socket=admin_socket(settings.state_dir),
         ratelimit_socket=layout.ratelimit_socket,
         ratelimit_fail_open=settings.ratelimit.fail_open,
+        ratelimit_timeout_s=settings.ratelimit.timeout_s,
         trace_sampling_ratio=settings.telemetry.sampling_ratio,
         http_gateway=HttpGateway(
             services=[cluster.grpc_service for cluster in clusters],
