@@ -139,10 +139,10 @@ EMBED_TIMEOUT_S = 30.0
 EMBED_BREAKER_FAILURES = 5
 EMBED_BREAKER_RECOVERY_S = 10.0
 
-# Search, pgvector backend: the connection pool and connecting.
+# Search, pgvector backend: the pool and connecting; a statement ends inside Envoy's 10 s try.
 PG_POOL_MIN_SIZE = 2
 PG_POOL_MAX_SIZE = 10
-PG_STATEMENT_TIMEOUT_MS = 30_000
+PG_STATEMENT_TIMEOUT_MS = 8_000
 PG_CONNECT_ATTEMPTS = 5
 PG_CONNECT_BACKOFF_BASE_S = 2.0
 # How often the server checks that the database answers (and flips its health).
@@ -220,8 +220,8 @@ REMOTE_BREAKER_FAILURES = 5
 BACKEND_BREAKER_RECOVERY_S = 30.0
 ANSWER_TEMPERATURE = 0.2
 
-# Coordinator: calling the search service (once per call: Envoy is the one retry layer).
-SEARCH_TIMEOUT_S = 10.0
+# Coordinator: calling search once (Envoy retries: a whole 10 s try, then another replica).
+SEARCH_TIMEOUT_S = 15.0
 SEARCH_BREAKER_FAILURES = 5
 SEARCH_BREAKER_RECOVERY_S = 10.0
 
@@ -297,8 +297,8 @@ RESTART_MAX_DELAY_S = 30.0
 RESTART_RESET_AFTER_S = 60.0
 CRASH_LOOP_EXITS = 5
 CRASH_LOOP_WINDOW_S = 120.0
-# Embeddings: a batch the model process has not answered after this long counts as hung: the
-# process is killed and replaced (a 64-text batch takes well under 2 s on 2 CPU cores).
+# Embeddings: a model process silent on a batch this long is hung, killed and replaced (64 texts
+# take < 2 s on 2 cores). Liveness, not a deadline: each call stops waiting at its own.
 MODEL_BATCH_TIMEOUT_S = 30.0
 # Security (issue 10): where the CA key's passphrase comes from (ragmeshd/pki/passphrase.py).
 CA_PASSPHRASE_ENV = "RAGMESH_CA_PASSPHRASE"

@@ -31,18 +31,35 @@ RETRY_BUDGET_PERCENT = 20.0
 MIN_RETRY_CONCURRENCY = 10
 
 # Per-try timeouts (an attempt that has not answered by then is abandoned and, the route's
-# retry conditions including "reset", tried on another replica). Nested hops must fit inside
-# the deadline of the hop above them, or a frozen replica deep down costs the whole call:
-# the coordinator gives search 10 s (coordinator.search_timeout_s); a query in search spends
-# one Embed and then the database. With the embeddings per-try at 5 s, an Embed stuck on a
-# frozen replica is retried on another after 5 s + backoff (<= 0.25 s) and still leaves
-# search ~4.5 s of the coordinator's 10 s. Shorter would fit more retries but cut off honest
-# work: search sends up to 32 texts per Embed (search.embed_batch_texts), which on a loaded
-# 2-core machine takes seconds, and abandoning it would re-run it on another replica
-# exactly when embeddings is busiest. Search and the coordinator keep 10 s: their callers'
-# deadlines are 10 s and longer, and they are retried only on transport failures.
+# retry conditions including "reset", tried on another replica). They nest (issue 18, checked
+# by tests/unit/envoy/test_timeout_nesting.py): a caller's deadline > the route's deadline >
+# the per-try timeout > every limit a server enforces on its own inside a try. A caller whose
+# deadline is no longer than a hop's per-try timeout never sees that hop retried; a server
+# limit (a database statement timeout) no shorter than the per-try keeps a database busy for a
+# try Envoy has already abandoned. A call's own deadline needs no such margin: the servers pass
+# it on (ragmeshd.runtime.server.call_timeout) and stop waiting when Envoy resets the try.
+#
+# Embeddings, 5 s: a query in search spends one Embed and then the database, so an Embed stuck
+# on a frozen replica is retried on another after 5 s + backoff (<= 0.25 s), inside search's
+# try. Shorter would fit more retries but cut off honest work: search sends up to 32 texts per
+# Embed (search.embed_batch_texts), which on a loaded 2-core machine takes seconds, and
+# abandoning it would re-run it on another replica exactly when embeddings is busiest.
+# (embeddings.model_batch_timeout_s, 30 s, is longer on purpose: it decides when the model
+# process counts as hung and is replaced, not how long a call waits; a call stops waiting at
+# its own deadline or when Envoy abandons it, and its texts leave the queue.)
+# Search, 10 s, no shorter: a try must hold a retried Embed plus the database, and a write of
+# up to 256 documents (UpsertDocuments), embedded at ~30-40 passages/s on a loaded 2-core
+# machine (docs/benchmarks.md). Its statements stop before the try does (8 s,
+# search.pg.statement_timeout_ms; the result cache's 2 s). The coordinator gives search 15 s
+# (coordinator.search_timeout_s): a whole try, the backoff, and 4.75 s for the retry on
+# another replica, where a Search takes ~150 ms at p99 through Envoy (docs/benchmarks.md).
+# Coordinator, 20 s: AugmentQuery holds that 15 s search call, and its database statements stop
+# at 10 s (coordinator.pg.statement_timeout_ms). Callers without a deadline get the unary
+# route's 30 s, which still holds the try and the backoff.
+# The llm service and any other cluster: 10 s (Info; Generate is a stream, never retried).
 PER_TRY_TIMEOUT_S = 10.0
 EMBEDDINGS_PER_TRY_TIMEOUT_S = 5.0
+COORDINATOR_PER_TRY_TIMEOUT_S = 20.0
 
 
 @dataclass(frozen=True)
@@ -103,6 +120,7 @@ SERVICE_LIMITS: dict[str, ServiceLimits] = {
     ),
     "coordinator": ServiceLimits(
         unary=Deadline(default_s=30.0, max_s=120.0),
+        per_try_timeout_s=COORDINATOR_PER_TRY_TIMEOUT_S,
         streams={
             # Retrieval plus an answer streamed by a language model (its own deadline is
             # coordinator.backend_deadline_s, 120 s by default).

@@ -242,6 +242,36 @@ async def test_a_hung_batch_fails_its_calls_at_the_limit_and_the_owner_is_told()
     await batcher.close()
 
 
+async def test_a_call_inside_a_hung_batch_stops_waiting_at_its_own_deadline() -> None:
+    """The batch time limit (embeddings.model_batch_timeout_s) detects a hung model process;
+    it is no request deadline: a call whose batch hangs stops waiting at its deadline (or
+    when cancelled, as when Envoy abandons the try), while the batch and the limit go on."""
+    model = RecordingModel()
+    model.release.clear()  # the model hangs on the call's batch
+    told: list[bool] = []
+    batcher: DynamicBatcher[str] = DynamicBatcher(
+        model,
+        max_batch_texts=4,
+        max_batch_delay_s=0.0,
+        max_queue_texts=100,
+        batch_timeout_s=3600.0,
+        on_batch_timeout=lambda: told.append(True),
+    )
+    batcher.start()
+    stuck = asyncio.ensure_future(batcher.submit(["stuck"]))
+    await until(lambda: model.concurrent == 1, "the call's batch is inside the model")
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(batcher.submit(["late"]), timeout=0.05)
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(stuck, timeout=0.05)
+    # Both calls have returned while the model still holds the batch, long before its limit.
+    assert model.concurrent == 1 and not told
+    model.release.set()
+    assert await batcher.submit(["next"]) == ["NEXT"]
+    await batcher.close()
+    assert ["late"] not in model.batches
+
+
 async def test_fail_queued_fails_every_waiting_call_at_once() -> None:
     model = RecordingModel()
     model.release.clear()

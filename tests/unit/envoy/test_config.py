@@ -265,8 +265,8 @@ def test_listeners_bound_headers_idle_streams_and_buffers(certs: CertificatePath
 def test_an_embed_stuck_on_a_frozen_replica_is_retried_within_searchs_callers_deadline(
     certs: CertificatePaths,
 ) -> None:
-    """The embeddings hop's per-try timeout plus one retry's backoff fits inside the 10 s the
-    coordinator gives search, so a query reaches a live replica before that deadline."""
+    """The embeddings hop's per-try timeout plus one retry's backoff fits inside the deadline
+    the coordinator gives search, so a query reaches a live replica before that deadline."""
     embeddings = UpstreamCluster("embeddings", EMBEDDINGS, [("127.0.0.1", 50051)], [EMBED])
     search = UpstreamCluster("search", SEARCH, [("127.0.0.1", 50052)], [f"/{SEARCH}/Search"])
     config = rendered(certs, clusters=[embeddings, search])

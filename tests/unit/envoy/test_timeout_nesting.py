@@ -1,7 +1,9 @@
 """The timeout nesting of issue 18 holds for every route Envoy renders: a caller's deadline
 bounds Envoy's route deadline (max_stream_duration, a grpc-timeout honoured up to
 grpc_timeout_header_max), the route deadline leaves room for a retry after a per-try timeout,
-and the mesh's own callers give each hop at least one whole try and the hop below it a retry.
+the mesh's own callers give each hop a whole try and room for a retry, and every limit a
+server enforces on its own inside a try (statement timeouts, the coordinator's search
+deadline) ends before Envoy abandons that try.
 The numbers come from ragmeshd/envoy/limits.py and defaults.py; the routes from the reference
 rendering (envoy/reference/envoy.yaml, rewritten by `make generate`) and a fresh one."""
 
@@ -11,6 +13,7 @@ from typing import Any
 
 import yaml
 
+from ragmeshd import defaults
 from ragmeshd.envoy import limits
 from ragmeshd.envoy.limits import RETRY_BACKOFF_MAX_S
 from ragmeshd.settings import Settings
@@ -86,10 +89,12 @@ def test_the_limits_table_nests_for_every_service() -> None:
 
 def test_the_meshs_own_callers_give_each_hop_a_whole_try_and_the_hop_below_a_retry() -> None:
     settings = Settings()
-    # The coordinator's deadline for search: at least search's per-try, and room below it
-    # for an Embed stuck on a frozen replica to be retried on another.
+    # The coordinator's deadline for search: a whole try of search, the backoff, and room for
+    # the retry on another replica to answer (a third of a try: a Search through Envoy takes
+    # ~150 ms at p99); and room below it for an Embed stuck on a frozen replica to be retried.
     search_deadline = settings.coordinator.search_timeout_s
-    assert per_try_s("search") <= search_deadline
+    retry_room_s = search_deadline - per_try_s("search") - RETRY_BACKOFF_MAX_S
+    assert retry_room_s >= per_try_s("search") / 3
     assert per_try_s("embeddings") + RETRY_BACKOFF_MAX_S < search_deadline
     assert search_deadline <= limits.SERVICE_LIMITS["search"].unary.max_s
     # Search's deadline for embeddings: a whole try and a retry, and honoured by Envoy.
@@ -99,3 +104,41 @@ def test_the_meshs_own_callers_give_each_hop_a_whole_try_and_the_hop_below_a_ret
     # The coordinator's deadline for a generated answer fits Generate's route.
     generate = limits.SERVICE_LIMITS["llm"].streams["Generate"]
     assert settings.coordinator.backend_deadline_s < generate.default_s <= generate.max_s
+
+
+def server_side_limits_s(settings: Settings) -> dict[str, dict[str, float]]:
+    """Limits each service enforces on its own inside one call of a retried method, by
+    service: they do not follow the call's deadline, so they must end before Envoy gives up
+    on the try (or the server keeps a database busy, or waits on a hop below, for a try
+    nobody waits for any more)."""
+    return {
+        "search": {
+            "search.pg.statement_timeout_ms": settings.search.pg.statement_timeout_ms / 1000,
+            "the result cache's statement timeout": (
+                defaults.SEARCH_RESULT_CACHE_STATEMENT_TIMEOUT_MS / 1000
+            ),
+        },
+        "coordinator": {
+            "coordinator.pg.statement_timeout_ms": settings.coordinator.pg.statement_timeout_ms
+            / 1000,
+            # AugmentQuery (and RecordFeedback's write-back) call search within this.
+            "coordinator.search_timeout_s": settings.coordinator.search_timeout_s,
+        },
+    }
+
+
+def test_every_server_side_limit_ends_inside_the_per_try_timeout_of_its_route() -> None:
+    for service, limits_of_service in server_side_limits_s(Settings()).items():
+        for name, limit_s in limits_of_service.items():
+            # 0 would turn a statement timeout off: no limit at all.
+            assert 0 < limit_s < per_try_s(service), (service, name, limit_s)
+
+
+def test_the_model_batch_limit_detects_a_hung_process_and_is_no_request_deadline() -> None:
+    """embeddings.model_batch_timeout_s is longer than Embed's per-try timeout on purpose: it
+    is a liveness check (a model process silent on one batch that long is hung, and is
+    replaced), not a limit on a call. A call stops waiting at its own deadline or when Envoy
+    abandons the try, and its texts leave the queue (tests/unit/embeddings/test_batcher.py:
+    a call inside a hung batch stops waiting at its deadline). Shorter than a try, it would
+    replace a healthy model process for a slow batch a caller still waits for."""
+    assert per_try_s("embeddings") < Settings().embeddings.model_batch_timeout_s
