@@ -15,11 +15,11 @@ when a passage is written. The collection's metadata keeps the passage count and
 average of their own write: on a collection that grew in batches the scores differ slightly
 from exact BM25 (measured on SciFact in docs/benchmarks.md).
 
-Qdrant has no multi-request transactions: an upsert is checked completely before anything is
-written, then its points go in one request; stale passages of replaced documents are removed
-after it. Embedded, "edge:DIR" (the default, under the state folder) runs Qdrant's own engine
-in-process (qdrant_edge.py, qdrant-edge-py, beta); qdrant-client's local mode (":memory:" or a
-directory) applies every request in pure Python instead.
+Qdrant has no multi-request transactions: writes go through qdrant_writes.py, which locks the
+collection in this process and undoes a write that fails part-way; points are laid out by
+qdrant_points.py. Embedded, "edge:DIR" (the default, under the state folder) runs Qdrant's own
+engine in-process (qdrant_edge.py, qdrant-edge-py, beta); qdrant-client's local mode
+(":memory:" or a directory) applies every request in pure Python instead.
 """
 
 from __future__ import annotations
@@ -36,7 +36,6 @@ import numpy as np
 from qdrant_client import AsyncQdrantClient
 from qdrant_client import models as qm
 
-from ragmeshd.runtime.tenancy import ACL_KEY
 from ragmeshd.search.backends.base import (
     CollectionExistsError,
     CollectionNotFoundError,
@@ -44,14 +43,17 @@ from ragmeshd.search.backends.base import (
     SearchBackend,
     StoreUnavailableError,
 )
-from ragmeshd.search.filters import (
-    QDRANT_ACL_FIELD,
-    QDRANT_METADATA_FIELD,
-    acl_groups,
-    to_qdrant,
+from ragmeshd.search.backends.qdrant_points import (
+    DENSE,
+    FIRST_PASSAGE,
+    KEYWORDS,
+    document_metadata,
+    point_id,
 )
+from ragmeshd.search.backends.qdrant_writes import QdrantWriter
+from ragmeshd.search.filters import QDRANT_METADATA_FIELD, to_qdrant
 from ragmeshd.search.fusion import fuse_passages
-from ragmeshd.search.keywords import passage_terms, sparse_passage, sparse_query
+from ragmeshd.search.keywords import sparse_query
 from ragmeshd.search.records import (
     CollectionInfo,
     CollectionSpec,
@@ -60,7 +62,6 @@ from ragmeshd.search.records import (
     Filter,
     FusionParams,
     Metadata,
-    Passage,
     PassageHit,
     PreparedDocument,
     RankedHit,
@@ -71,57 +72,10 @@ from ragmeshd.settings import SearchSettings
 _log = logging.getLogger("ragmesh.search.qdrant")
 
 COLLECTION_PREFIX = "ragmesh_"
-DENSE = "dense"
-KEYWORDS = "keywords"
-_POINT_NAMESPACE = uuid.UUID("5d1c7e0a-8f6b-4f38-9a51-3f1b2f0c9e11")
-_FIRST_PASSAGE = qm.FieldCondition(key="passage_index", match=qm.MatchValue(value=0))
-
-
-# On a document's first point: the document's metadata without that passage's own keys.
-_DOCUMENT_METADATA = "document_metadata"
-
-
-def _document_metadata(payload: dict[str, Any]) -> Metadata:
-    """A first point's document metadata (points stored before passages had metadata of their
-    own hold it only under QDRANT_METADATA_FIELD)."""
-    stored = payload.get(_DOCUMENT_METADATA)
-    if stored is None:
-        stored = payload.get(QDRANT_METADATA_FIELD)
-    return dict(stored or {})
-
-
-def _payload(document: PreparedDocument, passage: Passage, length: int) -> dict[str, Any]:
-    """A passage's point payload: its text, its document's metadata merged with its own (the
-    filters test it), and on the first point the document's text and own metadata."""
-    payload: dict[str, Any] = {
-        "document_id": document.id,
-        "passage_index": passage.index,
-        "passage_count": len(document.passages),
-        "length": length,
-        "text": passage.text,
-        QDRANT_METADATA_FIELD: {**document.metadata, **passage.metadata},
-    }
-    if groups := acl_groups(document.metadata.get(ACL_KEY)):
-        payload[QDRANT_ACL_FIELD] = groups
-    if passage.index == 0:
-        payload["document_text"] = document.text
-        payload[_DOCUMENT_METADATA] = document.metadata
-    return payload
-
-
-def point_id(document_id: str, passage_index: int) -> str:
-    """A stable point id per passage (Qdrant ids are integers or UUIDs)."""
-    return str(uuid.uuid5(_POINT_NAMESPACE, f"{document_id}\x00{passage_index}"))
 
 
 def _qdrant_name(name: str) -> str:
     return COLLECTION_PREFIX + name
-
-
-def _document_filter(ids: Sequence[str], *extra: qm.Condition) -> qm.Filter:
-    return qm.Filter(
-        must=[qm.FieldCondition(key="document_id", match=qm.MatchAny(any=list(ids))), *extra]
-    )
 
 
 def _with(conditions: Filter, *extra: qm.Condition) -> qm.Filter | None:
@@ -160,6 +114,7 @@ class QdrantBackend(SearchBackend):
         self._settings = settings
         self._location = location or settings.qdrant_location
         self._client: AsyncQdrantClient | None = None
+        self._writer = QdrantWriter(settings)
 
     @property
     def client(self) -> AsyncQdrantClient:
@@ -239,7 +194,7 @@ class QdrantBackend(SearchBackend):
         with _translated_errors("reading a collection"):
             info = await self.client.get_collection(qdrant_name)
             documents = await self.client.count(
-                qdrant_name, count_filter=qm.Filter(must=[_FIRST_PASSAGE]), exact=True
+                qdrant_name, count_filter=qm.Filter(must=[FIRST_PASSAGE]), exact=True
             )
             passages = await self.client.count(qdrant_name, exact=True)
         vectors = info.config.params.vectors
@@ -278,110 +233,13 @@ class QdrantBackend(SearchBackend):
 
     async def upsert(self, name: str, documents: Sequence[PreparedDocument]) -> None:
         qdrant_name = await self._existing(name)
-        s = self._settings
-        counted = [[passage_terms(p.text) for p in d.passages] for d in documents]
         with _translated_errors("storing documents"):
-            previous = await self._passage_counts(qdrant_name, [d.id for d in documents])
-            removed_length = await self._stored_length(qdrant_name, list(previous))
-            info = await self.client.get_collection(qdrant_name)
-            metadata: dict[str, Any] = info.config.metadata or {}
-            passages = (
-                int(metadata.get("bm25_passages", 0))
-                - sum(previous.values())
-                + sum(len(d.passages) for d in documents)
-            )
-            length = (
-                int(metadata.get("bm25_length", 0))
-                - removed_length
-                + sum(t.length for terms in counted for t in terms)
-            )
-            average = max(length / passages, 1.0) if passages > 0 else 1.0
-            points = []
-            for document, terms in zip(documents, counted, strict=True):
-                for passage, passage_counted in zip(document.passages, terms, strict=True):
-                    payload = _payload(document, passage, passage_counted.length)
-                    sparse = sparse_passage(
-                        passage_counted, k1=s.bm25_k1, b=s.bm25_b, avg_length=average
-                    )
-                    points.append(
-                        qm.PointStruct(
-                            id=point_id(document.id, passage.index),
-                            vector={
-                                DENSE: passage.vector.tolist(),
-                                KEYWORDS: qm.SparseVector(
-                                    indices=sparse.indices, values=sparse.values
-                                ),
-                            },
-                            payload=payload,
-                        )
-                    )
-            await self.client.upsert(qdrant_name, points=points, wait=True)
-            stale = [
-                point_id(document.id, index)
-                for document in documents
-                for index in range(len(document.passages), previous.get(document.id, 0))
-            ]
-            if stale:
-                await self.client.delete(
-                    qdrant_name, points_selector=qm.PointIdsList(points=stale), wait=True
-                )
-            await self._set_statistics(qdrant_name, passages, length)
-
-    async def _stored_length(self, qdrant_name: str, ids: Sequence[str]) -> int:
-        """The total length in terms of the stored passages of documents `ids`."""
-        if not ids:
-            return 0
-        total, offset = 0, None
-        while True:
-            records, offset = await self.client.scroll(
-                qdrant_name,
-                scroll_filter=_document_filter(ids),
-                limit=1024,
-                offset=offset,
-                with_payload=["length"],
-            )
-            total += sum(int((r.payload or {}).get("length", 0)) for r in records)
-            if offset is None:
-                return total
-
-    async def _set_statistics(self, qdrant_name: str, passages: int, length: int) -> None:
-        await self.client.update_collection(
-            qdrant_name, metadata={"bm25_passages": passages, "bm25_length": length}
-        )
-
-    async def _passage_counts(self, qdrant_name: str, ids: Sequence[str]) -> dict[str, int]:
-        """How many passages each stored document of `ids` has."""
-        records, _ = await self.client.scroll(
-            qdrant_name,
-            scroll_filter=_document_filter(ids, _FIRST_PASSAGE),
-            limit=len(ids),
-            with_payload=["document_id", "passage_count"],
-        )
-        return {
-            str(r.payload["document_id"]): int(r.payload["passage_count"])
-            for r in records
-            if r.payload
-        }
+            await self._writer.upsert(self.client, qdrant_name, documents)
 
     async def delete_documents(self, name: str, ids: Sequence[str]) -> int:
         qdrant_name = await self._existing(name)
         with _translated_errors("deleting documents"):
-            stored = await self._passage_counts(qdrant_name, ids)
-            if stored:
-                removed_length = await self._stored_length(qdrant_name, list(stored))
-                info = await self.client.get_collection(qdrant_name)
-                metadata: dict[str, Any] = info.config.metadata or {}
-                await self._set_statistics(
-                    qdrant_name,
-                    int(metadata.get("bm25_passages", 0)) - sum(stored.values()),
-                    int(metadata.get("bm25_length", 0)) - removed_length,
-                )
-                await self.client.delete(
-                    qdrant_name,
-                    points_selector=qm.FilterSelector(filter=_document_filter(list(stored))),
-                    wait=True,
-                )
-        return len(stored)
+            return await self._writer.delete(self.client, qdrant_name, ids)
 
     async def get_document(self, name: str, document_id: str) -> StoredDocument | None:
         qdrant_name = await self._existing(name)
@@ -395,7 +253,7 @@ class QdrantBackend(SearchBackend):
         return StoredDocument(
             document_id,
             str(payload["document_text"]),
-            _document_metadata(payload),
+            document_metadata(payload),
             int(payload["passage_count"]),
         )
 
@@ -417,14 +275,14 @@ class QdrantBackend(SearchBackend):
             while len(documents) < limit:
                 records, following = await self.client.scroll(
                     qdrant_name,
-                    scroll_filter=qm.Filter(must=[_FIRST_PASSAGE]),
+                    scroll_filter=qm.Filter(must=[FIRST_PASSAGE]),
                     limit=limit - len(documents),
                     offset=offset,
                     with_payload=True,
                 )
                 for record in records:
                     payload = record.payload or {}
-                    found = _document_metadata(payload)
+                    found = document_metadata(payload)
                     if str(found.get("source", "")).startswith(source_prefix):
                         documents.append(
                             DocumentSummary(
@@ -440,7 +298,7 @@ class QdrantBackend(SearchBackend):
         qdrant_name = await self._existing(name)
         with _translated_errors("counting documents"):
             result = await self.client.count(
-                qdrant_name, count_filter=_with(conditions, _FIRST_PASSAGE), exact=True
+                qdrant_name, count_filter=_with(conditions, FIRST_PASSAGE), exact=True
             )
         return int(result.count)
 

@@ -69,6 +69,17 @@ def _payload(record: Any) -> dict[str, Any]:
     return dict(record.payload or {})
 
 
+def _vectors(record: Any) -> dict[str, Any]:
+    """A record's named vectors as qdrant-client models (sparse ones are qdrant-edge's own)."""
+    edge = _edge()
+    return {
+        name: qm.SparseVector(indices=list(v.indices), values=list(v.values))
+        if isinstance(v, edge.SparseVector)
+        else list(v)
+        for name, v in dict(record.vector or {}).items()
+    }
+
+
 class EdgeClient:
     """The AsyncQdrantClient methods qdrant.py calls, over one EdgeShard per collection."""
 
@@ -193,12 +204,22 @@ class EdgeClient:
         limit: int = 10,
         offset: Any = None,
         with_payload: Any = True,
+        with_vectors: bool = False,
     ) -> tuple[list[qm.Record], Any]:
         request = _edge().ScrollRequest(
-            offset=offset, limit=limit, filter=_filter(scroll_filter), with_payload=True
+            offset=offset,
+            limit=limit,
+            filter=_filter(scroll_filter),
+            with_payload=True,
+            with_vector=with_vectors,
         )
         records, following = self._shard(name).scroll(request)
-        found = [qm.Record(id=str(r.id), payload=_payload(r)) for r in records]
+        found = [
+            qm.Record(
+                id=str(r.id), payload=_payload(r), vector=_vectors(r) if with_vectors else None
+            )
+            for r in records
+        ]
         return found, (None if following is None else str(following))
 
     async def retrieve(
