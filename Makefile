@@ -37,6 +37,9 @@ test-tools:
 	@ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || { \
 	  echo "installing postgresql (Debian package, built with TLS) for the verify-full test"; \
 	  apt-get update -qq && apt-get install -y -qq --no-install-recommends postgresql >/dev/null; }
+	@command -v pgbouncer >/dev/null || test -x /usr/sbin/pgbouncer || { \
+	  echo "installing pgbouncer (Debian package) for the transaction-pooling test"; \
+	  apt-get update -qq && apt-get install -y -qq --no-install-recommends pgbouncer >/dev/null; }
 	@command -v chromium >/dev/null && command -v chromedriver >/dev/null \
 	  && command -v pk12util >/dev/null || { \
 	  echo "installing chromium, chromium-driver and libnss3-tools (Debian packages) for the Swagger UI test"; \

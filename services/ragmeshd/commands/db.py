@@ -241,13 +241,16 @@ def _migrations(schema: str) -> MigrationSet:
 
 
 def _dsn(settings: Settings, schema: str) -> str:
+    """The database itself (pg.migrate_dsn when set): these commands hold one session for a
+    lock, a dump or a purge, which a transaction-pooling PgBouncer would not keep."""
     if schema == "search":
         from ragmeshd.search.server import pg_dsn as search_dsn
 
-        return search_dsn(settings)
+        return settings.search.pg.migrate_dsn or search_dsn(settings)
+    from ragmeshd.coordinator.server import pg_address
     from ragmeshd.coordinator.server import pg_dsn as coordinator_dsn
 
-    return coordinator_dsn(settings)
+    return pg_address(settings).migrate_dsn or coordinator_dsn(settings)
 
 
 async def run_schema(

@@ -37,7 +37,7 @@ from ragmeshd.runtime.server import StartupError, service_server
 from ragmeshd.runtime.tls import caller_credentials_for
 from ragmeshd.runtime.tracing import client_interceptors
 from ragmeshd.runtime.work_meter import work_meter_for
-from ragmeshd.settings import CoordinatorSettings, Settings, config_file_path
+from ragmeshd.settings import CoordinatorSettings, PostgresSettings, Settings, config_file_path
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["CoordinatorService"].full_name
 
@@ -46,10 +46,23 @@ _log = logging.getLogger("ragmesh.coordinator")
 
 def pg_dsn(settings: Settings) -> str:
     """The coordinator's database: its own DSN, else search's, else the embedded server."""
-    return (
-        settings.coordinator.pg.dsn
-        or settings.search.pg.dsn
-        or EmbeddedPostgres(settings.state_dir).dsn()
+    return pg_address(settings).dsn or EmbeddedPostgres(settings.state_dir).dsn()
+
+
+def pg_address(settings: Settings) -> PostgresSettings:
+    """The coordinator's database settings, with how to reach it (dsn, migrate_dsn,
+    transaction_pooling) taken from search's when the coordinator names no DSN of its own:
+    the same server, through the same pooler or none."""
+    own = settings.coordinator.pg
+    if own.dsn:
+        return own
+    shared = settings.search.pg
+    return own.model_copy(
+        update={
+            "dsn": shared.dsn,
+            "migrate_dsn": shared.migrate_dsn,
+            "transaction_pooling": shared.transaction_pooling,
+        }
     )
 
 
@@ -161,9 +174,11 @@ async def open_store(settings: Settings) -> InteractionStore:
                 min_size=config.pg.pool_min_size,
                 max_size=config.pg.pool_max_size,
                 statement_timeout_ms=config.pg.statement_timeout_ms,
+                transaction_pooling=pg_address(settings).transaction_pooling,
             ),
             connect_attempts=config.pg.connect_attempts,
             connect_backoff_base_s=config.pg.connect_backoff_base_s,
+            migrate_dsn=pg_address(settings).migrate_dsn,
         )
     except DatabaseConnectError as exc:
         raise StartupError(str(exc)) from exc

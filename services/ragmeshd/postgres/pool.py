@@ -6,9 +6,11 @@ from __future__ import annotations
 import logging
 import weakref
 from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
 
 import asyncpg
 
+from ragmeshd.postgres.transaction_pool import TransactionPool
 from ragmeshd.runtime.redaction import redact
 from ragmeshd.runtime.startup import retry_at_startup
 
@@ -94,8 +96,9 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
     asyncpg's default reset sends `SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *;
     RESET ALL` on every release, one more round trip per pooled use (py-spy on search under
     load: a sixth of the server's database writes). ragmesh's pools never leave session
-    state behind: settings are sent at connect, cursors live inside transactions, and no
-    pooled connection takes advisory locks (migrations use their own connection) or LISTENs."""
+    state behind: settings are sent at connect (or set per transaction behind PgBouncer),
+    cursors live inside transactions, and no pooled connection takes advisory locks
+    (migrations use their own connection) or LISTENs."""
 
 
 async def create_pool(
@@ -107,11 +110,15 @@ async def create_pool(
     statement_timeout_ms: int,
     server_settings: Mapping[str, str] | None = None,
     init: Callable[[asyncpg.Connection], Awaitable[None]] | None = None,
+    transaction_pooling: bool = False,
 ) -> asyncpg.Pool:
     """The connection pool (one attempt; callers retry start-up with connect_with_retries).
 
-    Settings are session defaults sent at connect: unlike SET, they survive the RESET ALL the
-    pool runs when a connection is released.
+    Settings are session defaults sent at connect. Behind PgBouncer in transaction mode
+    (`transaction_pooling`) there is no session to hold them: they are set inside every
+    acquire's transaction instead (transaction_pool.py), and asyncpg's statement cache is off,
+    since a statement prepared on one server connection is not there on the next transaction
+    (PgBouncer before 1.21, or without max_prepared_statements).
     """
 
     async def on_connect(conn: asyncpg.Connection) -> None:
@@ -119,16 +126,24 @@ async def create_pool(
         if init is not None:
             await init(conn)
 
+    settings = {"statement_timeout": str(statement_timeout_ms), **(server_settings or {})}
+    arguments: dict[str, Any] = {
+        "min_size": min_size,
+        "max_size": max_size,
+        "init": on_connect,
+        "reset": _keep_session,
+        "timeout": CONNECT_TIMEOUT_S,
+    }
+    if transaction_pooling:
+        # application_name is one of the startup parameters PgBouncer passes on.
+        pool = TransactionPool(
+            dsn,
+            settings=settings,
+            server_settings={"application_name": application_name},
+            statement_cache_size=0,
+            **arguments,
+        )
+        return await pool
     return await asyncpg.create_pool(
-        dsn,
-        min_size=min_size,
-        max_size=max_size,
-        init=on_connect,
-        reset=_keep_session,
-        timeout=CONNECT_TIMEOUT_S,
-        server_settings={
-            "application_name": application_name,
-            "statement_timeout": str(statement_timeout_ms),
-            **(server_settings or {}),
-        },
+        dsn, server_settings={"application_name": application_name, **settings}, **arguments
     )

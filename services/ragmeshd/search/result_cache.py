@@ -40,8 +40,11 @@ class InvalidationError(Exception):
 
 
 class ResultCache:
-    def __init__(self, dsn: str | None, *, max_bytes: int, ttl_s: float) -> None:
+    def __init__(
+        self, dsn: str | None, *, max_bytes: int, ttl_s: float, transaction_pooling: bool = False
+    ) -> None:
         self._dsn = dsn
+        self._transaction_pooling = transaction_pooling
         self._ttl_s = ttl_s
         self.memory: ByteLRU[bytes] = ByteLRU("search_results", max_bytes, len)
         self._pool: asyncpg.Pool | None = None
@@ -60,6 +63,7 @@ class ResultCache:
                 min_size=1,
                 max_size=defaults.SEARCH_RESULT_CACHE_POOL_MAX,
                 statement_timeout_ms=defaults.SEARCH_RESULT_CACHE_STATEMENT_TIMEOUT_MS,
+                transaction_pooling=self._transaction_pooling,
             )
 
     async def close(self) -> None:

@@ -59,8 +59,9 @@ def production_problems(
     if not server["require_api_key"]:
         problems.append("server.require_api_key: must be true in production")
     for path, dsn in (
-        ("search.pg.dsn", values["search"]["pg"]["dsn"]),
-        ("coordinator.pg.dsn", values["coordinator"]["pg"]["dsn"]),
+        (f"{section}.pg.{field}", values[section]["pg"][field])
+        for section in ("search", "coordinator")
+        for field in ("dsn", "migrate_dsn")
     ):
         if dsn and not _local(urlsplit(dsn).hostname):
             problems += [f"{path}: {p}" for p in _postgres_tls_problems(dsn, libpq_env or {})]

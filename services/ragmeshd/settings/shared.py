@@ -30,6 +30,12 @@ class PostgresSettings(Section):
     connect_backoff_base_s: float = Field(defaults.PG_CONNECT_BACKOFF_BASE_S, ge=0)
     health_interval_s: float = Field(defaults.PG_HEALTH_INTERVAL_S, gt=0)
     health_timeout_s: float = Field(defaults.PG_HEALTH_TIMEOUT_S, gt=0)
+    # `dsn` is a PgBouncer in transaction mode (docs/kubernetes.md, "Scale-out"): settings
+    # are set per transaction, asyncpg's statement cache is off (postgres/pool.py).
+    transaction_pooling: bool = False
+    # Where migrations connect when not to `dsn`: the database itself, past a pooler (they
+    # hold a session advisory lock). Empty: `dsn`.
+    migrate_dsn: str = ""
 
     @model_validator(mode="after")
     def _pool_sizes(self) -> PostgresSettings:

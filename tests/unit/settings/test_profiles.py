@@ -72,6 +72,8 @@ def test_dev_is_the_plain_defaults() -> None:
         ("RAGMESH_MESH__TLS", "false", "mesh.tls"),
         ("RAGMESH_SERVER__REQUIRE_API_KEY", "false", "server.require_api_key"),
         ("RAGMESH_SEARCH__PG_DSN", "postgresql://u@db.example.com/x", "search.pg.dsn"),
+        # Migrations past a pooler connect to the database itself: verified as well.
+        ("RAGMESH_SEARCH__PG_MIGRATE_DSN", "postgresql://u@db-rw/x", "search.pg.migrate_dsn"),
         ("RAGMESH_COORDINATOR__REMOTE_URL", "http://api.example.com/v1", "remote_url"),
         ("RAGMESH_TELEMETRY__OTLP_ENDPOINT", "10.1.2.3:4317", "telemetry.otlp_endpoint"),
     ],

@@ -70,4 +70,5 @@ def search_pool_spec(settings: SearchSettings) -> PoolSpec:
             "hnsw.iterative_scan": "relaxed_order",
         },
         init=register_vector_codec,
+        transaction_pooling=settings.pg.transaction_pooling,
     )

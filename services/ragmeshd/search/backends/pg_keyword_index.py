@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 
 import asyncpg
 
+from ragmeshd.postgres.transaction_pool import isolated_transaction
 from ragmeshd.search.backends.pg_keywords import terms_table
 from ragmeshd.search.bm25_index import Bm25Index, PassageBatch, PassageKey
 from ragmeshd.search.records import Filter, Visible
@@ -144,7 +145,7 @@ class KeywordIndexes:
     async def _build(self, conn: asyncpg.Connection, collection_id: int, entry: _Entry) -> None:
         started = time.perf_counter()
         batches = []
-        async with conn.transaction(isolation="repeatable_read", readonly=True):
+        async with isolated_transaction(conn, isolation="repeatable_read", readonly=True):
             version = await conn.fetchval(
                 "SELECT write_version FROM search_collections WHERE id = $1", collection_id
             )
@@ -184,7 +185,7 @@ class KeywordIndexes:
         when it is too far behind (rebuild instead)."""
         index = entry.index
         assert index is not None
-        async with conn.transaction(isolation="repeatable_read", readonly=True):
+        async with isolated_transaction(conn, isolation="repeatable_read", readonly=True):
             version = await conn.fetchval(
                 "SELECT write_version FROM search_collections WHERE id = $1", collection_id
             )

@@ -21,6 +21,7 @@ import asyncpg
 import numpy as np
 
 from ragmeshd.postgres.database import open_database
+from ragmeshd.postgres.transaction_pool import acquire_snapshot
 from ragmeshd.runtime import metrics
 from ragmeshd.search import migrate
 from ragmeshd.search.backends.base import (
@@ -95,6 +96,7 @@ class PgVectorBackend(SearchBackend):
             search_pool_spec(s),
             connect_attempts=s.pg.connect_attempts,
             connect_backoff_base_s=s.pg.connect_backoff_base_s,
+            migrate_dsn=s.pg.migrate_dsn,
         )
         metrics.POOL_SIZE.set_function(pool.get_size)
         metrics.POOL_IN_USE.set_function(lambda: pool.get_size() - pool.get_idle_size())
@@ -337,7 +339,8 @@ class PgVectorBackend(SearchBackend):
         if not terms:
             return []
         with translated_errors("a keyword search"):
-            async with self.pool.acquire() as conn:
+            # Behind a pooler, the index's catch-up needs this transaction to be its snapshot.
+            async with acquire_snapshot(self.pool) as conn:
                 collection = await self._collection_row(conn, name)
                 passages = int(collection["passage_count"])
                 if not passages:
@@ -383,7 +386,7 @@ class PgVectorBackend(SearchBackend):
         indexed, groups = index_groups(conditions)
         if indexed and terms:
             with translated_errors("a hybrid search"):
-                async with self.pool.acquire() as conn:
+                async with acquire_snapshot(self.pool) as conn:
                     collection = await self._collection_row(conn, name)
                     ranked = (
                         await self._keyword_indexes.search(
