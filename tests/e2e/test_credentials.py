@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import stat
 import subprocess
 
 import grpc
@@ -16,7 +17,7 @@ import pytest
 from ragmesh.embeddings.v1 import embeddings_service_pb2 as embeddings_pb
 from ragmesh.embeddings.v1 import embeddings_service_pb2_grpc as embeddings_grpc
 from ragmeshd.runtime.credentials import ACCEPTED_FORMS
-from tests.helpers import REPO_ROOT, ragmesh_command
+from tests.helpers import REPO_ROOT, eventually_async, ragmesh_command
 from tests.mesh import Mesh
 
 pytestmark = pytest.mark.e2e
@@ -152,6 +153,42 @@ async def test_refusals_and_key_changes_reach_the_audit_log(mesh: Mesh) -> None:
     assert refusal["reason"]
     assert key.rsplit("_", 1)[1] not in audit_log.read_text()
     assert all(e["logger"] == "ragmesh.audit" for e in events())
+
+
+async def test_envoys_own_refusals_reach_its_audit_file(mesh: Mesh) -> None:
+    """Calls Envoy refuses itself never reach a server's audit.log: Envoy appends them to
+    STATE_DIR/logs/envoy-audit.log beside it, one JSON line each with the reason, the key's id
+    (when the refusal comes after the credential check) and the client certificate's identity."""
+    key = limited_key(mesh, "envoy-audited")
+    key_id = key.split("_")[1]
+    await asyncio.sleep(RELOAD_WAIT_S)
+    assert await refused_for_its_form(mesh, [("x-api-key", key), DECOY])
+    assert await embed_code(mesh, [("x-api-key", key)]) == grpc.StatusCode.OK
+    assert await embed_code(mesh, [("x-api-key", key)]) == grpc.StatusCode.RESOURCE_EXHAUSTED
+    envoy_audit = mesh.state_dir / "logs" / "envoy-audit.log"
+
+    def refusals() -> list[dict[str, object]]:
+        text = envoy_audit.read_text() if envoy_audit.exists() else ""
+        return [json.loads(line) for line in text.splitlines() if line]
+
+    def over_limit() -> list[dict[str, object]]:
+        return [e for e in refusals() if e["key_id"] == key_id]
+
+    def two_credentials() -> list[dict[str, object]]:
+        return [e for e in refusals() if str(e["reason"]).startswith("more than one credential")]
+
+    # Envoy flushes its access logs about once a second.
+    await eventually_async(lambda: over_limit() and two_credentials(), 30, "Envoy's refusals")
+    (limited,) = over_limit()
+    assert limited["reason"] == "over its rate limit"
+    assert limited["grpc_code"] == "RESOURCE_EXHAUSTED"
+    assert limited["grpc_method"] == "/ragmesh.embeddings.v1.EmbeddingsService/Embed"
+    assert str(limited["peer"]).startswith("spiffe://ragmesh.internal/client/")
+    decoy = two_credentials()[-1]
+    assert decoy["grpc_code"] == "UNAUTHENTICATED" and decoy["peer"] == limited["peer"]
+    assert all(e["event"] == "call refused" and e["audit"] is True for e in refusals())
+    assert key.rsplit("_", 1)[1] not in envoy_audit.read_text()
+    assert stat.S_IMODE(envoy_audit.stat().st_mode) == 0o600
 
 
 def key_with_rate(mesh: Mesh, name: str, rate: str, burst: int) -> str:

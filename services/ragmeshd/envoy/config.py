@@ -34,6 +34,7 @@ from ragmeshd.envoy.limits import (
     RETRY_BACKOFF_BASE_S,
     RETRY_BACKOFF_MAX_S,
 )
+from ragmeshd.envoy.refusal_log import refusal_loggers
 from ragmeshd.envoy.sds import sds_path, sds_resources, use_sds
 from ragmeshd.envoy.security import (
     RATELIMIT_CLUSTER,
@@ -196,6 +197,8 @@ def _listener(
         [{"san_type": "URI", "matcher": {"prefix": peer_uri_prefix}}] if peer_uri_prefix else []
     )
     access_log = render("access_log.yaml", listener=name) if topology.access_log else []
+    if topology.refusal_log is not None:
+        access_log += refusal_loggers(topology.refusal_log, name)
     listener = render(
         "listener.yaml",
         name=name,

@@ -136,6 +136,9 @@ class Topology:
     internal_listener: Address = INTERNAL_LISTEN
     admin: Address = ADMIN_LISTEN
     access_log: bool = True
+    # Envoy's own refusals as audit records, appended to this file (envoy/refusal_log.py);
+    # None: only in the access log above.
+    refusal_log: Path | None = None
     # The OTLP/gRPC collector (host, port) for Envoy's trace spans; None: no tracing.
     otlp_endpoint: Address | None = None
     # The rate-limit service's unix socket (`ragmesh serve ratelimit`); None: no key limits.

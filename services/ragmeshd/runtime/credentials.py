@@ -63,11 +63,14 @@ UPLOAD_PATH_LUA = "^/v1/collections/[^/?]+/files"
 # (gRPC status 16, or HTTP 401 with an OpenAI-style error), and the key's id in the request's
 # dynamic metadata so every access-log line names the key (the id, never the secret). It also
 # refuses an HTTP body whose Content-Length is over HTTP_MAX_BODY_BYTES (UPLOAD_MAX_BYTES on the
-# upload route) with 413 before anything buffers it.
+# upload route) with 413 before anything buffers it. Each refusal leaves its reason in the
+# dynamic metadata too (ragmesh:refused), which selects the line of Envoy's audit log
+# (envoy/templates/refusal_log.yaml).
 LUA_CREDENTIAL_CHECK = """
 local ACCEPTED = "ACCEPTED_FORMS"
 
 local function refuse(handle, why)
+  handle:streamInfo():dynamicMetadata():set("ragmesh", "refused", why)
   local message = why .. ": " .. ACCEPTED
   local content_type = handle:headers():get("content-type") or ""
   if string.sub(content_type, 1, 16) == "application/grpc" then
@@ -83,6 +86,7 @@ end
 
 local function too_large(handle, limit)
   local message = "the request body is over " .. limit .. " bytes, this route's limit"
+  handle:streamInfo():dynamicMetadata():set("ragmesh", "refused", message)
   handle:respond({[":status"] = "413", ["content-type"] = "application/json"},
                  '{"error": {"message": "' .. message ..
                  '", "type": "invalid_request_error", "code": "request_too_large"}}')

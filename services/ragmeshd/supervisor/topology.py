@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ragmeshd.envoy.config import render_config
+from ragmeshd.envoy.refusal_log import ENVOY_AUDIT_LOG
 from ragmeshd.envoy.security import admin_socket
 from ragmeshd.envoy.topology import HttpGateway, HttpUpstream, Topology, UpstreamCluster
 from ragmeshd.settings import Settings
@@ -62,6 +63,7 @@ def mesh_topology(
         ratelimit_socket=layout.ratelimit_socket,
         ratelimit_fail_open=settings.ratelimit.fail_open,
         ratelimit_timeout_s=settings.ratelimit.timeout_s,
+        refusal_log=layout.log_path(ENVOY_AUDIT_LOG),
         trace_sampling_ratio=settings.telemetry.sampling_ratio,
         http_gateway=HttpGateway(
             services=[cluster.grpc_service for cluster in clusters],
