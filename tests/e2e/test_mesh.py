@@ -33,7 +33,7 @@ from ragmeshd.runtime.channels import metadata_interceptors
 from ragmeshd.runtime.tls import channel_credentials
 from ragmeshd.supervisor.prometheus import prometheus_config
 from tests.e2e.dashboard import assert_every_panel_has_data, dashboard_traffic
-from tests.helpers import REPO_ROOT, call_every_rpc, free_port, ragmesh_command
+from tests.helpers import REPO_ROOT, call_every_rpc, eventually_async, free_port, ragmesh_command
 from tests.mesh import Mesh
 
 pytestmark = pytest.mark.e2e
@@ -251,13 +251,19 @@ async def test_prometheus_scrapes_every_target_and_sees_traffic(mesh: Mesh, tmp_
             client = embeddings_grpc.EmbeddingsServiceStub(channel)
             for call in range(20):
                 await client.Embed(embeddings_pb.EmbedRequest(inputs=[f"scraped {call}"]))
-        deadline = time.monotonic() + 30
-        while await prometheus_value(address, embed_calls) < before + 20:
-            assert time.monotonic() < deadline, "the Embed counter did not move"
-            await asyncio.sleep(0.5)
-        while await prometheus_value(address, envoy_requests) < before_envoy + 20:
-            assert time.monotonic() < deadline, "Envoy's request counter did not move"
-            await asyncio.sleep(0.5)
+
+        async def moved(query: str, at_least: float) -> bool:
+            return await prometheus_value(address, query) >= at_least
+
+        await eventually_async(
+            lambda: moved(embed_calls, before + 20), 30, "the Embed counter", interval_s=0.5
+        )
+        await eventually_async(
+            lambda: moved(envoy_requests, before_envoy + 20),
+            30,
+            "Envoy's request counter",
+            interval_s=0.5,
+        )
         assert await prometheus_value(address, "sum(ragmesh_embeddings_batch_size_count)") > 0
         # Every Grafana panel's query returns data once traffic has moved its series.
         async with mesh.channel() as channel:
@@ -372,18 +378,19 @@ async def test_killing_a_replica_under_load_is_invisible_to_clients(mesh: Mesh) 
     assert not failures, [f"{f.code()}: {f.details()}" for f in failures[:5]]  # type: ignore[attr-defined]
 
     # `ragmesh up` starts it again; it returns to rotation through health checks.
-    deadline = time.monotonic() + 120
-    while mesh.state.pids[victim.name] == victim_pid:
-        assert time.monotonic() < deadline, "embeddings-0 was not restarted"
-        await asyncio.sleep(0.2)
+    await eventually_async(
+        lambda: mesh.state.pids[victim.name] != victim_pid, 120, "embeddings-0 restarted"
+    )
     assert mesh.state.restarts[victim.name] >= 1
     assert mesh.state.last_exit[victim.name] == "signal SIGKILL"
     log_path = mesh.state_dir / "logs" / f"{victim.name}.log"
     calls_before = log_path.read_text().count("EmbeddingsService/Embed")
     host = f"embeddings::{victim.target}::health_flags::healthy"
-    while host not in await admin_get(mesh.admin, "/clusters"):
-        assert time.monotonic() < deadline, await admin_get(mesh.admin, "/clusters")
-        await asyncio.sleep(0.5)
+
+    async def in_rotation() -> bool:
+        return host in await admin_get(mesh.admin, "/clusters")
+
+    await eventually_async(in_rotation, 120, f"{host} in Envoy's /clusters", interval_s=0.5)
     # Back in rotation: calls through Envoy reach it again.
     async with mesh.channel() as channel:
         client = embeddings_grpc.EmbeddingsServiceStub(channel)

@@ -6,7 +6,6 @@ every mode, with top-k still full (the filter runs before top-k, not after)."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import subprocess
 import time
@@ -24,7 +23,7 @@ from ragmesh.coordinator.v1 import coordinator_service_pb2_grpc as coordinator_g
 from ragmesh.search.v1 import search_service_pb2 as search_pb
 from ragmesh.search.v1 import search_service_pb2_grpc as search_grpc
 from ragmeshd.runtime.channels import metadata_interceptors
-from tests.helpers import REPO_ROOT, ragmesh_command
+from tests.helpers import REPO_ROOT, eventually_async, ragmesh_command
 from tests.mesh import Mesh
 
 pytestmark = pytest.mark.e2e
@@ -226,12 +225,13 @@ async def test_interactions_export_keeps_to_the_exporters_collections(
     b_id = messages[-1].summary.interaction_id
     assert SECRET in str(messages)  # B reads its own collection
     async with mesh.channel() as admin:
-        for _ in range(60):  # the interaction is stored after the answer
-            if any(i.interaction_id == b_id for i in await _exported(admin)):
-                break
-            await asyncio.sleep(0.5)
-        else:
-            pytest.fail("the admin key never saw tenant B's interaction")
+
+        async def exported_to_admin() -> bool:  # the interaction is stored after the answer
+            return any(i.interaction_id == b_id for i in await _exported(admin))
+
+        await eventually_async(
+            exported_to_admin, 30, "tenant B's interaction exported to the admin key", 0.5
+        )
     async with channel_for(keys.tenant_a) as channel:
         exported = await _exported(channel)
         with pytest.raises(grpc.aio.AioRpcError) as read:
