@@ -35,6 +35,8 @@ VARIANTS: dict[str, tuple[str, tuple[str, ...]]] = {
         ("components/qdrant", "components/qdrant-distributed"),
     ),
     "production+external-postgres": ("overlays/production", ("components/external-postgres",)),
+    "dev+pooler": ("overlays/dev", ("components/pooler",)),
+    "production+pooler": ("overlays/production", ("components/pooler",)),
     "production+monitoring": ("overlays/production", ("components/monitoring",)),
     "production+queue-autoscaling": (
         "overlays/production",

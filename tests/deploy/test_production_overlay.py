@@ -18,6 +18,9 @@ from tests.deploy.manifests import VARIANTS, Container, Doc, containers, render
 _SECRET_VALUES = {
     ("ragmesh-db-app", "uri"): "postgresql://ragmesh:s3cret@ragmesh-db-rw.ragmesh:5432/ragmesh",
     ("ragmesh-external-db", "uri"): "postgresql://ragmesh:s3cret@db.example.com:5432/ragmesh",
+    # components/pooler passes the user and password to libpq apart (PGUSER, PGPASSWORD).
+    ("ragmesh-db-app", "username"): "ragmesh",
+    ("ragmesh-db-app", "password"): "s3cret",
 }
 _DATABASE_USERS = {"search", "coordinator"}
 
