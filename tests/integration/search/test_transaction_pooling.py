@@ -13,6 +13,7 @@ import asyncio
 import os
 import shutil
 import tempfile
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote
@@ -22,6 +23,8 @@ import numpy as np
 import pytest
 
 from ragmesh.search.v1 import search_service_pb2 as pb
+from ragmeshd.coordinator.records import ExportFilter
+from ragmeshd.coordinator.server import open_store
 from ragmeshd.postgres.embedded import SERVICE_USER_AS_ROOT, EmbeddedPostgres
 from ragmeshd.postgres.pool import create_pool
 from ragmeshd.postgres.transaction_pool import isolated_transaction
@@ -34,7 +37,7 @@ from ragmeshd.search.records import (
     PreparedDocument,
 )
 from ragmeshd.search.result_cache import ResultCache
-from ragmeshd.settings import SearchSettings
+from ragmeshd.settings import SearchSettings, Settings
 from tests.helpers import ServerProcess, eventually, free_port, run_coroutine, running_process
 from tests.integration.search.conftest import PostgresProcess, create_database
 
@@ -247,3 +250,22 @@ async def test_search_runs_through_pgbouncer_in_transaction_mode(
         assert len(computed) == 2
     finally:
         await cache.close()
+
+
+async def test_the_coordinator_store_runs_through_pgbouncer(
+    pgbouncer: tuple[str, str], tmp_path: Path
+) -> None:
+    """The coordinator names no DSN of its own: it takes search's (the pooler), its migration
+    DSN and its mode, and migrates and serves through them."""
+    pooled, direct = pgbouncer
+    settings = Settings(
+        state_dir=tmp_path,
+        search={"pg": {"dsn": pooled, "migrate_dsn": direct, "transaction_pooling": True}},
+    )
+    store = await open_store(settings)
+    try:
+        assert await store.ping(timeout_s=10)
+        assert await store.get(uuid.uuid4()) is None
+        assert [i async for i in store.export(ExportFilter(limit=5))] == []
+    finally:
+        await store.close()
