@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 import asyncpg
 
-from ragmeshd.postgres.transaction_pool import isolated_transaction
+from ragmeshd.postgres.transaction_pool import acquire_snapshot, isolated_transaction
 from ragmeshd.search.backends.pg_keywords import terms_table
 from ragmeshd.search.bm25_index import Bm25Index, PassageBatch, PassageKey
 from ragmeshd.search.records import Filter, Visible
@@ -133,7 +133,7 @@ class KeywordIndexes:
 
         async def build() -> None:
             try:
-                async with pool.acquire() as conn:
+                async with acquire_snapshot(pool) as conn:
                     await self._build(conn, collection_id, entry)
             except Exception:  # the next query tries again; this one used the SQL planner
                 _log.exception(
