@@ -114,7 +114,7 @@ def _bench_ask(args: argparse.Namespace) -> int:
             )
         return BenchReport(format_report(report), report)
 
-    return int(args.emit_report("ask", measure))
+    return int(args.emit_report(args, "ask", measure))
 
 
 async def _load_documents(channel: grpc.aio.Channel) -> None:

@@ -101,7 +101,7 @@ def _bench_overload(args: argparse.Namespace) -> int:
         with bench_mesh(running, settings.models_dir) as mesh:
             return asyncio.run(_run(mesh, args))
 
-    return int(args.emit_report("overload", measure))
+    return int(args.emit_report(args, "overload", measure))
 
 
 async def _run(mesh: MeshHandle, args: argparse.Namespace) -> BenchReport:

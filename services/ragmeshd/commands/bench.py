@@ -30,6 +30,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Every bench prints its numbers with the machine's CPUs and load average"
         " before and after; with --json, one JSON document on stdout (progress on stderr).",
     )
+    # The bench modules sit below commands/ in the layers and cannot import the printer: each
+    # handler calls args.emit_report(args, name, produce).
     bench.set_defaults(emit_report=emit_report)
     targets = bench.add_subparsers(dest="bench", required=True, metavar="WHAT")
 
@@ -139,7 +141,7 @@ def _bench_embed(args: argparse.Namespace) -> int:
     if args.mesh:
         from ragmeshd.bench.embed_mesh import run_mesh_bench
 
-        return emit_report(
+        return args.emit_report(
             args,
             "embed --mesh",
             lambda: run_mesh_bench(
@@ -165,14 +167,14 @@ def _bench_embed(args: argparse.Namespace) -> int:
         )
         return report(results, args.concurrency, args.requests)
 
-    return emit_report(args, "embed", measure)
+    return args.emit_report(args, "embed", measure)
 
 
 def _bench_search_cache(args: argparse.Namespace) -> int:
     from ragmeshd.bench.search_cache import run_search_cache_bench
 
     settings = settings_or_exit()
-    return emit_report(
+    return args.emit_report(
         args,
         "search-cache",
         lambda: run_search_cache_bench(

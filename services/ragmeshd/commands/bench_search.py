@@ -176,4 +176,4 @@ def _bench_search(args: argparse.Namespace) -> int:
         )
         return BenchReport(report(result), {"result": result})
 
-    return int(args.emit_report("search", measure))
+    return int(args.emit_report(args, "search", measure))
