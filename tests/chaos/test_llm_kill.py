@@ -21,7 +21,7 @@ from tests.helpers import eventually_async
 from tests.mesh import Mesh
 
 pytest.importorskip("llama_cpp")
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.long]
 
 COLLECTION = "llm-chaos"
 QUESTION = pb.AskRequest(

@@ -54,7 +54,7 @@ from tests.deploy.pods import (
 )
 from tests.helpers import ServerProcess, free_port, wait_postgres
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.long]
 
 STARTUP_TIMEOUT_S = 240.0
 PROBE_TIMEOUT_S = 30.0

@@ -48,6 +48,9 @@ def _table(output: str) -> dict[str, tuple[float, float]]:
     return rows
 
 
+# Long (`make test-long`): every mode and fusion beside the offline study. In the suite,
+# test_eval_json_is_one_document_on_stdout runs eval on the same data set.
+@pytest.mark.long
 def test_eval_and_the_fusion_study_agree_on_a_tiny_beir_set(mesh: Mesh, tmp_path: Path) -> None:
     beir = write_tiny_beir(tmp_path / "tiny")
     output = _run(

@@ -47,6 +47,9 @@ def first_log_time(path: Path) -> str:
     return match.group(1)
 
 
+# Long (`make test-long`): a mesh of its own behind a database held back for seconds. In the
+# suite, `make up`'s banner test below starts a whole mesh and stops it with Ctrl-C.
+@pytest.mark.long
 async def test_dependents_wait_for_a_slow_database_and_stop_gracefully(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -27,7 +27,7 @@ from ragmesh.search.v1 import search_service_pb2_grpc as search_grpc
 from tests.integration.coordinator.fake_llm import FakeLLM
 from tests.mesh import Mesh, running_mesh
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.long]
 
 SERVICES = ("ragmesh-envoy", "ragmesh-coordinator", "ragmesh-search", "ragmesh-embeddings")
 SPANS_TIMEOUT_S = 30.0

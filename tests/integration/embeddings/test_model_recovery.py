@@ -20,7 +20,7 @@ from ragmesh.embeddings.v1 import embeddings_service_pb2_grpc as pb_grpc
 from ragmeshd.embeddings.server import SERVICE_NAME
 from tests.helpers import ServerProcess, model_process_pid, start_embeddings, wait_serving
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.long]
 
 # A hung batch is given up after this long (the default is 30 s; a real batch on a busy
 # 2-core machine can take a few seconds, so not much less).

@@ -6,6 +6,7 @@ comment) or listed in ALLOWED with a reason of their own."""
 from __future__ import annotations
 
 import ast
+import functools
 import re
 
 from tests.helpers import REPO_ROOT
@@ -158,8 +159,10 @@ def _allowed_by_rule(
     return _is_named_with_reason(node, parents, lines)
 
 
-def literals() -> list[tuple[str, str, int]]:
-    """Every numeric literal outside the rules: (module, literal as written, line)."""
+@functools.cache
+def literals() -> tuple[tuple[str, str, int], ...]:
+    """Every numeric literal outside the rules: (module, literal as written, line). Computed
+    once for the tests below (get_source_segment rescans its module for every literal)."""
     found: list[tuple[str, str, int]] = []
     for path in sorted(PACKAGE.rglob("*.py")):
         module = path.relative_to(PACKAGE).as_posix()
@@ -175,7 +178,7 @@ def literals() -> list[tuple[str, str, int]]:
             text = ast.get_source_segment(source, node) or repr(node.value)
             if not _allowed_by_rule(module, node, parents, lines, text):
                 found.append((module, text, node.lineno))
-    return found
+    return tuple(found)
 
 
 def test_every_numeric_literal_is_a_default_a_named_reason_or_allowed() -> None:
