@@ -12,11 +12,13 @@ The ratio of the two is what the ingestion path costs on top of the model. The r
 encodes exactly the passages the search server's splitter makes of the documents.
 
 The mesh runs with default settings: writes are embedded in the embeddings server's bulk lane,
-which waits instead of shedding (issue 21). Beside the writes, a probe sends one single-text
-Embed (a unique text: the cache never answers it) every 50 ms, first with the mesh idle, then
-during the ingest: interactive calls must stay fast while a bulk write runs (target: p99
-during the ingest <= 2x the idle p99 + 50 ms). A probe refused or failed is counted, never
-retried.
+which waits instead of shedding (issue 21). The documents go in two halves. The first half
+alone measures throughput (the ratio above). During the second half a probe sends one
+single-text Embed (a unique text: the cache never answers it) every 50 ms, as it did with the
+mesh idle before: interactive calls must stay fast while a bulk write runs (target: p99
+during the ingest <= 2x the idle p99 + 50 ms). The probe's ~20 calls/s take their share of the
+model, which is why they stay out of the throughput half. A probe refused or failed is counted,
+never retried.
 """
 
 from __future__ import annotations
@@ -102,28 +104,33 @@ def documents(count: int, seed: int) -> list[str]:
     return [source.sentence(int(n)) for n in rng.integers(*DOCUMENT_WORDS, size=count)]
 
 
+def _calls(texts: list[str], start: int, end: int, batch: int) -> list[pb.UpsertDocumentsRequest]:
+    """UpsertDocuments requests of `batch` documents each for texts[start:end]."""
+    return [
+        pb.UpsertDocumentsRequest(
+            collection=COLLECTION,
+            documents=[
+                pb.Document(id=str(i), text=texts[i]) for i in range(first, min(first + batch, end))
+            ],
+        )
+        for first in range(start, end, batch)
+    ]
+
+
 async def drive(
     handle_channel: object, texts: list[str], batch: int, concurrency: int, cpu: ProcessCpu
 ) -> tuple[float, float, float, dict[str, float], int, Probe, Probe]:
-    """UpsertDocuments of `batch` documents, `concurrency` at a time: passages/s, p50 and p99
-    call latency (ms), CPU cores by process, passages stored, and the interactive probe idle
-    and during the ingest."""
+    """UpsertDocuments of `batch` documents, `concurrency` at a time. The first half of the
+    texts: passages/s, p50 and p99 call latency (ms), CPU cores by process, passages stored;
+    then the interactive probe idle and during the second half."""
     async with handle_channel() as channel:  # type: ignore[operator]
         stub = pb_grpc.SearchServiceStub(channel)
         embed = embeddings_grpc.EmbeddingsServiceStub(channel)
         await stub.CreateCollection(
             pb.CreateCollectionRequest(name=COLLECTION, dimensions=DIMENSIONS)
         )
-        calls = [
-            pb.UpsertDocumentsRequest(
-                collection=COLLECTION,
-                documents=[
-                    pb.Document(id=str(i), text=texts[i])
-                    for i in range(start, min(start + batch, len(texts)))
-                ],
-            )
-            for start in range(0, len(texts), batch)
-        ]
+        half = len(texts) // 2
+        measured, probed = _calls(texts, 0, half, batch), _calls(texts, half, len(texts), batch)
         # Warm-up: one call (first model use, first database writes), not measured.
         warm = pb.UpsertDocumentsRequest(
             collection=COLLECTION, documents=[pb.Document(id="warm", text=texts[0])]
@@ -140,14 +147,15 @@ async def drive(
         await asyncio.sleep(PROBE_IDLE_S)
         idle_stop.set()
         idle = await idle_task
+        cpu.start()
+        load = await closed_loop(measured, upsert, concurrency)
+        cores = cpu.cores(load.elapsed_s)
+        passages = sum(stored)
         busy_stop = asyncio.Event()
         busy_task = asyncio.create_task(probe(embed, busy_stop, "busy"))
-        cpu.start()
-        load = await closed_loop(calls, upsert, concurrency)
-        cores = cpu.cores(load.elapsed_s)
+        await closed_loop(probed, upsert, concurrency)
         busy_stop.set()
         busy = await busy_task
-    passages = sum(stored)
     return (
         passages / load.elapsed_s,
         load.percentile_ms(0.5),
@@ -177,24 +185,32 @@ def run_ingest_bench(
     from ragmeshd.settings import load_settings
 
     splitter = make_splitter(load_settings())
-    pieces = [piece for text in texts for piece in splitter.split(text)]
+    # The throughput half: the first half of the documents (drive's `measured`).
+    pieces = [piece for text in texts[: len(texts) // 2] for piece in splitter.split(text)]
     model = raw(pieces, "auto", 64, models_dir)
     load_after = uptime()
+    # What the replica (server and model process) did with the CPU it got, beside the raw
+    # model's passages per CPU-second: on a shared machine the end-to-end ratio also measures
+    # how much CPU the replica was given.
+    per_cpu_s = rate / cores["embeddings-0"]
+    raw_per_cpu_s = 1000 / model.cpu_ms_per_text
     lines = [
         f"ragmesh bench ingest: {count} documents of {DOCUMENT_WORDS[0]}-{DOCUMENT_WORDS[1]}"
         f" Zipf words, {os.cpu_count()} CPUs",
         f"load before: {load_before}",
         f"UpsertDocuments through Envoy (mTLS + key), {batch} documents a call,"
-        f" {concurrency} calls at a time: {rate:8.1f} passages/s   p50 {p50:7.0f} ms"
+        f" {concurrency} calls at a time, first half: {rate:8.1f} passages/s   p50 {p50:7.0f} ms"
         f"   p99 {p99:7.0f} ms   ({passages} passages stored)",
         "  CPU cores: " + ", ".join(f"{name} {value:.2f}" for name, value in cores.items()),
-        idle.line("idle         "),
-        busy.line("during ingest"),
+        idle.line("idle                       "),
+        busy.line("during ingest (second half)"),
         f"  p99 during ingest / (2 x idle p99 + 50 ms) = "
         f"{busy.p(0.99) / (2 * idle.p(0.99) + 50):.2f}   (target <= 1)",
         f"{model.label} in this process, the same {len(pieces)} passages:"
         f" {model.texts_per_s:8.1f} passages/s",
-        f"ingest / raw model = {rate / model.texts_per_s:.2f}x   (target >= 0.9x)",
+        f"ingest / raw model = {rate / model.texts_per_s:.2f}x   (target >= 0.8x)",
+        f"per CPU-second: embeddings replica {per_cpu_s:.1f} passages, raw model"
+        f" {raw_per_cpu_s:.1f}: {per_cpu_s / raw_per_cpu_s:.2f}x   (target >= 0.9x)",
         f"load after: {load_after}",
     ]
     numbers = {
@@ -210,6 +226,8 @@ def run_ingest_bench(
         "embed_during_ingest_p99_ms": busy.p(0.99),
         "raw_model_passages_per_s": model.texts_per_s,
         "ingest_over_raw_model": rate / model.texts_per_s,
+        "replica_passages_per_cpu_s": per_cpu_s,
+        "raw_model_passages_per_cpu_s": raw_per_cpu_s,
     }
     return BenchReport("\n".join(lines), numbers)
 
@@ -238,6 +256,7 @@ def _bench_ingest(args: argparse.Namespace) -> int:
     from ragmeshd.settings import load_settings
 
     return args.emit_report(
+        args,
         "ingest",
         lambda: run_ingest_bench(
             count=args.documents,
