@@ -38,6 +38,7 @@ from ragmesh.embeddings.v1 import embeddings_service_pb2_grpc as embeddings_grpc
 from ragmesh.search.v1 import search_service_pb2 as pb
 from ragmesh.search.v1 import search_service_pb2_grpc as pb_grpc
 from ragmeshd.bench.embed_mesh import raw, uptime
+from ragmeshd.bench.embed_server import RunResult
 from ragmeshd.bench.loadgen import closed_loop
 from ragmeshd.bench.mesh import bench_mesh
 from ragmeshd.bench.report import BenchReport
@@ -167,6 +168,16 @@ async def drive(
     )
 
 
+def _raw_model(texts: list[str], models_dir: Path) -> tuple[list[str], RunResult]:
+    """The raw model on exactly the passages the search server made of `texts`."""
+    from ragmeshd.search.chunking import make_splitter
+    from ragmeshd.settings import load_settings
+
+    splitter = make_splitter(load_settings())
+    pieces = [piece for text in texts for piece in splitter.split(text)]
+    return pieces, raw(pieces, "auto", 64, models_dir)
+
+
 def run_ingest_bench(
     *, count: int, batch: int, concurrency: int, seed: int, models_dir: Path
 ) -> BenchReport:
@@ -180,14 +191,8 @@ def run_ingest_bench(
             drive(handle.channel, texts, batch, concurrency, cpu)
         )
     print(f"through Envoy: {rate:.1f} passages/s", flush=True)
-    # The raw model encodes exactly the passages the search server made of the documents.
-    from ragmeshd.search.chunking import make_splitter
-    from ragmeshd.settings import load_settings
-
-    splitter = make_splitter(load_settings())
     # The throughput half: the first half of the documents (drive's `measured`).
-    pieces = [piece for text in texts[: len(texts) // 2] for piece in splitter.split(text)]
-    model = raw(pieces, "auto", 64, models_dir)
+    pieces, model = _raw_model(texts[: len(texts) // 2], models_dir)
     load_after = uptime()
     # What the replica (server and model process) did with the CPU it got, beside the raw
     # model's passages per CPU-second: on a shared machine the end-to-end ratio also measures

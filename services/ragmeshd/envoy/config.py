@@ -242,8 +242,12 @@ def _routes(clusters: Sequence[UpstreamCluster]) -> list[Any]:
     for cluster in clusters:
         limits = envoy_limits.limits_for(cluster.name)
         for method in cluster.retry_methods:
-            route = _route({"path": method, "grpc": {}}, cluster.name, limits.unary)
+            write = limits.writes.get(method.rpartition("/")[2])
+            route = _route({"path": method, "grpc": {}}, cluster.name, write or limits.unary)
             route["route"]["retry_policy"] = _retry_policy(limits)
+            if write is not None:
+                # A try of a write is bounded by the call's deadline alone (envoy/limits.py).
+                del route["route"]["retry_policy"]["per_try_timeout"]
             routes.append(route)
         for stream, deadline in limits.streams.items():
             path = f"/{cluster.grpc_service}/{stream}"

@@ -47,9 +47,9 @@ MIN_RETRY_CONCURRENCY = 10
 # (embeddings.model_batch_timeout_s, 30 s, is longer on purpose: it decides when the model
 # process counts as hung and is replaced, not how long a call waits; a call stops waiting at
 # its own deadline or when Envoy abandons it, and its texts leave the queue.)
-# Search, 10 s, no shorter: a try must hold a retried Embed plus the database, and a write of
-# up to 256 documents (UpsertDocuments), embedded at ~30-40 passages/s on a loaded 2-core
-# machine (docs/benchmarks.md). Its statements stop before the try does (8 s,
+# Search, 10 s, no shorter: a try must hold a retried Embed plus the database. Writes are the
+# exception (WRITE_DEADLINE below): their work grows with what they carry. Search's
+# statements stop before the try does (8 s,
 # search.pg.statement_timeout_ms; the result cache's 2 s). The coordinator gives search 15 s
 # (coordinator.search_timeout_s): a whole try, the backoff, and 4.75 s for the retry on
 # another replica, where a Search takes ~150 ms at p99 through Envoy (docs/benchmarks.md).
@@ -60,6 +60,15 @@ MIN_RETRY_CONCURRENCY = 10
 PER_TRY_TIMEOUT_S = 10.0
 EMBEDDINGS_PER_TRY_TIMEOUT_S = 5.0
 COORDINATOR_PER_TRY_TIMEOUT_S = 20.0
+# A write embeds every passage it carries: `ragmesh ingest` sends up to 512 passages a call,
+# ~13-19 s at the 27-40 passages/s a 2-core machine embeds (docs/benchmarks.md), and an upload
+# of one large file more. A per-try timeout would abandon such an honest write and send it
+# again from the start, so a write's tries are bounded by the call's deadline alone (its own
+# route, still retried where the call never reached a replica or the replica vanished). Each
+# of its database statements stays inside search.pg.statement_timeout_ms: the passages go in
+# chunks (defaults.PG_COPY_CHUNK_PASSAGES).
+WRITE_DEADLINE_DEFAULT_S = 120.0
+WRITE_DEADLINE_MAX_S = 600.0
 
 
 @dataclass(frozen=True)
@@ -79,6 +88,9 @@ class Deadline:
             raise ValueError(f"a deadline needs 0 < default ({self.default_s}) <= max")
 
 
+WRITE_DEADLINE = Deadline(default_s=WRITE_DEADLINE_DEFAULT_S, max_s=WRITE_DEADLINE_MAX_S)
+
+
 @dataclass(frozen=True)
 class ServiceLimits:
     """One service's routes and cluster limits."""
@@ -89,6 +101,9 @@ class ServiceLimits:
     streams: Mapping[str, Deadline] = field(default_factory=dict)
     retry_on: str = TRANSPORT_RETRY_ON
     per_try_timeout_s: float = PER_TRY_TIMEOUT_S
+    # Retried unary methods whose work grows with the request: their own deadline, and no
+    # per-try timeout (WRITE_DEADLINE_DEFAULT_S above).
+    writes: Mapping[str, Deadline] = field(default_factory=dict)
     # Circuit breakers, per replica of the cluster (scaled by the number of endpoints). Past
     # max_requests Envoy answers UNAVAILABLE at once (response flag UO; never retried, and not
     # counted against the replica by outlier detection). For search and the coordinator each
@@ -110,7 +125,10 @@ SERVICE_LIMITS: dict[str, ServiceLimits] = {
         retry_on=LEAF_RETRY_ON,
         per_try_timeout_s=EMBEDDINGS_PER_TRY_TIMEOUT_S,
     ),
-    "search": ServiceLimits(unary=Deadline(default_s=30.0, max_s=120.0)),
+    "search": ServiceLimits(
+        unary=Deadline(default_s=30.0, max_s=120.0),
+        writes={"UpsertDocuments": WRITE_DEADLINE},
+    ),
     # A leaf: Info is retried on another replica; Generate streams for as long as an answer
     # may take (the coordinator's backend_deadline_s, 120 s by default).
     "llm": ServiceLimits(

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 
+import asyncpg
 import numpy as np
 import pytest
 
@@ -366,5 +367,44 @@ async def test_keyword_index_with_groups_ranks_as_the_sql_path(
             assert len(await backend.keyword_search("grouped", "term0", 20, conditions)) == 20
         entry = next(iter(backend._keyword_indexes._entries.values()))
         assert entry.index is not None, "the in-memory index answered"
+    finally:
+        await backend.close()
+
+
+async def test_a_document_larger_than_one_copy_goes_in_chunks_all_or_nothing(
+    postgres_server: PostgresProcess, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each COPY of a write is one statement under the statement timeout, so a large document
+    goes in chunks; they share the write's transaction: a chunk that fails leaves nothing of
+    the write behind, the earlier chunks included."""
+    from ragmeshd.search.backends import pgvector
+
+    monkeypatch.setattr(pgvector, "COPY_CHUNK_PASSAGES", 3)
+    create_database(postgres_server.dsn, "chunks")
+    dsn = EmbeddedPostgres(postgres_server.state_dir).dsn(database="chunks")
+    backend = PgVectorBackend(dsn, SearchSettings(pg_pool_min_size=1, pg_pool_max_size=2))
+    await backend.start()
+    try:
+        await backend.create_collection(CollectionSpec("chunks", 4, "test", 16, 64))
+        unit = np.eye(4, dtype=np.float32)
+
+        def document(doc: str, count: int, last: np.ndarray) -> PreparedDocument:
+            passages = [Passage(i, f"{doc} passage {i}", unit[i % 4]) for i in range(count - 1)]
+            passages.append(Passage(count - 1, f"{doc} passage {count - 1}", last))
+            return PreparedDocument(doc, f"{doc} text", {}, passages)
+
+        await backend.upsert("chunks", [document("big", 8, unit[0])])
+        stored = await backend.get_document("chunks", "big")
+        assert stored is not None and stored.passage_count == 8
+        # The eighth passage's vector has the wrong size: the third COPY fails after two
+        # chunks went in, and the whole write, the replaced document included, is undone.
+        with pytest.raises(asyncpg.PostgresError, match="dimensions"):
+            await backend.upsert("chunks", [document("big", 8, np.ones(5, np.float32))])
+        stored = await backend.get_document("chunks", "big")
+        assert stored is not None and stored.passage_count == 8
+        async with backend.pool.acquire() as conn:
+            collection = await conn.fetchrow("SELECT * FROM search_collections")
+            rows = await conn.fetchval(f"SELECT count(*) FROM {passages_table(collection['id'])}")
+        assert rows == 8 and collection["passage_count"] == 8
     finally:
         await backend.close()
