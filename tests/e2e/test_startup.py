@@ -7,7 +7,6 @@ import os
 import re
 import shlex
 import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -17,6 +16,7 @@ import pytest
 
 from ragmesh.embeddings.v1 import embeddings_service_pb2 as embeddings_pb
 from ragmesh.embeddings.v1 import embeddings_service_pb2_grpc as embeddings_grpc
+from ragmeshd.bench.ports import is_free
 from ragmeshd.runtime.channels import metadata_interceptors
 from ragmeshd.runtime.tls import channel_credentials
 from ragmeshd.settings import load_settings
@@ -148,13 +148,4 @@ def test_make_up_prints_a_banner_whose_grpcurl_command_works(tmp_path: Path) -> 
     # stopped everything it started: its state file is gone and the listener is closed.
     assert process.returncode in (0, -signal.SIGINT, 130), "".join(output)
     assert not (tmp_path / "mesh.json").exists()
-    assert _port_is_free(client_port)
-
-
-def _port_is_free(port: int) -> bool:
-    with socket.socket() as sock:
-        try:
-            sock.bind(("0.0.0.0", port))
-        except OSError:
-            return False
-    return True
+    assert is_free(client_port, "0.0.0.0")

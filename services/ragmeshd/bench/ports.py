@@ -40,7 +40,7 @@ def free_port_run(count: int, step: int) -> int:
         for _ in range(ATTEMPTS):
             base = random.randint(LOWEST_PORT, upper)  # nosec B311 - not a secret
             run = [base + i * step for i in range(count)]
-            if not _handed_out.intersection(run) and all(map(_is_free, run)):
+            if not _handed_out.intersection(run) and all(map(is_free, run)):
                 _handed_out.update(run)
                 return base
     raise RuntimeError(f"no {count} free loopback ports {step} apart below {upper}")
@@ -59,10 +59,11 @@ def _kernel_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _is_free(port: int) -> bool:
+def is_free(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether a server could bind `port` on `host` now."""
     with socket.socket() as sock:
         try:
-            sock.bind(("127.0.0.1", port))
+            sock.bind((host, port))
         except OSError:
             return False
     return True

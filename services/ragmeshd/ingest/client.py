@@ -135,8 +135,8 @@ class MeshDocuments:
                 raise DocumentRefusedError(error.details() or "invalid") from None
             if error.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
                 # Too many passages for the model within the write's deadline (Envoy caps a
-                # write at 600 s, envoy/limits.py WRITE_DEADLINE_MAX_S): the sync sends the batch's documents one by one and
-                # skips one that still does not fit.
+                # write at 600 s, envoy/limits.py WRITE_DEADLINE_MAX_S): the sync sends the
+                # batch's documents one by one and skips one that still does not fit.
                 raise DocumentRefusedError(
                     f"not stored within the deadline ({passages} passages): {error.details()}"
                 ) from None

@@ -23,4 +23,4 @@ def test_a_run_of_replica_ports_is_free_and_spaced_by_the_step() -> None:
 def test_a_port_a_server_holds_is_not_handed_out() -> None:
     with socket.socket() as held:
         held.bind(("127.0.0.1", 0))
-        assert not ports._is_free(held.getsockname()[1])
+        assert not ports.is_free(held.getsockname()[1])
