@@ -22,7 +22,7 @@ from ragmeshd.executables import ragmesh_argv
 from ragmeshd.runtime.channels import metadata_interceptors
 from ragmeshd.runtime.tls import channel_credentials
 from ragmeshd.state import MeshLayout
-from ragmeshd.supervisor.plan import MeshState
+from ragmeshd.supervisor.plan import MeshState, reachable_endpoint
 
 MESH_START_TIMEOUT_S = 300.0
 
@@ -52,9 +52,8 @@ class MeshHandle:
 
 def _handle(state_dir: Path) -> MeshHandle:
     state = MeshState.read(MeshLayout(state_dir).mesh_state)
-    port = state.client_listen.rpartition(":")[2]
     api_key = MeshLayout(state_dir).admin_key.read_text().strip()
-    return MeshHandle(state_dir, f"127.0.0.1:{port}", api_key, state)
+    return MeshHandle(state_dir, reachable_endpoint(state.client_listen), api_key, state)
 
 
 @contextmanager

@@ -29,7 +29,7 @@ from ragmeshd.runtime.keystore import parse_duration as parse_duration_text
 from ragmeshd.runtime.tls import channel_credentials
 from ragmeshd.settings import Settings, load_settings
 from ragmeshd.state import MeshLayout
-from ragmeshd.supervisor.plan import MeshState
+from ragmeshd.supervisor.plan import MeshState, reachable_endpoint
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -158,10 +158,7 @@ def mesh_target(settings: Settings, target: str | None) -> str:
         return target
     state_file = MeshLayout(settings.state_dir).mesh_state
     listen = MeshState.read(state_file).client_listen if state_file.exists() else ""
-    host, _, port = (listen or settings.mesh.client_listen).rpartition(":")
-    # A listener on every address is reached on loopback from this host.
-    wildcard = host in ("0.0.0.0", "::", "[::]", "")  # nosec B104 (a comparison, not a bind)
-    return f"{'127.0.0.1' if wildcard else host}:{port}"
+    return reachable_endpoint(listen or settings.mesh.client_listen)
 
 
 def check_mesh_client(settings: Settings, args: argparse.Namespace) -> Any:

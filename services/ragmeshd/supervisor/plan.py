@@ -131,6 +131,14 @@ def plan_replicas(settings: Settings, counts: dict[str, int]) -> list[Replica]:
     return replicas
 
 
+def reachable_endpoint(listen: str) -> str:
+    """The address a client on this host dials for a listener: a listener on every address
+    (0.0.0.0, ::) is reached on loopback."""
+    host, _, port = listen.rpartition(":")
+    wildcard = host in ("0.0.0.0", "::", "[::]", "")  # nosec B104 (a comparison, not a bind)
+    return f"{'127.0.0.1' if wildcard else host}:{port}"
+
+
 @dataclass(frozen=True)
 class MeshState:
     """What `ragmesh up` writes for `ragmesh status` to read."""

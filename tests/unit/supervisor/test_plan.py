@@ -1,11 +1,12 @@
-"""`ragmesh up`'s replica plan refuses replicas that cannot share their store."""
+"""`ragmesh up`'s replica plan refuses replicas that cannot share their store; the clients
+dial its listeners on loopback when they listen on every address."""
 
 from __future__ import annotations
 
 import pytest
 
 from ragmeshd.settings import Settings
-from ragmeshd.supervisor.plan import check_replicas
+from ragmeshd.supervisor.plan import check_replicas, reachable_endpoint
 
 
 def settings(**search: str) -> Settings:
@@ -22,3 +23,9 @@ def test_one_process_owns_an_embedded_qdrant() -> None:
 def test_replicas_share_a_qdrant_server_or_postgresql() -> None:
     check_replicas(settings(qdrant_location="http://qdrant:6333"), {"search": 2})
     check_replicas(Settings.model_validate({}), {"search": 2})
+
+
+def test_a_listener_on_every_address_is_dialled_on_loopback() -> None:
+    assert reachable_endpoint("0.0.0.0:50051") == "127.0.0.1:50051"
+    assert reachable_endpoint("[::]:50051") == "127.0.0.1:50051"
+    assert reachable_endpoint("10.1.2.3:50051") == "10.1.2.3:50051"
