@@ -100,7 +100,11 @@ def logged_errors(mesh: Mesh, limit: int = 5) -> list[str]:
     for log in sorted((Path(mesh.state_dir) / "logs").glob("*.log")):
         text = log.read_text(errors="replace")
         errors = [line for line in text.splitlines() if '"level": "error"' in line]
-        lines += [f"{log.name}: {line[:2000]}" for line in errors[-limit:]]
+        # The head names the call, the tail the exception (a traceback ends with it).
+        lines += [
+            f"{log.name}: {line if len(line) <= 2500 else line[:700] + ' ... ' + line[-1800:]}"
+            for line in errors[-limit:]
+        ]
     return lines
 
 

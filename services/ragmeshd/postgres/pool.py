@@ -18,7 +18,12 @@ _log = logging.getLogger("ragmesh.postgres")
 
 CONNECT_TIMEOUT_S = 10.0
 
-# Driver errors that mean the database is down, restarting or unreachable.
+# Driver errors that mean the database is down, restarting or unreachable, or in a passing
+# state in which the same statement may succeed when sent again: a transaction chosen as a
+# deadlock or serialization victim, a lock not available, a cached plan invalidated by a
+# schema change (a replica migrating at start-up; asyncpg drops the plan), the server short
+# of disk, memory or connections. None of these is the caller's fault, so callers answer
+# UNAVAILABLE ("retry shortly"), never INTERNAL.
 UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
     OSError,
     asyncpg.PostgresConnectionError,
@@ -27,6 +32,10 @@ UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.AdminShutdownError,
     asyncpg.CrashShutdownError,
     asyncpg.TooManyConnectionsError,
+    asyncpg.TransactionRollbackError,
+    asyncpg.LockNotAvailableError,
+    asyncpg.InvalidCachedStatementError,
+    asyncpg.InsufficientResourcesError,
 )
 
 _CONNECT_ERRORS: tuple[type[BaseException], ...] = (TimeoutError, *UNAVAILABLE_ERRORS)
