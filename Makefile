@@ -63,8 +63,9 @@ test: install test-tools
 
 # The long runs `make test` leaves out (pytest marker `long`, pyproject.toml): the installed
 # wheel's smoke test, one trace across the mesh, the local model killed under Asks, a hung model
-# process, a slow database at start-up and eval beside the offline fusion study. Each has a
-# shorter neighbour in the suite.
+# process, a model that cannot load, the rate-limit service killed and frozen, a slow database
+# at start-up and eval beside the offline fusion study. Each has a shorter neighbour in the
+# suite.
 test-long: install test-tools
 	$(BIN)/python -m pytest -q -p no:cacheprovider -m long
 

@@ -133,6 +133,9 @@ def create_limited_key(mesh: Mesh) -> str:
     return created.stdout.strip()
 
 
+# Long (`make chaos`, `make test-long`): the limiter killed, then frozen, under traffic. In the
+# suite, tests/unit/runtime/test_work_meter.py checks that no limiter fails closed.
+@pytest.mark.long
 async def test_rate_limit_service_killed_or_frozen_fails_closed(
     chaos_mesh: Mesh, traffic: Traffic
 ) -> None:

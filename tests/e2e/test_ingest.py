@@ -9,9 +9,7 @@ import asyncio
 import json
 import os
 import subprocess
-import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,19 +17,13 @@ import httpx
 import pytest
 
 from tests.helpers import REPO_ROOT, ragmesh_command
-from tests.mesh import Mesh, running_mesh
+from tests.mesh import Mesh
 from tests.unit.documents.conftest import write_docx, write_pdf, write_scanned_pdf
 
 pytestmark = pytest.mark.e2e
 
-COLLECTION = "notes"
-
-
-@pytest.fixture(scope="module")
-def mesh() -> Iterator[Mesh]:
-    state_dir = Path(tempfile.mkdtemp(prefix="ragmesh-ingest-e2e-"))
-    with running_mesh(state_dir, {"RAGMESH_EMBEDDINGS__RUNTIME": "torch"}, "--llm", "none") as m:
-        yield m
+# On the suite's shared mesh (tests/conftest.py): a collection no other test uses.
+COLLECTION = "ingest-notes"
 
 
 @pytest.fixture(scope="module")

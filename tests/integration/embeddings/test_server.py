@@ -271,6 +271,9 @@ async def test_full_queue_is_resource_exhausted(tmp_path: Path) -> None:
     assert any(not isinstance(r, BaseException) for r in results)
 
 
+# Long (`make test-long`): two model processes fail to load in turn. In the suite,
+# tests/unit/runtime/test_startup.py covers the start-up retries and their last failure.
+@pytest.mark.long
 def test_model_that_cannot_load_exits_non_zero_with_a_clear_message(tmp_path: Path) -> None:
     missing = tmp_path / "no-such-model"
     env = {
