@@ -262,7 +262,7 @@ async def test_a_bad_upload_is_invalid_argument_naming_the_file_and_stores_nothi
 async def test_concurrent_writers_offering_more_than_the_model_embeds_lose_nothing(
     search_pgvector: ServerProcess,
 ) -> None:
-    """Eight writers at once offer ~800 passages, minutes of queue for interactive calls'
+    """Eight writers at once offer ~270 passages, seconds of queue against interactive calls'
     limit (embeddings.max_queue_wait_ms 500 ms, the default): the bulk lane makes every
     write wait for the model instead of being refused, and every passage is stored."""
     import asyncio
@@ -276,7 +276,7 @@ async def test_concurrent_writers_offering_more_than_the_model_embeds_lose_nothi
     def text() -> str:
         return " ".join(rng.choice(words) for _ in range(300))
 
-    writers, calls, per_call = 8, 3, 16
+    writers, calls, per_call = 8, 2, 8
     requests = [
         [
             pb.UpsertDocumentsRequest(
