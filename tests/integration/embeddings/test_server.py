@@ -205,9 +205,13 @@ def test_grpcurl_lists_and_calls_through_reflection(embeddings_server: ServerPro
     assert body["dimensions"] == 384 and len(body["embeddings"][0]["values"]) == 384
 
 
-async def test_health_goes_not_serving_to_serving_and_embed_waits(tmp_path: Path) -> None:
-    with start_embeddings(tmp_path / "fresh.log") as server:
+async def test_a_servers_life_loading_serving_then_a_graceful_stop(tmp_path: Path) -> None:
+    """One server from start to stop (each start loads the model: seconds): health goes
+    NOT_SERVING to SERVING while Embed says it is loading; then SIGTERM finishes the calls in
+    flight before the process exits 0."""
+    with start_embeddings(tmp_path / "life.log") as server:
         async with grpc.aio.insecure_channel(server.target) as channel:
+            client = pb_grpc.EmbeddingsServiceStub(channel)
             health = health_pb2_grpc.HealthStub(channel)
             watch = health.Watch(
                 health_pb2.HealthCheckRequest(service=SERVICE_NAME),
@@ -218,25 +222,15 @@ async def test_health_goes_not_serving_to_serving_and_embed_waits(tmp_path: Path
             assert statuses == [health_pb2.HealthCheckResponse.NOT_SERVING]
             # While the model loads, Embed says so.
             with pytest.raises(grpc.aio.AioRpcError) as error:
-                await pb_grpc.EmbeddingsServiceStub(channel).Embed(
-                    pb.EmbedRequest(inputs=["early"])
-                )
+                await client.Embed(pb.EmbedRequest(inputs=["early"]))
             assert error.value.code() == grpc.StatusCode.UNAVAILABLE
             assert "loading" in (error.value.details() or "")
             statuses.append((await watch.read()).status)
             assert statuses[-1] == health_pb2.HealthCheckResponse.SERVING
             watch.cancel()
-            response = await pb_grpc.EmbeddingsServiceStub(channel).Embed(
-                pb.EmbedRequest(inputs=["now ready"])
-            )
+            response = await client.Embed(pb.EmbedRequest(inputs=["now ready"]))
             assert len(response.embeddings) == 1
 
-
-async def test_sigterm_finishes_in_flight_calls_then_exits(tmp_path: Path) -> None:
-    with start_embeddings(tmp_path / "graceful.log") as server:
-        wait_serving(server.target, SERVICE_NAME, server)
-        async with grpc.aio.insecure_channel(server.target) as channel:
-            client = pb_grpc.EmbeddingsServiceStub(channel)
             calls = [
                 asyncio.ensure_future(
                     client.Embed(pb.EmbedRequest(inputs=[f"in flight {i} " * 30] * 8), timeout=60)
