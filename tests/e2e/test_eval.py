@@ -101,14 +101,16 @@ def test_eval_json_is_one_document_on_stdout(mesh: Mesh, tmp_path: Path) -> None
         ragmesh_command(
             "--state-dir", str(mesh.state_dir), "eval", "--beir", str(beir), "--split", "test",
             "--target", mesh.endpoint, "--collection", "eval-tiny-json", "--mode", "keyword",
-            "--no-baseline", "--json",
+            "--hybrid-top-k", "5", "--no-baseline", "--json",
         ),
         mesh.env,
     )  # fmt: skip
     document = json.loads(output)
     assert document["passages"] == len(CORPUS)
-    assert [score["label"] for score in document["scores"]] == ["keyword"]
+    assert [score["label"] for score in document["scores"]] == ["keyword", "hybrid top_k 5"]
     assert document["scores"][0]["ndcg"] == 1.0
+    # Five hits of twelve documents: nDCG@10 is still defined, Recall@100 counts five.
+    assert 0 < document["scores"][1]["ndcg"] <= 1
 
 
 def test_eval_folds_cross_validates_the_fusion(mesh: Mesh, tmp_path: Path) -> None:

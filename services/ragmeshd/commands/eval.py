@@ -64,23 +64,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default="pgvector",
         help="the document store of the servers started here (default pgvector)",
     )
-    evaluate.add_argument(
-        "--fusion",
-        action="append",
-        default=[],
-        metavar="METHOD[:DENSE_W:KEYWORD_W[:RRF_K]]",
-        help="also evaluate HYBRID with this fusion (rrf, min_max, distribution, dbsf; weights"
-        " and k as in SearchRequest); repeatable: --fusion rrf:1:1:60 --fusion dbsf:0.7:0.3",
-    )
-    evaluate.add_argument(
-        "--folds",
-        type=int,
-        default=0,
-        metavar="N",
-        help="cross-validate HYBRID's fusion: each fold's choice made on the other N-1 folds"
-        " (a grid, the default and --fusion), its held-out nDCG@10, the mean and a paired"
-        " bootstrap 95%% interval of the gain over the default (evaluation/cross_validation.py)",
-    )
+    _add_hybrid_options(evaluate)
     evaluate.add_argument("--collection", help="collection name (default beir-<dataset>)")
     evaluate.add_argument(
         "--work-dir",
@@ -95,8 +79,44 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     evaluate.set_defaults(handler=_eval)
 
 
+def _add_hybrid_options(evaluate: argparse.ArgumentParser) -> None:
+    """The HYBRID variants evaluated beside the modes, and the cross-validation over them."""
+    evaluate.add_argument(
+        "--fusion",
+        action="append",
+        default=[],
+        metavar="METHOD[:DENSE_W:KEYWORD_W[:RRF_K]]",
+        help="also evaluate HYBRID with this fusion (rrf, min_max, distribution, dbsf; weights"
+        " and k as in SearchRequest); repeatable: --fusion rrf:1:1:60 --fusion dbsf:0.7:0.3",
+    )
+    evaluate.add_argument(
+        "--hybrid-top-k",
+        action="append",
+        type=int,
+        default=[],
+        metavar="N",
+        help="also evaluate HYBRID with the default fusion asking for only N hits (1-100;"
+        " the other rows ask for 100), to compare nDCG@10 at a small top_k; repeatable",
+    )
+    evaluate.add_argument(
+        "--folds",
+        type=int,
+        default=0,
+        metavar="N",
+        help="cross-validate HYBRID's fusion: each fold's choice made on the other N-1 folds"
+        " (a grid, the default and --fusion), its held-out nDCG@10, the mean and a paired"
+        " bootstrap 95%% interval of the gain over the default (evaluation/cross_validation.py)",
+    )
+
+
 def _eval(args: argparse.Namespace) -> int:
-    from ragmeshd.evaluation.beir import format_report, parse_fusion, report_document
+    from ragmeshd.evaluation.beir import (
+        TOP_K,
+        FusionVariant,
+        format_report,
+        parse_fusion,
+        report_document,
+    )
 
     settings = settings_or_exit()
     configure_logging("eval", "WARNING")
@@ -104,6 +124,9 @@ def _eval(args: argparse.Namespace) -> int:
         fusions = [parse_fusion(spec) for spec in args.fusion]
     except ValueError as exc:
         raise CommandError(f"--fusion {exc}", EXIT_USAGE) from None
+    if any(not 1 <= k <= TOP_K for k in args.hybrid_top_k):
+        raise CommandError(f"--hybrid-top-k must be between 1 and {TOP_K}", EXIT_USAGE)
+    fusions += [FusionVariant("", top_k) for top_k in args.hybrid_top_k]
     if args.folds:
         from ragmeshd.evaluation.cross_validation import GRID
 

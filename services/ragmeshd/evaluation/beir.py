@@ -70,11 +70,21 @@ _FUSION_METHODS = {
 
 @dataclass(frozen=True)
 class FusionVariant:
-    """A HYBRID fusion to evaluate: "METHOD[:DENSE_WEIGHT:KEYWORD_WEIGHT[:RRF_K]]"."""
+    """A HYBRID fusion "METHOD[:DENSE_WEIGHT:KEYWORD_WEIGHT[:RRF_K]]" ("": the default) at
+    `top_k` hits: min-max and DBSF normalise over the candidates a call sees."""
 
     spec: str
+    top_k: int = TOP_K
+
+    @property
+    def label(self) -> str:
+        depth = f"top_k {self.top_k}" if self.top_k != TOP_K else ""
+        return " ".join(word for word in ("hybrid", self.spec, depth) if word)
 
     def apply(self, request: pb.SearchRequest) -> None:
+        request.top_k = self.top_k
+        if not self.spec:
+            return
         method, *numbers = self.spec.split(":")
         request.fusion_method = _FUSION_METHODS[method]
         if numbers:
@@ -306,9 +316,10 @@ async def evaluate_service(
             rankings = await search_all(
                 stub, collection, data.queries, pb.SEARCH_MODE_HYBRID, fusion
             )
-            result = score(f"hybrid {fusion.spec}", rankings, data, time.perf_counter() - started)
+            result = score(fusion.label, rankings, data, time.perf_counter() - started)
             report.scores.append(result)
-            report.hybrid_rankings[result.label] = rankings
+            if fusion.top_k == TOP_K:  # --folds compares fusions at the same depth
+                report.hybrid_rankings[result.label] = rankings
             print(f"{result.label}: nDCG@10 {result.ndcg:.4f}", flush=True)
 
 

@@ -9,8 +9,10 @@ import pytest
 
 from ragmesh.search.v1 import search_service_pb2 as pb
 from ragmeshd.evaluation.beir import (
+    TOP_K,
     BeirData,
     EvalReport,
+    FusionVariant,
     ModeScore,
     format_report,
     load_beir,
@@ -60,6 +62,19 @@ def test_a_fusion_spec_sets_the_request_fields(
     assert request.fusion_method == method
     assert (request.dense_weight, request.keyword_weight) == pytest.approx(weights)
     assert request.rrf_k == rrf_k
+
+
+def test_a_top_k_variant_asks_for_fewer_hits_with_the_default_fusion() -> None:
+    request = pb.SearchRequest(query="q")
+    variant = FusionVariant("", 10)
+    variant.apply(request)
+    assert request.top_k == 10 and request.fusion_method == pb.FUSION_METHOD_UNSPECIFIED
+    assert variant.label == "hybrid top_k 10"
+    assert parse_fusion("rrf:1:1:60").label == "hybrid rrf:1:1:60"
+    assert FusionVariant("dbsf", 20).label == "hybrid dbsf top_k 20"
+    full = pb.SearchRequest(query="q")
+    parse_fusion("rrf:1:1:60").apply(full)
+    assert full.top_k == TOP_K
 
 
 @pytest.mark.parametrize(
