@@ -112,9 +112,10 @@ PASSAGE_OVERLAP_TOKENS = 32
 # MAX_INPUT_CHARS; a few very long "words" are one token each).
 PASSAGE_MAX_CHARS = 8000
 
-# Search: ranking. Each mode ranks CANDIDATE_MULTIPLIER * top_k passages (several passages
-# may belong to one document; hits are one per document).
+# Search: each mode ranks CANDIDATE_MULTIPLIER * top_k passages (hits are one per document),
+# HYBRID at least HYBRID_MIN_CANDIDATES: fusion normalises each ranking over what it sees.
 CANDIDATE_MULTIPLIER = 3
+HYBRID_MIN_CANDIDATES = 100
 # Reciprocal rank fusion: score = weight / (RRF_K + rank), summed over the modes.
 RRF_K = 60
 RRF_DENSE_WEIGHT = 1.0
@@ -161,8 +162,7 @@ PG_EMBEDDED_SERVER_SETTINGS = {
     "unix_socket_permissions": "0700",
 }
 
-# Search: the HNSW vector index. hnsw.ef_search must be at least the number of candidates
-# wanted; iterative scans go past it when a filter removes candidates.
+# Search: the HNSW index. ef_search >= the candidates wanted (iterative scans go past it).
 HNSW_M = 16
 HNSW_EF_CONSTRUCTION = 64
 HNSW_EF_SEARCH = 100

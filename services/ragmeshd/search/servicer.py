@@ -436,6 +436,10 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
             elif query.mode is not Mode.KEYWORD:
                 vector = (await self._embed([query.text], collection, timeout_s))[0]
             candidates = query.top_k * self._settings.candidate_multiplier
+            if query.mode is Mode.HYBRID:
+                # Min-max and DBSF normalise each ranking over the candidates it returns: a
+                # floor keeps a small top_k's first hits those a large top_k ranks first.
+                candidates = max(candidates, self._settings.hybrid_min_candidates)
             ranked: list[RankedHit]
             with (
                 metrics.BACKEND_QUERY_SECONDS.labels(query.mode.value).time(),

@@ -44,6 +44,7 @@ class SearchSettings(Section):
     passage_max_chars: int = Field(defaults.PASSAGE_MAX_CHARS, ge=100)
 
     candidate_multiplier: int = Field(defaults.CANDIDATE_MULTIPLIER, ge=1, le=20)
+    hybrid_min_candidates: int = Field(defaults.HYBRID_MIN_CANDIDATES, ge=1, le=1000)
     rrf_k: int = Field(defaults.RRF_K, ge=1, le=1000)
     rrf_dense_weight: float = Field(defaults.RRF_DENSE_WEIGHT, ge=0, le=100)
     rrf_keyword_weight: float = Field(defaults.RRF_KEYWORD_WEIGHT, ge=0, le=100)
