@@ -22,8 +22,10 @@ CONNECT_TIMEOUT_S = 10.0
 # state in which the same statement may succeed when sent again: a transaction chosen as a
 # deadlock or serialization victim, a lock not available, a cached plan invalidated by a
 # schema change (a replica migrating at start-up; asyncpg drops the plan), the server short
-# of disk, memory or connections. None of these is the caller's fault, so callers answer
-# UNAVAILABLE ("retry shortly"), never INTERNAL.
+# of disk, memory or connections; or a pooled connection the driver finds still busy with an
+# operation a cancelled call left behind ("cannot switch to state ...; another operation is
+# in progress", seen in the chaos suite: the pool terminates it on release). None of these is
+# the caller's fault, so callers answer UNAVAILABLE ("retry shortly"), never INTERNAL.
 UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
     OSError,
     asyncpg.PostgresConnectionError,
@@ -36,6 +38,7 @@ UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.LockNotAvailableError,
     asyncpg.InvalidCachedStatementError,
     asyncpg.InsufficientResourcesError,
+    asyncpg.InternalClientError,
 )
 
 _CONNECT_ERRORS: tuple[type[BaseException], ...] = (TimeoutError, *UNAVAILABLE_ERRORS)

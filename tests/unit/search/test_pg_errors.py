@@ -19,6 +19,9 @@ TRANSIENT = [
     asyncpg.exceptions.OutOfMemoryError("out of memory"),
     asyncpg.exceptions.AdminShutdownError("terminating connection"),
     asyncpg.exceptions.ConnectionDoesNotExistError("connection was closed"),
+    asyncpg.exceptions.InternalClientError(
+        "cannot switch to state 15; another operation (2) is in progress"
+    ),
 ]
 
 
